@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what the tests need (redis-server, older servers for compatibility tests) and runs
+# the whole test suite. Safe to run repeatedly on a fresh Debian machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+    echo "installing redis-server (Debian package)" >&2
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server redis-tools >/dev/null
+fi
+
+export RDBFERRY_CORPUS="${RDBFERRY_CORPUS:-$(cd .. && pwd)/shared/corpus}"
+
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+cargo test --all-targets
