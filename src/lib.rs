@@ -6,6 +6,8 @@
 //! The code is a one-way pipeline, source → transform → sink, one folder per stage:
 //!
 //! - `rdb/`: RDB reader (zero-copy, pull-based) and encoder; CRC-64, LZF, every inner encoding.
+//! - `resp/`: the RESP protocol: incremental command and reply parser, command writer.
 //! - `cli/`: turns flags into configuration and calls the library; nothing else.
 
 pub mod rdb;
+pub mod resp;
