@@ -6,11 +6,20 @@
 //! The code is a one-way pipeline, source → transform → sink, one folder per stage:
 //!
 //! - `rdb/`: RDB reader (zero-copy, pull-based) and encoder; CRC-64, LZF, every inner encoding.
-//! - `aof/`: AOF reader (commands borrowed from the mapped file, `SELECT`/`MULTI` tracking,
-//!   truncated tails) and the Redis 7 multi-part manifest.
-//! - `resp/`: the RESP protocol: incremental command and reply parser, command writer.
-//! - `cli/`: turns flags into configuration and calls the library; nothing else.
+//! - `resp/`: the RESP protocol: command parser and writer.
+//! - `aof/`: AOF files: plain, with an RDB preamble, and multi-part directories.
+//! - `input/`: recognises an input (RDB, AOF, appendonlydir, stdin) and walks it as events.
+//! - `transform/`: filters (db, key globs and regexes, types).
+//! - `sink/`: outputs: JSON lines, RESP commands, statistics.
+//! - `job/`: the loops behind each command (`check`, `inspect`, `convert`).
+//! - `cli/` (in the binary): flags to configuration; nothing else.
 
 pub mod aof;
+pub mod error;
+pub mod input;
+pub mod job;
+pub mod progress;
 pub mod rdb;
 pub mod resp;
+pub mod sink;
+pub mod transform;

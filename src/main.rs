@@ -1,8 +1,7 @@
 //! The `rdbferry` binary: a thin shell over the library (see `src/cli/`).
 
-fn main() {
-    std::process::exit(rdbferry_cli::run());
-}
+mod cli;
 
-#[path = "cli/mod.rs"]
-mod rdbferry_cli;
+fn main() -> std::process::ExitCode {
+    cli::run()
+}

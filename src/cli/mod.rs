@@ -1,14 +1,268 @@
-//! Command-line front end: parses flags with `clap` and calls the library.
+//! Command-line front end: parses flags with `clap`, builds job configurations, prints
+//! reports. No loop over entries lives here; that is the library's job.
 
-use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use rdbferry::error::Error;
+use rdbferry::job::convert::{ConvertOptions, Format};
+use rdbferry::job::inspect::InspectOptions;
+use rdbferry::job::{Common, check, convert, inspect};
+use rdbferry::rdb::ReadOptions;
+use rdbferry::transform::{Filter, FilterSpec};
 
 /// rdbferry: read, convert and move Redis RDB and AOF data.
 #[derive(Parser)]
-#[command(name = "rdbferry", version, about)]
-struct Cli {}
+#[command(name = "rdbferry", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Walk every record and value and verify the checksum. Exit 0 when valid, 1 when not.
+    Check {
+        /// RDB file, AOF file, appendonlydir, or - for stdin.
+        #[arg(required = true)]
+        inputs: Vec<String>,
+        /// Print the report as JSON lines.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Sizes per db, type and encoding, TTLs, biggest keys, key prefixes.
+    Inspect {
+        /// RDB file, AOF file, appendonlydir, or - for stdin.
+        input: String,
+        /// Rows in the biggest-keys lists.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// Prefix depth: key parts split on ':'.
+        #[arg(long, default_value_t = 1)]
+        prefix_depth: usize,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Convert to JSON lines or to the Redis commands that rebuild the data.
+    Convert {
+        /// RDB file, AOF file, appendonlydir, or - for stdin.
+        #[arg(required = true)]
+        inputs: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum)]
+        format: FormatArg,
+        /// Output file (one input) or directory (several inputs); stdout by default.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        /// Leave out keys whose TTL has already passed.
+        #[arg(long)]
+        skip_expired: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Jsonl,
+    Resp,
+}
+
+#[derive(Args, Clone)]
+struct CommonArgs {
+    /// Keep only this db (repeatable).
+    #[arg(long = "db")]
+    dbs: Vec<u64>,
+    /// Keep keys matching this glob (repeatable).
+    #[arg(long = "key")]
+    keys: Vec<String>,
+    /// Keep keys matching this regex (repeatable).
+    #[arg(long = "key-regex")]
+    key_regexes: Vec<String>,
+    /// Drop keys matching this glob (repeatable).
+    #[arg(long = "exclude-key")]
+    exclude_keys: Vec<String>,
+    /// Keep only this type: string, list, set, zset, hash, stream, module (repeatable).
+    #[arg(long = "type")]
+    types: Vec<String>,
+    /// Go on past a checksum mismatch.
+    #[arg(long)]
+    ignore_checksum: bool,
+    /// No progress bar.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+impl CommonArgs {
+    fn build(&self) -> Result<Common, Error> {
+        let filter = Filter::new(&FilterSpec {
+            dbs: self.dbs.clone(),
+            keys: self.keys.clone(),
+            key_regexes: self.key_regexes.clone(),
+            exclude_keys: self.exclude_keys.clone(),
+            types: self.types.clone(),
+        })?;
+        Ok(Common {
+            filter,
+            read: ReadOptions {
+                ignore_checksum: self.ignore_checksum,
+            },
+            quiet: self.quiet,
+        })
+    }
+}
+
+fn fail(e: &Error) {
+    eprintln!("rdbferry: error: {e}");
+}
 
 /// Parse arguments and run; returns the process exit code.
-pub fn run() -> i32 {
-    let _cli = Cli::parse();
-    0
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Check {
+            inputs,
+            json,
+            common,
+        } => {
+            let common = match common.build() {
+                Ok(c) => c,
+                Err(e) => {
+                    fail(&e);
+                    return ExitCode::from(2);
+                }
+            };
+            let mut ok = true;
+            for name in &inputs {
+                match check::check(name, &common) {
+                    Ok(r) if json => {
+                        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+                    }
+                    Ok(r) => {
+                        let dbs: Vec<String> = r
+                            .keys_per_db
+                            .iter()
+                            .map(|(db, n)| format!("db{db}: {n}"))
+                            .collect();
+                        let mut line = format!(
+                            "{}: OK, RDB {} (redis-ver {}), {} keys ({}), {} with a TTL",
+                            r.input,
+                            r.rdb_version.as_deref().unwrap_or("none"),
+                            r.redis_ver.as_deref().unwrap_or("-"),
+                            r.keys,
+                            if dbs.is_empty() {
+                                "empty".into()
+                            } else {
+                                dbs.join(", ")
+                            },
+                            r.keys_with_ttl,
+                        );
+                        if r.functions > 0 {
+                            line += &format!(", {} functions", r.functions);
+                        }
+                        if r.commands > 0 {
+                            line += &format!(", {} AOF commands", r.commands);
+                        }
+                        if let Some(at) = r.truncated_at {
+                            line += &format!(", truncated AOF tail ignored from byte {at}");
+                        }
+                        line += &format!(", {:.3} s, {:.1} MB/s", r.elapsed_s, r.mb_per_s());
+                        println!("{line}");
+                    }
+                    Err(e) => {
+                        ok = false;
+                        fail(&e);
+                    }
+                }
+            }
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Cmd::Inspect {
+            input,
+            top,
+            json,
+            prefix_depth,
+            common,
+        } => {
+            let res = common
+                .build()
+                .and_then(|c| inspect::inspect(&input, &c, &InspectOptions { top, prefix_depth }));
+            match res {
+                Ok(r) if json => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&r.to_json()).unwrap_or_default()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(r) => {
+                    print!("{}", r.to_table());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    fail(&e);
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::Convert {
+            inputs,
+            format,
+            output,
+            skip_expired,
+            common,
+        } => {
+            let common = match common.build() {
+                Ok(c) => c,
+                Err(e) => {
+                    fail(&e);
+                    return ExitCode::from(2);
+                }
+            };
+            let opts = ConvertOptions {
+                format: match format {
+                    FormatArg::Jsonl => Format::Jsonl,
+                    FormatArg::Resp => Format::Resp,
+                },
+                output,
+                skip_expired,
+            };
+            let mut ok = true;
+            for r in convert::convert(&inputs, &common, &opts) {
+                match r {
+                    Ok(r) => {
+                        if inputs.len() > 1 && !common.quiet {
+                            eprintln!(
+                                "{} -> {}: {} keys, {} commands",
+                                r.input, r.output, r.keys, r.commands
+                            );
+                        }
+                    }
+                    Err(Error::Io { err, .. }) if err.kind() == std::io::ErrorKind::BrokenPipe => {
+                        // `rdbferry convert ... | head`: the reader went away; not an error.
+                    }
+                    Err(e) => {
+                        ok = false;
+                        fail(&e);
+                    }
+                }
+            }
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
 }

@@ -8,7 +8,9 @@
 
 pub mod crc;
 pub mod cursor;
+pub mod dump;
 pub mod elem;
+pub mod encoder;
 pub mod error;
 pub mod intset;
 pub mod listpack;

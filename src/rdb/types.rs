@@ -236,7 +236,8 @@ pub fn encoding_name(t: u8) -> &'static str {
     match t {
         STRING => "string",
         LIST => "linkedlist",
-        SET | HASH | ZSET | ZSET_2 => "hashtable",
+        SET | HASH => "hashtable",
+        ZSET | ZSET_2 => "skiplist",
         MODULE_PRE_GA | MODULE_2 => "module",
         HASH_ZIPMAP => "zipmap",
         LIST_ZIPLIST | ZSET_ZIPLIST | HASH_ZIPLIST => "ziplist",

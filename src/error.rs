@@ -1,0 +1,46 @@
+//! The crate-level error: what a job reports to the user. Each layer keeps its own error type
+//! (with input name, byte offset and key); this enum only gathers them.
+
+/// Any failure of a job.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A corrupt or unreadable RDB.
+    #[error(transparent)]
+    Rdb(#[from] crate::rdb::Error),
+    /// A corrupt or unreadable AOF.
+    #[error(transparent)]
+    Aof(#[from] crate::aof::AofError),
+    /// Reading or writing a file failed.
+    #[error("{path}: {err}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What failed.
+        err: std::io::Error,
+    },
+    /// The input is of no kind we read.
+    #[error("{path}: {msg}")]
+    Input {
+        /// The input.
+        path: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// Bad flags or arguments.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// Wrap an I/O error with the path it concerns.
+    pub fn io(path: impl Into<String>, err: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            err,
+        }
+    }
+}
+
+/// Result of jobs.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

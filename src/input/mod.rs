@@ -1,0 +1,245 @@
+//! Inputs: a path or `-`, recognised by content, not by name.
+//!
+//! - an RDB file (memory-mapped; stdin goes through the streaming reader);
+//! - an AOF file: plain RESP, or an RDB preamble followed by RESP;
+//! - a Redis 7 `appendonlydir` with its manifest: the base (RDB or AOF), then the incr files
+//!   in manifest order.
+//!
+//! Every input is turned into one sequence of [`Event`]s, handed to a callback together with
+//! the bytes consumed so far (for progress bars). This module decides nothing about keys;
+//! filtering is `transform`'s job.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::error::{Error, Result};
+use crate::rdb::{RdbReader, ReadOptions, Record, StreamReader};
+
+mod aof;
+pub use crate::aof::is_rdb;
+
+/// One item from an input.
+#[derive(Debug)]
+pub enum Event<'a, 'r> {
+    /// A record of an RDB (or of an AOF's RDB preamble or base).
+    Rdb(&'r Record<'a>),
+    /// An AOF command, applying to `db`. SELECT commands are not passed on: `db` says it.
+    Command {
+        /// Database the command applies to.
+        db: u64,
+        /// Command name and arguments.
+        args: &'r [&'a [u8]],
+    },
+}
+
+/// What kind of input this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An RDB file.
+    Rdb,
+    /// An AOF file, with an RDB preamble or not.
+    Aof,
+    /// A multi-part AOF directory.
+    AofDir,
+    /// Standard input (kind decided when reading).
+    Stdin,
+}
+
+/// An opened input.
+pub struct Input {
+    /// The name the user gave.
+    pub name: String,
+    /// What it is.
+    pub kind: Kind,
+    path: PathBuf,
+    map: Option<Mmap>,
+    /// Total bytes, when known.
+    pub size: Option<u64>,
+}
+
+/// What the walk found, besides the events.
+#[derive(Debug, Clone, Default)]
+pub struct Walked {
+    /// RDB version (`v10`, `Valkey v80`) of the RDB part, if any.
+    pub rdb_version: Option<String>,
+    /// The `redis-ver` (or `valkey-ver`) AUX field.
+    pub redis_ver: Option<String>,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Offset where a truncated AOF tail was cut, if any.
+    pub truncated_at: Option<u64>,
+    /// The db selected at the end (carried from one AOF file to the next).
+    pub db: u64,
+}
+
+fn map_file(path: &Path, name: &str) -> Result<Option<Mmap>> {
+    let f = File::open(path).map_err(|e| Error::io(name, e))?;
+    let len = f.metadata().map_err(|e| Error::io(name, e))?.len();
+    if len == 0 {
+        return Ok(None);
+    }
+    // SAFETY: the file is opened read-only; a concurrent writer truncating it could fault the
+    // process, as with any mmap reader (ripgrep makes the same trade).
+    let m = unsafe { Mmap::map(&f) }.map_err(|e| Error::io(name, e))?;
+    Ok(Some(m))
+}
+
+impl Input {
+    /// Open `name` (a path or `-`) and recognise it.
+    pub fn open(name: &str) -> Result<Input> {
+        if name == "-" {
+            return Ok(Input {
+                name: name.into(),
+                kind: Kind::Stdin,
+                path: PathBuf::new(),
+                map: None,
+                size: None,
+            });
+        }
+        let path = PathBuf::from(name);
+        let meta = std::fs::metadata(&path).map_err(|e| Error::io(name, e))?;
+        if meta.is_dir() {
+            return Ok(Input {
+                name: name.into(),
+                kind: Kind::AofDir,
+                size: Some(dir_size(&path)),
+                path,
+                map: None,
+            });
+        }
+        let map = map_file(&path, name)?;
+        let data: &[u8] = map.as_deref().unwrap_or_default();
+        let kind = if is_rdb(data) {
+            Kind::Rdb
+        } else if data.first().is_some_and(|&b| b == b'*' || b == b'#') {
+            Kind::Aof
+        } else {
+            let head = String::from_utf8_lossy(&data[..data.len().min(9)]).into_owned();
+            return Err(Error::Input {
+                path: name.into(),
+                msg: format!(
+                    "not an RDB, AOF or appendonlydir (starts with {head:?}; RDB files start with \"REDIS\" or \"VALKEY\", AOF files with '*')"
+                ),
+            });
+        };
+        Ok(Input {
+            name: name.into(),
+            kind,
+            size: Some(meta.len()),
+            path,
+            map,
+        })
+    }
+
+    /// Walk the whole input, calling `f` for every event with the bytes read so far.
+    pub fn walk(
+        &self,
+        opts: &ReadOptions,
+        f: &mut dyn FnMut(Event<'_, '_>, u64) -> Result<()>,
+    ) -> Result<Walked> {
+        match self.kind {
+            Kind::Rdb | Kind::Aof => {
+                let data: &[u8] = self.map.as_deref().unwrap_or_default();
+                walk_file(&self.name, data, opts, true, 0, 0, f)
+            }
+            Kind::AofDir => aof::walk_dir(&self.path, &self.name, opts, f),
+            Kind::Stdin => walk_stdin(opts, f),
+        }
+    }
+}
+
+fn dir_size(p: &Path) -> u64 {
+    std::fs::read_dir(p)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Walk one RDB or AOF file held in memory. `base` is added to progress offsets (for
+/// multi-file inputs); `last` says whether a truncated AOF tail may be cut.
+pub fn walk_file(
+    name: &str,
+    data: &[u8],
+    opts: &ReadOptions,
+    last: bool,
+    base: u64,
+    db: u64,
+    f: &mut dyn FnMut(Event<'_, '_>, u64) -> Result<()>,
+) -> Result<Walked> {
+    let mut w = Walked {
+        db,
+        ..Default::default()
+    };
+    let mut rdb_end = 0u64;
+    if is_rdb(data) {
+        let mut r = RdbReader::with_options(data, name, opts.clone())?;
+        w.rdb_version = Some(r.version().to_string());
+        while let Some(rec) = r.next() {
+            let rec = rec?;
+            if let Record::Aux { name, value } = &rec
+                && (&**name == b"redis-ver" || &**name == b"valkey-ver")
+            {
+                w.redis_ver = Some(String::from_utf8_lossy(value).into_owned());
+            }
+            f(Event::Rdb(&rec), base + r.position())?;
+        }
+        rdb_end = r.position();
+        // An AOF tail after a preamble starts in db 0, as Redis's loader does.
+        w.db = 0;
+    }
+    w.bytes = rdb_end;
+    if (rdb_end as usize) < data.len() {
+        let (cut, db) = aof::walk_commands(name, data, rdb_end, w.db, last, base, f)?;
+        w.truncated_at = cut;
+        w.db = db;
+        w.bytes = data.len() as u64;
+    }
+    Ok(w)
+}
+
+fn walk_stdin(
+    opts: &ReadOptions,
+    f: &mut dyn FnMut(Event<'_, '_>, u64) -> Result<()>,
+) -> Result<Walked> {
+    let stdin = std::io::stdin().lock();
+    let mut w = Walked::default();
+    let mut peek = [0u8; 1];
+    let mut head = stdin;
+    let n = head.read(&mut peek).map_err(|e| Error::io("-", e))?;
+    if n == 0 {
+        return Err(Error::Input {
+            path: "-".into(),
+            msg: "standard input is empty".into(),
+        });
+    }
+    let chained = std::io::Cursor::new(peek.to_vec()).chain(head);
+    if peek[0] == b'R' || peek[0] == b'V' {
+        let mut r = StreamReader::new(chained, "-").options(opts.clone());
+        while let Some(rec) = r.next_record()? {
+            if let Record::Aux { name, value } = &rec
+                && (&**name == b"redis-ver" || &**name == b"valkey-ver")
+            {
+                w.redis_ver = Some(String::from_utf8_lossy(value).into_owned());
+            }
+            f(Event::Rdb(&rec), 0)?;
+        }
+        w.rdb_version = r.version().map(|v| v.to_string());
+        w.bytes = r.position();
+        let (rest, reader) = r.into_rest();
+        let t = aof::walk_stream("-", std::io::Cursor::new(rest).chain(reader), w.bytes, f)?;
+        w.truncated_at = t.0;
+        w.bytes = t.1;
+        Ok(w)
+    } else {
+        let t = aof::walk_stream("-", chained, 0, f)?;
+        w.truncated_at = t.0;
+        w.bytes = t.1;
+        Ok(w)
+    }
+}

@@ -1,0 +1,196 @@
+//! `convert`: write inputs as JSON lines or as RESP commands.
+//!
+//! Several inputs are converted in parallel (rayon), one output file each; one input goes to
+//! the file named by `-o`, or to stdout.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use super::Common;
+use crate::error::{Error, Result};
+use crate::input::{Event, Input};
+use crate::progress::Progress;
+use crate::rdb::Record;
+use crate::sink::Sink;
+use crate::sink::jsonl::JsonlSink;
+use crate::sink::resp::RespSink;
+use crate::sink::stats::now_ms;
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// JSON lines.
+    Jsonl,
+    /// Redis commands.
+    Resp,
+}
+
+impl Format {
+    /// File extension.
+    pub fn ext(&self) -> &'static str {
+        match self {
+            Format::Jsonl => "jsonl",
+            Format::Resp => "resp",
+        }
+    }
+}
+
+/// Options of `convert`.
+#[derive(Debug, Clone)]
+pub struct ConvertOptions {
+    /// Output format.
+    pub format: Format,
+    /// Output file (one input) or directory (several); stdout when absent.
+    pub output: Option<PathBuf>,
+    /// Leave out keys already expired.
+    pub skip_expired: bool,
+}
+
+/// Counts of one conversion.
+#[derive(Debug, Clone, Default)]
+pub struct ConvertReport {
+    /// Input name.
+    pub input: String,
+    /// Where it went.
+    pub output: String,
+    /// Keys written.
+    pub keys: u64,
+    /// Keys left out by filters.
+    pub filtered: u64,
+    /// Keys left out because expired.
+    pub expired: u64,
+    /// Commands written (AOF).
+    pub commands: u64,
+    /// Functions written.
+    pub functions: u64,
+}
+
+/// Convert one input into `w`.
+pub fn convert_to(
+    name: &str,
+    w: Box<dyn Write + Send>,
+    out_name: &str,
+    common: &Common,
+    opts: &ConvertOptions,
+) -> Result<ConvertReport> {
+    let input = Input::open(name)?;
+    let w = BufWriter::with_capacity(1 << 20, w);
+    let mut sink: Box<dyn Sink> = match opts.format {
+        Format::Jsonl => Box::new(JsonlSink::new(w, out_name)),
+        Format::Resp => Box::new(RespSink::new(w, out_name)),
+    };
+    let mut rep = ConvertReport {
+        input: name.into(),
+        output: out_name.into(),
+        ..Default::default()
+    };
+    let now = now_ms();
+    let mut progress = Progress::new(input.size, name, common.quiet);
+    let res = input.walk(&common.read, &mut |ev, pos| {
+        match ev {
+            Event::Rdb(Record::Key(k)) => {
+                progress.tick(pos, 1);
+                if !common.filter.keep(k.db, &k.key, k.data_type()) {
+                    rep.filtered += 1;
+                    return Ok(());
+                }
+                if opts.skip_expired && k.expire_ms.is_some_and(|ms| ms <= now) {
+                    rep.expired += 1;
+                    return Ok(());
+                }
+                sink.key(k).map_err(|e| with_source(e, name))?;
+                rep.keys += 1;
+            }
+            Event::Rdb(Record::Function { code }) => {
+                sink.function(code)?;
+                rep.functions += 1;
+            }
+            Event::Rdb(_) => {}
+            Event::Command { db, args } => {
+                progress.tick(pos, 1);
+                if common.filter.keep_command(db, args) {
+                    sink.command(db, args)?;
+                    rep.commands += 1;
+                }
+            }
+        }
+        Ok(())
+    });
+    progress.finish();
+    res?;
+    sink.finish()?;
+    Ok(rep)
+}
+
+/// Name the input in a decode error raised by a sink (sinks do not know input names).
+fn with_source(e: Error, name: &str) -> Error {
+    match e {
+        Error::Rdb(crate::rdb::Error::Corrupt {
+            offset, key, kind, ..
+        }) => Error::Rdb(crate::rdb::Error::Corrupt {
+            source_name: name.to_string(),
+            offset,
+            key,
+            kind,
+        }),
+        other => other,
+    }
+}
+
+fn create(path: &Path) -> Result<Box<dyn Write + Send>> {
+    let f = File::create(path).map_err(|e| Error::io(path.display().to_string(), e))?;
+    Ok(Box::new(f))
+}
+
+/// Convert every input; returns one result per input, in order.
+pub fn convert(
+    inputs: &[String],
+    common: &Common,
+    opts: &ConvertOptions,
+) -> Vec<Result<ConvertReport>> {
+    if inputs.len() == 1 {
+        let name = &inputs[0];
+        let r = match &opts.output {
+            Some(p) => {
+                create(p).and_then(|w| convert_to(name, w, &p.display().to_string(), common, opts))
+            }
+            None => convert_to(name, Box::new(std::io::stdout()), "<stdout>", common, opts),
+        };
+        return vec![r];
+    }
+    let Some(dir) = &opts.output else {
+        return vec![Err(Error::Usage(
+            "several inputs need -o DIR: one output file is written per input".into(),
+        ))];
+    };
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        return vec![Err(Error::io(dir.display().to_string(), e))];
+    }
+    let mut used = std::collections::HashSet::new();
+    let outs: Vec<PathBuf> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let base = Path::new(name)
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| format!("input{i}"));
+            let mut file = format!("{base}.{}", opts.format.ext());
+            if !used.insert(file.clone()) {
+                file = format!("{base}.{i}.{}", opts.format.ext());
+                used.insert(file.clone());
+            }
+            dir.join(file)
+        })
+        .collect();
+    inputs
+        .par_iter()
+        .zip(outs.par_iter())
+        .map(|(name, out)| {
+            create(out).and_then(|w| convert_to(name, w, &out.display().to_string(), common, opts))
+        })
+        .collect()
+}

@@ -1,0 +1,20 @@
+//! The jobs behind the commands: `check`, `inspect`, `convert`. Each walks its inputs through
+//! the filters into a sink; the CLI only builds their configuration and prints their reports.
+
+pub mod check;
+pub mod convert;
+pub mod inspect;
+
+use crate::rdb::ReadOptions;
+use crate::transform::Filter;
+
+/// Options every job shares.
+#[derive(Debug, Clone, Default)]
+pub struct Common {
+    /// Which keys go on.
+    pub filter: Filter,
+    /// Reader options (`--ignore-checksum`).
+    pub read: ReadOptions,
+    /// No progress bar.
+    pub quiet: bool,
+}

@@ -1,0 +1,25 @@
+//! Outputs of the pipeline. Each sink takes entries one at a time and writes them out as it
+//! goes: none holds a dataset, and big collections are written element by element.
+//!
+//! - `jsonl`: one JSON object per key (`convert --format jsonl`).
+//! - `resp`: the Redis commands that rebuild the dataset (`convert --format resp`).
+//! - `stats`: counters and top-N lists for `check` and `inspect`.
+
+pub mod jsonl;
+pub mod resp;
+pub mod stats;
+
+use crate::error::Result;
+use crate::rdb::KeyRecord;
+
+/// Something entries can be written to.
+pub trait Sink {
+    /// A key and its value.
+    fn key(&mut self, rec: &KeyRecord<'_>) -> Result<()>;
+    /// A function library.
+    fn function(&mut self, code: &[u8]) -> Result<()>;
+    /// A command from an AOF, applying to `db`.
+    fn command(&mut self, db: u64, args: &[&[u8]]) -> Result<()>;
+    /// Flush everything out.
+    fn finish(&mut self) -> Result<()>;
+}

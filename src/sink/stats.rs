@@ -1,0 +1,289 @@
+//! Counters behind `check` and `inspect`: keys and bytes per db, type and encoding, TTLs, the
+//! biggest keys, and a key-prefix breakdown. Memory stays bounded: top lists keep N keys, and
+//! the prefix table folds its smallest rows into `(other)` when it grows past a cap.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+
+use serde::Serialize;
+
+use crate::rdb::KeyRecord;
+use crate::rdb::types::encoding_name;
+
+/// Keys and bytes of one group.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Count {
+    /// Keys.
+    pub keys: u64,
+    /// Serialized bytes.
+    pub bytes: u64,
+}
+
+impl Count {
+    fn add(&mut self, bytes: u64) {
+        self.keys += 1;
+        self.bytes += bytes;
+    }
+}
+
+/// Per-db counters.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct DbCount {
+    /// Keys.
+    pub keys: u64,
+    /// Serialized bytes.
+    pub bytes: u64,
+    /// Keys with a TTL.
+    pub expires: u64,
+    /// Keys whose TTL has already passed.
+    pub expired: u64,
+}
+
+/// One row of a top-N list.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct BigKey {
+    /// The measure (bytes or elements).
+    pub value: u64,
+    /// Db.
+    pub db: u64,
+    /// Key (lossy UTF-8 for display; JSON shows it the same way).
+    pub key: String,
+    /// Type name.
+    #[serde(rename = "type")]
+    pub type_name: &'static str,
+}
+
+/// Keeps the N largest rows.
+#[derive(Debug, Clone, Default)]
+pub struct TopN {
+    n: usize,
+    heap: BinaryHeap<Reverse<BigKey>>,
+}
+
+impl TopN {
+    /// Keep `n` rows.
+    pub fn new(n: usize) -> Self {
+        TopN {
+            n,
+            heap: BinaryHeap::new(),
+        }
+    }
+    /// Offer a row; `key` is only built when it makes the list.
+    pub fn offer(&mut self, value: u64, db: u64, key: &[u8], type_name: &'static str) {
+        if self.n == 0 {
+            return;
+        }
+        if self.heap.len() == self.n {
+            match self.heap.peek() {
+                Some(Reverse(min)) if min.value >= value => return,
+                _ => {}
+            }
+            self.heap.pop();
+        }
+        self.heap.push(Reverse(BigKey {
+            value,
+            db,
+            key: String::from_utf8_lossy(key).into_owned(),
+            type_name,
+        }));
+    }
+    /// The rows, largest first.
+    pub fn sorted(&self) -> Vec<BigKey> {
+        let mut v: Vec<BigKey> = self.heap.iter().map(|r| r.0.clone()).collect();
+        v.sort_by(|a, b| b.cmp(a));
+        v
+    }
+}
+
+/// Key-prefix breakdown, bounded.
+#[derive(Debug, Clone, Default)]
+pub struct Prefixes {
+    depth: usize,
+    cap: usize,
+    rows: HashMap<Vec<u8>, Count>,
+    other: Count,
+}
+
+impl Prefixes {
+    /// Split keys on `:` up to `depth` parts; keep at most `cap` rows.
+    pub fn new(depth: usize, cap: usize) -> Self {
+        Prefixes {
+            depth,
+            cap,
+            ..Default::default()
+        }
+    }
+
+    /// The prefix of `key` at this depth (`a:b:*` for `a:b:c` at depth 2, the key itself
+    /// when it has fewer parts).
+    pub fn prefix_of(&self, key: &[u8]) -> Vec<u8> {
+        let mut seps = 0;
+        for (i, &b) in key.iter().enumerate() {
+            if b == b':' {
+                seps += 1;
+                if seps == self.depth {
+                    let mut p = key[..=i].to_vec();
+                    p.push(b'*');
+                    return p;
+                }
+            }
+        }
+        key.to_vec()
+    }
+
+    /// Count a key.
+    pub fn add(&mut self, key: &[u8], bytes: u64) {
+        if self.depth == 0 {
+            return;
+        }
+        let p = self.prefix_of(key);
+        if let Some(c) = self.rows.get_mut(&p) {
+            c.add(bytes);
+            return;
+        }
+        if self.rows.len() >= self.cap {
+            // Fold the smaller half into (other) so the table stays bounded.
+            let mut v: Vec<(Vec<u8>, Count)> = self.rows.drain().collect();
+            v.sort_by_key(|(_, c)| Reverse(c.keys));
+            for (_, c) in v.split_off(self.cap / 2) {
+                self.other.keys += c.keys;
+                self.other.bytes += c.bytes;
+            }
+            self.rows = v.into_iter().collect();
+        }
+        let mut c = Count::default();
+        c.add(bytes);
+        self.rows.insert(p, c);
+    }
+
+    /// Rows with most keys first, then `(other)` if anything was folded.
+    pub fn sorted(&self, limit: usize) -> Vec<(String, Count)> {
+        let mut v: Vec<(String, Count)> = self
+            .rows
+            .iter()
+            .map(|(k, c)| (String::from_utf8_lossy(k).into_owned(), *c))
+            .collect();
+        v.sort_by(|a, b| b.1.keys.cmp(&a.1.keys).then_with(|| a.0.cmp(&b.0)));
+        let mut rest = self.other;
+        for (_, c) in v.iter().skip(limit) {
+            rest.keys += c.keys;
+            rest.bytes += c.bytes;
+        }
+        v.truncate(limit);
+        if rest.keys > 0 {
+            v.push(("(other)".into(), rest));
+        }
+        v
+    }
+}
+
+/// Everything `inspect` reports.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Keys seen.
+    pub keys: u64,
+    /// Serialized bytes of all keys.
+    pub bytes: u64,
+    /// Per db.
+    pub dbs: BTreeMap<u64, DbCount>,
+    /// Per type.
+    pub types: BTreeMap<&'static str, Count>,
+    /// Per encoding.
+    pub encodings: BTreeMap<&'static str, Count>,
+    /// Keys with a TTL.
+    pub expires: u64,
+    /// Keys already expired at `now_ms`.
+    pub expired: u64,
+    /// Function libraries.
+    pub functions: u64,
+    /// Module aux records.
+    pub module_aux: u64,
+    /// AOF commands.
+    pub commands: u64,
+    /// Biggest keys by serialized size.
+    pub top_bytes: TopN,
+    /// Biggest keys by element count.
+    pub top_elems: TopN,
+    /// Prefix breakdown.
+    pub prefixes: Prefixes,
+    /// The time "expired" is judged against.
+    pub now_ms: i64,
+}
+
+impl Stats {
+    /// New counters with top lists of `top` and prefixes to `depth`.
+    pub fn new(top: usize, depth: usize) -> Self {
+        Stats {
+            top_bytes: TopN::new(top),
+            top_elems: TopN::new(top),
+            prefixes: Prefixes::new(depth, 100_000),
+            now_ms: now_ms(),
+            ..Default::default()
+        }
+    }
+
+    /// Count one key; `elems` is its element count when known.
+    pub fn add_key(&mut self, rec: &KeyRecord<'_>, elems: Option<u64>) {
+        let bytes = rec.serialized_len();
+        let t = rec.data_type().name();
+        self.keys += 1;
+        self.bytes += bytes;
+        let db = self.dbs.entry(rec.db).or_default();
+        db.keys += 1;
+        db.bytes += bytes;
+        if let Some(ms) = rec.expire_ms {
+            self.expires += 1;
+            db.expires += 1;
+            if ms <= self.now_ms {
+                self.expired += 1;
+                db.expired += 1;
+            }
+        }
+        self.types.entry(t).or_default().add(bytes);
+        self.encodings
+            .entry(encoding_name(rec.type_id))
+            .or_default()
+            .add(bytes);
+        self.top_bytes.offer(bytes, rec.db, &rec.key, t);
+        if let Some(n) = elems {
+            self.top_elems.offer(n, rec.db, &rec.key, t);
+        }
+        self.prefixes.add(&rec.key, bytes);
+    }
+}
+
+/// Wall-clock Unix ms.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn top_n_keeps_largest() {
+        let mut t = TopN::new(2);
+        for (v, k) in [(5, "a"), (1, "b"), (9, "c"), (7, "d")] {
+            t.offer(v, 0, k.as_bytes(), "string");
+        }
+        let s: Vec<_> = t.sorted().into_iter().map(|b| b.key).collect();
+        assert_eq!(s, ["c", "d"]);
+    }
+    #[test]
+    fn prefixes_bounded() {
+        let mut p = Prefixes::new(1, 10);
+        for i in 0..1000 {
+            p.add(format!("k{i}:x").as_bytes(), 1);
+        }
+        p.add(b"user:1", 1);
+        p.add(b"user:2", 1);
+        assert!(p.rows.len() <= 10);
+        let rows = p.sorted(100);
+        assert_eq!(rows[0].0, "user:*");
+        let total: u64 = rows.iter().map(|r| r.1.keys).sum();
+        assert_eq!(total, 1002);
+    }
+}
