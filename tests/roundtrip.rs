@@ -103,12 +103,14 @@ fn round_trip_dump(binary: Option<&Path>, rdb: &Path) {
         "digest after RESP replay of {}",
         rdb.display()
     );
-    assert_eq!(
-        fresh.cli(&["FUNCTION", "LIST"]),
-        loaded.cli(&["FUNCTION", "LIST"]),
-        "functions of {}",
-        rdb.display()
-    );
+    if loaded.version().starts_with('7') {
+        assert_eq!(
+            fresh.cli(&["FUNCTION", "LIST"]),
+            loaded.cli(&["FUNCTION", "LIST"]),
+            "functions of {}",
+            rdb.display()
+        );
+    }
 }
 
 #[test]
