@@ -274,6 +274,7 @@ enum Node<'s> {
     Zl(ZiplistIter<'s>),
     Lp(ListpackIter<'s>),
     Owned(std::vec::IntoIter<Elem<'static>>),
+    Single(Option<Elem<'s>>),
 }
 
 enum Inner<'s> {
@@ -414,6 +415,7 @@ impl<'s> ElemIter<'s> {
                     Node::Zl(i) => i.next(),
                     Node::Lp(i) => i.next(),
                     Node::Owned(i) => i.next().map(Ok),
+                    Node::Single(e) => e.take().map(Ok),
                 };
                 if let Some(item) = item {
                     return Some(item);
@@ -436,9 +438,9 @@ fn open_node<'s>(c: &mut Cursor<'s>, v2: bool) -> DecodeResult<Node<'s>> {
     let at = c.offset();
     let data = c.string()?;
     match container {
-        1 => Ok(Node::Owned(
-            vec![Elem::Bytes(Cow::Owned(data.into_owned()))].into_iter(),
-        )),
+        // A plain node is one element stored raw: hand it on as it is (no copy when borrowed;
+        // 7.0-7.2 only make plain nodes for elements over 1 GB).
+        1 => Ok(Node::Single(Some(Elem::Bytes(data)))),
         2 => match data {
             Cow::Borrowed(b) => {
                 if v2 {

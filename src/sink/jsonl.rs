@@ -28,8 +28,24 @@ pub struct JsonlSink<W: Write> {
 pub fn write_bytes<W: Write + ?Sized>(w: &mut W, b: &[u8]) -> std::io::Result<()> {
     match std::str::from_utf8(b) {
         Ok(s) => serde_json::to_writer(&mut *w, s).map_err(std::io::Error::other),
-        Err(_) => write!(w, "{{\"base64\":\"{}\"}}", B64.encode(b)),
+        Err(_) => {
+            // Streamed, so a huge binary value is never held twice in memory.
+            w.write_all(b"{\"base64\":\"")?;
+            write_base64(w, b)?;
+            w.write_all(b"\"}")
+        }
     }
+}
+
+/// Write `b` as base64 in bounded chunks (multiples of 3 bytes, so no padding in between).
+pub fn write_base64<W: Write + ?Sized>(w: &mut W, b: &[u8]) -> std::io::Result<()> {
+    let mut buf = String::new();
+    for chunk in b.chunks(3 * 16384) {
+        buf.clear();
+        B64.encode_string(chunk, &mut buf);
+        w.write_all(buf.as_bytes())?;
+    }
+    Ok(())
 }
 
 fn write_elem<W: Write + ?Sized>(w: &mut W, e: &Elem<'_>) -> std::io::Result<()> {
@@ -84,11 +100,12 @@ impl<W: Write> JsonlSink<W> {
             Value::Module(m) => {
                 let r = write!(
                     w,
-                    "{{\"module\":\"{}\",\"encver\":{},\"raw\":\"{}\"}}",
+                    "{{\"module\":\"{}\",\"encver\":{},\"raw\":\"",
                     m.id.name(),
                     m.id.encver(),
-                    B64.encode(m.raw)
-                );
+                )
+                .and_then(|_| write_base64(w, m.raw))
+                .and_then(|_| w.write_all(b"\"}"));
                 r.map_err(|e| Error::io(self.path.clone(), e))
             }
             Value::Coll(c) => {
@@ -309,5 +326,22 @@ impl<W: Write> Sink for JsonlSink<W> {
 
     fn finish(&mut self) -> Result<()> {
         self.w.flush().map_err(|e| self.io(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn chunked_base64_equals_one_shot() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut out = Vec::new();
+        write_base64(&mut out, &data).unwrap();
+        assert_eq!(out, B64.encode(&data).into_bytes());
+    }
+    #[test]
+    fn function_names() {
+        let (e, n) = function_meta(b"#!lua name=mylib\nredis.register_function('f', ...)");
+        assert_eq!((e.as_str(), n.as_str()), ("lua", "mylib"));
     }
 }
