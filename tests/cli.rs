@@ -333,3 +333,36 @@ fn aof_commands_as_jsonl() {
             .is_some_and(|s| s.eq_ignore_ascii_case("select"))
     }));
 }
+
+#[test]
+fn big_lzf_strings_are_streamed_and_exact() {
+    // Over the 16 MiB streaming threshold, LZF-compressed as Redis would store them.
+    let mut text = String::new();
+    while text.len() < 17 << 20 {
+        text.push_str("ferry ⛴ line \"quoted\" \\ 0123456789\n");
+    }
+    let mut binary = text.clone().into_bytes();
+    binary[5] = 0xff;
+    let mut w = RdbWriter::new(10);
+    w.select_db(0);
+    w.key(b"big:text", None, &value::string(text.as_bytes(), true));
+    w.key(b"big:bin", None, &value::string(&binary, true));
+    let file = w.finish();
+    assert!(file.len() < 4 << 20, "the test file must be compressed");
+    let p = tmp("bigstr.rdb", &file);
+    let o = rdbferry(&["convert", p.to_str().unwrap(), "--format", "jsonl"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = lines(&o);
+    assert_eq!(v[0]["value"].as_str().unwrap(), text);
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&binary);
+    assert_eq!(v[1]["value"]["base64"].as_str().unwrap(), b64);
+    let o = rdbferry(&["convert", p.to_str().unwrap(), "--format", "resp"]);
+    let mut want =
+        b"*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n*3\r\n$3\r\nSET\r\n$8\r\nbig:text\r\n".to_vec();
+    want.extend_from_slice(format!("${}\r\n", text.len()).as_bytes());
+    want.extend_from_slice(text.as_bytes());
+    want.extend_from_slice(b"\r\n");
+    assert!(o.stdout.starts_with(&want));
+    assert!(rdbferry(&["check", p.to_str().unwrap()]).status.success());
+}

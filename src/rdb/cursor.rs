@@ -434,3 +434,159 @@ mod tests {
         assert_eq!(c.string_double().unwrap(), 1.5);
     }
 }
+
+/// A large LZF-compressed string, decoded on demand in bounded memory (an 8 KiB window plus a
+/// 64 KiB output chunk) instead of into one buffer of its full size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LzfData<'a> {
+    /// Compressed bytes.
+    pub data: &'a [u8],
+    /// Declared decompressed length.
+    pub len: u64,
+    /// Offset of the string in the input.
+    pub offset: u64,
+}
+
+/// Why a streamed decode stopped.
+#[derive(Debug)]
+pub enum StreamError {
+    /// The compressed data is corrupt.
+    Decode(DecodeError),
+    /// The consumer failed.
+    Io(std::io::Error),
+}
+
+/// LZF back-references reach at most this far back.
+const LZF_WINDOW: usize = 8192;
+const LZF_CHUNK: usize = 64 * 1024;
+
+impl LzfData<'_> {
+    /// Decompress, handing the output to `f` in chunks of at most 64 KiB, in order.
+    pub fn for_each_chunk(
+        &self,
+        f: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<(), StreamError> {
+        let bad = |reason: &str| {
+            StreamError::Decode(DecodeError::new(
+                self.offset,
+                ErrorKind::Lzf {
+                    compressed: self.data.len() as u64,
+                    declared: self.len,
+                    reason: reason.to_string(),
+                },
+            ))
+        };
+        let input = self.data;
+        let mut buf: Vec<u8> = Vec::with_capacity(LZF_WINDOW + LZF_CHUNK + 300);
+        let mut flushed: u64 = 0;
+        let mut i = 0usize;
+        while i < input.len() {
+            let ctrl = input[i] as usize;
+            i += 1;
+            if ctrl < 32 {
+                let n = ctrl + 1;
+                let lit = input
+                    .get(i..i + n)
+                    .ok_or_else(|| bad("literal run past the end"))?;
+                buf.extend_from_slice(lit);
+                i += n;
+            } else {
+                let mut n = ctrl >> 5;
+                if n == 7 {
+                    n += *input.get(i).ok_or_else(|| bad("reference past the end"))? as usize;
+                    i += 1;
+                }
+                let lo = *input.get(i).ok_or_else(|| bad("reference past the end"))? as usize;
+                i += 1;
+                let back = ((ctrl & 0x1f) << 8) + lo + 1;
+                if back > buf.len() {
+                    return Err(bad("back-reference before the start of the output"));
+                }
+                let from = buf.len() - back;
+                for k in 0..n + 2 {
+                    let b = buf[from + k];
+                    buf.push(b);
+                }
+            }
+            if flushed + buf.len() as u64 > self.len {
+                return Err(bad("output longer than declared"));
+            }
+            if buf.len() >= LZF_WINDOW + LZF_CHUNK {
+                let out = buf.len() - LZF_WINDOW;
+                f(&buf[..out]).map_err(StreamError::Io)?;
+                flushed += out as u64;
+                buf.drain(..out);
+            }
+        }
+        if flushed + buf.len() as u64 != self.len {
+            return Err(bad("output shorter than declared"));
+        }
+        if !buf.is_empty() {
+            f(&buf).map_err(StreamError::Io)?;
+        }
+        Ok(())
+    }
+}
+
+/// Strings whose LZF form decodes to more than this are streamed ([`LzfData`]).
+pub const BIG_STRING: u64 = 16 << 20;
+
+impl<'a> Cursor<'a> {
+    /// Like [`Cursor::string`], but a large LZF string is returned undecoded.
+    pub fn string_or_big(&mut self) -> DecodeResult<Result<RStr<'a>, LzfData<'a>>> {
+        let start = self.offset();
+        let save = self.clone();
+        if let Length::Special(3) = self.length_or_special()? {
+            let (compressed, declared) = self.lzf_header()?;
+            if declared > BIG_STRING {
+                let data = self.take(compressed, "LZF data")?;
+                return Ok(Err(LzfData {
+                    data,
+                    len: declared,
+                    offset: start,
+                }));
+            }
+        }
+        *self = save;
+        self.string().map(Ok)
+    }
+}
+
+#[cfg(test)]
+mod lzf_stream_tests {
+    use super::*;
+    #[test]
+    fn streamed_equals_one_shot() {
+        let mut text = Vec::new();
+        for i in 0..40_000u32 {
+            text.extend_from_slice(
+                format!("line {} of a long repetitive text\n", i % 977).as_bytes(),
+            );
+        }
+        let comp = lzf::compress(&text).unwrap();
+        let l = LzfData {
+            data: &comp,
+            len: text.len() as u64,
+            offset: 0,
+        };
+        let mut out = Vec::new();
+        let mut chunks = 0;
+        l.for_each_chunk(&mut |c| {
+            assert!(c.len() <= LZF_CHUNK + 300);
+            chunks += 1;
+            out.extend_from_slice(c);
+            Ok(())
+        })
+        .unwrap();
+        assert!(chunks > 10);
+        assert_eq!(out, text);
+        let wrong = LzfData {
+            len: text.len() as u64 + 1,
+            ..l
+        };
+        assert!(matches!(
+            wrong.for_each_chunk(&mut |_| Ok(())),
+            Err(StreamError::Decode(_))
+        ));
+    }
+}

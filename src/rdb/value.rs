@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use super::cursor::{Cursor, RStr};
+use super::cursor::{Cursor, LzfData, RStr, StreamError};
 use super::elem::Elem;
 use super::error::{DecodeError, DecodeResult};
 use super::intset::IntsetIter;
@@ -22,6 +22,8 @@ use super::ziplist::ZiplistIter;
 pub enum Value<'a> {
     /// A string value.
     String(RStr<'a>),
+    /// A string over 16 MiB stored LZF-compressed: decoded in chunks, never whole.
+    BigString(LzfData<'a>),
     /// A list, set, sorted set or hash; see [`Coll`].
     Coll(Coll<'a>),
     /// A stream.
@@ -63,7 +65,10 @@ impl<'a> Value<'a> {
     pub fn open(t: u8, raw: &'a [u8], base: u64, dialect: Dialect) -> DecodeResult<Value<'a>> {
         let mut c = Cursor::new(raw, base);
         Ok(match t {
-            STRING => Value::String(c.string()?),
+            STRING => match c.string_or_big()? {
+                Ok(s) => Value::String(s),
+                Err(big) => Value::BigString(big),
+            },
             STREAM_LISTPACKS | STREAM_LISTPACKS_2 | STREAM_LISTPACKS_3 => {
                 Value::Stream(Box::new(StreamValue::parse(&mut c, t)?))
             }
@@ -107,6 +112,11 @@ impl<'a> Value<'a> {
     pub fn validate(&self) -> DecodeResult<u64> {
         match self {
             Value::String(_) => Ok(1),
+            Value::BigString(l) => match l.for_each_chunk(&mut |_| Ok(())) {
+                Ok(()) => Ok(1),
+                Err(StreamError::Decode(e)) => Err(e),
+                Err(StreamError::Io(e)) => Err(DecodeError::invalid(l.offset, e.to_string())),
+            },
             Value::Module(_) => Ok(1),
             Value::Stream(s) => {
                 let mut n = 0;

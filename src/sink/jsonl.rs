@@ -15,6 +15,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 
 use super::Sink;
 use crate::error::{Error, Result};
+use crate::rdb::cursor::{LzfData, StreamError};
 use crate::rdb::value::Tuples;
 use crate::rdb::{Elem, KeyRecord, Value};
 
@@ -46,6 +47,60 @@ pub fn write_base64<W: Write + ?Sized>(w: &mut W, b: &[u8]) -> std::io::Result<(
         w.write_all(buf.as_bytes())?;
     }
     Ok(())
+}
+
+/// Write a large LZF string as JSON in two streamed passes: one to learn whether it is UTF-8,
+/// one to write it (escaped text, or base64), never holding it whole.
+pub fn write_big_string<W: Write + ?Sized>(w: &mut W, l: &LzfData<'_>) -> Result<(), StreamError> {
+    // Pass 1: UTF-8 validation across chunk boundaries (a character may straddle two chunks).
+    let mut carry: Vec<u8> = Vec::new();
+    let mut utf8 = true;
+    l.for_each_chunk(&mut |c| {
+        if !utf8 {
+            return Ok(());
+        }
+        carry.extend_from_slice(c);
+        match std::str::from_utf8(&carry) {
+            Ok(_) => carry.clear(),
+            Err(e) if e.error_len().is_none() => {
+                let keep = carry.len() - e.valid_up_to();
+                carry.drain(..carry.len() - keep);
+            }
+            Err(_) => utf8 = false,
+        }
+        Ok(())
+    })?;
+    let utf8 = utf8 && carry.is_empty();
+    carry.clear();
+    let io = StreamError::Io;
+    if utf8 {
+        w.write_all(b"\"").map_err(io)?;
+        l.for_each_chunk(&mut |c| {
+            carry.extend_from_slice(c);
+            let valid = match std::str::from_utf8(&carry) {
+                Ok(_) => carry.len(),
+                Err(e) => e.valid_up_to(),
+            };
+            let text = std::str::from_utf8(&carry[..valid]).map_err(std::io::Error::other)?;
+            // serde_json escapes a whole string with its quotes; drop them for this piece.
+            let quoted = serde_json::to_vec(text).map_err(std::io::Error::other)?;
+            w.write_all(&quoted[1..quoted.len() - 1])?;
+            carry.drain(..valid);
+            Ok(())
+        })?;
+        w.write_all(b"\"").map_err(io)
+    } else {
+        w.write_all(b"{\"base64\":\"").map_err(io)?;
+        l.for_each_chunk(&mut |c| {
+            carry.extend_from_slice(c);
+            let whole = carry.len() / 3 * 3;
+            write_base64(w, &carry[..whole])?;
+            carry.drain(..whole);
+            Ok(())
+        })?;
+        write_base64(w, &carry).map_err(io)?;
+        w.write_all(b"\"}").map_err(io)
+    }
 }
 
 fn write_elem<W: Write + ?Sized>(w: &mut W, e: &Elem<'_>) -> std::io::Result<()> {
@@ -97,6 +152,10 @@ impl<W: Write> JsonlSink<W> {
         let dec = |e| crate::rdb::Error::from_decode("", Some(&rec.key), e);
         match v {
             Value::String(s) => write_bytes(w, s).map_err(|e| Error::io(self.path.clone(), e)),
+            Value::BigString(l) => write_big_string(w, l).map_err(|e| match e {
+                StreamError::Io(e) => Error::io(self.path.clone(), e),
+                StreamError::Decode(e) => dec(e).into(),
+            }),
             Value::Module(m) => {
                 let r = write!(
                     w,

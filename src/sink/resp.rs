@@ -322,6 +322,25 @@ impl<W: Write> Sink for RespSink<W> {
         let key: &[u8] = &rec.key;
         match &v {
             Value::String(s) => self.cmd(&[b"SET", key, s])?,
+            Value::BigString(l) => {
+                // Header, then the value decoded chunk by chunk straight into the output.
+                let r = (|| -> Result<(), crate::rdb::cursor::StreamError> {
+                    let io = crate::rdb::cursor::StreamError::Io;
+                    self.w.write_all(b"*3\r\n$3\r\nSET\r\n").map_err(io)?;
+                    bulk_header(&mut self.w, key.len()).map_err(io)?;
+                    self.w.write_all(key).map_err(io)?;
+                    self.w.write_all(b"\r\n").map_err(io)?;
+                    bulk_header(&mut self.w, l.len as usize).map_err(io)?;
+                    l.for_each_chunk(&mut |c| self.w.write_all(c))?;
+                    self.w.write_all(b"\r\n").map_err(io)
+                })();
+                r.map_err(|e| match e {
+                    crate::rdb::cursor::StreamError::Io(e) => self.io(e),
+                    crate::rdb::cursor::StreamError::Decode(e) => {
+                        crate::rdb::Error::from_decode("", Some(key), e).into()
+                    }
+                })?;
+            }
             Value::Coll(c) => self.collection(rec, c)?,
             Value::Stream(s) => self.stream(rec, s)?,
             Value::Module(_) => {
