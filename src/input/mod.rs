@@ -134,6 +134,15 @@ impl Input {
         })
     }
 
+    /// The bytes of a single-file RDB input (memory-mapped), for callers that process its
+    /// records in parallel batches; `None` for other kinds.
+    pub fn rdb_bytes(&self) -> Option<&[u8]> {
+        match self.kind {
+            Kind::Rdb => Some(self.map.as_deref().unwrap_or_default()),
+            _ => None,
+        }
+    }
+
     /// Walk the whole input, calling `f` for every event with the bytes read so far.
     pub fn walk(
         &self,
@@ -201,6 +210,16 @@ pub fn walk_file(
         w.bytes = data.len() as u64;
     }
     Ok(w)
+}
+
+/// Walk the AOF commands that follow an RDB preamble ending at `start`.
+pub fn walk_aof_tail(
+    name: &str,
+    data: &[u8],
+    start: u64,
+    f: &mut dyn FnMut(Event<'_, '_>, u64) -> Result<()>,
+) -> Result<Option<u64>> {
+    aof::walk_commands(name, data, start, 0, true, 0, f).map(|(cut, _)| cut)
 }
 
 fn walk_stdin(

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::Common;
+use super::{Common, batch};
 use crate::error::Result;
 use crate::input::{Event, Input};
 use crate::progress::Progress;
@@ -54,14 +54,15 @@ pub fn check(name: &str, common: &Common) -> Result<CheckReport> {
         ..Default::default()
     };
     let mut progress = Progress::new(input.size, name, common.quiet);
-    let walked = input.walk(&common.read, &mut |ev, pos| {
+    let validate = |k: &crate::rdb::KeyRecord<'_>| -> Result<()> {
+        k.value()
+            .and_then(|v| v.validate())
+            .map_err(|e| RdbError::from_decode(name, Some(&k.key), e))?;
+        Ok(())
+    };
+    let walked = batch::walk(&input, &common.read, validate, |ev, _, pos| {
         match ev {
             Event::Rdb(Record::Key(k)) => {
-                let v = k
-                    .value()
-                    .and_then(|v| v.validate())
-                    .map_err(|e| RdbError::from_decode(name, Some(&k.key), e))?;
-                let _ = v;
                 if common.filter.keep(k.db, &k.key, k.data_type()) {
                     rep.keys += 1;
                     *rep.keys_per_db.entry(k.db).or_default() += 1;

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde_json::json;
 
-use super::Common;
+use super::{Common, batch};
 use crate::error::Result;
 use crate::input::{Event, Input};
 use crate::progress::Progress;
@@ -41,15 +41,17 @@ pub fn inspect(name: &str, common: &Common, opts: &InspectOptions) -> Result<Ins
     let input = Input::open(name)?;
     let mut stats = Stats::new(opts.top, opts.prefix_depth);
     let mut progress = Progress::new(input.size, name, common.quiet);
-    let walked = input.walk(&common.read, &mut |ev, pos| {
+    // Keys the filter drops are still validated: inspect reports on a sound file only.
+    let count = |k: &crate::rdb::KeyRecord<'_>| -> Result<u64> {
+        Ok(k.value()
+            .and_then(|v| v.validate())
+            .map_err(|e| RdbError::from_decode(name, Some(&k.key), e))?)
+    };
+    let walked = batch::walk(&input, &common.read, count, |ev, n, pos| {
         match ev {
             Event::Rdb(Record::Key(k)) => {
                 if common.filter.keep(k.db, &k.key, k.data_type()) {
-                    let n = k
-                        .value()
-                        .and_then(|v| v.validate())
-                        .map_err(|e| RdbError::from_decode(name, Some(&k.key), e))?;
-                    stats.add_key(k, Some(n));
+                    stats.add_key(k, n);
                 }
                 progress.tick(pos, 1);
             }

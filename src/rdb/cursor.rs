@@ -299,6 +299,28 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// Check a string without keeping it: plain strings are returned borrowed (`Some`), LZF
+    /// ones are decompressed into `scratch` (`None`: read `scratch`), integers need no check.
+    pub fn check_string(&mut self, scratch: &mut Vec<u8>) -> DecodeResult<Option<&'a [u8]>> {
+        let start = self.offset();
+        match self.length_or_special()? {
+            Length::Len(n) => self.take(n, "string").map(Some),
+            Length::Special(0) => self.skip(1, "int8").map(|_| Some(&[][..])),
+            Length::Special(1) => self.skip(2, "int16").map(|_| Some(&[][..])),
+            Length::Special(2) => self.skip(4, "int32").map(|_| Some(&[][..])),
+            Length::Special(3) => {
+                let (compressed, declared) = self.lzf_header()?;
+                let data = self.take(compressed, "LZF data")?;
+                lzf_decompress_into(data, declared, start, scratch)?;
+                Ok(None)
+            }
+            Length::Special(e) => Err(DecodeError::invalid(
+                start,
+                format!("unknown string encoding {e}"),
+            )),
+        }
+    }
+
     /// A "string double" of type-3 zsets (FORMATS §3.3).
     pub fn string_double(&mut self) -> DecodeResult<f64> {
         let start = self.offset();
@@ -336,8 +358,88 @@ pub fn parse_double(s: &[u8]) -> Option<f64> {
     }
 }
 
+/// Decompress LZF data that must expand to exactly `declared` bytes into `out` (cleared
+/// first), reusing its allocation. Back-references that do not overlap their output are
+/// copied as one block.
+pub fn lzf_decompress_into(
+    data: &[u8],
+    declared: u64,
+    offset: u64,
+    out: &mut Vec<u8>,
+) -> DecodeResult<()> {
+    let bad = |reason: &str| {
+        DecodeError::new(
+            offset,
+            ErrorKind::Lzf {
+                compressed: data.len() as u64,
+                declared,
+                reason: reason.to_string(),
+            },
+        )
+    };
+    if declared == 0 || declared > data.len() as u64 * LZF_MAX_RATIO + 64 {
+        return Err(bad("declared size impossible for that input"));
+    }
+    let declared = declared as usize;
+    out.clear();
+    out.reserve(declared);
+    let mut i = 0usize;
+    while i < data.len() {
+        let ctrl = data[i] as usize;
+        i += 1;
+        if ctrl < 32 {
+            let n = ctrl + 1;
+            let lit = data
+                .get(i..i + n)
+                .ok_or_else(|| bad("literal run past the end"))?;
+            if out.len() + n > declared {
+                return Err(bad("output longer than declared"));
+            }
+            out.extend_from_slice(lit);
+            i += n;
+        } else {
+            let mut n = ctrl >> 5;
+            if n == 7 {
+                n += *data.get(i).ok_or_else(|| bad("reference past the end"))? as usize;
+                i += 1;
+            }
+            let lo = *data.get(i).ok_or_else(|| bad("reference past the end"))? as usize;
+            i += 1;
+            let back = ((ctrl & 0x1f) << 8) + lo + 1;
+            let len = n + 2;
+            if back > out.len() {
+                return Err(bad("back-reference before the start of the output"));
+            }
+            if out.len() + len > declared {
+                return Err(bad("output longer than declared"));
+            }
+            let from = out.len() - back;
+            if back >= len {
+                out.extend_from_within(from..from + len);
+            } else {
+                for k in 0..len {
+                    let b = out[from + k];
+                    out.push(b);
+                }
+            }
+        }
+    }
+    if out.len() != declared {
+        return Err(bad("output shorter than declared"));
+    }
+    Ok(())
+}
+
 /// Decompress LZF data that must expand to exactly `declared` bytes.
 pub fn lzf_decompress(data: &[u8], declared: u64, offset: u64) -> DecodeResult<Vec<u8>> {
+    let mut out = Vec::new();
+    lzf_decompress_into(data, declared, offset, &mut out)?;
+    Ok(out)
+}
+
+/// The former implementation, kept to cross-check ours in tests.
+#[cfg(test)]
+fn lzf_decompress_crate(data: &[u8], declared: u64, offset: u64) -> DecodeResult<Vec<u8>> {
     let err = |reason: String| {
         DecodeError::new(
             offset,
@@ -422,6 +524,21 @@ mod tests {
         assert!(c.string().unwrap_err().is_truncated());
         let mut c = Cursor::blob(&enc, 0, "listpack");
         assert!(!c.string().unwrap_err().is_truncated());
+    }
+
+    #[test]
+    fn our_lzf_matches_the_lzf_crate() {
+        let mut text = Vec::new();
+        for i in 0..5000u32 {
+            text.extend_from_slice(format!("{} aaaa{}bbbb ", i % 37, i % 5).as_bytes());
+        }
+        let comp = lzf::compress(&text).unwrap();
+        let ours = lzf_decompress(&comp, text.len() as u64, 0).unwrap();
+        let theirs = lzf_decompress_crate(&comp, text.len() as u64, 0).unwrap();
+        assert_eq!(ours, text);
+        assert_eq!(theirs, text);
+        assert!(lzf_decompress(&comp, text.len() as u64 - 1, 0).is_err());
+        assert!(lzf_decompress(&comp, text.len() as u64 + 1, 0).is_err());
     }
 
     #[test]

@@ -127,6 +127,9 @@ impl<'a> Value<'a> {
                 Ok(n)
             }
             Value::Coll(c) => {
+                if let Some(n) = c.validate_fast()? {
+                    return Ok(n);
+                }
                 let mut n = 0u64;
                 for e in c.elements() {
                     let e = e?;
@@ -148,7 +151,103 @@ impl<'a> Value<'a> {
     }
 }
 
+/// Check that a listpack or ziplist blob is well-formed; returns its element count. For zsets
+/// (`zset`), every second element must be a number.
+fn count_blob<'x, I>(it: I, zset: bool, base: u64) -> DecodeResult<u64>
+where
+    I: Iterator<Item = DecodeResult<Elem<'x>>>,
+{
+    let mut n = 0u64;
+    for e in it {
+        let e = e?;
+        n += 1;
+        if zset && n % 2 == 0 && e.as_f64().is_none() {
+            return Err(DecodeError::invalid(base, "zset score is not a number"));
+        }
+    }
+    Ok(n)
+}
+
 impl<'a> Coll<'a> {
+    /// The structural walk behind [`Value::validate`] for the common encodings, without
+    /// building elements: plain strings are skipped (LZF ones decompressed into one reused
+    /// buffer), compressed quicklist nodes are decompressed into a reused buffer. Returns
+    /// `None` for encodings it leaves to the general path.
+    fn validate_fast(&self) -> DecodeResult<Option<u64>> {
+        let zset = self.data_type() == DataType::ZSet;
+        let stride = self.stride();
+        let mut scratch = Vec::new();
+        let n = match (&self.body, self.type_id) {
+            (Body::Blob(b), LIST_ZIPLIST | ZSET_ZIPLIST | HASH_ZIPLIST) => {
+                count_blob(ZiplistIter::new(b, self.base)?, zset, self.base)?
+            }
+            (Body::Blob(b), HASH_LISTPACK | ZSET_LISTPACK | SET_LISTPACK) => {
+                count_blob(ListpackIter::new(b, self.base)?, zset, self.base)?
+            }
+            (Body::Blob(b), SET_INTSET) => IntsetIter::new(b, self.base)?.len(),
+            (Body::Raw(raw), LIST | SET | HASH) => {
+                let mut c = Cursor::new(raw, self.base);
+                let n = c.count("element count", 1)?;
+                let strings = if self.type_id == HASH { n * 2 } else { n };
+                for _ in 0..strings {
+                    c.check_string(&mut scratch)?;
+                }
+                strings
+            }
+            (Body::Raw(raw), ZSET | ZSET_2) => {
+                let mut c = Cursor::new(raw, self.base);
+                let n = c.count("member count", 2)?;
+                for _ in 0..n {
+                    c.check_string(&mut scratch)?;
+                    let d = if self.type_id == ZSET_2 {
+                        c.f64_le()?
+                    } else {
+                        c.string_double()?
+                    };
+                    if d.is_nan() {
+                        return Err(c.invalid("zset score is NaN"));
+                    }
+                }
+                n * 2
+            }
+            (Body::Raw(raw), LIST_QUICKLIST | LIST_QUICKLIST_2) => {
+                let v2 = self.type_id == LIST_QUICKLIST_2;
+                let mut c = Cursor::new(raw, self.base);
+                let nodes = c.count("quicklist node count", 1)?;
+                let mut n = 0u64;
+                for _ in 0..nodes {
+                    let container = if v2 { c.length()? } else { 2 };
+                    let at = c.offset();
+                    let plain = c.check_string(&mut scratch)?;
+                    let data: &[u8] = match plain {
+                        Some(b) => b,
+                        None => &scratch,
+                    };
+                    n += match container {
+                        1 => 1,
+                        2 if v2 => count_blob(ListpackIter::new(data, at)?, false, at)?,
+                        2 => count_blob(ZiplistIter::new(data, at)?, false, at)?,
+                        k => {
+                            return Err(DecodeError::invalid(
+                                at,
+                                format!("bad quicklist container type {k}"),
+                            ));
+                        }
+                    };
+                }
+                n
+            }
+            _ => return Ok(None),
+        };
+        if n % stride != 0 {
+            return Err(DecodeError::invalid(
+                self.base,
+                format!("{n} elements do not make whole {stride}-tuples"),
+            ));
+        }
+        Ok(Some(n / stride))
+    }
+
     /// list, set, zset or hash.
     pub fn data_type(&self) -> DataType {
         DataType::of(self.type_id)

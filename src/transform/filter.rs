@@ -97,6 +97,9 @@ impl Filter {
 
     /// Whether a key name passes the key patterns.
     pub fn keep_name(&self, key: &[u8]) -> bool {
+        if self.include.is_none() && self.include_re.is_none() && self.exclude.is_none() {
+            return true;
+        }
         let key_path = globset::Candidate::from_bytes(key);
         let included = match (&self.include, &self.include_re) {
             (None, None) => true,

@@ -1,0 +1,106 @@
+//! Parallel batches over an RDB in memory: the calling thread decodes the next batch of
+//! records while rayon workers process the current one; results come back in file order.
+//!
+//! Why this shape: decoding the record stream is inherently sequential (each record's length
+//! is known only by walking it), but the work per value (validating, counting, serializing)
+//! is independent. Overlapping the two keeps both cores busy without reordering anything.
+
+use rayon::prelude::*;
+
+use crate::error::Result;
+use crate::input::{Event, Input, Walked};
+use crate::rdb::{KeyRecord, RdbReader, ReadOptions, Record};
+
+/// Records per batch, and the serialized bytes after which a batch is closed early.
+const BATCH_RECORDS: usize = 4096;
+const BATCH_BYTES: u64 = 8 << 20;
+
+fn next_batch<'a>(reader: &mut RdbReader<'a>) -> Result<Vec<Record<'a>>> {
+    let mut batch = Vec::with_capacity(BATCH_RECORDS);
+    let mut bytes = 0u64;
+    for rec in reader.by_ref() {
+        let rec = rec?;
+        if let Record::Key(k) = &rec {
+            bytes += k.serialized_len();
+        }
+        batch.push(rec);
+        if batch.len() >= BATCH_RECORDS || bytes >= BATCH_BYTES {
+            break;
+        }
+    }
+    Ok(batch)
+}
+
+/// Run `work` on every record in parallel and `sink` on each result in file order.
+/// `sink` also gets the reader's position after the batch (for progress). Returns the
+/// position after the RDB (an AOF tail may follow it).
+pub fn run<'a, T, W, S>(mut reader: RdbReader<'a>, work: W, mut sink: S) -> Result<u64>
+where
+    T: Send,
+    W: Fn(&Record<'a>) -> Result<T> + Sync,
+    S: FnMut(&Record<'a>, T, u64) -> Result<()>,
+{
+    let mut cur = next_batch(&mut reader)?;
+    let mut pos = reader.position();
+    while !cur.is_empty() {
+        let (results, next) = rayon::join(
+            || cur.par_iter().map(&work).collect::<Vec<Result<T>>>(),
+            || next_batch(&mut reader),
+        );
+        for (rec, r) in cur.iter().zip(results) {
+            sink(rec, r?, pos)?;
+        }
+        cur = next?;
+        pos = reader.position();
+    }
+    Ok(reader.position())
+}
+
+/// Walk `input`, running `work` on each key (in parallel batches for an RDB file, in order
+/// otherwise) and `sink` on every event in input order, with the key's result.
+pub fn walk<T, W, S>(input: &Input, read: &ReadOptions, work: W, mut sink: S) -> Result<Walked>
+where
+    T: Send,
+    W: Fn(&KeyRecord<'_>) -> Result<T> + Sync,
+    S: FnMut(Event<'_, '_>, Option<T>, u64) -> Result<()>,
+{
+    let Some(data) = input.rdb_bytes() else {
+        return input.walk(read, &mut |ev, pos| {
+            let r = match &ev {
+                Event::Rdb(Record::Key(k)) => Some(work(k)?),
+                _ => None,
+            };
+            sink(ev, r, pos)
+        });
+    };
+    let reader = RdbReader::with_options(data, &input.name, read.clone())?;
+    let mut walked = Walked {
+        rdb_version: Some(reader.version().to_string()),
+        ..Default::default()
+    };
+    let end = run(
+        reader,
+        |rec| match rec {
+            Record::Key(k) => work(k).map(Some),
+            _ => Ok(None),
+        },
+        |rec, r, pos| {
+            if let Record::Aux { name, value } = rec
+                && (&**name == b"redis-ver" || &**name == b"valkey-ver")
+            {
+                walked.redis_ver = Some(String::from_utf8_lossy(value).into_owned());
+            }
+            sink(Event::Rdb(rec), r, pos)
+        },
+    )?;
+    walked.bytes = end;
+    if (end as usize) < data.len() {
+        // An AOF with an RDB preamble: the commands follow, in order.
+        walked.truncated_at =
+            crate::input::walk_aof_tail(&input.name, data, end, &mut |ev, pos| {
+                sink(ev, None, pos)
+            })?;
+        walked.bytes = data.len() as u64;
+    }
+    Ok(walked)
+}
