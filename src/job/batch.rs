@@ -15,11 +15,16 @@ use crate::rdb::{KeyRecord, RdbReader, ReadOptions, Record};
 const BATCH_RECORDS: usize = 4096;
 const BATCH_BYTES: u64 = 8 << 20;
 
-fn next_batch<'a>(reader: &mut RdbReader<'a>) -> Result<Vec<Record<'a>>> {
+/// The next records, and the error that stopped the batch early, if any: the records before a
+/// corrupt one are still processed first, so errors are reported in file order.
+fn next_batch<'a>(reader: &mut RdbReader<'a>) -> (Vec<Record<'a>>, Option<crate::error::Error>) {
     let mut batch = Vec::with_capacity(BATCH_RECORDS);
     let mut bytes = 0u64;
     for rec in reader.by_ref() {
-        let rec = rec?;
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => return (batch, Some(e.into())),
+        };
         if let Record::Key(k) = &rec {
             bytes += k.serialized_len();
         }
@@ -28,7 +33,7 @@ fn next_batch<'a>(reader: &mut RdbReader<'a>) -> Result<Vec<Record<'a>>> {
             break;
         }
     }
-    Ok(batch)
+    (batch, None)
 }
 
 /// Run `work` on every record in parallel and `sink` on each result in file order.
@@ -40,17 +45,31 @@ where
     W: Fn(&Record<'a>) -> Result<T> + Sync,
     S: FnMut(&Record<'a>, T, u64) -> Result<()>,
 {
-    let mut cur = next_batch(&mut reader)?;
+    let (mut cur, mut err) = next_batch(&mut reader);
     let mut pos = reader.position();
-    while !cur.is_empty() {
-        let (results, next) = rayon::join(
-            || cur.par_iter().map(&work).collect::<Vec<Result<T>>>(),
-            || next_batch(&mut reader),
-        );
+    loop {
+        let (results, next) = if err.is_none() && !cur.is_empty() {
+            let (r, n) = rayon::join(
+                || cur.par_iter().map(&work).collect::<Vec<Result<T>>>(),
+                || next_batch(&mut reader),
+            );
+            (r, Some(n))
+        } else {
+            (cur.par_iter().map(&work).collect(), None)
+        };
         for (rec, r) in cur.iter().zip(results) {
             sink(rec, r?, pos)?;
         }
-        cur = next?;
+        if let Some(e) = err {
+            return Err(e);
+        }
+        match next {
+            Some((b, e)) if !b.is_empty() || e.is_some() => {
+                cur = b;
+                err = e;
+            }
+            _ => break,
+        }
         pos = reader.position();
     }
     Ok(reader.position())
