@@ -149,6 +149,7 @@ fn corpus() {
 
     let mut decoded: BTreeMap<String, Decoded> = BTreeMap::new();
     let mut inputs = 0;
+    let mut counted = 0;
     for r in rows.iter().filter(|r| is_input(r)) {
         inputs += 1;
         let path = dir.join(&r.path);
@@ -181,7 +182,7 @@ fn corpus() {
         };
         match (res, corrupt || expected_err.is_some()) {
             (Ok(d), false) => {
-                check_counts(r, &d, &mut failures);
+                counted += check_counts(r, &d, &mut failures);
                 decoded.insert(r.path.clone(), d);
             }
             (Ok(d), true) if ACCEPTED_CORRUPT.iter().any(|a| a.0 == r.path) => {
@@ -230,6 +231,10 @@ fn corpus() {
         }
     }
     assert!(inputs > 150, "only {inputs} inputs in the manifest");
+    assert!(
+        counted > 150,
+        "only {counted} key counts found in the manifest"
+    );
 
     // Multi-part AOF directories, walked as one input (base + incr files in manifest order).
     let dirs: BTreeSet<&str> = rows
@@ -314,7 +319,8 @@ fn corpus() {
         }
     }
     eprintln!(
-        "corpus: {inputs} inputs, {} appendonlydirs, {compared} expected outputs compared",
+        "corpus: {inputs} inputs ({counted} key counts checked), {} appendonlydirs, \
+         {compared} expected outputs compared",
         dirs.len()
     );
     assert!(
@@ -340,18 +346,24 @@ fn decode_rdb_only(path: &Path) -> Result<Decoded, rdbferry::error::Error> {
     Ok(out)
 }
 
-fn check_counts(r: &Row, d: &Decoded, failures: &mut Vec<String>) {
+/// Check the key counts the manifest gives ("N key(s)" from rdbtools or Redis, "OK, N keys
+/// read" from redis-check-rdb); returns how many it found.
+fn check_counts(r: &Row, d: &Decoded, failures: &mut Vec<String>) -> usize {
     let n = d.keys.len() as u64;
+    let mut found = 0;
     for marker in [" key(s)", " keys read"] {
-        if let Some(want) = number_before(&r.contents, marker)
-            && want != n
-        {
+        let Some(want) = number_before(&r.contents, marker) else {
+            continue;
+        };
+        found += 1;
+        if want != n {
             failures.push(format!(
                 "{}: manifest says {want}{marker}, decoded {n} keys",
                 r.path
             ));
         }
     }
+    found
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -709,11 +721,9 @@ fn compare_models(name: &str, want: &Model, got: &Model, failures: &mut Vec<Stri
             Some(g) if g.1 != w.1 => {
                 failures.push(format!("{at}: expiry {:?}, ours {:?}", w.1, g.1))
             }
-            Some(g) if g.0 != w.0 => failures.push(format!(
-                "{at}: value differs: tool {}, ours {}",
-                brief(&w.0),
-                brief(&g.0)
-            )),
+            Some(g) if g.0 != w.0 => {
+                failures.push(format!("{at}: {}", dataset::describe_diff(&w.0, &g.0)))
+            }
             Some(_) => {}
         }
     }

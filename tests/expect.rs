@@ -31,13 +31,29 @@ fn listings() -> Vec<PathBuf> {
     };
     match corpus {
         Some(c) => {
-            let before = out.len();
             find(&c.join("generated"), &mut out);
+            // Every listing MANIFEST.md names must be there.
+            let manifest = std::fs::read_to_string(c.join("MANIFEST.md"))
+                .unwrap_or_else(|e| panic!("{}/MANIFEST.md: {e}", c.display()));
+            let named: Vec<PathBuf> = manifest
+                .lines()
+                .filter_map(|l| l.strip_prefix("| `generated/"))
+                .filter_map(|l| l.split('`').next())
+                .filter(|p| p.ends_with(".expect.json"))
+                .map(|p| c.join("generated").join(p))
+                .collect();
             assert!(
-                out.len() > before,
-                "no *.expect.json under {}/generated",
-                c.display()
+                named.len() >= 5,
+                "MANIFEST.md names {} listings",
+                named.len()
             );
+            for p in &named {
+                assert!(
+                    out.contains(p),
+                    "{} (in MANIFEST.md) is missing",
+                    p.display()
+                );
+            }
         }
         None => eprintln!("note: no corpus (RDBFERRY_CORPUS unset); checking testdata/ only"),
     }
@@ -249,7 +265,7 @@ fn compare(listing: &Path, failures: &mut Vec<String>) -> bool {
             }
         }
         if want != ours {
-            failures.push(format!("{at}: {}", what_differs(&want, &ours)));
+            failures.push(format!("{at}: {}", dataset::describe_diff(&want, &ours)));
         }
         match e.get("pexpiretime").and_then(|p| p.as_i64()) {
             Some(at_ms) => {
@@ -299,46 +315,6 @@ fn compare(listing: &Path, failures: &mut Vec<String>) -> bool {
         }
     }
     true
-}
-
-/// Say where two values differ, briefly.
-fn what_differs(want: &Val, got: &Val) -> String {
-    fn cut(s: String) -> String {
-        if s.len() > 400 {
-            format!("{}...", dataset::prefix(&s, 400))
-        } else {
-            s
-        }
-    }
-    match (want, got) {
-        (Val::Stream(w), Val::Stream(g)) => {
-            let mut out = Vec::new();
-            if w.entries.len() != g.entries.len() {
-                out.push(format!(
-                    "{} entries, ours {}",
-                    w.entries.len(),
-                    g.entries.len()
-                ));
-            }
-            if let Some(i) = w.entries.iter().zip(&g.entries).position(|(a, b)| a != b) {
-                out.push(cut(format!(
-                    "entry #{i}: server {:?}, ours {:?}",
-                    w.entries[i], g.entries[i]
-                )));
-            }
-            if w.last_id != g.last_id {
-                out.push(format!("last id {}, ours {}", w.last_id, g.last_id));
-            }
-            if w.groups != g.groups {
-                out.push(cut(format!(
-                    "groups: server {:?}, ours {:?}",
-                    w.groups, g.groups
-                )));
-            }
-            format!("stream differs: {}", out.join("; "))
-        }
-        _ => cut(format!("value differs: server {want:?}, ours {got:?}")),
-    }
 }
 
 #[test]

@@ -346,3 +346,102 @@ impl Model {
         true
     }
 }
+
+/// Where two values differ, in words (first few differences of each kind).
+pub fn describe_diff(want: &Val, got: &Val) -> String {
+    fn few<I: Iterator<Item = String>>(what: &str, it: I) -> Option<String> {
+        let v: Vec<String> = it.collect();
+        if v.is_empty() {
+            return None;
+        }
+        let more = if v.len() > 5 {
+            format!(" (+{} more)", v.len() - 5)
+        } else {
+            String::new()
+        };
+        Some(format!("{what}: {}{more}", v[..v.len().min(5)].join(", ")))
+    }
+    fn maps<V: PartialEq + std::fmt::Debug>(
+        a: &BTreeMap<Bytes, V>,
+        b: &BTreeMap<Bytes, V>,
+    ) -> Vec<String> {
+        let q = |k: &Bytes| format!("\"{}\"", show(k));
+        [
+            few("missing", a.keys().filter(|k| !b.contains_key(*k)).map(q)),
+            few("extra", b.keys().filter(|k| !a.contains_key(*k)).map(q)),
+            few(
+                "different",
+                a.iter()
+                    .filter_map(|(k, v)| Some((k, v, b.get(k)?)))
+                    .filter(|(_, v, w)| v != w)
+                    .map(|(k, v, w)| format!("\"{}\" {v:?} vs ours {w:?}", show(k))),
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+    let parts: Vec<String> = match (want, got) {
+        (Val::Str(a), Val::Str(b)) => vec![format!("\"{}\" vs ours \"{}\"", show(a), show(b))],
+        (Val::List(a), Val::List(b)) => {
+            let mut v = vec![format!("{} elements vs ours {}", a.len(), b.len())];
+            if let Some(i) = a.iter().zip(b).position(|(x, y)| x != y) {
+                v.push(format!(
+                    "first difference at #{i}: \"{}\" vs ours \"{}\"",
+                    show(&a[i]),
+                    show(&b[i])
+                ));
+            }
+            v
+        }
+        (Val::Set(a), Val::Set(b)) => {
+            let q = |k: &Bytes| format!("\"{}\"", show(k));
+            [
+                few("missing", a.difference(b).map(q)),
+                few("extra", b.difference(a).map(q)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect()
+        }
+        (Val::ZSet(a), Val::ZSet(b)) => maps(a, b),
+        (Val::Hash(a), Val::Hash(b)) => maps(a, b),
+        (Val::Stream(a), Val::Stream(b)) => {
+            let mut v = Vec::new();
+            if a.entries.len() != b.entries.len() {
+                v.push(format!(
+                    "{} entries vs ours {}",
+                    a.entries.len(),
+                    b.entries.len()
+                ));
+            }
+            if let Some(i) = a.entries.iter().zip(&b.entries).position(|(x, y)| x != y) {
+                v.push(format!(
+                    "entry #{i}: {} vs ours {}",
+                    a.entries[i].0, b.entries[i].0
+                ));
+            }
+            if a.last_id != b.last_id {
+                v.push(format!("last id {} vs ours {}", a.last_id, b.last_id));
+            }
+            if a.groups.len() != b.groups.len() {
+                v.push(format!(
+                    "{} groups vs ours {}",
+                    a.groups.len(),
+                    b.groups.len()
+                ));
+            }
+            for (x, y) in a.groups.iter().zip(&b.groups) {
+                if x != y {
+                    v.push(prefix(
+                        &format!("group \"{}\": {x:?} vs ours {y:?}", show(&x.name)),
+                        600,
+                    ));
+                }
+            }
+            v
+        }
+        (a, b) => vec![format!("type {} vs ours {}", a.type_name(), b.type_name())],
+    };
+    format!("{} differs: {}", want.type_name(), parts.join("; "))
+}
