@@ -18,15 +18,18 @@
 //!   ours applied the same way (keys the tool RESTOREs from a DUMP payload only by presence).
 //! - rdb-rs `json/*.json`: per db, key → value (bytes written one char per byte).
 //! - redis-rdb-cli `rct/all.rdb.key` (key list, in order) and `rct/all.rdb.count` (keys per type).
+//! - redis-rdb-cli `rct/all.rdb.dump` (RESTORE with DUMP payloads copied from the file): each
+//!   payload must be exactly our record's type byte + `raw` value bytes (+ version and CRC),
+//!   which proves where every value ends, for all 268 keys the tool wrote (it left out the 2
+//!   keys whose TTL had passed when it ran).
 //!
 //! Not compared:
 //! - rdb-rs `plain/*.plain`: the same data as its `.json`/`.protocol` (both compared) in an
 //!   ambiguous `key -> value` text (no quoting; values may hold ` -> `).
 //! - redis-rdb-cli `all.rdb.json` / `.jsonl` / `.keyval` / `.text` / `.diff`: Java decoded
 //!   binary values lossily (U+FFFD) and the same data is compared exactly through `.resp`.
-//! - redis-rdb-cli `all.rdb.dump` / `.dump7`: RESTORE payloads re-encoded by the tool (DUMP
-//!   format, `.dump7` downgraded to RDB v7); comparing them means re-encoding, which is the
-//!   encoder's test, not the reader's.
+//! - redis-rdb-cli `all.rdb.dump7`: RESTORE payloads re-encoded by the tool for RDB v7;
+//!   comparing them means re-encoding, which is the encoder's test, not the reader's.
 
 mod dataset;
 
@@ -300,12 +303,15 @@ fn corpus() {
             ("leonchen83__redis-rdb-cli", "key") => {
                 compare_rct_keys(&r.path, &p, &ours, &mut failures)
             }
+            ("leonchen83__redis-rdb-cli", "dump") => {
+                compare_rct_dump(&r.path, &p, &ours, &mut failures)
+            }
             ("leonchen83__redis-rdb-cli", "count") => {
                 compare_rct_count(&r.path, &p, &ours, &mut failures)
             }
             ("badboy__rdb-rs", "plain")
             | ("leonchen83__redis-rdb-cli", "json" | "jsonl" | "keyval" | "text" | "diff")
-            | ("leonchen83__redis-rdb-cli", "dump" | "dump7") => continue, // see the top
+            | ("leonchen83__redis-rdb-cli", "dump7") => continue, // see the top
             _ => {
                 failures.push(format!(
                     "{}: expected-output format not handled; compare it or list it at the top",
@@ -892,5 +898,52 @@ fn compare_rct_count(name: &str, p: &Path, ours: &Decoded, failures: &mut Vec<St
         .collect();
     if want != got {
         failures.push(format!("{name}: counts {want:?}, ours {got:?}"));
+    }
+}
+
+/// `rct -f dump`: SELECT + RESTORE key ttl payload, the payload being the value exactly as the
+/// RDB stores it (type byte + our `raw`), then the 2-byte RDB version and a CRC-64.
+fn compare_rct_dump(name: &str, p: &Path, ours: &Decoded, failures: &mut Vec<String>) {
+    let d = decode_path(p).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let restores: Vec<&(u64, Vec<Bytes>)> = d
+        .commands
+        .iter()
+        .filter(|(_, a)| a[0].eq_ignore_ascii_case(b"restore"))
+        .collect();
+    let mut keys = ours.keys.iter().peekable();
+    for (db, args) in restores {
+        let at = format!("{name}: db {db} key \"{}\"", show(&args[1]));
+        // Keys the tool left out (it skips keys already expired when it ran).
+        while let Some(k) = keys.next_if(|k| (k.db, &k.key) != (*db, &args[1])) {
+            if k.expire_ms.is_none() {
+                failures.push(format!(
+                    "{at}: the tool skipped db {} key \"{}\", which has no TTL",
+                    k.db,
+                    show(&k.key)
+                ));
+                return;
+            }
+        }
+        let Some(k) = keys.next() else {
+            failures.push(format!("{at}: RESTOREd by the tool, not decoded by us"));
+            return;
+        };
+        let payload = &args[3];
+        let mut want = vec![k.type_id];
+        want.extend_from_slice(&k.raw);
+        if payload.len() != want.len() + 10 || payload[..want.len()] != want[..] {
+            failures.push(format!(
+                "{at}: DUMP payload of {} bytes does not hold our {} value bytes",
+                payload.len(),
+                want.len()
+            ));
+        }
+    }
+    for k in keys.filter(|k| k.expire_ms.is_none()) {
+        failures.push(format!(
+            "{name}: db {} key \"{}\" decoded by us, not RESTOREd by the tool",
+            k.db,
+            show(&k.key)
+        ));
     }
 }

@@ -71,6 +71,8 @@ pub struct Key {
     pub key: Bytes,
     pub expire_ms: Option<i64>,
     pub type_id: u8,
+    /// The serialized value as stored (after the key), what DUMP payloads carry.
+    pub raw: Bytes,
     pub val: Val,
 }
 
@@ -175,6 +177,7 @@ pub fn decode_key(k: &KeyRecord<'_>, source: &str) -> Result<Key, RdbError> {
         key: k.key.to_vec(),
         expire_ms: k.expire_ms,
         type_id: k.type_id,
+        raw: k.raw.to_vec(),
         val,
     })
 }
