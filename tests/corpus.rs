@@ -17,6 +17,8 @@
 //!   `rct/all.rdb.resp`: the commands are replayed into a model data set and compared with
 //!   ours applied the same way (keys the tool RESTOREs from a DUMP payload only by presence).
 //! - rdb-rs `json/*.json`: per db, key → value (bytes written one char per byte).
+//! - redis-rdb-cli `rct/all.rdb.diff` (every key in order with its TTL and escaped DUMP
+//!   payload): payload = our type byte + `raw`, expiry = ours; function libraries by number.
 //! - redis-rdb-cli `rct/all.rdb.json` and `.jsonl`: every key in order with its value (Java
 //!   wrote bad UTF-8 as U+FFFD, so those compare lossily; streams and module values are
 //!   escaped DUMP bytes there, not JSON, and compare by db, key and type only).
@@ -29,8 +31,8 @@
 //! Not compared:
 //! - rdb-rs `plain/*.plain`: the same data as its `.json`/`.protocol` (both compared) in an
 //!   ambiguous `key -> value` text (no quoting; values may hold ` -> `).
-//! - redis-rdb-cli `all.rdb.keyval` / `.text` / `.diff`: unquoted text (values may hold the
-//!   separators) of the same data that `.resp` and `.dump` compare exactly.
+//! - redis-rdb-cli `all.rdb.keyval` / `.text`: unquoted text (values may hold the separators)
+//!   of the same data that `.resp`, `.dump` and `.diff` compare exactly.
 //! - redis-rdb-cli `all.rdb.dump7`: RESTORE payloads re-encoded by the tool for RDB v7;
 //!   comparing them means re-encoding, which is the encoder's test, not the reader's.
 
@@ -309,6 +311,9 @@ fn corpus() {
             ("leonchen83__redis-rdb-cli", "dump") => {
                 compare_rct_dump(&r.path, &p, &ours, &mut failures)
             }
+            ("leonchen83__redis-rdb-cli", "diff") => {
+                compare_rct_diff(&r.path, &p, &ours, &mut failures)
+            }
             ("leonchen83__redis-rdb-cli", "json" | "jsonl") => {
                 compare_rct_json(&r.path, &p, &ours, &mut failures)
             }
@@ -316,7 +321,7 @@ fn corpus() {
                 compare_rct_count(&r.path, &p, &ours, &mut failures)
             }
             ("badboy__rdb-rs", "plain")
-            | ("leonchen83__redis-rdb-cli", "keyval" | "text" | "diff")
+            | ("leonchen83__redis-rdb-cli", "keyval" | "text")
             | ("leonchen83__redis-rdb-cli", "dump7") => continue, // see the top
             _ => {
                 failures.push(format!(
@@ -1080,5 +1085,93 @@ fn compare_rct_json(name: &str, p: &Path, ours: &Decoded, failures: &mut Vec<Str
             "{name}: fewer objects than our {} keys",
             ours.keys.len()
         ));
+    }
+}
+
+/// Undo redis-rdb-cli's escaping: `\xHH`, `\a`, `\b`, `\t`, `\n`, `\r`; other bytes as is.
+fn unescape(s: &[u8]) -> Option<Bytes> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] != b'\\' {
+            out.push(s[i]);
+            i += 1;
+            continue;
+        }
+        let (b, n) = match *s.get(i + 1)? {
+            b'x' => (
+                u8::from_str_radix(std::str::from_utf8(s.get(i + 2..i + 4)?).ok()?, 16).ok()?,
+                4,
+            ),
+            b'a' => (7, 2),
+            b'b' => (8, 2),
+            b't' => (b'\t', 2),
+            b'n' => (b'\n', 2),
+            b'r' => (b'\r', 2),
+            b'\\' => (b'\\', 2),
+            _ => return None,
+        };
+        out.push(b);
+        i += n;
+    }
+    Some(out)
+}
+
+/// `rct -f diff`: one line per key, in file order: `key[,MS,expire],payload`, the payload
+/// being the escaped DUMP payload (type byte + raw value + version + CRC-64).
+fn compare_rct_diff(name: &str, p: &Path, ours: &Decoded, failures: &mut Vec<String>) {
+    let text = std::fs::read(p).unwrap();
+    // Function libraries come as `function,<escaped 0xF6 record>`; only their number is checked.
+    let (functions, lines): (Vec<&[u8]>, Vec<&[u8]>) = text
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .partition(|l| l.starts_with(b"function,\\xf6"));
+    if functions.len() != ours.functions.len() {
+        failures.push(format!(
+            "{name}: {} function libraries, ours {}",
+            functions.len(),
+            ours.functions.len()
+        ));
+    }
+    if lines.len() != ours.keys.len() {
+        failures.push(format!(
+            "{name}: {} lines, ours {} keys",
+            lines.len(),
+            ours.keys.len()
+        ));
+        return;
+    }
+    for (line, k) in lines.iter().zip(&ours.keys) {
+        let at = format!("{name}: db {} key \"{}\"", k.db, show(&k.key));
+        let cells: Vec<&[u8]> = line.split(|&b| b == b',').collect();
+        let (key, exp, payload) = match cells[..] {
+            [key, payload] => (key, None, payload),
+            [key, b"MS", ms, payload] => (
+                key,
+                std::str::from_utf8(ms).ok().and_then(|m| m.parse().ok()),
+                payload,
+            ),
+            _ => {
+                failures.push(format!("{at}: unexpected line {}", show(line)));
+                continue;
+            }
+        };
+        let (Some(key), Some(payload)) = (unescape(key), unescape(payload)) else {
+            failures.push(format!("{at}: bad escape in {}", show(line)));
+            continue;
+        };
+        let mut want = vec![k.type_id];
+        want.extend_from_slice(&k.raw);
+        if key != k.key {
+            failures.push(format!("{at}: tool lists key \"{}\" here", show(&key)));
+        } else if exp != k.expire_ms {
+            failures.push(format!("{at}: expiry {exp:?}, ours {:?}", k.expire_ms));
+        } else if payload.len() != want.len() + 10 || payload[..want.len()] != want[..] {
+            failures.push(format!(
+                "{at}: DUMP payload of {} bytes does not hold our {} value bytes",
+                payload.len(),
+                want.len()
+            ));
+        }
     }
 }
