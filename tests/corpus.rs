@@ -28,9 +28,12 @@
 //!   which proves where every value ends, for all 268 keys the tool wrote (it left out the 2
 //!   keys whose TTL had passed when it ran).
 //!
+//! - rdb-rs `plain/*.plain`: our decoding rendered the way rdb-rs prints it (`db=N key -> v`,
+//!   `key[i] -> e`, `key { m } `, `key . f -> v`, `key[i] -> {m, score=s}`, raw bytes, then
+//!   `checksum <stored trailer in hex>`) must equal the file byte for byte (its `aux` lines
+//!   aside).
+//!
 //! Not compared:
-//! - rdb-rs `plain/*.plain`: the same data as its `.json`/`.protocol` (both compared) in an
-//!   ambiguous `key -> value` text (no quoting; values may hold ` -> `).
 //! - redis-rdb-cli `all.rdb.keyval` / `.text`: unquoted text (values may hold the separators)
 //!   of the same data that `.resp`, `.dump` and `.diff` compare exactly.
 //! - redis-rdb-cli `all.rdb.dump7`: RESTORE payloads re-encoded by the tool for RDB v7;
@@ -291,6 +294,7 @@ fn corpus() {
             keys,
             functions: ours.functions.clone(),
             commands: Vec::new(),
+            checksum: ours.checksum,
         };
         let before = failures.len();
         let p = dir.join(&r.path);
@@ -320,8 +324,8 @@ fn corpus() {
             ("leonchen83__redis-rdb-cli", "count") => {
                 compare_rct_count(&r.path, &p, &ours, &mut failures)
             }
-            ("badboy__rdb-rs", "plain")
-            | ("leonchen83__redis-rdb-cli", "keyval" | "text")
+            ("badboy__rdb-rs", "plain") => compare_rdbrs_plain(&r.path, &p, &ours, &mut failures),
+            ("leonchen83__redis-rdb-cli", "keyval" | "text")
             | ("leonchen83__redis-rdb-cli", "dump7") => continue, // see the top
             _ => {
                 failures.push(format!(
@@ -1173,5 +1177,103 @@ fn compare_rct_diff(name: &str, p: &Path, ours: &Decoded, failures: &mut Vec<Str
                 want.len()
             ));
         }
+    }
+}
+
+/// Render our decoding as rdb-rs's Plain formatter does.
+fn render_rdbrs_plain(ours: &Decoded) -> Bytes {
+    let mut out = Vec::new();
+    for k in &ours.keys {
+        let head = |out: &mut Bytes| {
+            out.extend_from_slice(format!("db={} ", k.db).as_bytes());
+            out.extend_from_slice(&k.key);
+        };
+        match &k.val {
+            Val::Str(v) => {
+                head(&mut out);
+                out.extend_from_slice(b" -> ");
+                out.extend_from_slice(v);
+                out.push(b'\n');
+            }
+            Val::List(l) => {
+                for (i, e) in l.iter().enumerate() {
+                    head(&mut out);
+                    out.extend_from_slice(format!("[{i}] -> ").as_bytes());
+                    out.extend_from_slice(e);
+                    out.push(b'\n');
+                }
+            }
+            Val::Set(_) => {
+                for m in &k.flat {
+                    head(&mut out);
+                    out.extend_from_slice(b" { ");
+                    out.extend_from_slice(m);
+                    out.extend_from_slice(b" } \n");
+                }
+            }
+            Val::ZSet(_) => {
+                for (i, p) in k.flat.chunks(2).enumerate() {
+                    head(&mut out);
+                    out.extend_from_slice(format!("[{i}] -> {{").as_bytes());
+                    out.extend_from_slice(&p[0]);
+                    let score = dataset::parse_score(&String::from_utf8_lossy(&p[1]));
+                    out.extend_from_slice(format!(", score={score}}}\n").as_bytes());
+                }
+            }
+            Val::Hash(_) => {
+                // Hashes with field TTLs (types 22-25) carry a third element per field.
+                let stride = if (22..=25).contains(&k.type_id) { 3 } else { 2 };
+                for p in k.flat.chunks(stride) {
+                    head(&mut out);
+                    out.extend_from_slice(b" . ");
+                    out.extend_from_slice(&p[0]);
+                    out.extend_from_slice(b" -> ");
+                    out.extend_from_slice(&p[1]);
+                    out.push(b'\n');
+                }
+            }
+            Val::Stream(_) | Val::Module(_) => {}
+        }
+    }
+    if let Some(c) = ours.checksum {
+        let hex: String = c.to_le_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        out.extend_from_slice(format!("checksum {hex}\n").as_bytes());
+    }
+    out
+}
+
+fn compare_rdbrs_plain(name: &str, p: &Path, ours: &Decoded, failures: &mut Vec<String>) {
+    let text = std::fs::read(p).unwrap();
+    let mut want: &[u8] = &text;
+    while want.starts_with(b"aux ") {
+        let end = want
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(want.len(), |i| i + 1);
+        want = &want[end..];
+    }
+    let got = render_rdbrs_plain(ours);
+    if want != &got[..] {
+        let i = want
+            .iter()
+            .zip(&got)
+            .position(|(a, b)| a != b)
+            .unwrap_or(want.len().min(got.len()));
+        let line = |b: &[u8]| {
+            let start = b[..i.min(b.len())]
+                .iter()
+                .rposition(|&c| c == b'\n')
+                .map_or(0, |s| s + 1);
+            let end = b[start..]
+                .iter()
+                .position(|&c| c == b'\n')
+                .map_or(b.len(), |e| start + e);
+            show(&b[start..end])
+        };
+        failures.push(format!(
+            "{name}: differs at byte {i}: tool \"{}\", ours \"{}\"",
+            line(want),
+            line(&got)
+        ));
     }
 }

@@ -73,6 +73,8 @@ pub struct Key {
     pub type_id: u8,
     /// The serialized value as stored (after the key), what DUMP payloads carry.
     pub raw: Bytes,
+    /// A collection's elements flat and in file order (see `Coll::stride`); empty otherwise.
+    pub flat: Vec<Bytes>,
     pub val: Val,
 }
 
@@ -85,6 +87,8 @@ pub struct Decoded {
     pub functions: Vec<Bytes>,
     /// AOF commands after the RDB part (db, args).
     pub commands: Vec<(u64, Vec<Bytes>)>,
+    /// The stored CRC-64 trailer (None before v5 or without an RDB part).
+    pub checksum: Option<u64>,
 }
 
 fn id(s: StreamId) -> String {
@@ -100,6 +104,7 @@ pub fn decode_key(k: &KeyRecord<'_>, source: &str) -> Result<Key, RdbError> {
     let err = |e| RdbError::from_decode(source, Some(&k.key), e);
     let value = k.value().map_err(err)?;
     value.validate().map_err(err)?;
+    let mut flat = Vec::new();
     let val = match &value {
         Value::String(s) => Val::Str(s.to_vec()),
         Value::Module(m) => Val::Module(m.id.name()),
@@ -146,6 +151,7 @@ pub fn decode_key(k: &KeyRecord<'_>, source: &str) -> Result<Key, RdbError> {
         Value::Coll(c) => {
             let elems: Vec<Elem<'_>> = c.elements().collect::<Result<_, _>>().map_err(err)?;
             let stride = c.stride() as usize;
+            flat = elems.iter().map(elem).collect();
             match c.data_type().name() {
                 "list" => Val::List(elems.iter().map(elem).collect()),
                 "set" => Val::Set(elems.iter().map(elem).collect()),
@@ -178,6 +184,7 @@ pub fn decode_key(k: &KeyRecord<'_>, source: &str) -> Result<Key, RdbError> {
         expire_ms: k.expire_ms,
         type_id: k.type_id,
         raw: k.raw.to_vec(),
+        flat,
         val,
     })
 }
@@ -191,6 +198,7 @@ pub fn decode_path(path: &Path) -> Result<Decoded, rdbferry::error::Error> {
         match ev {
             Event::Rdb(Record::Key(k)) => out.keys.push(decode_key(k, &name)?),
             Event::Rdb(Record::Function { code }) => out.functions.push(code.to_vec()),
+            Event::Rdb(Record::Eof { checksum }) => out.checksum = *checksum,
             Event::Rdb(_) => {}
             Event::Command { db, args } => out
                 .commands
