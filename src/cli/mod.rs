@@ -170,6 +170,9 @@ pub fn run() -> ExitCode {
                         if r.commands > 0 {
                             line += &format!(", {} AOF commands", r.commands);
                         }
+                        if let Some((at, n)) = r.ignored_tail {
+                            line += &format!(", {n} bytes after EOF at byte {at} ignored");
+                        }
                         if let Some(at) = r.truncated_at {
                             line += &format!(", truncated AOF tail ignored from byte {at}");
                         }

@@ -73,6 +73,15 @@ pub struct Walked {
     pub truncated_at: Option<u64>,
     /// The db selected at the end (carried from one AOF file to the next).
     pub db: u64,
+    /// Bytes after an RDB's EOF that are not AOF commands (offset, length): ignored, as Redis
+    /// ignores them.
+    pub ignored_tail: Option<(u64, u64)>,
+}
+
+/// Whether the bytes after an RDB's EOF are an AOF tail (commands or annotations); anything
+/// else (some tools append a digest) is ignored, as Redis's loader stops at EOF.
+pub fn is_aof_tail(rest: &[u8]) -> bool {
+    crate::aof::looks_like_aof(rest)
 }
 
 fn map_file(path: &Path, name: &str) -> Result<Option<Mmap>> {
@@ -203,7 +212,10 @@ pub fn walk_file(
         w.db = 0;
     }
     w.bytes = rdb_end;
-    if (rdb_end as usize) < data.len() {
+    let rest = &data[(rdb_end as usize).min(data.len())..];
+    if !rest.is_empty() && !is_aof_tail(rest) {
+        w.ignored_tail = Some((rdb_end, rest.len() as u64));
+    } else if !rest.is_empty() {
         let (cut, db) = aof::walk_commands(name, data, rdb_end, w.db, last, base, f)?;
         w.truncated_at = cut;
         w.db = db;

@@ -113,7 +113,10 @@ where
         },
     )?;
     walked.bytes = end;
-    if (end as usize) < data.len() {
+    let rest = &data[(end as usize).min(data.len())..];
+    if !rest.is_empty() && !crate::input::is_aof_tail(rest) {
+        walked.ignored_tail = Some((end, rest.len() as u64));
+    } else if !rest.is_empty() {
         // An AOF with an RDB preamble: the commands follow, in order.
         walked.truncated_at =
             crate::input::walk_aof_tail(&input.name, data, end, &mut |ev, pos| {

@@ -36,6 +36,8 @@ pub struct CheckReport {
     pub elapsed_s: f64,
     /// Where a truncated AOF tail was cut.
     pub truncated_at: Option<u64>,
+    /// Bytes after the RDB's EOF that were ignored (offset, length).
+    pub ignored_tail: Option<(u64, u64)>,
 }
 
 impl CheckReport {
@@ -87,6 +89,7 @@ pub fn check(name: &str, common: &Common) -> Result<CheckReport> {
     rep.redis_ver = walked.redis_ver;
     rep.bytes = walked.bytes;
     rep.truncated_at = walked.truncated_at;
+    rep.ignored_tail = walked.ignored_tail;
     rep.elapsed_s = start.elapsed().as_secs_f64();
     Ok(rep)
 }

@@ -107,6 +107,20 @@ pub fn decode_key(k: &KeyRecord<'_>, source: &str) -> Result<Key, RdbError> {
     let mut flat = Vec::new();
     let val = match &value {
         Value::String(s) => Val::Str(s.to_vec()),
+        Value::BigString(l) => {
+            let mut out = Vec::new();
+            l.for_each_chunk(&mut |c| {
+                out.extend_from_slice(c);
+                Ok(())
+            })
+            .map_err(|e| match e {
+                rdbferry::rdb::cursor::StreamError::Decode(e) => err(e),
+                rdbferry::rdb::cursor::StreamError::Io(e) => {
+                    err(rdbferry::rdb::DecodeError::invalid(l.offset, e.to_string()))
+                }
+            })?;
+            Val::Str(out)
+        }
         Value::Module(m) => Val::Module(m.id.name()),
         Value::Stream(s) => {
             let mut entries = Vec::new();
