@@ -9,15 +9,15 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use super::Common;
+use super::{Common, batch};
 use crate::error::{Error, Result};
 use crate::input::{Event, Input};
 use crate::progress::Progress;
-use crate::rdb::Record;
-use crate::sink::Sink;
+use crate::rdb::{KeyRecord, Record};
 use crate::sink::jsonl::JsonlSink;
 use crate::sink::resp::RespSink;
 use crate::sink::stats::now_ms;
+use crate::sink::{Sink, encode_key};
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,10 +89,32 @@ pub fn convert_to(
     };
     let now = now_ms();
     let mut progress = Progress::new(input.size, name, common.quiet);
-    let res = input.walk(&common.read, &mut |ev, pos| {
+    let keep = |k: &KeyRecord<'_>| {
+        common.filter.keep(k.db, &k.key, k.data_type())
+            && !(opts.skip_expired && k.expire_ms.is_some_and(|ms| ms <= now))
+    };
+    // Keys are encoded on worker threads (in file order on output); values bigger than this are
+    // left to the sink, which streams them instead of building them in memory.
+    const PARALLEL_MAX: u64 = 1 << 20;
+    let format = opts.format;
+    let encode = |k: &KeyRecord<'_>| -> Result<Option<Vec<u8>>> {
+        if keep(k) && k.serialized_len() <= PARALLEL_MAX {
+            encode_key(format, k)
+                .map(Some)
+                .map_err(|e| with_source(e, name))
+        } else {
+            Ok(None)
+        }
+    };
+    let res = batch::walk(&input, &common.read, encode, |ev, encoded, pos| {
         match ev {
             Event::Rdb(Record::Key(k)) => {
                 progress.tick(pos, 1);
+                if let Some(Some(bytes)) = encoded {
+                    sink.encoded_key(k.db, &bytes)?;
+                    rep.keys += 1;
+                    return Ok(());
+                }
                 if !common.filter.keep(k.db, &k.key, k.data_type()) {
                     rep.filtered += 1;
                     return Ok(());

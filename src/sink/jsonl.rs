@@ -147,6 +147,11 @@ impl<W: Write> JsonlSink<W> {
         Error::io(self.path.clone(), e)
     }
 
+    /// The writer back.
+    pub fn into_inner(self) -> W {
+        self.w
+    }
+
     fn value(&mut self, rec: &KeyRecord<'_>, v: &Value<'_>) -> Result<()> {
         let w = &mut self.w;
         let dec = |e| crate::rdb::Error::from_decode("", Some(&rec.key), e);
@@ -367,6 +372,10 @@ impl<W: Write> Sink for JsonlSink<W> {
             self.w.write_all(b"}\n")
         })();
         r.map_err(|e| self.io(e))
+    }
+
+    fn encoded_key(&mut self, _db: u64, bytes: &[u8]) -> Result<()> {
+        self.w.write_all(bytes).map_err(|e| self.io(e))
     }
 
     fn command(&mut self, db: u64, args: &[&[u8]]) -> Result<()> {

@@ -18,8 +18,30 @@ pub trait Sink {
     fn key(&mut self, rec: &KeyRecord<'_>) -> Result<()>;
     /// A function library.
     fn function(&mut self, code: &[u8]) -> Result<()>;
+    /// A key already encoded by [`encode_key`] (on a worker thread), for `db`.
+    fn encoded_key(&mut self, db: u64, bytes: &[u8]) -> Result<()>;
     /// A command from an AOF, applying to `db`.
     fn command(&mut self, db: u64, args: &[&[u8]]) -> Result<()>;
     /// Flush everything out.
     fn finish(&mut self) -> Result<()>;
+}
+
+/// Encode one key in `format` on its own, for sinks fed in parallel: the bytes are what
+/// `key()` would write, without any SELECT (the sink adds one when the db changes).
+pub fn encode_key(format: crate::job::convert::Format, rec: &KeyRecord<'_>) -> Result<Vec<u8>> {
+    use crate::job::convert::Format;
+    let cap = rec.serialized_len() as usize * 2 + 64;
+    match format {
+        Format::Jsonl => {
+            let mut s = jsonl::JsonlSink::new(Vec::with_capacity(cap), "");
+            s.key(rec)?;
+            Ok(s.into_inner())
+        }
+        Format::Resp => {
+            let mut s = resp::RespSink::new(Vec::with_capacity(cap), "");
+            s.assume_db(rec.db);
+            s.key(rec)?;
+            Ok(s.into_inner())
+        }
+    }
 }

@@ -77,6 +77,16 @@ impl<W: Write> RespSink<W> {
         Error::io(self.path.clone(), e)
     }
 
+    /// The writer back.
+    pub fn into_inner(self) -> W {
+        self.w
+    }
+
+    /// Take `db` as already selected (for encoding one key on its own).
+    pub fn assume_db(&mut self, db: u64) {
+        self.db = Some(db);
+    }
+
     fn select(&mut self, db: u64) -> Result<()> {
         if self.db != Some(db) {
             let n = db.to_string();
@@ -361,6 +371,11 @@ impl<W: Write> Sink for RespSink<W> {
         } else {
             self.cmd(&[b"FUNCTION", b"LOAD", code])
         }
+    }
+
+    fn encoded_key(&mut self, db: u64, bytes: &[u8]) -> Result<()> {
+        self.select(db)?;
+        self.w.write_all(bytes).map_err(|e| self.io(e))
     }
 
     fn command(&mut self, db: u64, args: &[&[u8]]) -> Result<()> {
