@@ -564,13 +564,25 @@ pub struct LzfData<'a> {
     pub offset: u64,
 }
 
-/// Why a streamed decode stopped.
+/// Why writing a value out stopped: the input is corrupt, or the output failed.
 #[derive(Debug)]
 pub enum StreamError {
-    /// The compressed data is corrupt.
+    /// The input is corrupt.
     Decode(DecodeError),
     /// The consumer failed.
     Io(std::io::Error),
+}
+
+impl From<DecodeError> for StreamError {
+    fn from(e: DecodeError) -> Self {
+        StreamError::Decode(e)
+    }
+}
+
+impl From<std::io::Error> for StreamError {
+    fn from(e: std::io::Error) -> Self {
+        StreamError::Io(e)
+    }
 }
 
 /// LZF back-references reach at most this far back.

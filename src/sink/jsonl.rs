@@ -16,8 +16,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use super::Sink;
 use crate::error::{Error, Result};
 use crate::rdb::cursor::{LzfData, StreamError};
+use crate::rdb::stream::StreamValue;
 use crate::rdb::value::Tuples;
-use crate::rdb::{Elem, KeyRecord, Value};
+use crate::rdb::{Coll, DataType, DecodeError, Elem, KeyRecord, Value};
 
 /// Writes JSON lines to `W`.
 pub struct JsonlSink<W: Write> {
@@ -152,193 +153,185 @@ impl<W: Write> JsonlSink<W> {
         self.w
     }
 
-    fn value(&mut self, rec: &KeyRecord<'_>, v: &Value<'_>) -> Result<()> {
-        let w = &mut self.w;
-        let dec = |e| crate::rdb::Error::from_decode("", Some(&rec.key), e);
-        match v {
-            Value::String(s) => write_bytes(w, s).map_err(|e| Error::io(self.path.clone(), e)),
-            Value::BigString(l) => write_big_string(w, l).map_err(|e| match e {
-                StreamError::Io(e) => Error::io(self.path.clone(), e),
-                StreamError::Decode(e) => dec(e).into(),
-            }),
-            Value::Module(m) => {
-                let r = write!(
-                    w,
-                    "{{\"module\":\"{}\",\"encver\":{},\"raw\":\"",
-                    m.id.name(),
-                    m.id.encver(),
-                )
-                .and_then(|_| write_base64(w, m.raw))
-                .and_then(|_| w.write_all(b"\"}"));
-                r.map_err(|e| Error::io(self.path.clone(), e))
+    /// Turn a write failure into the crate error, naming the output or the key.
+    fn fail(&self, key: &[u8], e: StreamError) -> Error {
+        match e {
+            StreamError::Io(e) => self.io(e),
+            StreamError::Decode(e) => crate::rdb::Error::from_decode("", Some(key), e).into(),
+        }
+    }
+}
+
+fn write_value<W: Write>(w: &mut W, v: &Value<'_>) -> Result<(), StreamError> {
+    match v {
+        Value::String(s) => Ok(write_bytes(w, s)?),
+        Value::BigString(l) => write_big_string(w, l),
+        Value::Module(m) => {
+            write!(
+                w,
+                "{{\"module\":\"{}\",\"encver\":{},\"raw\":\"",
+                m.id.name(),
+                m.id.encver()
+            )?;
+            write_base64(w, m.raw)?;
+            Ok(w.write_all(b"\"}")?)
+        }
+        Value::Coll(c) => write_coll(w, c),
+        Value::Stream(s) => write_stream(w, s),
+    }
+}
+
+/// Writes `,` before every item but the first.
+struct Sep(bool);
+
+impl Sep {
+    fn next<W: Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        if std::mem::replace(&mut self.0, true) {
+            w.write_all(b",")?;
+        }
+        Ok(())
+    }
+}
+
+fn write_coll<W: Write>(w: &mut W, c: &Coll<'_>) -> Result<(), StreamError> {
+    let mut sep = Sep(false);
+    w.write_all(b"[")?;
+    match c.stride() {
+        1 => {
+            for e in c.elements() {
+                sep.next(w)?;
+                write_elem(w, &e?)?;
             }
-            Value::Coll(c) => {
-                let stride = c.stride();
-                let is_zset = c.data_type() == crate::rdb::DataType::ZSet;
-                let mut io = || -> Result<()> {
-                    let p = |e| Error::io(String::new(), e);
-                    w.write_all(b"[").map_err(p)?;
-                    let mut first = true;
-                    let mut sep = |w: &mut W| -> std::io::Result<()> {
-                        if !first {
-                            w.write_all(b",")?;
-                        }
-                        first = false;
-                        Ok(())
-                    };
-                    match stride {
-                        1 => {
-                            for e in c.elements() {
-                                let e = e.map_err(dec)?;
-                                sep(w).map_err(p)?;
-                                write_elem(w, &e).map_err(p)?;
-                            }
-                        }
-                        2 => {
-                            for t in Tuples::<'_, 2>(c.elements()) {
-                                let [a, b] = t.map_err(dec)?;
-                                sep(w).map_err(p)?;
-                                w.write_all(b"[").map_err(p)?;
-                                write_elem(w, &a).map_err(p)?;
-                                w.write_all(b",").map_err(p)?;
-                                if is_zset {
-                                    let d = b.as_f64().ok_or_else(|| {
-                                        dec(crate::rdb::DecodeError::invalid(
-                                            rec.value_offset,
-                                            "zset score is not a number",
-                                        ))
-                                    })?;
-                                    write_score(w, d).map_err(p)?;
-                                } else {
-                                    write_elem(w, &b).map_err(p)?;
-                                }
-                                w.write_all(b"]").map_err(p)?;
-                            }
-                        }
-                        _ => {
-                            for t in Tuples::<'_, 3>(c.elements()) {
-                                let [f, v, x] = t.map_err(dec)?;
-                                sep(w).map_err(p)?;
-                                w.write_all(b"[").map_err(p)?;
-                                write_elem(w, &f).map_err(p)?;
-                                w.write_all(b",").map_err(p)?;
-                                write_elem(w, &v).map_err(p)?;
-                                match x.as_i64() {
-                                    Some(ms) if ms > 0 => write!(w, ",{ms}").map_err(p)?,
-                                    _ => {}
-                                }
-                                w.write_all(b"]").map_err(p)?;
-                            }
-                        }
-                    }
-                    w.write_all(b"]").map_err(p)?;
-                    Ok(())
-                };
-                io().map_err(|e| match e {
-                    Error::Io { err, .. } => Error::io(self.path.clone(), err),
-                    other => other,
-                })
+        }
+        2 if c.data_type() == DataType::ZSet => {
+            for t in Tuples::<'_, 2>(c.elements()) {
+                let [m, s] = t?;
+                let d = s
+                    .as_f64()
+                    .ok_or_else(|| DecodeError::invalid(0, "zset score is not a number"))?;
+                sep.next(w)?;
+                w.write_all(b"[")?;
+                write_elem(w, &m)?;
+                w.write_all(b",")?;
+                write_score(w, d)?;
+                w.write_all(b"]")?;
             }
-            Value::Stream(s) => {
-                let path = self.path.clone();
-                let p = |e| Error::io(path.clone(), e);
-                w.write_all(b"{\"entries\":[").map_err(p)?;
-                let mut first = true;
-                let mut werr = None;
-                s.for_each_entry(|entry| {
-                    let r = (|| -> std::io::Result<()> {
-                        if !first {
-                            w.write_all(b",")?;
-                        }
-                        first = false;
-                        write!(w, "{{\"id\":\"{}\",\"fields\":[", entry.id)?;
-                        for (i, (f, v)) in entry.fields.iter().enumerate() {
-                            if i > 0 {
-                                w.write_all(b",")?;
-                            }
-                            w.write_all(b"[")?;
-                            write_bytes(w, f)?;
-                            w.write_all(b",")?;
-                            write_bytes(w, v)?;
-                            w.write_all(b"]")?;
-                        }
-                        w.write_all(b"]}")
-                    })();
-                    if let Err(e) = r {
-                        werr = Some(e);
-                        return Err(crate::rdb::DecodeError::invalid(0, "write failed"));
-                    }
-                    Ok(())
-                })
-                .map_err(|e| match werr.take() {
-                    Some(io) => p(io),
-                    None => dec(e).into(),
-                })?;
-                write!(w, "],\"length\":{},\"last_id\":\"{}\"", s.length, s.last_id).map_err(p)?;
-                if let Some(id) = s.first_id {
-                    write!(w, ",\"first_id\":\"{id}\"").map_err(p)?;
+        }
+        2 => {
+            for t in Tuples::<'_, 2>(c.elements()) {
+                let [f, v] = t?;
+                sep.next(w)?;
+                w.write_all(b"[")?;
+                write_elem(w, &f)?;
+                w.write_all(b",")?;
+                write_elem(w, &v)?;
+                w.write_all(b"]")?;
+            }
+        }
+        _ => {
+            // Hashes with field TTLs: [field, value] or [field, value, expire_at_ms].
+            for t in Tuples::<'_, 3>(c.elements()) {
+                let [f, v, x] = t?;
+                sep.next(w)?;
+                w.write_all(b"[")?;
+                write_elem(w, &f)?;
+                w.write_all(b",")?;
+                write_elem(w, &v)?;
+                if let Some(ms) = x.as_i64().filter(|&ms| ms > 0) {
+                    write!(w, ",{ms}")?;
                 }
-                if let Some(id) = s.max_deleted_id {
-                    write!(w, ",\"max_deleted_id\":\"{id}\"").map_err(p)?;
-                }
-                if let Some(n) = s.entries_added {
-                    write!(w, ",\"entries_added\":{n}").map_err(p)?;
-                }
-                w.write_all(b",\"groups\":[").map_err(p)?;
-                for (gi, g) in s.groups.iter().enumerate() {
-                    if gi > 0 {
-                        w.write_all(b",").map_err(p)?;
-                    }
-                    w.write_all(b"{\"name\":").map_err(p)?;
-                    write_bytes(w, &g.name).map_err(p)?;
-                    write!(w, ",\"last_id\":\"{}\"", g.last_id).map_err(p)?;
-                    if let Some(n) = g.entries_read {
-                        write!(w, ",\"entries_read\":{}", n as i64).map_err(p)?;
-                    }
-                    w.write_all(b",\"pending\":[").map_err(p)?;
-                    for (i, pe) in g.pending.iter().enumerate() {
-                        if i > 0 {
-                            w.write_all(b",").map_err(p)?;
-                        }
-                        let owner = g.consumers.iter().find(|c| c.pending.contains(&pe.id));
-                        write!(
-                            w,
-                            "{{\"id\":\"{}\",\"delivery_time\":{},\"delivery_count\":{}",
-                            pe.id, pe.delivery_time, pe.delivery_count
-                        )
-                        .map_err(p)?;
-                        if let Some(c) = owner {
-                            w.write_all(b",\"consumer\":").map_err(p)?;
-                            write_bytes(w, &c.name).map_err(p)?;
-                        }
-                        w.write_all(b"}").map_err(p)?;
-                    }
-                    w.write_all(b"],\"consumers\":[").map_err(p)?;
-                    for (ci, c) in g.consumers.iter().enumerate() {
-                        if ci > 0 {
-                            w.write_all(b",").map_err(p)?;
-                        }
-                        w.write_all(b"{\"name\":").map_err(p)?;
-                        write_bytes(w, &c.name).map_err(p)?;
-                        write!(w, ",\"seen_time\":{}", c.seen_time).map_err(p)?;
-                        if let Some(t) = c.active_time {
-                            write!(w, ",\"active_time\":{t}").map_err(p)?;
-                        }
-                        w.write_all(b",\"pending\":[").map_err(p)?;
-                        for (i, id) in c.pending.iter().enumerate() {
-                            if i > 0 {
-                                w.write_all(b",").map_err(p)?;
-                            }
-                            write!(w, "\"{id}\"").map_err(p)?;
-                        }
-                        w.write_all(b"]}").map_err(p)?;
-                    }
-                    w.write_all(b"]}").map_err(p)?;
-                }
-                w.write_all(b"]}").map_err(p)
+                w.write_all(b"]")?;
             }
         }
     }
+    Ok(w.write_all(b"]")?)
+}
+
+fn write_stream<W: Write>(w: &mut W, s: &StreamValue<'_>) -> Result<(), StreamError> {
+    w.write_all(b"{\"entries\":[")?;
+    let mut sep = Sep(false);
+    let mut failed = None;
+    s.for_each_entry(|entry| {
+        let r = (|| -> std::io::Result<()> {
+            sep.next(w)?;
+            write!(w, "{{\"id\":\"{}\",\"fields\":[", entry.id)?;
+            let mut fsep = Sep(false);
+            for (f, v) in &entry.fields {
+                fsep.next(w)?;
+                w.write_all(b"[")?;
+                write_bytes(w, f)?;
+                w.write_all(b",")?;
+                write_bytes(w, v)?;
+                w.write_all(b"]")?;
+            }
+            w.write_all(b"]}")
+        })();
+        r.map_err(|e| {
+            failed = Some(e);
+            DecodeError::invalid(0, "output failed")
+        })
+    })
+    .map_err(|e| match failed.take() {
+        Some(io) => StreamError::Io(io),
+        None => StreamError::Decode(e),
+    })?;
+    write!(w, "],\"length\":{},\"last_id\":\"{}\"", s.length, s.last_id)?;
+    if let Some(id) = s.first_id {
+        write!(w, ",\"first_id\":\"{id}\"")?;
+    }
+    if let Some(id) = s.max_deleted_id {
+        write!(w, ",\"max_deleted_id\":\"{id}\"")?;
+    }
+    if let Some(n) = s.entries_added {
+        write!(w, ",\"entries_added\":{n}")?;
+    }
+    w.write_all(b",\"groups\":[")?;
+    let mut gsep = Sep(false);
+    for g in &s.groups {
+        gsep.next(w)?;
+        w.write_all(b"{\"name\":")?;
+        write_bytes(w, &g.name)?;
+        write!(w, ",\"last_id\":\"{}\"", g.last_id)?;
+        if let Some(n) = g.entries_read {
+            // -1 (stored as u64::MAX) means "unknown", as XINFO shows it.
+            write!(w, ",\"entries_read\":{}", n as i64)?;
+        }
+        w.write_all(b",\"pending\":[")?;
+        let mut psep = Sep(false);
+        for pe in &g.pending {
+            psep.next(w)?;
+            write!(
+                w,
+                "{{\"id\":\"{}\",\"delivery_time\":{},\"delivery_count\":{}",
+                pe.id, pe.delivery_time, pe.delivery_count
+            )?;
+            if let Some(c) = g.consumers.iter().find(|c| c.pending.contains(&pe.id)) {
+                w.write_all(b",\"consumer\":")?;
+                write_bytes(w, &c.name)?;
+            }
+            w.write_all(b"}")?;
+        }
+        w.write_all(b"],\"consumers\":[")?;
+        let mut csep = Sep(false);
+        for c in &g.consumers {
+            csep.next(w)?;
+            w.write_all(b"{\"name\":")?;
+            write_bytes(w, &c.name)?;
+            write!(w, ",\"seen_time\":{}", c.seen_time)?;
+            if let Some(t) = c.active_time {
+                write!(w, ",\"active_time\":{t}")?;
+            }
+            w.write_all(b",\"pending\":[")?;
+            let mut isep = Sep(false);
+            for id in &c.pending {
+                isep.next(w)?;
+                write!(w, "\"{id}\"")?;
+            }
+            w.write_all(b"]}")?;
+        }
+        w.write_all(b"]}")?;
+    }
+    Ok(w.write_all(b"]}")?)
 }
 
 impl<W: Write> Sink for JsonlSink<W> {
@@ -356,7 +349,7 @@ impl<W: Write> Sink for JsonlSink<W> {
             self.w.write_all(b",\"value\":")
         })();
         head.map_err(|e| self.io(e))?;
-        self.value(rec, &v)?;
+        write_value(&mut self.w, &v).map_err(|e| self.fail(&rec.key, e))?;
         self.w.write_all(b"}\n").map_err(|e| self.io(e))
     }
 
