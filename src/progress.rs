@@ -15,6 +15,7 @@ pub struct Progress {
     enabled: bool,
     keys: u64,
     last_update: Instant,
+    last_bytes: u64,
 }
 
 impl Progress {
@@ -38,6 +39,7 @@ impl Progress {
             enabled: !quiet && std::io::stderr().is_terminal(),
             keys: 0,
             last_update: now,
+            last_bytes: 0,
         }
     }
 
@@ -51,9 +53,11 @@ impl Progress {
     /// Record progress: bytes read so far, one more key.
     pub fn tick(&mut self, bytes: u64, keys: u64) {
         self.keys += keys;
-        if !self.enabled || self.keys % 1024 != 0 {
+        // Look at the clock only every 64 keys or 4 MB, so the hot loop stays cheap.
+        if !self.enabled || (self.keys % 64 != 0 && bytes < self.last_bytes + (4 << 20)) {
             return;
         }
+        self.last_bytes = bytes;
         let now = Instant::now();
         if now.duration_since(self.last_update) < Duration::from_millis(100) {
             return;
