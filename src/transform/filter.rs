@@ -97,6 +97,11 @@ impl Filter {
 
     /// Whether a key name passes the key patterns.
     pub fn keep_name(&self, key: &[u8]) -> bool {
+        // No glob: skip building a `Candidate`, which scans the key for path separators and
+        // allocates; that was ~6% of `check` on small keys with no filter at all.
+        if self.include.is_none() && self.exclude.is_none() {
+            return self.include_re.as_ref().is_none_or(|r| r.is_match(key));
+        }
         let key_path = globset::Candidate::from_bytes(key);
         let included = match (&self.include, &self.include_re) {
             (None, None) => true,
