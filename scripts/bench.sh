@@ -1,0 +1,261 @@
+#!/usr/bin/env bash
+# Whole-process benchmarks of rdbferry on the same data as its peers, with ratios.
+#
+#   1. redis-server start-up load time of an RDB (its log's "DB loaded from disk: X seconds",
+#      and the wall time until PING answers) and redis-check-rdb, vs `rdbferry check`.
+#      Target: check >= 5x faster than the server's load.
+#   2. `rdbferry convert --format jsonl` vs `rdb --command json` (PyPI rdbtools), both writing
+#      to /dev/null, on the same RDB written by Redis 6.2 (rdbtools reads RDB <= v9 only).
+#      rdbtools runs at a few thousand keys per second, so by default both run on a subset
+#      (--rdbtools-keys, default 200000 keys) and are compared in keys per second.
+#      Target: >= 50x.
+#   3. Peak anonymous memory (RssAnon sampled every 10 ms by scripts/peak-rss.py; the pages of
+#      the memory-mapped input are file-backed and do not count) of check, inspect and
+#      convert --format jsonl on mixed, big-collections and huge-values. Target: < 64 MB.
+# Every figure is printed, and written to benches/results/YYYY-MM-DD.md (or --results PATH)
+# with the machine, the versions and the load average before and after.
+#
+# Data comes from scripts/gen-bench-data.py and is cached under .cache/bench/. Times are the
+# minimum of --runs runs (default 3); CPU time (user+sys) of that run is shown too, since it
+# is less disturbed than wall time when the machine is shared.
+#
+# Usage: scripts/bench.sh [--keys N] [--rdbtools-keys N] [--runs N] [--skip-rdbtools]
+#                         [--skip-huge] [--skip-big] [--results PATH]
+# Needs: cargo, python3, redis-server and redis-cli (Debian: redis-server, redis-tools);
+# fetches the Redis 6.2 binary (scripts/fetch-old-servers.sh) and rdbtools (pip, into
+# .cache/rdbtools-venv) when the comparison with rdbtools runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+
+KEYS=2000000
+RDBTOOLS_KEYS=200000
+RUNS=3
+SKIP_RDBTOOLS=0
+SKIP_HUGE=0
+SKIP_BIG=0
+RESULTS="benches/results/$(date -u +%Y-%m-%d).md"
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}"; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --keys) KEYS="$2"; shift 2 ;;
+        --rdbtools-keys) RDBTOOLS_KEYS="$2"; shift 2 ;;
+        --runs) RUNS="$2"; shift 2 ;;
+        --skip-rdbtools) SKIP_RDBTOOLS=1; shift ;;
+        --skip-huge) SKIP_HUGE=1; shift ;;
+        --skip-big) SKIP_BIG=1; shift ;;
+        --results) RESULTS="$2"; shift 2 ;;
+        -h|--help) usage 0 ;;
+        *) echo "bench: unknown option $1" >&2; usage 2 ;;
+    esac
+done
+[ "$RDBTOOLS_KEYS" -gt "$KEYS" ] && RDBTOOLS_KEYS="$KEYS"
+
+die() { echo "bench: $*" >&2; exit 1; }
+note() { echo "bench: $*" >&2; }
+for c in cargo python3 redis-server redis-cli redis-check-rdb; do
+    command -v "$c" >/dev/null 2>&1 || die "$c is required"
+done
+
+SERVERS=()  # pids of the servers this script started, stopped on exit
+TMPDIRS=()
+cleanup() {
+    local pid
+    for pid in "${SERVERS[@]+"${SERVERS[@]}"}"; do kill "$pid" 2>/dev/null || true; done
+    if [ "${#TMPDIRS[@]}" -gt 0 ]; then rm -rf "${TMPDIRS[@]}"; fi
+}
+trap cleanup EXIT
+
+# --- results --------------------------------------------------------------------------------
+OUT="$(mktemp)"; TMPDIRS+=("$OUT")
+row() { echo "$*" | tee -a "$OUT"; }          # a line for both the terminal and the file
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# --- build ----------------------------------------------------------------------------------
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+note "building rdbferry (release)"
+cargo build --release --quiet
+BIN="$TARGET/release/rdbferry"
+[ -x "$BIN" ] || die "no binary at $BIN"
+
+# --- data -----------------------------------------------------------------------------------
+GEN="python3 scripts/gen-bench-data.py"
+MIXED="$($GEN mixed --keys "$KEYS" --server 7.0)"
+BIG=""; HUGE=""
+[ "$SKIP_BIG" = 1 ] || BIG="$($GEN big-collections --server 7.0)"
+[ "$SKIP_HUGE" = 1 ] || HUGE="$($GEN huge-values --server 7.0)"
+if [ "$SKIP_RDBTOOLS" = 0 ]; then
+    bash scripts/fetch-old-servers.sh >&2
+    MIXED62="$($GEN mixed --keys "$RDBTOOLS_KEYS" --server 6.2)"
+    VENV="$ROOT/.cache/rdbtools-venv"
+    if [ ! -x "$VENV/bin/rdb" ]; then
+        note "installing rdbtools into $VENV"
+        python3 -m venv "$VENV"
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check rdbtools python-lzf
+    fi
+fi
+
+# --- helpers --------------------------------------------------------------------------------
+# measure CMD...: run CMD $RUNS times; sets WALL, CPU (user+sys of the fastest run).
+measure() {
+    local i best="" j w c
+    for ((i = 0; i < RUNS; i++)); do
+        j="$(python3 scripts/peak-rss.py --no-sample -- "$@")" || die "failed: $*"
+        w="$(jget "$j" wall_s)"; c="$(jget "$j" cpu_s)"
+        if [ -z "$best" ] || awk -v a="$w" -v b="$best" 'BEGIN{exit !(a<b)}'; then
+            best="$w"; CPU="$c"
+        fi
+    done
+    WALL="$best"
+}
+# peak CMD...: one run with the sampler; sets ANON_KB, MAXRSS_KB.
+peak() {
+    local j
+    j="$(python3 scripts/peak-rss.py -- "$@")" || die "failed: $*"
+    ANON_KB="$(jget "$j" rss_anon_kb)"; MAXRSS_KB="$(jget "$j" max_rss_kb)"
+}
+jget() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
+calc() { awk "BEGIN{printf \"%.${2:-2}f\", $1}"; }
+meta() { jget "$(cat "$1.json")" "$2"; }
+mb() { calc "$1/1e6" 1; }
+verdict() { awk -v r="$1" -v t="$2" 'BEGIN{print (r>=t) ? "meets" : "MISSES"}'; }
+
+free_port() {
+    python3 - <<'PY'
+import socket
+while True:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close()
+    if p != 6379 and 1024 < p < 55535:
+        print(p); break
+PY
+}
+
+# redis_load SERVER FILE: start SERVER on a copy-free link to FILE; sets LOAD_LOG_S (the log's
+# figure) and LOAD_PING_S (start to first PONG: process start-up plus loading).
+redis_load() {
+    local server="$1" file="$2" dir port pid t0 t1 i=0
+    dir="$(mktemp -d "${TMPDIR:-/tmp}/rdbferry-bench.XXXXXX")"; TMPDIRS+=("$dir")
+    ln -s "$(readlink -f "$file")" "$dir/dump.rdb"
+    port="$(free_port)"
+    t0="$(date +%s.%N)"
+    "$server" --port "$port" --bind 127.0.0.1 --dir "$dir" --dbfilename dump.rdb --save "" \
+        --appendonly no --logfile "$dir/server.log" --proto-max-bulk-len 2gb >/dev/null 2>&1 &
+    pid=$!; SERVERS+=("$pid")
+    until [ "$(redis-cli -h 127.0.0.1 -p "$port" PING 2>/dev/null)" = PONG ]; do
+        kill -0 "$pid" 2>/dev/null || die "redis-server exited: $(tail -5 "$dir/server.log")"
+        sleep 0.01
+        i=$((i + 1)); [ "$i" -lt 60000 ] || die "redis-server did not load $file in 10 min"
+    done
+    t1="$(date +%s.%N)"
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    LOAD_PING_S="$(calc "$t1-$t0" 3)"
+    LOAD_LOG_S="$(sed -n 's/.*DB loaded from disk: \([0-9.]*\) seconds.*/\1/p' "$dir/server.log" | tail -1)"
+    [ -n "$LOAD_LOG_S" ] || die "no 'DB loaded from disk' line in $dir/server.log"
+    rm -rf "$dir"
+}
+redis_load_best() {
+    local k best_log="" best_ping=""
+    for ((k = 0; k < RUNS; k++)); do
+        redis_load "$@"
+        if [ -z "$best_log" ] || awk -v a="$LOAD_LOG_S" -v b="$best_log" 'BEGIN{exit !(a<b)}'; then
+            best_log="$LOAD_LOG_S"
+        fi
+        if [ -z "$best_ping" ] || awk -v a="$LOAD_PING_S" -v b="$best_ping" 'BEGIN{exit !(a<b)}'; then
+            best_ping="$LOAD_PING_S"
+        fi
+    done
+    LOAD_LOG_S="$best_log"; LOAD_PING_S="$best_ping"
+}
+
+# --- header ---------------------------------------------------------------------------------
+CPU_MODEL="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+MEM_GB="$(awk '/MemTotal/{printf "%.1f", $2/1048576}' /proc/meminfo)"
+row "# rdbferry benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC')"
+row ""
+row "- machine: $(nproc) CPUs, ${CPU_MODEL:-unknown CPU}, ${MEM_GB} GiB RAM, Linux $(uname -r)"
+row "- load average before: $LOAD_BEFORE"
+row "- rdbferry: $("$BIN" --version) (git $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ', with uncommitted changes')), $(rustc --version)"
+row "- redis-server: $(redis-server --version)"
+if [ "$SKIP_RDBTOOLS" = 0 ]; then
+    row "- redis-server 6.2: $("$ROOT/.cache/servers/redis-6.2/redis-server" --version)"
+    row "- rdbtools: $("$VENV/bin/pip" show rdbtools 2>/dev/null | sed -n 's/^Version: //p'), python-lzf $("$VENV/bin/pip" show python-lzf 2>/dev/null | sed -n 's/^Version: //p'), $("$VENV/bin/python" --version)"
+fi
+row "- options: --keys $KEYS --rdbtools-keys $RDBTOOLS_KEYS --runs $RUNS$([ "$SKIP_RDBTOOLS" = 1 ] && echo ' --skip-rdbtools')$([ "$SKIP_BIG" = 1 ] && echo ' --skip-big')$([ "$SKIP_HUGE" = 1 ] && echo ' --skip-huge')"
+row "- times: best of $RUNS runs (wall), with the CPU time (user+sys) of that run"
+row ""
+row "## Data"
+row ""
+row "| file | written by | keys | size |"
+row "|---|---|---:|---:|"
+for f in "$MIXED" "$BIG" "$HUGE" "${MIXED62:-}"; do
+    [ -n "$f" ] || continue
+    row "| $(basename "$f") | redis $(meta "$f" server) | $(meta "$f" keys) | $(mb "$(stat -c %s "$f")") MB |"
+done
+
+# --- 1. load vs check -----------------------------------------------------------------------
+row ""
+row "## Reading a file: redis-server start-up load and redis-check-rdb vs rdbferry check"
+row ""
+row "| file | redis load (log) | redis start to PONG | redis-check-rdb | rdbferry check (CPU) | check MB/s | load / check | target 5x |"
+row "|---|---:|---:|---:|---:|---:|---:|---|"
+for f in "$MIXED" "$BIG" "$HUGE"; do
+    [ -n "$f" ] || continue
+    note "load vs check: $(basename "$f")"
+    redis_load_best redis-server "$f"
+    measure redis-check-rdb "$f"; RCR="$WALL"
+    measure "$BIN" check --quiet "$f"; CHECK="$WALL"; CHECK_CPU="$CPU"
+    size="$(stat -c %s "$f")"
+    ratio="$(calc "$LOAD_LOG_S/$CHECK" 1)"
+    row "| $(basename "$f") | ${LOAD_LOG_S} s | ${LOAD_PING_S} s | ${RCR} s | ${CHECK} s (${CHECK_CPU} s) | $(calc "$size/1e6/$CHECK" 0) | ${ratio}x | $(verdict "$ratio" 5) |"
+done
+
+# --- 2. rdbtools ----------------------------------------------------------------------------
+if [ "$SKIP_RDBTOOLS" = 0 ]; then
+    row ""
+    row "## JSON conversion: rdbferry convert --format jsonl vs rdbtools rdb --command json"
+    row ""
+    n="$(meta "$MIXED62" keys)"
+    row "Both read $(basename "$MIXED62") ($n keys, written by redis $(meta "$MIXED62" server), since rdbtools reads RDB <= v9 only) and write to /dev/null; compared in keys per second on that same file."
+    row ""
+    row "| tool | wall (CPU) | keys/s (wall) | keys/s (CPU) |"
+    row "|---|---:|---:|---:|"
+    note "rdbtools on $(basename "$MIXED62") (slow: a few thousand keys/s)"
+    RT_RUNS="$RUNS"; RUNS=1
+    measure "$VENV/bin/rdb" --command json -f /dev/null "$MIXED62"; RT="$WALL"; RT_CPU="$CPU"
+    RUNS="$RT_RUNS"
+    row "| rdbtools (1 run) | ${RT} s (${RT_CPU} s) | $(calc "$n/$RT" 0) | $(calc "$n/$RT_CPU" 0) |"
+    measure "$BIN" convert --quiet --format jsonl -o /dev/null "$MIXED62"; RF="$WALL"; RF_CPU="$CPU"
+    row "| rdbferry | ${RF} s (${RF_CPU} s) | $(calc "$n/$RF" 0) | $(calc "$n/$RF_CPU" 0) |"
+    ratio="$(calc "$RT/$RF" 1)"
+    row ""
+    row "Ratio (wall): **${ratio}x** ($(verdict "$ratio" 50) the 50x target); by CPU time: $(calc "$RT_CPU/$RF_CPU" 1)x."
+fi
+
+# --- 3. memory ------------------------------------------------------------------------------
+row ""
+row "## Peak memory (RssAnon sampled every 10 ms; max RSS incl. the mapped file in brackets)"
+row ""
+row "| file | check | inspect | convert jsonl | convert jsonl wall (CPU) | target < 64 MB |"
+row "|---|---:|---:|---:|---:|---|"
+for f in "$MIXED" "$BIG" "$HUGE"; do
+    [ -n "$f" ] || continue
+    note "memory: $(basename "$f")"
+    worst=0; cells=()
+    for cmd in "check --quiet" "inspect --quiet" "convert --quiet --format jsonl -o /dev/null"; do
+        # shellcheck disable=SC2086
+        peak "$BIN" $cmd "$f"
+        cells+=("$(calc "$ANON_KB/1024" 1) MB ($(calc "$MAXRSS_KB/1024" 0) MB)")
+        [ "$ANON_KB" -gt "$worst" ] && worst="$ANON_KB"
+    done
+    RUNS_SAVED="$RUNS"; RUNS=1
+    measure "$BIN" convert --quiet --format jsonl -o /dev/null "$f"
+    RUNS="$RUNS_SAVED"
+    row "| $(basename "$f") | ${cells[0]} | ${cells[1]} | ${cells[2]} | ${WALL} s (${CPU} s) | $(awk -v k="$worst" 'BEGIN{print (k<65536) ? "meets" : "MISSES"}') |"
+done
+
+row ""
+row "- load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+mkdir -p "$(dirname "$RESULTS")"
+cp "$OUT" "$RESULTS"
+note "results written to $RESULTS"
