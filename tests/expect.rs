@@ -19,7 +19,7 @@ mod dataset;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use dataset::{Bytes, Decoded, Key, Val, decode_path, parse_score, show};
+use dataset::{Bytes, Decoded, Key, Val, decode_path, decode_via_jsonl, parse_score, show};
 use serde_json::Value as Json;
 
 fn listings() -> Vec<PathBuf> {
@@ -198,12 +198,17 @@ fn touched(d: &Decoded) -> BTreeSet<(u64, Bytes)> {
     out
 }
 
-fn compare(listing: &Path, failures: &mut Vec<String>) -> bool {
+fn compare(listing: &Path, failures: &mut Vec<String>, via_jsonl: bool) -> bool {
     let name = listing.to_string_lossy().into_owned();
     let input = PathBuf::from(name.strip_suffix(".expect.json").unwrap());
     let text = std::fs::read(listing).unwrap_or_else(|e| panic!("{name}: {e}"));
     let json: Json = serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let ours = match decode_path(&input) {
+    let decoded = if via_jsonl {
+        decode_via_jsonl(&input)
+    } else {
+        decode_path(&input).map_err(|e| e.to_string())
+    };
+    let ours = match decoded {
         Ok(d) => d,
         Err(e) => {
             failures.push(format!("{name}: {e}"));
@@ -322,11 +327,31 @@ fn servers_listings() {
     let mut failures = Vec::new();
     let mut compared = 0;
     for l in listings() {
-        if compare(&l, &mut failures) {
+        if compare(&l, &mut failures, false) {
             compared += 1;
         }
     }
     eprintln!("expect: {compared} listings compared");
+    assert!(compared >= 3, "only {compared} listings compared");
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// The same comparison through what users get: `convert --format jsonl`, parsed back.
+#[test]
+fn servers_listings_via_jsonl() {
+    let mut failures = Vec::new();
+    let mut compared = 0;
+    for l in listings() {
+        if compare(&l, &mut failures, true) {
+            compared += 1;
+        }
+    }
+    eprintln!("expect via jsonl: {compared} listings compared");
     assert!(compared >= 3, "only {compared} listings compared");
     assert!(
         failures.is_empty(),

@@ -470,3 +470,121 @@ pub fn describe_diff(want: &Val, got: &Val) -> String {
     };
     format!("{} differs: {}", want.type_name(), parts.join("; "))
 }
+
+/// A string of our JSON lines: text, or `{"base64": ...}`.
+fn json_bytes(j: &serde_json::Value) -> Bytes {
+    use base64::Engine;
+    match j {
+        serde_json::Value::String(s) => s.as_bytes().to_vec(),
+        _ => base64::engine::general_purpose::STANDARD
+            .decode(j["base64"].as_str().expect("string or {base64}"))
+            .expect("base64"),
+    }
+}
+
+fn json_val(ty: &str, v: &serde_json::Value) -> Val {
+    let arr = |j: &serde_json::Value| j.as_array().cloned().unwrap_or_default();
+    match ty {
+        "string" => Val::Str(json_bytes(v)),
+        "list" => Val::List(arr(v).iter().map(json_bytes).collect()),
+        "set" => Val::Set(arr(v).iter().map(json_bytes).collect()),
+        "zset" => Val::ZSet(
+            arr(v)
+                .iter()
+                .map(|p| {
+                    let s = match &p[1] {
+                        serde_json::Value::String(s) => parse_score(s),
+                        n => n.as_f64().expect("score"),
+                    };
+                    (json_bytes(&p[0]), s)
+                })
+                .collect(),
+        ),
+        "hash" => Val::Hash(
+            arr(v)
+                .iter()
+                .map(|t| {
+                    let exp = t.get(2).and_then(|x| x.as_i64()).unwrap_or(0);
+                    (json_bytes(&t[0]), (json_bytes(&t[1]), exp))
+                })
+                .collect(),
+        ),
+        "stream" => Val::Stream(Stream {
+            entries: arr(&v["entries"])
+                .iter()
+                .map(|e| {
+                    let fields = arr(&e["fields"])
+                        .iter()
+                        .map(|p| (json_bytes(&p[0]), json_bytes(&p[1])))
+                        .collect();
+                    (e["id"].as_str().expect("id").to_string(), fields)
+                })
+                .collect(),
+            last_id: v["last_id"].as_str().expect("last_id").to_string(),
+            groups: arr(&v["groups"])
+                .iter()
+                .map(|g| Group {
+                    name: json_bytes(&g["name"]),
+                    last_id: g["last_id"].as_str().expect("group last_id").to_string(),
+                    pending: arr(&g["pending"])
+                        .iter()
+                        .map(|p| {
+                            (
+                                p["id"].as_str().expect("pending id").to_string(),
+                                p.get("consumer").map(json_bytes).unwrap_or_default(),
+                                p["delivery_count"].as_u64().expect("delivery_count"),
+                            )
+                        })
+                        .collect(),
+                    consumers: arr(&g["consumers"])
+                        .iter()
+                        .map(|c| json_bytes(&c["name"]))
+                        .collect(),
+                })
+                .collect(),
+        }),
+        "module" => Val::Module(v["module"].as_str().expect("module").to_string()),
+        t => panic!("unknown type {t} in our JSON lines"),
+    }
+}
+
+/// Decode an input through `rdbferry convert --format jsonl` (the binary), parsing its output
+/// back: what a user of the JSON lines sees. Only keys, values, TTLs and functions are filled.
+pub fn decode_via_jsonl(path: &Path) -> Result<Decoded, String> {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_rdbferry"))
+        .arg("convert")
+        .arg(path)
+        .args(["--format", "jsonl", "-q"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !o.status.success() {
+        return Err(String::from_utf8_lossy(&o.stderr).into_owned());
+    }
+    let mut out = Decoded::default();
+    for line in o.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let j: serde_json::Value = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+        if let Some(code) = j.get("function") {
+            out.functions.push(json_bytes(code));
+        } else if let Some(cmd) = j.get("command") {
+            let args = cmd
+                .as_array()
+                .expect("args")
+                .iter()
+                .map(json_bytes)
+                .collect();
+            out.commands.push((j["db"].as_u64().expect("db"), args));
+        } else {
+            let ty = j["type"].as_str().expect("type");
+            out.keys.push(Key {
+                db: j["db"].as_u64().expect("db"),
+                key: json_bytes(&j["key"]),
+                expire_ms: j.get("expire_at_ms").and_then(|x| x.as_i64()),
+                type_id: 0,
+                raw: Vec::new(),
+                flat: Vec::new(),
+                val: json_val(ty, &j["value"]),
+            });
+        }
+    }
+    Ok(out)
+}
