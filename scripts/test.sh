@@ -26,3 +26,4 @@ export RDBFERRY_CORPUS="${RDBFERRY_CORPUS:-$(cd .. && pwd)/shared/corpus}"
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets
+cargo test --doc

@@ -29,7 +29,9 @@ pub struct JsonlSink<W: Write> {
 /// Write bytes as a JSON string, or `{"base64": ...}` when not UTF-8.
 pub fn write_bytes<W: Write + ?Sized>(w: &mut W, b: &[u8]) -> std::io::Result<()> {
     // Fast path: printable ASCII without quotes or backslashes needs no escaping.
-    if b.iter().all(|&c| (0x20..0x7f).contains(&c) && c != b'"' && c != b'\\') {
+    if b.iter()
+        .all(|&c| (0x20..0x7f).contains(&c) && c != b'"' && c != b'\\')
+    {
         w.write_all(b"\"")?;
         w.write_all(b)?;
         return w.write_all(b"\"");
