@@ -57,8 +57,7 @@ pub fn check(name: &str, common: &Common) -> Result<CheckReport> {
     };
     let mut progress = Progress::new(input.size, name, common.quiet);
     let validate = |k: &crate::rdb::KeyRecord<'_>| -> Result<()> {
-        k.value()
-            .and_then(|v| v.validate())
+        k.validate()
             .map_err(|e| RdbError::from_decode(name, Some(&k.key), e))?;
         Ok(())
     };

@@ -43,8 +43,7 @@ pub fn inspect(name: &str, common: &Common, opts: &InspectOptions) -> Result<Ins
     let mut progress = Progress::new(input.size, name, common.quiet);
     // Keys the filter drops are still validated: inspect reports on a sound file only.
     let count = |k: &crate::rdb::KeyRecord<'_>| -> Result<u64> {
-        Ok(k.value()
-            .and_then(|v| v.validate())
+        Ok(k.validate()
             .map_err(|e| RdbError::from_decode(name, Some(&k.key), e))?)
     };
     let walked = batch::walk(&input, &common.read, count, |ev, n, pos| {

@@ -311,6 +311,20 @@ impl<'a> Cursor<'a> {
             Length::Special(3) => {
                 let (compressed, declared) = self.lzf_header()?;
                 let data = self.take(compressed, "LZF data")?;
+                if declared > BIG_STRING {
+                    // Checked in bounded memory; the caller gets no bytes (nothing reads a
+                    // blob this large: quicklist nodes and listpacks are small).
+                    let big = LzfData {
+                        data,
+                        len: declared,
+                        offset: start,
+                    };
+                    return match big.for_each_chunk(&mut |_| Ok(())) {
+                        Ok(()) => Ok(Some(&[][..])),
+                        Err(StreamError::Decode(e)) => Err(e),
+                        Err(StreamError::Io(e)) => Err(DecodeError::invalid(start, e.to_string())),
+                    };
+                }
                 lzf_decompress_into(data, declared, start, scratch)?;
                 Ok(None)
             }
@@ -347,14 +361,14 @@ pub fn fmt_int(v: i64) -> Vec<u8> {
     v.to_string().into_bytes()
 }
 
-/// Parse a Redis double as text (`strtod`-style; `inf`, `-inf`, `+inf` accepted).
+/// Parse a Redis double as text (`strtod`-style; `inf`, `-inf`, `+inf`, `nan` in any case).
 pub fn parse_double(s: &[u8]) -> Option<f64> {
-    let t = std::str::from_utf8(s).ok()?.trim();
-    match t.to_ascii_lowercase().as_str() {
-        "inf" | "+inf" | "infinity" | "+infinity" => Some(f64::INFINITY),
-        "-inf" | "-infinity" => Some(f64::NEG_INFINITY),
-        "nan" | "-nan" => Some(f64::NAN),
-        _ => t.parse::<f64>().ok(),
+    // Rust's parser takes the same forms Redis writes (digits, exponents, inf, infinity, nan,
+    // any case); only surrounding spaces need trimming, which Redis never writes.
+    let t = std::str::from_utf8(s).ok()?;
+    match t.parse::<f64>() {
+        Ok(d) => Some(d),
+        Err(_) => t.trim().parse::<f64>().ok(),
     }
 }
 

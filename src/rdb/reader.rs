@@ -102,6 +102,16 @@ impl<'a> KeyRecord<'a> {
             self.version.dialect,
         )
     }
+    /// Walk the whole value to prove it well-formed; returns its element count (see
+    /// [`Value::validate`]). Strings are checked without being copied.
+    pub fn validate(&self) -> DecodeResult<u64> {
+        if self.type_id == super::types::type_id::STRING {
+            super::value::validate_string(self.raw, self.value_offset)?;
+            return Ok(1);
+        }
+        self.value()?.validate()
+    }
+
     /// The Redis type of the value.
     pub fn data_type(&self) -> super::types::DataType {
         super::types::DataType::of(self.type_id)

@@ -151,6 +151,19 @@ impl<'a> Value<'a> {
     }
 }
 
+thread_local! {
+    /// Decompression buffer reused by validation on each thread.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Check a string value without keeping it (LZF decompressed into the thread's buffer).
+pub fn validate_string(raw: &[u8], base: u64) -> DecodeResult<()> {
+    SCRATCH.with_borrow_mut(|scratch| {
+        let mut c = Cursor::new(raw, base);
+        c.check_string(scratch).map(|_| ())
+    })
+}
+
 /// Check that a listpack or ziplist blob is well-formed; returns its element count. For zsets
 /// (`zset`), every second element must be a number.
 fn count_blob<'x, I>(it: I, zset: bool, base: u64) -> DecodeResult<u64>
@@ -174,9 +187,12 @@ impl<'a> Coll<'a> {
     /// buffer), compressed quicklist nodes are decompressed into a reused buffer. Returns
     /// `None` for encodings it leaves to the general path.
     fn validate_fast(&self) -> DecodeResult<Option<u64>> {
+        SCRATCH.with_borrow_mut(|scratch| self.validate_fast_with(scratch))
+    }
+
+    fn validate_fast_with(&self, scratch: &mut Vec<u8>) -> DecodeResult<Option<u64>> {
         let zset = self.data_type() == DataType::ZSet;
         let stride = self.stride();
-        let mut scratch = Vec::new();
         let n = match (&self.body, self.type_id) {
             (Body::Blob(b), LIST_ZIPLIST | ZSET_ZIPLIST | HASH_ZIPLIST) => {
                 count_blob(ZiplistIter::new(b, self.base)?, zset, self.base)?
@@ -190,7 +206,7 @@ impl<'a> Coll<'a> {
                 let n = c.count("element count", 1)?;
                 let strings = if self.type_id == HASH { n * 2 } else { n };
                 for _ in 0..strings {
-                    c.check_string(&mut scratch)?;
+                    c.check_string(scratch)?;
                 }
                 strings
             }
@@ -198,7 +214,7 @@ impl<'a> Coll<'a> {
                 let mut c = Cursor::new(raw, self.base);
                 let n = c.count("member count", 2)?;
                 for _ in 0..n {
-                    c.check_string(&mut scratch)?;
+                    c.check_string(scratch)?;
                     let d = if self.type_id == ZSET_2 {
                         c.f64_le()?
                     } else {
@@ -218,10 +234,10 @@ impl<'a> Coll<'a> {
                 for _ in 0..nodes {
                     let container = if v2 { c.length()? } else { 2 };
                     let at = c.offset();
-                    let plain = c.check_string(&mut scratch)?;
+                    let plain = c.check_string(scratch)?;
                     let data: &[u8] = match plain {
                         Some(b) => b,
-                        None => &scratch,
+                        None => scratch,
                     };
                     n += match container {
                         1 => 1,
