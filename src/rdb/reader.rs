@@ -442,8 +442,9 @@ impl<'a> Iterator for RdbReader<'a> {
 /// Pull reader over a byte stream. Records borrow the internal buffer until the next call.
 ///
 /// The buffer grows only to hold one whole record, up to `max_record` bytes (then an error).
-/// When a record does not fit in what is buffered, it is decoded again after a refill; the
-/// first attempt costs at most as much as the bytes it saw, so the total stays linear.
+/// When a record does not fit in what is buffered, it is decoded again after a refill that at
+/// least doubles what is buffered; each attempt costs at most as much as the bytes it saw, so
+/// the total stays linear however small the chunks the reader returns.
 pub struct StreamReader<R: Read> {
     r: R,
     buf: Vec<u8>,
@@ -551,6 +552,33 @@ impl<R: Read> StreamReader<R> {
         }
     }
 
+    /// Refill after a decode attempt ran out of bytes, before the next attempt.
+    ///
+    /// Each attempt decodes the record from its start, costing as much as the bytes buffered,
+    /// so the buffered bytes must grow geometrically between attempts: at least double, or
+    /// gain what the decoder said was missing if that is more. Retrying after every `read`
+    /// instead was quadratic when the reader hands out small chunks (a socket, a pipe, a
+    /// byte-at-a-time reader): a 32 KB list read one byte per call took over 10 s (found by
+    /// the `rdb_stream` fuzz target). This may read past the end of the record, which only
+    /// matters for a source that stalls mid-file; give such a source a length-limited reader.
+    fn refill_for_retry(&mut self, e: &DecodeError) -> Result<(), Error> {
+        let have = self.end - self.start;
+        let needed = match e.kind {
+            ErrorKind::Truncated { needed } => usize::try_from(needed).unwrap_or(usize::MAX),
+            _ => 1,
+        };
+        let want = have
+            .saturating_add(needed.max(have).max(1))
+            .min(self.max_record);
+        loop {
+            // At least one read, so that a full buffer at `max_record` reports its error.
+            self.fill()?;
+            if self.eof || self.end - self.start >= want {
+                return Ok(());
+            }
+        }
+    }
+
     fn truncated(&self, e: DecodeError, key: Option<Vec<u8>>) -> Error {
         Error::from_decode(&self.source, key.as_deref(), e)
     }
@@ -590,9 +618,8 @@ impl<R: Read> StreamReader<R> {
             let mut probe = dec.clone();
             match probe.next_record(&self.buf[self.start..self.end]) {
                 Ok((_, used)) => break used,
-                Err(RecordError { error, key }) if error.is_truncated() && !self.eof => {
-                    let _ = key;
-                    self.fill()?;
+                Err(RecordError { error, .. }) if error.is_truncated() && !self.eof => {
+                    self.refill_for_retry(&error)?;
                 }
                 Err(RecordError { error, key }) => {
                     self.done = true;
