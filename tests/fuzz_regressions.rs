@@ -292,3 +292,34 @@ fn stream_reader_small_chunks_stay_linear() {
     let took = started.elapsed();
     assert!(took.as_secs() < 20, "took {took:?}");
 }
+
+/// `rdb_stream` mismatch: an EOF opcode after key modifiers (`EXPIRETIME_MS`, `IDLE`, `FREQ`)
+/// is the end of the file for the slice reader, as for Redis, but the stream reader only
+/// recognised an EOF opcode in the record's first byte: it read on past the end and checked
+/// the CRC over the wrong bytes.
+#[test]
+fn stream_reader_eof_after_key_modifiers_ends_the_file() {
+    for prefix in [
+        &b"\xfc\x00\x00\x00\x00\x00\x00\x00\x00"[..],
+        b"\xf8\x05",
+        b"\xf9\x07\xf8\x05",
+    ] {
+        let mut w = RdbWriter::new(9);
+        w.key(b"k", None, &value::string(b"v", false)).raw(prefix);
+        let rdb = w.finish();
+        // Checksum verified: header, key, EOF.
+        assert_eq!(
+            check_rdb(&rdb),
+            Outcome { ok: 2, err: false },
+            "{prefix:02x?}"
+        );
+        // Followed by bytes that are not an RDB record (an AOF tail, say).
+        let mut tail = rdb.clone();
+        tail.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+        assert_eq!(
+            check_rdb(&tail),
+            Outcome { ok: 2, err: false },
+            "{prefix:02x?}"
+        );
+    }
+}

@@ -629,33 +629,31 @@ impl<R: Read> StreamReader<R> {
         };
         // The record is whole: account for it, then decode it for the caller.
         let before = self.start;
-        let is_eof = self.buf[before] == opcode::EOF;
         let crc_before = self.crc.clone();
         self.consume(used);
-        if is_eof {
-            self.done = true;
-        }
         let dec = self.dec.as_mut().expect("decoder set above");
         let (rec, _) = dec.next_record(&self.buf[before..before + used]).map_err(
             |RecordError { error, key }| Error::from_decode(&self.source, key.as_deref(), error),
         )?;
-        if let Record::Eof {
-            checksum: Some(stored),
-        } = rec
-        {
-            // The checksum covers everything up to and including the EOF opcode.
-            let mut crc = crc_before;
-            crc.update(&self.buf[before..before + 1]);
-            let computed = crc.value();
-            if stored != 0 && stored != computed && !self.opts.ignore_checksum {
-                return Err(Error::from_decode(
-                    &self.source,
-                    None,
-                    DecodeError::new(
-                        self.consumed_total - 8,
-                        ErrorKind::ChecksumMismatch { stored, computed },
-                    ),
-                ));
+        // Key modifiers (EXPIRETIME_MS, IDLE, FREQ) may precede the EOF opcode, as Redis's
+        // loader allows: the record, not its first byte, says whether this is the end.
+        if let Record::Eof { checksum } = rec {
+            self.done = true;
+            if let Some(stored) = checksum {
+                // The checksum covers everything before it, EOF opcode and modifiers included.
+                let mut crc = crc_before;
+                crc.update(&self.buf[before..before + used - 8]);
+                let computed = crc.value();
+                if stored != 0 && stored != computed && !self.opts.ignore_checksum {
+                    return Err(Error::from_decode(
+                        &self.source,
+                        None,
+                        DecodeError::new(
+                            self.consumed_total - 8,
+                            ErrorKind::ChecksumMismatch { stored, computed },
+                        ),
+                    ));
+                }
             }
         }
         Ok(Some(rec))
