@@ -8,18 +8,16 @@ use rdbferry::rdb::{intset, listpack, ziplist, zipmap};
 fuzz_target!(|data: &[u8]| {
     if let Ok(it) = listpack::ListpackIter::new(data, 0) {
         let _ = it.declared_len();
-        for e in it {
-            if let Ok(e) = e {
-                let _ = e.to_bytes();
-            }
+        // The iterators stop after their first error, so `flatten` ends.
+        for e in it.flatten() {
+            let _ = e.to_bytes();
         }
     }
     if let Ok(it) = ziplist::ZiplistIter::new(data, 0) {
         let _ = it.declared_len();
-        for e in it {
-            if let Ok(e) = e {
-                let _ = e.to_bytes();
-            }
+        // The iterators stop after their first error, so `flatten` ends.
+        for e in it.flatten() {
+            let _ = e.to_bytes();
         }
     }
     if let Ok(it) = intset::IntsetIter::new(data, 0) {
