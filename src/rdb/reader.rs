@@ -452,8 +452,9 @@ impl<'a> Iterator for RdbReader<'a> {
 /// Pull reader over a byte stream. Records borrow the internal buffer until the next call.
 ///
 /// The buffer grows only to hold one whole record, up to `max_record` bytes (then an error).
-/// When a record does not fit in what is buffered, it is decoded again after a refill; the
-/// first attempt costs at most as much as the bytes it saw, so the total stays linear.
+/// When a record does not fit in what is buffered, it is decoded again after a refill that at
+/// least doubles what is buffered; each attempt costs at most as much as the bytes it saw, so
+/// the total stays linear however small the chunks the reader returns.
 pub struct StreamReader<R: Read> {
     r: R,
     buf: Vec<u8>,
@@ -561,6 +562,33 @@ impl<R: Read> StreamReader<R> {
         }
     }
 
+    /// Refill after a decode attempt ran out of bytes, before the next attempt.
+    ///
+    /// Each attempt decodes the record from its start, costing as much as the bytes buffered,
+    /// so the buffered bytes must grow geometrically between attempts: at least double, or
+    /// gain what the decoder said was missing if that is more. Retrying after every `read`
+    /// instead was quadratic when the reader hands out small chunks (a socket, a pipe, a
+    /// byte-at-a-time reader): a 32 KB list read one byte per call took over 10 s (found by
+    /// the `rdb_stream` fuzz target). This may read past the end of the record, which only
+    /// matters for a source that stalls mid-file; give such a source a length-limited reader.
+    fn refill_for_retry(&mut self, e: &DecodeError) -> Result<(), Error> {
+        let have = self.end - self.start;
+        let needed = match e.kind {
+            ErrorKind::Truncated { needed } => usize::try_from(needed).unwrap_or(usize::MAX),
+            _ => 1,
+        };
+        let want = have
+            .saturating_add(needed.max(have).max(1))
+            .min(self.max_record);
+        loop {
+            // At least one read, so that a full buffer at `max_record` reports its error.
+            self.fill()?;
+            if self.eof || self.end - self.start >= want {
+                return Ok(());
+            }
+        }
+    }
+
     fn truncated(&self, e: DecodeError, key: Option<Vec<u8>>) -> Error {
         Error::from_decode(&self.source, key.as_deref(), e)
     }
@@ -600,9 +628,8 @@ impl<R: Read> StreamReader<R> {
             let mut probe = dec.clone();
             match probe.next_record(&self.buf[self.start..self.end]) {
                 Ok((_, used)) => break used,
-                Err(RecordError { error, key }) if error.is_truncated() && !self.eof => {
-                    let _ = key;
-                    self.fill()?;
+                Err(RecordError { error, .. }) if error.is_truncated() && !self.eof => {
+                    self.refill_for_retry(&error)?;
                 }
                 Err(RecordError { error, key }) => {
                     self.done = true;
@@ -612,33 +639,31 @@ impl<R: Read> StreamReader<R> {
         };
         // The record is whole: account for it, then decode it for the caller.
         let before = self.start;
-        let is_eof = self.buf[before] == opcode::EOF;
         let crc_before = self.crc.clone();
         self.consume(used);
-        if is_eof {
-            self.done = true;
-        }
         let dec = self.dec.as_mut().expect("decoder set above");
         let (rec, _) = dec.next_record(&self.buf[before..before + used]).map_err(
             |RecordError { error, key }| Error::from_decode(&self.source, key.as_deref(), error),
         )?;
-        if let Record::Eof {
-            checksum: Some(stored),
-        } = rec
-        {
-            // The checksum covers everything up to and including the EOF opcode.
-            let mut crc = crc_before;
-            crc.update(&self.buf[before..before + 1]);
-            let computed = crc.value();
-            if stored != 0 && stored != computed && !self.opts.ignore_checksum {
-                return Err(Error::from_decode(
-                    &self.source,
-                    None,
-                    DecodeError::new(
-                        self.consumed_total - 8,
-                        ErrorKind::ChecksumMismatch { stored, computed },
-                    ),
-                ));
+        // Key modifiers (EXPIRETIME_MS, IDLE, FREQ) may precede the EOF opcode, as Redis's
+        // loader allows: the record, not its first byte, says whether this is the end.
+        if let Record::Eof { checksum } = rec {
+            self.done = true;
+            if let Some(stored) = checksum {
+                // The checksum covers everything before it, EOF opcode and modifiers included.
+                let mut crc = crc_before;
+                crc.update(&self.buf[before..before + used - 8]);
+                let computed = crc.value();
+                if stored != 0 && stored != computed && !self.opts.ignore_checksum {
+                    return Err(Error::from_decode(
+                        &self.source,
+                        None,
+                        DecodeError::new(
+                            self.consumed_total - 8,
+                            ErrorKind::ChecksumMismatch { stored, computed },
+                        ),
+                    ));
+                }
             }
         }
         Ok(Some(rec))

@@ -1,0 +1,37 @@
+//! The slice RDB reader on arbitrary bytes: every record, every value opened and validated, and
+//! every key written through the JSONL and RESP sinks. Only has to not panic, hang or allocate
+//! without bound.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use rdbferry::rdb::{RdbReader, Record};
+use rdbferry::sink::Sink;
+use rdbferry::sink::jsonl::JsonlSink;
+use rdbferry::sink::resp::RespSink;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(reader) = RdbReader::new(data, "fuzz") else {
+        return;
+    };
+    let mut jsonl = JsonlSink::new(std::io::sink(), "fuzz");
+    let mut resp = RespSink::new(std::io::sink(), "fuzz");
+    for rec in reader {
+        let Ok(rec) = rec else { break };
+        match rec {
+            Record::Key(k) => {
+                if let Ok(v) = k.value() {
+                    let _ = v.validate();
+                }
+                let _ = jsonl.key(&k);
+                let _ = resp.key(&k);
+            }
+            Record::Function { code } => {
+                let _ = jsonl.function(&code);
+                let _ = resp.function(&code);
+            }
+            _ => {}
+        }
+    }
+    let _ = jsonl.finish();
+    let _ = resp.finish();
+});
