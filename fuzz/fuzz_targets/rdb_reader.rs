@@ -19,9 +19,15 @@ fuzz_target!(|data: &[u8]| {
         let Ok(rec) = rec else { break };
         match rec {
             Record::Key(k) => {
-                if let Ok(v) = k.value() {
-                    let _ = v.validate();
-                }
+                // The fast structural walks and the general element iterators must agree on
+                // whether a value is sound and how many items it holds.
+                let fast = k.validate();
+                let general = k.value().and_then(|v| v.validate_elements());
+                assert_eq!(
+                    fast.as_ref().ok(),
+                    general.as_ref().ok(),
+                    "fast {fast:?} vs general {general:?}"
+                );
                 let _ = jsonl.key(&k);
                 let _ = resp.key(&k);
             }

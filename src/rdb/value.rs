@@ -126,10 +126,18 @@ impl<'a> Value<'a> {
                 })?;
                 Ok(n)
             }
+            Value::Coll(c) => match c.validate_fast()? {
+                Some(n) => Ok(n),
+                None => self.validate_elements(),
+            },
+        }
+    }
+
+    /// [`Value::validate`] through the general element iterators only, without the fast
+    /// walks. Both must agree; the fuzz target `rdb_reader` checks that they do.
+    pub fn validate_elements(&self) -> DecodeResult<u64> {
+        match self {
             Value::Coll(c) => {
-                if let Some(n) = c.validate_fast()? {
-                    return Ok(n);
-                }
                 let mut n = 0u64;
                 for e in c.elements() {
                     let e = e?;
@@ -147,6 +155,7 @@ impl<'a> Value<'a> {
                 }
                 Ok(n / stride)
             }
+            other => other.validate(),
         }
     }
 }
