@@ -79,6 +79,25 @@ impl<'a> Elem<'a> {
     }
 }
 
+/// Turn one decoding step into an iterator item that ends the iteration after the end marker
+/// or the first error (blob iterators share this: a corrupt blob yields one error, then stops).
+pub(crate) fn end_after<'a>(
+    done: &mut bool,
+    step: super::error::DecodeResult<Option<Elem<'a>>>,
+) -> Option<super::error::DecodeResult<Elem<'a>>> {
+    match step {
+        Ok(Some(e)) => Some(Ok(e)),
+        Ok(None) => {
+            *done = true;
+            None
+        }
+        Err(e) => {
+            *done = true;
+            Some(Err(e))
+        }
+    }
+}
+
 /// Format a double so that Redis parses it back to the same value: shortest round-trip form,
 /// `inf` / `-inf` for infinities.
 pub fn format_double(d: f64) -> String {

@@ -114,17 +114,8 @@ impl<'a> Iterator for ListpackIter<'a> {
         if self.done {
             return None;
         }
-        match self.entry() {
-            Ok(Some(e)) => Some(Ok(e)),
-            Ok(None) => {
-                self.done = true;
-                None
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
+        let step = self.entry();
+        super::elem::end_after(&mut self.done, step)
     }
 }
 

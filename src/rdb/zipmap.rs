@@ -66,17 +66,8 @@ impl<'a> Iterator for ZipmapIter<'a> {
         if self.done {
             return None;
         }
-        match self.item() {
-            Ok(Some(e)) => Some(Ok(e)),
-            Ok(None) => {
-                self.done = true;
-                None
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
+        let step = self.item();
+        super::elem::end_after(&mut self.done, step)
     }
 }
 
