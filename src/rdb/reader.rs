@@ -641,7 +641,9 @@ impl<R: Read> StreamReader<R> {
         let before = self.start;
         let crc_before = self.crc.clone();
         self.consume(used);
-        let dec = self.dec.as_mut().expect("decoder set above");
+        let Some(dec) = self.dec.as_mut() else {
+            return Ok(None);
+        };
         let (rec, _) = dec.next_record(&self.buf[before..before + used]).map_err(
             |RecordError { error, key }| Error::from_decode(&self.source, key.as_deref(), error),
         )?;
