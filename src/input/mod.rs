@@ -234,6 +234,9 @@ pub fn walk_aof_tail(
     aof::walk_commands(name, data, start, 0, true, 0, f).map(|(cut, _)| cut)
 }
 
+/// How standard input is named in messages.
+const STDIN: &str = "<stdin>";
+
 fn walk_stdin(
     opts: &ReadOptions,
     f: &mut dyn FnMut(Event<'_, '_>, u64) -> Result<()>,
@@ -242,16 +245,16 @@ fn walk_stdin(
     let mut w = Walked::default();
     let mut peek = [0u8; 1];
     let mut head = stdin;
-    let n = head.read(&mut peek).map_err(|e| Error::io("-", e))?;
+    let n = head.read(&mut peek).map_err(|e| Error::io(STDIN, e))?;
     if n == 0 {
         return Err(Error::Input {
-            path: "-".into(),
+            path: STDIN.into(),
             msg: "standard input is empty".into(),
         });
     }
     let chained = std::io::Cursor::new(peek.to_vec()).chain(head);
     if peek[0] == b'R' || peek[0] == b'V' {
-        let mut r = StreamReader::new(chained, "-").options(opts.clone());
+        let mut r = StreamReader::new(chained, STDIN).options(opts.clone());
         while let Some(rec) = r.next_record()? {
             if let Record::Aux { name, value } = &rec
                 && (&**name == b"redis-ver" || &**name == b"valkey-ver")
@@ -263,12 +266,12 @@ fn walk_stdin(
         w.rdb_version = r.version().map(|v| v.to_string());
         w.bytes = r.position();
         let (rest, reader) = r.into_rest();
-        let t = aof::walk_stream("-", std::io::Cursor::new(rest).chain(reader), w.bytes, f)?;
+        let t = aof::walk_stream(STDIN, std::io::Cursor::new(rest).chain(reader), w.bytes, f)?;
         w.truncated_at = t.0;
         w.bytes = t.1;
         Ok(w)
     } else {
-        let t = aof::walk_stream("-", chained, 0, f)?;
+        let t = aof::walk_stream(STDIN, chained, 0, f)?;
         w.truncated_at = t.0;
         w.bytes = t.1;
         Ok(w)
