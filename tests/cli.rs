@@ -366,3 +366,31 @@ fn big_lzf_strings_are_streamed_and_exact() {
     assert!(o.stdout.starts_with(&want));
     assert!(rdbferry(&["check", p.to_str().unwrap()]).status.success());
 }
+
+#[test]
+fn aof_from_stdin_matches_the_file_reader_even_when_cut() {
+    let data = std::fs::read(testdata(
+        "redis-7.0/appendonlydir/appendonly.aof.2.incr.aof",
+    ))
+    .unwrap();
+    for cut in [data.len(), data.len() - 3, data.len() / 2, 1] {
+        let p = tmp("cut.aof", &data[..cut]);
+        let from_file = rdbferry(&["convert", p.to_str().unwrap(), "--format", "jsonl"]);
+        let from_stdin = Command::new(env!("CARGO_BIN_EXE_rdbferry"))
+            .args(["convert", "-", "--format", "jsonl"])
+            .stdin(std::fs::File::open(&p).unwrap())
+            .output()
+            .unwrap();
+        assert_eq!(
+            from_file.status.code(),
+            from_stdin.status.code(),
+            "cut {cut}"
+        );
+        assert_eq!(stdout(&from_file), stdout(&from_stdin), "cut {cut}");
+        let c1 = rdbferry(&["check", "--json", p.to_str().unwrap()]);
+        let v: serde_json::Value = serde_json::from_slice(&c1.stdout).unwrap();
+        if cut < data.len() {
+            assert!(v["truncated_at"].is_u64(), "cut {cut}: {v}");
+        }
+    }
+}

@@ -97,9 +97,8 @@ pub fn walk_stream<R: Read>(
     let mut start = 0usize;
     let mut pos = offset;
     let mut db = 0u64;
-    let mut eof = false;
     // Commands of an open MULTI, held until EXEC so a cut-off transaction is never replayed.
-    let mut tx: Option<Vec<Vec<Vec<u8>>>> = None;
+    let mut tx: Option<(u64, Vec<Vec<Vec<u8>>>)> = None;
     let corrupt = |off: u64, kind: AofErrorKind| -> Error {
         Error::Aof(AofError::Corrupt {
             source_name: name.to_string(),
@@ -108,108 +107,75 @@ pub fn walk_stream<R: Read>(
         })
     };
     loop {
-        if start > 0 && start == buf.len() {
-            buf.clear();
-            start = 0;
-        }
-        // Refill when the buffer holds no whole command.
-        let need_more = {
+        // Take every whole command (or annotation line) the buffer holds.
+        loop {
             let rest = &buf[start..];
-            if rest.is_empty() {
-                true
-            } else if rest[0] == b'#' {
-                !rest.contains(&b'\n')
-            } else {
-                let mut probe = Vec::new();
-                match parse_command(rest, &mut probe) {
-                    Ok(Some(_)) => false,
-                    Ok(None) => true,
-                    Err(e) => {
-                        return Err(corrupt(pos + e.offset, AofErrorKind::Resp(e.kind)));
-                    }
-                }
-            }
-        };
-        if need_more {
-            if eof {
-                let cut = (start < buf.len()).then_some(pos);
-                let cut = match (&tx, cut) {
-                    (Some(_), c) => c.or(Some(pos)),
-                    (None, c) => c,
+            if rest.first() == Some(&b'#') {
+                let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+                    break;
                 };
-                return Ok((cut, pos + (buf.len() - start) as u64));
+                start += nl + 1;
+                pos += nl as u64 + 1;
+                continue;
             }
-            if start > 0 {
-                buf.drain(..start);
-                start = 0;
-            }
-            let old = buf.len();
-            buf.resize(old + (1 << 16).max(old), 0);
-            let n = loop {
-                match r.read(&mut buf[old..]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(Error::io(name, e)),
-                }
+            let mut args = Vec::new();
+            let used = match parse_command(rest, &mut args) {
+                Ok(Some(used)) => used,
+                Ok(None) => break,
+                Err(e) => return Err(corrupt(pos + e.offset, AofErrorKind::Resp(e.kind))),
             };
-            buf.truncate(old + n);
-            if n == 0 {
-                eof = true;
-            }
-            continue;
-        }
-        let rest = &buf[start..];
-        if rest[0] == b'#' {
-            let n = rest
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(rest.len(), |i| i + 1);
-            start += n;
-            pos += n as u64;
-            continue;
-        }
-        let mut args = Vec::new();
-        let used = match parse_command(rest, &mut args) {
-            Ok(Some(n)) => n,
-            _ => unreachable_command(),
-        };
-        let at = pos;
-        if is_select(&args) {
-            db = std::str::from_utf8(args.get(1).copied().unwrap_or_default())
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| corrupt(at, AofErrorKind::BadSelect("bad db index".into())))?;
-        } else if args[0].eq_ignore_ascii_case(b"multi") {
-            tx = Some(vec![args.iter().map(|a| a.to_vec()).collect()]);
-        } else if let Some(t) = tx.as_mut() {
-            t.push(args.iter().map(|a| a.to_vec()).collect());
-            if t.len() > crate::aof::MAX_TRANSACTION_COMMANDS {
-                return Err(corrupt(
-                    at,
-                    AofErrorKind::TransactionTooLarge {
-                        commands: t.len(),
-                        args: 0,
-                    },
-                ));
-            }
-            if args[0].eq_ignore_ascii_case(b"exec") || args[0].eq_ignore_ascii_case(b"discard") {
-                if let Some(cmds) = tx.take() {
-                    for c in &cmds {
+            let at = pos;
+            start += used;
+            pos += used as u64;
+            let name0 = args.first().copied().unwrap_or_default();
+            if is_select(&args) {
+                db = std::str::from_utf8(args.get(1).copied().unwrap_or_default())
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| corrupt(at, AofErrorKind::BadSelect("bad db index".into())))?;
+            } else if name0.eq_ignore_ascii_case(b"multi") {
+                tx = Some((at, vec![args.iter().map(|a| a.to_vec()).collect()]));
+            } else if let Some((_, t)) = tx.as_mut() {
+                t.push(args.iter().map(|a| a.to_vec()).collect());
+                if t.len() > crate::aof::MAX_TRANSACTION_COMMANDS {
+                    let commands = t.len();
+                    return Err(corrupt(
+                        at,
+                        AofErrorKind::TransactionTooLarge { commands, args: 0 },
+                    ));
+                }
+                if name0.eq_ignore_ascii_case(b"exec") || name0.eq_ignore_ascii_case(b"discard") {
+                    for c in tx.take().map(|t| t.1).unwrap_or_default() {
                         let refs: Vec<&[u8]> = c.iter().map(|a| a.as_slice()).collect();
                         f(Event::Command { db, args: &refs }, at)?;
                     }
                 }
+            } else {
+                f(Event::Command { db, args: &args }, at)?;
             }
-        } else {
-            f(Event::Command { db, args: &args }, at)?;
         }
-        start += used;
-        pos += used as u64;
+        // Refill: keep the unread tail, read more; at end of input, report a cut-off tail.
+        buf.drain(..start);
+        start = 0;
+        let old = buf.len();
+        buf.resize(old + (1 << 16).max(old), 0);
+        let n = loop {
+            match r.read(&mut buf[old..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io(name, e)),
+            }
+        };
+        buf.truncate(old + n);
+        if n == 0 {
+            // A transaction without EXEC is cut off at its MULTI, a partial command at its
+            // start; a last annotation without its newline is a clean end (as in Redis).
+            let cut = match &tx {
+                Some((multi_at, _)) => Some(*multi_at),
+                None if !buf.is_empty() && buf[0] != b'#' => Some(pos),
+                None => None,
+            };
+            return Ok((cut, pos + buf.len() as u64));
+        }
     }
-}
-
-/// `parse_command` succeeded on the same bytes just before; it cannot fail now.
-#[cold]
-fn unreachable_command() -> usize {
-    0
 }
