@@ -165,7 +165,15 @@ fn every_type_is_compared_scores_members_fields_and_stream_groups() {
         .map(|(a, b)| (a.to_string(), b.to_string())),
         "{}",
         text(&o)
-    );
+    ); // The actual type of a type difference is looked up.
+    let t = rep["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["kind"] == "type")
+        .unwrap()["detail"]
+        .clone();
+    assert_eq!(t, "expected set, found string");
 }
 
 #[test]

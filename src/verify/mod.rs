@@ -560,6 +560,8 @@ struct Check {
     /// Module type name, for module values.
     module: Option<String>,
     stream: Option<StreamMeta>,
+    /// Whether the head asks for the size (not for a string read whole with `GET`).
+    sized: bool,
 }
 
 /// What the head replies said.
@@ -612,13 +614,19 @@ impl Check {
         }
     }
 
+    /// The head: the TTL (`-2` also says the key is missing), `TYPE` for module values only
+    /// (other types show a mismatch as a `WRONGTYPE` error on their own commands, which saves a
+    /// command per key), the size, and stream metadata.
     fn push_head(&self, p: &mut Pipe, caps: Caps) {
         let k = self.key.as_slice();
-        p.push(&[b"TYPE", k]);
         if caps.pexpiretime() {
             p.push(&[b"PEXPIRETIME", k]);
         } else {
             p.push(&[b"PTTL", k]);
+        }
+        if self.module.is_some() {
+            p.push(&[b"TYPE", k]);
+            return;
         }
         let size: &[u8] = match self.ty {
             DataType::String => b"STRLEN",
@@ -626,10 +634,11 @@ impl Check {
             DataType::Set => b"SCARD",
             DataType::ZSet => b"ZCARD",
             DataType::Hash => b"HLEN",
-            DataType::Stream => b"XLEN",
-            DataType::Module => b"EXISTS",
+            DataType::Stream | DataType::Module => b"XLEN",
         };
-        p.push(&[size, k]);
+        if self.sized {
+            p.push(&[size, k]);
+        }
         if let Some(m) = &self.stream {
             p.push(&[b"XINFO", b"STREAM", k]);
             p.push(&[b"XINFO", b"GROUPS", k]);
@@ -640,17 +649,23 @@ impl Check {
     }
 
     fn head_len(&self) -> usize {
-        3 + self
-            .stream
-            .as_ref()
-            .map(|m| 2 + m.groups.len())
-            .unwrap_or(0)
+        if self.module.is_some() {
+            return 2;
+        }
+        1 + usize::from(self.sized)
+            + self
+                .stream
+                .as_ref()
+                .map(|m| 2 + m.groups.len())
+                .unwrap_or(0)
     }
 
-    /// Read the head replies; differences go to `out` as (kind, detail).
+    /// Read the head replies (`all` are every reply of the key, head and chunk, searched for
+    /// `WRONGTYPE`); differences go to `out` as (kind, detail).
     fn eval_head(
         &self,
         r: &[Reply],
+        all: &[Reply],
         caps: Caps,
         tol: i64,
         out: &mut Vec<(&'static str, String)>,
@@ -659,33 +674,29 @@ impl Check {
             comparable: false,
             size: None,
         };
-        let ty = match r.first() {
-            Some(Reply::Simple(t)) | Some(Reply::Bulk(t)) => {
-                String::from_utf8_lossy(t).into_owned()
-            }
-            other => {
-                return Err(format!(
-                    "TYPE: {}",
-                    other.map(reply_text).unwrap_or_default()
-                ));
-            }
-        };
-        if ty == "none" {
+        if let Some(Reply::Integer(-2)) = r.first() {
             out.push(("missing", String::new()));
             return Ok(none);
         }
         let want = self.type_name();
-        if ty != want {
-            out.push(("type", format!("expected {want}, found {ty}")));
+        let wrongtype = all
+            .iter()
+            .any(|x| matches!(x, Reply::Error(e) if e.starts_with(b"WRONGTYPE")));
+        if wrongtype {
+            // The actual type is looked up at the end, for the listed differences only.
+            out.push(("type", format!("expected {want}, found another type")));
             return Ok(none);
         }
-        let now = now_ms();
-        let found = match r.get(1) {
-            Some(Reply::Integer(-1)) => None,
-            Some(Reply::Integer(-2)) => {
-                out.push(("missing", "disappeared while verifying".into()));
+        if self.module.is_some() {
+            let ty = r.get(1).map(reply_text).unwrap_or_default();
+            if ty != want {
+                out.push(("type", format!("expected {want}, found {ty}")));
                 return Ok(none);
             }
+        }
+        let now = now_ms();
+        let found = match r.first() {
+            Some(Reply::Integer(-1)) => None,
             Some(Reply::Integer(t)) if caps.pexpiretime() => Some(*t),
             Some(Reply::Integer(t)) => Some(now + *t),
             other => {
@@ -710,13 +721,14 @@ impl Check {
                 ),
             ));
         }
-        let size = match r.get(2) {
+        let size = match r.get(1) {
+            _ if !self.sized || self.module.is_some() => None,
             Some(Reply::Integer(n)) => Some(*n),
             Some(Reply::Error(e)) => return Err(String::from_utf8_lossy(e).into_owned()),
             _ => None,
         };
         if let Some(m) = &self.stream
-            && let Some(d) = eval_stream_meta(m, &r[3..])
+            && let Some(d) = eval_stream_meta(m, &r[1 + usize::from(self.sized)..])
         {
             out.push(("value", d));
         }
@@ -1092,6 +1104,12 @@ impl Touched {
     }
 }
 
+/// A batch sent and not yet read.
+struct Sent {
+    queued: Vec<Queued>,
+    count: usize,
+}
+
 struct Verifier<'o> {
     conn: Conn,
     opts: &'o VerifyOptions,
@@ -1101,6 +1119,10 @@ struct Verifier<'o> {
     pipe: Pipe,
     pipe_db: u64,
     queued: Vec<Queued>,
+    inflight: Option<Sent>,
+    /// Listed type differences whose actual type is looked up at the end: (index in the
+    /// report's differences, target db, target key).
+    type_lookups: Vec<(usize, u64, Vec<u8>)>,
 }
 
 impl Verifier<'_> {
@@ -1128,6 +1150,10 @@ impl Verifier<'_> {
                 }
             }
             if self.rep.differences.len() < self.opts.max_diffs {
+                if kind == "type" && detail.ends_with("found another type") {
+                    self.type_lookups
+                        .push((self.rep.differences.len(), c.db, c.key.clone()));
+                }
                 self.rep.differences.push(Difference {
                     db: c.src_db,
                     key: printable(&c.src_key),
@@ -1204,7 +1230,9 @@ impl Verifier<'_> {
                 Value::Stream(s) => Some(StreamMeta::of(s)),
                 _ => None,
             },
+            sized: true,
         };
+        let mut check = check;
         self.rep.keys_checked += 1;
         if check.module.is_some() {
             self.rep.modules_type_only += 1;
@@ -1228,6 +1256,7 @@ impl Verifier<'_> {
         };
         match (small, count) {
             (Some(chunk), Some(count)) => {
+                check.sized = !matches!(chunk, Chunk::Str { whole: true, .. });
                 let selected = self.select(check.db);
                 check.push_head(&mut self.pipe, self.conn.caps);
                 push_chunk(&mut self.pipe, &check.key, &chunk, self.conn.caps);
@@ -1243,37 +1272,89 @@ impl Verifier<'_> {
                 Ok(())
             }
             _ => {
-                self.flush()?;
+                self.drain()?;
                 self.big(check, &v, now, &dec)
             }
         }
     }
 
-    /// Send the batch and compare every queued key.
+    /// Send the batch, then compare the keys of the batch sent before it: two batches are in
+    /// flight, so the server works on one while the next is built.
     fn flush(&mut self) -> Result<()> {
         if self.pipe.is_empty() {
             return Ok(());
         }
         let pipe = std::mem::take(&mut self.pipe);
-        let replies = self.conn.exec(&pipe)?;
+        self.conn.send(&pipe)?;
         self.conn.db = self.pipe_db;
+        let sent = Sent {
+            queued: std::mem::take(&mut self.queued),
+            count: pipe.len(),
+        };
+        match self.inflight.replace(sent) {
+            Some(prev) => self.evaluate(prev),
+            None => Ok(()),
+        }
+    }
+
+    /// Send what is queued and compare everything in flight.
+    fn drain(&mut self) -> Result<()> {
+        self.flush()?;
+        match self.inflight.take() {
+            Some(prev) => self.evaluate(prev),
+            None => Ok(()),
+        }
+    }
+
+    /// Fill in the actual type of the listed type differences (one round trip, at the end,
+    /// when nothing else is in flight).
+    fn resolve_types(&mut self) -> Result<()> {
+        let lookups = std::mem::take(&mut self.type_lookups);
+        if lookups.is_empty() {
+            return Ok(());
+        }
+        let mut slots = Vec::new();
+        for (_, db, key) in &lookups {
+            self.select(*db);
+            slots.push(self.pipe.len());
+            self.pipe.push(&[b"TYPE", key]);
+        }
+        let pipe = std::mem::take(&mut self.pipe);
+        let r = self.conn.exec(&pipe)?;
+        self.conn.db = self.pipe_db;
+        for ((i, _, _), slot) in lookups.iter().zip(slots) {
+            if let (Some(d), Some(t)) = (self.rep.differences.get_mut(*i), r.get(slot)) {
+                d.detail = d.detail.replace("another type", &reply_text(t));
+            }
+        }
+        Ok(())
+    }
+
+    /// Read a sent batch's replies and compare its keys.
+    fn evaluate(&mut self, sent: Sent) -> Result<()> {
+        let replies = self.conn.recv(sent.count)?;
         let caps = self.conn.caps;
         let tol = self.opts.ttl_tolerance_ms;
         let mut at = 0usize;
-        let queued = std::mem::take(&mut self.queued);
-        for q in queued {
+        for q in sent.queued {
             if q.selected {
                 self.check_select(&replies[at], q.check.db)?;
                 at += 1;
             }
             let hl = q.check.head_len();
+            let cl = chunk_len(&q.chunk, caps);
             let mut diffs = Vec::new();
             let head = q
                 .check
-                .eval_head(&replies[at..at + hl], caps, tol, &mut diffs)
+                .eval_head(
+                    &replies[at..at + hl],
+                    &replies[at..at + hl + cl],
+                    caps,
+                    tol,
+                    &mut diffs,
+                )
                 .map_err(|e| self.key_err(&q.check, e))?;
             at += hl;
-            let cl = chunk_len(&q.chunk, caps);
             if head.comparable {
                 let d = eval_chunk(&q.chunk, &replies[at..at + cl], tol)
                     .map_err(|e| self.key_err(&q.check, e))?;
@@ -1326,7 +1407,7 @@ impl Verifier<'_> {
         };
         let mut diffs = Vec::new();
         let head = check
-            .eval_head(r, caps, tol, &mut diffs)
+            .eval_head(r, r, caps, tol, &mut diffs)
             .map_err(|e| self.key_err(&check, e))?;
         if head.comparable {
             let mut found: Option<String> = None;
@@ -1413,6 +1494,8 @@ pub fn verify(input_name: &str, common: &Common, opts: &VerifyOptions) -> Result
         touched,
         pipe: Pipe::default(),
         queued: Vec::new(),
+        inflight: None,
+        type_lookups: Vec::new(),
     };
     let mut progress = Progress::new(input.size, input_name, common.quiet);
     let walked = input.walk(&common.read, &mut |ev, pos| {
@@ -1435,7 +1518,8 @@ pub fn verify(input_name: &str, common: &Common, opts: &VerifyOptions) -> Result
     });
     progress.finish();
     walked?;
-    ver.flush()?;
+    ver.drain()?;
+    ver.resolve_types()?;
     let mut rep = ver.rep;
     if rep.aof_commands > 0 {
         rep.notes.push(format!(

@@ -309,12 +309,23 @@ impl Conn {
 
     /// Send every command of `pipe` in one write, then read one reply per command.
     pub fn exec(&mut self, pipe: &Pipe) -> Result<Vec<Reply>> {
+        self.send(pipe)?;
+        self.recv(pipe.count)
+    }
+
+    /// Send every command of `pipe` in one write, without waiting for replies (the caller
+    /// reads them later with [`recv`](Self::recv), in order).
+    pub fn send(&mut self, pipe: &Pipe) -> Result<()> {
         self.stream
             .write_all(&pipe.out)
-            .map_err(|e| self.io("write failed", e))?;
-        let mut replies = Vec::with_capacity(pipe.count);
+            .map_err(|e| self.io("write failed", e))
+    }
+
+    /// Read the next `count` replies.
+    pub fn recv(&mut self, count: usize) -> Result<Vec<Reply>> {
+        let mut replies = Vec::with_capacity(count);
         let mut chunk = vec![0u8; 256 << 10];
-        while replies.len() < pipe.count {
+        while replies.len() < count {
             match parse_reply(&self.buf[self.start..]) {
                 Ok(Some((r, used))) => {
                     self.start += used;
