@@ -1410,37 +1410,46 @@ impl Verifier<'_> {
             .eval_head(r, r, caps, tol, &mut diffs)
             .map_err(|e| self.key_err(&check, e))?;
         if head.comparable {
+            // One chunk in flight while the next is decoded; a chunk's replies are always
+            // read, even after a difference, so the connection stays in step.
             let mut found: Option<String> = None;
-            let mut failed: Option<Error> = None;
-            let count = {
-                let conn = &mut self.conn;
-                let key = check.key.clone();
-                let f = &mut |c: Chunk, _last: bool| -> Result<bool> {
-                    let mut p = Pipe::default();
-                    let n = push_chunk(&mut p, &key, &c, caps);
-                    if n == 0 {
-                        return Ok(true);
-                    }
-                    let r = conn.exec(&p)?;
-                    match eval_chunk(&c, &r, tol) {
-                        Ok(None) => Ok(true),
-                        Ok(Some(d)) => {
-                            found = Some(d);
-                            Ok(false)
-                        }
-                        Err(e) => {
-                            failed = Some(Error::Input {
-                                path: conn.name.clone(),
-                                msg: format!("key {}: {e}", quoted(&key)),
-                            });
-                            Ok(false)
-                        }
-                    }
-                };
-                walk_chunks(v, now, BIG, dec, f)?
+            let mut failed: Option<String> = None;
+            let mut prev: Option<(Chunk, usize)> = None;
+            let conn = &mut self.conn;
+            let key = check.key.clone();
+            let settle_prev = |prev: Option<(Chunk, usize)>,
+                               conn: &mut Conn,
+                               found: &mut Option<String>,
+                               failed: &mut Option<String>|
+             -> Result<()> {
+                let Some((pc, n)) = prev else { return Ok(()) };
+                if n == 0 {
+                    return Ok(());
+                }
+                let r = conn.recv(n)?;
+                if found.is_some() || failed.is_some() {
+                    return Ok(());
+                }
+                match eval_chunk(&pc, &r, tol) {
+                    Ok(d) => *found = d,
+                    Err(e) => *failed = Some(e),
+                }
+                Ok(())
             };
+            let count = walk_chunks(v, now, BIG, dec, &mut |c: Chunk, _last: bool| {
+                let mut p = Pipe::default();
+                let n = push_chunk(&mut p, &key, &c, caps);
+                if n > 0 {
+                    conn.send(&p)?;
+                }
+                settle_prev(prev.replace((c, n)), conn, &mut found, &mut failed)?;
+                Ok(found.is_none() && failed.is_none())
+            });
+            // Read what is still in flight before anything else, error or not.
+            settle_prev(prev.take(), conn, &mut found, &mut failed)?;
+            let count = count?;
             if let Some(e) = failed {
-                return Err(e);
+                return Err(self.key_err(&check, e));
             }
             let d = found.or_else(|| count.and_then(|n| Self::size_diff(&head, n, check.ty)));
             if let Some(d) = d {
