@@ -488,3 +488,22 @@ fn unreachable_target_is_an_error() {
     assert!(all.contains("cannot connect"), "{all}");
     assert!(!all.contains("Secr3t"), "{all}");
 }
+
+#[test]
+fn rdb_on_stdin_is_verified_and_aof_on_stdin_is_refused() {
+    let dump = testdata("redis-7.0/all-types.rdb");
+    let (server, _dir) = server_with_dump(Path::new("redis-server"), &dump, &[]);
+    let run = |file: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_rdbferry"))
+            .args(["verify", "-", "--to", &server.url()])
+            .stdin(fs::File::open(file).unwrap())
+            .output()
+            .unwrap()
+    };
+    let o = run(&dump);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("57 keys checked"));
+    let o = run(&testdata("redis-6.2/appendonly.aof"));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("give its path"), "{}", text(&o));
+}

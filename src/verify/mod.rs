@@ -1551,3 +1551,86 @@ pub fn verify(input_name: &str, common: &Common, opts: &VerifyOptions) -> Result
     rep.elapsed_s = start.elapsed().as_secs_f64();
     Ok(rep)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(b: &str) -> Reply {
+        Reply::Bulk(b.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn zset_scores_compare_exactly_with_infinities() {
+        let c = Chunk::ZSet(vec![
+            (b"a".to_vec(), f64::INFINITY),
+            (b"b".to_vec(), f64::NEG_INFINITY),
+            (b"c".to_vec(), 0.1),
+        ]);
+        let ok = [Reply::Array(vec![
+            bulk("inf"),
+            bulk("-inf"),
+            bulk("0.10000000000000001"),
+        ])];
+        assert_eq!(eval_chunk(&c, &ok, 0), Ok(None));
+        let off = [Reply::Array(vec![
+            bulk("inf"),
+            bulk("-inf"),
+            bulk("0.1000000000000001"),
+        ])];
+        let d = eval_chunk(&c, &off, 0).unwrap().unwrap();
+        assert!(d.contains("member \"c\""), "{d}");
+        let missing = [Reply::Array(vec![bulk("inf"), Reply::Nil, bulk("0.1")])];
+        assert!(
+            eval_chunk(&c, &missing, 0)
+                .unwrap()
+                .unwrap()
+                .contains("\"b\" missing")
+        );
+    }
+
+    #[test]
+    fn hash_field_ttls_within_tolerance() {
+        let c = Chunk::Hash(vec![
+            (b"f".to_vec(), b"1".to_vec(), Some(10_000)),
+            (b"g".to_vec(), b"2".to_vec(), None),
+        ]);
+        let vals = Reply::Array(vec![bulk("1"), bulk("2")]);
+        let ttls = |a: i64, b: i64| Reply::Array(vec![Reply::Integer(a), Reply::Integer(b)]);
+        assert_eq!(
+            eval_chunk(&c, &[vals.clone(), ttls(12_000, -1)], 5000),
+            Ok(None)
+        );
+        let d = eval_chunk(&c, &[vals.clone(), ttls(20_000, -1)], 5000)
+            .unwrap()
+            .unwrap();
+        assert!(d.starts_with("field \"f\" TTL"), "{d}");
+        let d = eval_chunk(&c, &[vals, ttls(10_000, 99)], 5000)
+            .unwrap()
+            .unwrap();
+        assert!(d.starts_with("field \"g\" TTL"), "{d}");
+        // Only values when the target has no field TTLs (older than 7.4).
+        let vals = Reply::Array(vec![bulk("1"), bulk("3")]);
+        let d = eval_chunk(&c, &[vals], 5000).unwrap().unwrap();
+        assert!(d.contains("expected \"2\", found \"3\""), "{d}");
+    }
+
+    #[test]
+    fn renames_and_db_map() {
+        let o = VerifyOptions {
+            target: TargetUrl::parse("redis://h/4", None).unwrap(),
+            renames: vec![(b"a:".to_vec(), b"b:".to_vec())],
+            db_map: vec![(1, 9)],
+            ttl_tolerance_ms: 0,
+            max_diffs: 1,
+        };
+        assert_eq!(o.map_key(b"a:x"), b"b:x");
+        assert_eq!(o.map_key(b"c:x"), b"c:x");
+        assert_eq!((o.map_db(0), o.map_db(1), o.map_db(2)), (4, 9, 2));
+    }
+
+    #[test]
+    fn printable_keys() {
+        assert_eq!(printable(b"k\x00\xff\""), "k\\x00\\xff\\\"");
+    }
+}

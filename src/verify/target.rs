@@ -58,6 +58,15 @@ fn percent_decode(s: &str) -> Result<String> {
 impl TargetUrl {
     /// Parse `url`; `env_password` (from [`PASSWORD_ENV`]) is used when the URL has no
     /// password. Errors never quote the URL's user info.
+    ///
+    /// ```
+    /// use rdbferry::verify::target::TargetUrl;
+    ///
+    /// let u = TargetUrl::parse("redis://app:s3cret@10.0.0.5:6380/2", None)?;
+    /// assert_eq!((u.port, u.db), (6380, Some(2)));
+    /// assert_eq!(u.redacted(), "redis://app:***@10.0.0.5:6380/2");
+    /// # Ok::<(), rdbferry::error::Error>(())
+    /// ```
     pub fn parse(url: &str, env_password: Option<String>) -> Result<TargetUrl> {
         if url.starts_with("rediss://") {
             return Err(Error::Usage(
