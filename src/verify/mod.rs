@@ -240,7 +240,7 @@ const BIG: Limits = Limits {
     bytes: 1 << 20,
 };
 /// A batch is sent when it holds this many keys or command bytes.
-const BATCH_KEYS: usize = 256;
+const BATCH_KEYS: usize = 1024;
 const BATCH_BYTES: usize = 4 << 20;
 
 /// Source elements to compare in one go.
@@ -1470,6 +1470,11 @@ fn chunk_len(c: &Chunk, caps: Caps) -> usize {
 /// error is a failure to read the input or to talk to the target.
 pub fn verify(input_name: &str, common: &Common, opts: &VerifyOptions) -> Result<VerifyReport> {
     let start = Instant::now();
+    if input_name.starts_with("redis://") || input_name.starts_with("rediss://") {
+        return Err(Error::Usage(
+            "verify cannot read a live redis:// source yet; save it first (redis-cli --rdb FILE) and verify the file".into(),
+        ));
+    }
     let input = Input::open(input_name)?;
     let conn = Conn::open(&opts.target)?;
     let v = conn.caps.version;
