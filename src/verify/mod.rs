@@ -1085,6 +1085,8 @@ fn eval_chunk(c: &Chunk, r: &[Reply], tol: i64) -> std::result::Result<Option<St
 /// before it in the pipeline.
 struct Queued {
     check: Check,
+    /// Commands its chunk took in the pipeline.
+    chunk_cmds: usize,
     chunk: Chunk,
     count: Count,
     selected: bool,
@@ -1281,8 +1283,9 @@ impl Verifier<'_> {
                 check.sized = !matches!(chunk, Chunk::Str { whole: true, .. });
                 let selected = self.select(check.db);
                 check.push_head(&mut self.pipe, self.conn.caps);
-                push_chunk(&mut self.pipe, &check.key, &chunk, self.conn.caps);
+                let chunk_cmds = push_chunk(&mut self.pipe, &check.key, &chunk, self.conn.caps);
                 self.queued.push(Queued {
+                    chunk_cmds,
                     check,
                     chunk,
                     count,
@@ -1364,7 +1367,7 @@ impl Verifier<'_> {
                 at += 1;
             }
             let hl = q.check.head_len();
-            let cl = chunk_len(&q.chunk, caps);
+            let cl = q.chunk_cmds;
             let mut diffs = Vec::new();
             let head = q
                 .check
@@ -1481,11 +1484,6 @@ impl Verifier<'_> {
         self.settle(&check, diffs);
         Ok(())
     }
-}
-
-fn chunk_len(c: &Chunk, caps: Caps) -> usize {
-    let mut p = Pipe::default();
-    push_chunk(&mut p, b"", c, caps)
 }
 
 /// Compare `input` with the target in `opts`. Differences are in the report, not errors; an
