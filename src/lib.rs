@@ -12,6 +12,7 @@
 //! - `transform/`: filters (db, key globs and regexes, types).
 //! - `sink/`: outputs: JSON lines, RESP commands, statistics.
 //! - `job/`: the loops behind each command (`check`, `inspect`, `convert`).
+//! - `verify/`: compares a source with a live Redis target (`verify`), over pipelined reads.
 //! - `cli/` (in the binary): flags to configuration; nothing else.
 
 pub mod aof;
@@ -23,3 +24,4 @@ pub mod rdb;
 pub mod resp;
 pub mod sink;
 pub mod transform;
+pub mod verify;

@@ -1,0 +1,509 @@
+//! `rdbferry verify` against real servers: a server that loaded a dump at start-up is
+//! identical to it; changed values, deleted keys and moved TTLs are found (so the command
+//! cannot pass vacuously); filters, renames and db mapping; chunked big values; AOF inputs;
+//! authentication errors that never show the password.
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use support::{RedisServer, TempDir, require_old_server};
+
+fn testdata(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(p)
+}
+
+fn rdbferry(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rdbferry"));
+    c.args(args).env_remove("RDBFERRY_TO_PASSWORD");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A server started on a copy of `dump` (an RDB file), so that it loads it at start-up.
+/// The returned TempDir holds the copy and must outlive the server.
+fn server_with_dump(binary: &Path, dump: &Path, extra: &[&str]) -> (RedisServer, TempDir) {
+    let dir = TempDir::new("verify-src");
+    fs::copy(dump, dir.path().join("source.rdb")).unwrap();
+    let d = dir.path().display().to_string();
+    let mut args = vec!["--dir", &d, "--dbfilename", "source.rdb"];
+    args.extend_from_slice(extra);
+    let server = RedisServer::start_with(binary, &args);
+    (server, dir)
+}
+
+/// `verify SOURCE --to URL --json ARGS...`: exit code and the parsed report (`None` when the
+/// command failed before reporting).
+fn verify_json(
+    source: &Path,
+    url: &str,
+    args: &[&str],
+) -> (i32, Option<serde_json::Value>, Output) {
+    let src = source.display().to_string();
+    let mut all = vec!["verify", &src, "--to", url, "--json", "--quiet"];
+    all.extend_from_slice(args);
+    let o = rdbferry(&all, &[]);
+    let v = serde_json::from_slice(&o.stdout).ok();
+    (o.status.code().unwrap_or(-1), v, o)
+}
+
+fn diffs(v: &serde_json::Value) -> Vec<(String, String)> {
+    v["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["key"].as_str().unwrap().to_string(),
+                d["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn redis70_dump_is_identical_then_three_differences_are_found() {
+    let dump = testdata("redis-7.0/all-types.rdb");
+    let (server, _dir) = server_with_dump(Path::new("redis-server"), &dump, &[]);
+    let url = server.url();
+    let (code, rep, o) = verify_json(&dump, &url, &[]);
+    let rep = rep.unwrap_or_else(|| panic!("{}", text(&o)));
+    assert_eq!(code, 0, "{}", text(&o));
+    assert_eq!(rep["keys_checked"], 57, "{}", text(&o));
+    assert_eq!(rep["keys_differing"], 0);
+
+    // One changed value (deep inside a multi-node quicklist), one deleted key, one TTL moved.
+    server.cli(&["LSET", "list:quicklist", "1500", "changed"]);
+    server.cli(&["DEL", "zset:small"]);
+    server.cli(&["PEXPIREAT", "ttl:string", "9999999999999"]);
+    let (code, rep, o) = verify_json(&dump, &url, &[]);
+    let rep = rep.unwrap_or_else(|| panic!("{}", text(&o)));
+    assert_eq!(code, 1, "{}", text(&o));
+    assert_eq!(rep["keys_differing"], 3, "{}", text(&o));
+    assert_eq!(rep["missing"], 1);
+    assert_eq!(rep["value_diffs"], 1);
+    assert_eq!(rep["ttl_diffs"], 1);
+    let mut d = diffs(&rep);
+    d.sort();
+    assert_eq!(
+        d,
+        [
+            ("list:quicklist".to_string(), "value".to_string()),
+            ("ttl:string".to_string(), "ttl".to_string()),
+            ("zset:small".to_string(), "missing".to_string()),
+        ]
+    );
+    let detail = rep["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["kind"] == "value")
+        .unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(detail.contains("element 1500"), "{detail}");
+
+    // The text report lists them and the summary; --max-diffs bounds the list.
+    let src = dump.display().to_string();
+    let o = rdbferry(&["verify", &src, "--to", &url, "--max-diffs", "1"], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("... and 2 more differences"), "{out}");
+    assert!(
+        out.contains("3 differing (1 missing, 0 type, 1 value, 1 ttl)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn every_type_is_compared_scores_members_fields_and_stream_groups() {
+    let dump = testdata("redis-7.0/all-types.rdb");
+    let (server, _dir) = server_with_dump(Path::new("redis-server"), &dump, &[]);
+    let url = server.url();
+    let member = server.cli(&["ZRANGE", "zset:big", "100", "100"]);
+    server.cli(&["ZADD", "zset:big", "12345", &member]);
+    let m = server.cli(&["SRANDMEMBER", "set:big"]);
+    server.cli(&["SREM", "set:big", &m]);
+    server.cli(&["HSET", "hash:small", "extra", "1"]);
+    server.cli(&["SET", "string:embstr", "other"]);
+    server.cli(&["-n", "5", "DEL", "db5:set"]);
+    server.cli(&["-n", "5", "SET", "db5:set", "now a string"]);
+    let id = server.cli(&["XPENDING", "stream:s1", "g1", "-", "+", "1"]);
+    let id = id.lines().next().unwrap().to_string();
+    server.cli(&["XACK", "stream:s1", "g1", &id]);
+    let (code, rep, o) = verify_json(&dump, &url, &[]);
+    let rep = rep.unwrap_or_else(|| panic!("{}", text(&o)));
+    assert_eq!(code, 1);
+    let mut d = diffs(&rep);
+    d.sort();
+    assert_eq!(
+        d,
+        [
+            ("db5:set", "type"),
+            ("hash:small", "value"),
+            ("set:big", "value"),
+            ("stream:s1", "value"),
+            ("string:embstr", "value"),
+            ("zset:big", "value"),
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string())),
+        "{}",
+        text(&o)
+    ); // The actual type of a type difference is looked up.
+    let t = rep["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["kind"] == "type")
+        .unwrap()["detail"]
+        .clone();
+    assert_eq!(t, "expected set, found string");
+}
+
+#[test]
+fn redis62_dump_against_a_62_server() {
+    let Some(bin) = require_old_server("6.2") else {
+        return;
+    };
+    let dump = testdata("redis-6.2/all-types.rdb");
+    let (server, _dir) = server_with_dump(&bin, &dump, &[]);
+    let (code, rep, o) = verify_json(&dump, &server.url(), &[]);
+    let rep = rep.unwrap_or_else(|| panic!("{}", text(&o)));
+    assert_eq!(code, 0, "{}", text(&o));
+    assert_eq!(rep["keys_checked"], 56);
+    assert!(rep["target_version"].as_str().unwrap().starts_with("6.2"));
+    // PTTL-derived TTLs on 6.2: a moved TTL is still found.
+    server.cli(&["PEXPIREAT", "ttl:list", "9999999999999"]);
+    server.cli(&["ZADD", "zset:small", "99", "newmember"]);
+    let (code, rep, o) = verify_json(&dump, &server.url(), &[]);
+    let rep = rep.unwrap_or_else(|| panic!("{}", text(&o)));
+    assert_eq!(code, 1);
+    let mut d = diffs(&rep);
+    d.sort();
+    assert_eq!(
+        d,
+        [("ttl:list", "ttl"), ("zset:small", "value")].map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+}
+
+#[test]
+fn redis60_target_without_multi_member_commands() {
+    let Some(bin) = require_old_server("6.0") else {
+        return;
+    };
+    let dump = testdata("redis-6.0/all-types.rdb");
+    let (server, _dir) = server_with_dump(&bin, &dump, &[]);
+    let (code, _, o) = verify_json(&dump, &server.url(), &[]);
+    assert_eq!(code, 0, "{}", text(&o));
+    let m = server.cli(&["SRANDMEMBER", "set:small"]);
+    server.cli(&["SREM", "set:small", &m]);
+    let member = server.cli(&["ZRANGE", "zset:big", "3", "3"]);
+    server.cli(&["ZADD", "zset:big", "-7.5", &member]);
+    let (code, rep, o) = verify_json(&dump, &server.url(), &[]);
+    assert_eq!(code, 1, "{}", text(&o));
+    let mut d = diffs(&rep.unwrap());
+    d.sort();
+    assert_eq!(
+        d,
+        [("set:small", "value"), ("zset:big", "value")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+}
+
+#[test]
+fn filters_renames_and_db_map() {
+    let dump = testdata("redis-7.0/all-types.rdb");
+    let (server, _dir) = server_with_dump(Path::new("redis-server"), &dump, &[]);
+    let url = server.url();
+    server.cli(&["DEL", "zset:small"]);
+    // Filtered out: the deleted key is not looked at.
+    let (code, rep, o) = verify_json(&dump, &url, &["--key", "string:*"]);
+    assert_eq!(code, 0, "{}", text(&o));
+    assert_eq!(rep.unwrap()["keys_checked"], 19);
+    let (code, _, _) = verify_json(&dump, &url, &["--exclude-key", "zset:small"]);
+    assert_eq!(code, 0);
+    let (code, rep, _) = verify_json(&dump, &url, &["--type", "zset"]);
+    assert_eq!(code, 1);
+    assert_eq!(rep.unwrap()["missing"], 1);
+
+    // db 5 checked in db 7: missing until the keys are moved there.
+    let (code, rep, _) = verify_json(&dump, &url, &["--db", "5", "--db-map", "5=7"]);
+    assert_eq!(code, 1);
+    assert_eq!(rep.unwrap()["missing"], 3);
+    for k in ["db5:hash", "db5:set", "db5:string"] {
+        server.cli(&["-n", "5", "MOVE", k, "7"]);
+    }
+    let (code, rep, o) = verify_json(&dump, &url, &["--db", "5", "--db-map", "5=7"]);
+    assert_eq!(code, 0, "{}", text(&o));
+    assert_eq!(rep.unwrap()["keys_checked"], 3);
+    // The URL's db is where source db 0 goes.
+    server.cli(&["MOVE", "string:empty", "7"]);
+    let (code, _, o) = verify_json(&dump, &format!("{url}7"), &["--key", "string:empty"]);
+    assert_eq!(code, 0, "{}", text(&o));
+    let (code, _, _) = verify_json(&dump, &url, &["--key", "string:empty"]);
+    assert_eq!(code, 1);
+
+    // Renamed prefix.
+    server.cli(&["RENAME", "hash:small", "moved:small"]);
+    let (code, _, _) = verify_json(&dump, &url, &["--key", "hash:small"]);
+    assert_eq!(code, 1);
+    let (code, _, o) = verify_json(
+        &dump,
+        &url,
+        &["--key", "hash:small", "--rename", "hash:=moved:"],
+    );
+    assert_eq!(code, 0, "{}", text(&o));
+}
+
+#[test]
+fn big_values_are_compared_in_chunks() {
+    let src = RedisServer::start();
+    let n = 5000;
+    let mut script = String::new();
+    for i in 0..n {
+        script += &format!(
+            "RPUSH big:list item-{i}\nSADD big:set m-{i}\nZADD big:zset {i}.25 z-{i}\nHSET big:hash f-{i} v-{i}\nXADD big:stream {}-1 f v{i}\n",
+            i + 1
+        );
+    }
+    let p = src.dir().join("load.txt");
+    fs::write(&p, script).unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "redis-cli -p {} < {} > /dev/null",
+            src.port(),
+            p.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let big = "x".repeat(3 << 20);
+    let q = src.dir().join("big.txt");
+    fs::write(&q, &big).unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "redis-cli -p {} -x SET big:string < {} > /dev/null",
+            src.port(),
+            q.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    src.cli(&["XGROUP", "CREATE", "big:stream", "g", "0"]);
+    src.cli(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c1",
+        "COUNT",
+        "3000",
+        "STREAMS",
+        "big:stream",
+        ">",
+    ]);
+    let dump = src.save_and_copy_dump();
+    drop(src);
+
+    let (server, _dir) = server_with_dump(Path::new("redis-server"), &dump, &[]);
+    let url = server.url();
+    let (code, rep, o) = verify_json(&dump, &url, &[]);
+    assert_eq!(code, 0, "{}", text(&o));
+    assert_eq!(rep.unwrap()["keys_checked"], 6);
+
+    server.cli(&["LSET", "big:list", "4321", "changed"]);
+    server.cli(&["HSET", "big:hash", "f-4999", "changed"]);
+    server.cli(&["ZADD", "big:zset", "1", "z-4500"]);
+    server.cli(&["SREM", "big:set", "m-3333"]);
+    server.cli(&["SETRANGE", "big:string", "2500000", "y"]);
+    server.cli(&["XDEL", "big:stream", "4000-1"]);
+    let (code, rep, o) = verify_json(&dump, &url, &[]);
+    assert_eq!(code, 1, "{}", text(&o));
+    let rep = rep.unwrap();
+    assert_eq!(rep["value_diffs"], 6, "{}", text(&o));
+    let details: Vec<String> = rep["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["detail"].as_str().unwrap().to_string())
+        .collect();
+    let all = details.join("\n");
+    for want in [
+        "element 4321",
+        "field \"f-4999\"",
+        "member \"z-4500\"",
+        "member \"m-3333\" missing",
+        "byte 2500000",
+        "4000-1",
+    ] {
+        assert!(all.contains(want), "{want} not in\n{all}");
+    }
+    let _ = fs::remove_file(dump);
+}
+
+#[test]
+fn expired_keys_are_not_differences() {
+    let src = RedisServer::start();
+    src.cli(&["SET", "stays", "1"]);
+    src.cli(&["SET", "goes", "1", "PX", "1500"]);
+    let dump = src.save_and_copy_dump();
+    drop(src);
+    let (server, _dir) = server_with_dump(Path::new("redis-server"), &dump, &[]);
+    std::thread::sleep(std::time::Duration::from_millis(1700));
+    // Present or not on the target, an expired key is counted, never reported.
+    let (code, rep, o) = verify_json(&dump, &server.url(), &[]);
+    assert_eq!(code, 0, "{}", text(&o));
+    let rep = rep.unwrap();
+    assert_eq!(rep["keys_checked"], 1);
+    assert_eq!(rep["expired_skipped"], 1);
+    let _ = fs::remove_file(dump);
+}
+
+#[test]
+fn appendonlydir_verifies_the_untouched_rdb_part_and_says_so() {
+    let dir = TempDir::new("verify-aof");
+    let aof = dir.path().join("appendonlydir");
+    fs::create_dir_all(&aof).unwrap();
+    for e in fs::read_dir(testdata("redis-7.0/appendonlydir")).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), aof.join(e.file_name())).unwrap();
+    }
+    let d = dir.path().display().to_string();
+    let server = RedisServer::start_with(
+        Path::new("redis-server"),
+        &[
+            "--dir",
+            &d,
+            "--appendonly",
+            "yes",
+            "--dbfilename",
+            "none.rdb",
+        ],
+    );
+    let (code, rep, o) = verify_json(&testdata("redis-7.0/appendonlydir"), &server.url(), &[]);
+    assert_eq!(code, 0, "{}", text(&o));
+    let rep = rep.unwrap();
+    assert!(rep["aof_commands"].as_u64().unwrap() > 0);
+    assert!(rep["aof_keys_skipped"].as_u64().unwrap() > 0);
+    assert!(rep["keys_checked"].as_u64().unwrap() > 0);
+    let notes = rep["notes"].to_string();
+    assert!(notes.contains("not replayed or verified"), "{notes}");
+    drop(server);
+}
+
+#[test]
+fn wrong_password_is_a_clear_error_and_never_printed() {
+    let dump = testdata("redis-7.0/all-types.rdb");
+    let (server, _dir) = server_with_dump(Path::new("redis-server"), &dump, &[]);
+    // Set after start-up: the harness waits for an unauthenticated PING.
+    server.cli(&["CONFIG", "SET", "requirepass", "Corr3ct-pw"]);
+    let src = dump.display().to_string();
+    let port = server.port();
+    let url = format!("redis://:Wr0ng-pw-42@127.0.0.1:{port}");
+    for json in [false, true] {
+        let mut args = vec!["verify", &src, "--to", &url];
+        if json {
+            args.push("--json");
+        }
+        let o = rdbferry(&args, &[]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        let all = text(&o);
+        assert!(all.contains("authentication failed"), "{all}");
+        assert!(
+            all.contains(&format!("redis://:***@127.0.0.1:{port}")),
+            "{all}"
+        );
+        assert!(!all.contains("Wr0ng-pw-42"), "{all}");
+    }
+    // From the environment, wrong then right.
+    let bare = format!("redis://127.0.0.1:{port}");
+    let o = rdbferry(
+        &["verify", &src, "--to", &bare],
+        &[("RDBFERRY_TO_PASSWORD", "Wr0ng-pw-42")],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!text(&o).contains("Wr0ng-pw-42"));
+    let o = rdbferry(&["verify", &src, "--to", &bare], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("RDBFERRY_TO_PASSWORD"), "{}", text(&o));
+    let o = rdbferry(
+        &["verify", &src, "--to", &bare],
+        &[("RDBFERRY_TO_PASSWORD", "Corr3ct-pw")],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!text(&o).contains("Corr3ct-pw"));
+    // ACL user in the URL.
+    server.cli(&[
+        "-a",
+        "Corr3ct-pw",
+        "--no-auth-warning",
+        "ACL",
+        "SETUSER",
+        "reader",
+        "on",
+        ">Us3r-pw",
+        "~*",
+        "+@read",
+        "+info",
+        "+select",
+    ]);
+    let url = format!("redis://reader:Us3r-pw@127.0.0.1:{port}");
+    let o = rdbferry(&["verify", &src, "--to", &url], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!text(&o).contains("Us3r-pw"));
+}
+
+#[test]
+fn unreachable_target_is_an_error() {
+    let port = support::free_port();
+    let src = testdata("redis-7.0/all-types.rdb").display().to_string();
+    let o = rdbferry(
+        &[
+            "verify",
+            &src,
+            "--to",
+            &format!("redis://u:Secr3t@127.0.0.1:{port}"),
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let all = text(&o);
+    assert!(all.contains("cannot connect"), "{all}");
+    assert!(!all.contains("Secr3t"), "{all}");
+}
+
+#[test]
+fn rdb_on_stdin_is_verified_and_aof_on_stdin_is_refused() {
+    let dump = testdata("redis-7.0/all-types.rdb");
+    let (server, _dir) = server_with_dump(Path::new("redis-server"), &dump, &[]);
+    let run = |file: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_rdbferry"))
+            .args(["verify", "-", "--to", &server.url()])
+            .stdin(fs::File::open(file).unwrap())
+            .output()
+            .unwrap()
+    };
+    let o = run(&dump);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("57 keys checked"));
+    let o = run(&testdata("redis-6.2/appendonly.aof"));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("give its path"), "{}", text(&o));
+}
