@@ -295,6 +295,9 @@ fn count_commands(buf: &[u8]) -> Result<usize> {
     Ok(n)
 }
 
+/// A rewrite unit (bytes, replies, kind), or why the key cannot be sent.
+type Rewritten = std::result::Result<(Vec<u8>, usize, UnitKind), String>;
+
 /// What a key became on a worker thread.
 enum Prepared {
     Filtered,
@@ -375,7 +378,10 @@ impl Ctx<'_> {
             write_command(&mut out, &args);
             (out, 1, UnitKind::Restore)
         } else {
-            self.rewrite(rec, &key)?
+            match self.rewrite(rec, &key)? {
+                Ok(x) => x,
+                Err(msg) => return Ok(Prepared::Refused(msg)),
+            }
         };
         Ok(Prepared::Unit(
             Unit {
@@ -390,8 +396,26 @@ impl Ctx<'_> {
         ))
     }
 
-    /// The rewrite path: see the module doc.
-    fn rewrite(&self, rec: &KeyRecord<'_>, key: &[u8]) -> Result<(Vec<u8>, usize, UnitKind)> {
+    /// The rewrite path: see the module doc. `Ok(Err(why))` refuses the key before sending.
+    fn rewrite(&self, rec: &KeyRecord<'_>, key: &[u8]) -> Result<Rewritten> {
+        let value = rec
+            .value()
+            .map_err(|e| crate::rdb::Error::from_decode("", Some(&rec.key), e))?;
+        // Redis checks SET, APPEND and SETRANGE results against proto-max-bulk-len: such a
+        // string cannot exist on this target, and sending it would leave a half-built key
+        // (an error inside EXEC does not undo the commands before it).
+        let len = match &value {
+            Value::String(s) => s.len() as u64,
+            Value::BigString(l) => l.len,
+            _ => 0,
+        };
+        if len > self.proto_max {
+            return Ok(Err(format!(
+                "string of {len} bytes exceeds the target's proto-max-bulk-len ({}): \
+                 no command can build it there",
+                self.proto_max
+            )));
+        }
         let tmp = tmp_key(key);
         let multi = rec.serialized_len() <= MULTI_MAX;
         let nx = self.opts.on_conflict != OnConflict::Replace;
@@ -400,9 +424,6 @@ impl Ctx<'_> {
             write_command(&mut out, &[b"MULTI"]);
         }
         write_command(&mut out, &[b"DEL", &tmp]);
-        let value = rec
-            .value()
-            .map_err(|e| crate::rdb::Error::from_decode("", Some(&rec.key), e))?;
         match value {
             Value::String(s) => self.string(&mut out, &tmp, &s, rec.expire_ms),
             Value::BigString(l) => {
@@ -448,6 +469,7 @@ impl Ctx<'_> {
                 r.key = std::borrow::Cow::Owned(tmp.clone());
                 let mut s = RespSink::new(std::mem::take(&mut out), "");
                 s.assume_db(r.db);
+                s.legacy_streams = self.target_rdb < 10;
                 s.key(&r)?;
                 out = s.into_inner();
             }
@@ -462,7 +484,7 @@ impl Ctx<'_> {
             write_command(&mut out, &[b"EXEC"]);
         }
         let n = count_commands(&out)?;
-        Ok((out, n, UnitKind::Rewrite { nx, multi }))
+        Ok(Ok((out, n, UnitKind::Rewrite { nx, multi })))
     }
 
     fn string(&self, out: &mut Vec<u8>, tmp: &[u8], s: &[u8], expire: Option<i64>) {
@@ -676,10 +698,15 @@ pub fn precheck(inputs: &[String], common: &Common, opts: &ImportOptions) -> Res
                 Status::Ok
             },
             format!(
-                "biggest value {} ({}) is over {}: rewritten in chunks",
+                "biggest value {} ({}) is over {}: {}",
                 mb(sc.biggest),
                 show(&sc.biggest_key),
-                mb(p)
+                mb(p),
+                if opts.mode == Mode::Restore {
+                    "RESTORE cannot send it (--mode auto rewrites it)"
+                } else {
+                    "rewritten in chunks (a string that big cannot exist there)"
+                }
             ),
         ),
         Some(p) => row(

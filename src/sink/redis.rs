@@ -693,6 +693,7 @@ fn write_batch(
     conn.send(&out)?;
     drop(out);
     let mut outcomes = Vec::with_capacity(batch.len());
+    let mut cleanup: Vec<(u64, Vec<u8>)> = Vec::new();
     for (u, sel) in batch.iter().zip(selects) {
         if sel && let Reply::Error(e) = conn.read_reply()? {
             return Err(conn.err(format!("SELECT {}: {}", u.db, String::from_utf8_lossy(&e))));
@@ -701,7 +702,34 @@ fn write_batch(
         for _ in 0..u.replies {
             replies.push(conn.read_reply()?);
         }
-        outcomes.push(settle(u, &replies, opts.conflict));
+        let mut o = settle(u, &replies, opts.conflict);
+        if let Outcome::Error(msg) = &mut o
+            && renamed_into_place(u, &replies)
+        {
+            // An error inside EXEC (or between pipelined commands) does not undo the
+            // commands around it: the key was renamed into place half-built. Remove it.
+            msg.push_str("; the half-built key was deleted");
+            cleanup.push((u.db, u.label.clone()));
+        }
+        outcomes.push(o);
+    }
+    if !cleanup.is_empty() {
+        let mut out = Vec::new();
+        for (cdb, key) in &cleanup {
+            write_command(&mut out, &[b"SELECT", cdb.to_string().as_bytes()]);
+            write_command(&mut out, &[b"DEL", key]);
+            *db = Some(*cdb);
+        }
+        conn.send(&out)?;
+        for _ in 0..cleanup.len() * 2 {
+            if let Reply::Error(e) = conn.read_reply()? {
+                return Err(conn.err(format!(
+                    "cannot delete a half-built key: {}",
+                    String::from_utf8_lossy(&e)
+                )));
+            }
+        }
+        commands += cleanup.len() as u64 * 2;
     }
     let mut st = sh
         .stats
@@ -741,6 +769,23 @@ pub fn show(b: &[u8]) -> String {
 
 fn error_text(e: &[u8]) -> String {
     String::from_utf8_lossy(e).into_owned()
+}
+
+/// Whether a rewrite unit's final rename (RENAME, or RENAMENX followed by DEL tmp) succeeded.
+fn renamed_into_place(u: &Unit, replies: &[Reply]) -> bool {
+    let UnitKind::Rewrite { nx, multi } = u.kind else {
+        return false;
+    };
+    let results: &[Reply] = match (multi, replies.last()) {
+        (true, Some(Reply::Array(a))) => a,
+        (true, _) => return false,
+        (false, _) => replies,
+    };
+    if nx {
+        results.len() >= 2 && results[results.len() - 2] == Reply::Integer(1)
+    } else {
+        results.last().is_some_and(|r| !r.is_error())
+    }
 }
 
 /// Read a unit's replies: written, conflict or error.
