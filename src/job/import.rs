@@ -314,6 +314,8 @@ struct Ctx<'o> {
     proto_max: u64,
     chunk: usize,
     now: i64,
+    /// `SET ... PXAT` exists (6.2+).
+    set_pxat: bool,
 }
 
 impl Ctx<'_> {
@@ -330,6 +332,9 @@ impl Ctx<'_> {
         }
         let db = self.map_db(rec.db);
         let key = apply_rename(&self.opts.rename, &rec.key);
+        if let Some(u) = self.plain_set(rec, db, &key)? {
+            return Ok(Prepared::Unit(u, false));
+        }
         let payload_len = rec.raw.len() as u64 + 11;
         let known = min_rdb_version(rec.type_id, rec.version.dialect);
         let restore = match self.opts.mode {
@@ -394,6 +399,51 @@ impl Ctx<'_> {
             },
             restore,
         ))
+    }
+
+    /// A string key as one `SET key value [NX] [PXAT ms]`: one atomic command, cheaper for
+    /// the target than RESTORE (which checks a CRC and parses a payload). Not in `--mode
+    /// restore`, not when the record carries LRU/LFU data (only RESTORE sets them), not on
+    /// targets before 6.2 (no PXAT), not for strings longer than a chunk.
+    fn plain_set(&self, rec: &KeyRecord<'_>, db: u64, key: &[u8]) -> Result<Option<Unit>> {
+        if rec.type_id != crate::rdb::types::type_id::STRING
+            || self.opts.mode == Mode::Restore
+            || !self.set_pxat
+            || rec.idle.is_some()
+            || rec.freq.is_some()
+            || rec.raw.len() > self.chunk
+        {
+            return Ok(None);
+        }
+        let value = rec
+            .value()
+            .map_err(|e| crate::rdb::Error::from_decode("", Some(&rec.key), e))?;
+        let Value::String(v) = value else {
+            return Ok(None);
+        };
+        if v.len() > self.chunk {
+            return Ok(None);
+        }
+        let nx = self.opts.on_conflict != OnConflict::Replace;
+        let ms;
+        let mut args: Vec<&[u8]> = vec![b"SET", key, &v];
+        if nx {
+            args.push(b"NX");
+        }
+        if let Some(e) = rec.expire_ms {
+            ms = e.to_string();
+            args.extend_from_slice(&[b"PXAT", ms.as_bytes()]);
+        }
+        let mut bytes = Vec::with_capacity(v.len() + key.len() + 64);
+        write_command(&mut bytes, &args);
+        Ok(Some(Unit {
+            db,
+            route: route(db, key),
+            label: key.to_vec(),
+            bytes,
+            replies: 1,
+            kind: UnitKind::Set { nx },
+        }))
     }
 
     /// The rewrite path: see the module doc. `Ok(Err(why))` refuses the key before sending.
@@ -742,6 +792,7 @@ pub fn import(
         // Chunks well under the limit, so SET/APPEND commands always fit.
         chunk: (proto_max / 2).clamp(1, 8 << 20) as usize,
         now: now_ms(),
+        set_pxat: version_at_least(&info.version, 6, 2),
     };
     let writer = if opts.dry_run {
         None
@@ -944,6 +995,12 @@ fn import_one(
     Ok(())
 }
 
+/// Whether a `major.minor.patch` version is at least `major.minor`.
+fn version_at_least(v: &str, major: u32, minor: u32) -> bool {
+    let mut it = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0)) >= (major, minor)
+}
+
 /// The library name from `#!lua name=NAME` on the code's first line, for messages.
 fn library_name(code: &[u8]) -> &[u8] {
     let line = code.split(|&b| b == b'\n').next().unwrap_or_default();
@@ -963,6 +1020,9 @@ mod tests {
         assert_eq!(tmp_key(b"k"), b"{k}.rdbferry-tmp");
         assert_eq!(tmp_key(b"{t}k"), b"{t}k.rdbferry-tmp");
         assert_eq!(library_name(b"#!lua name=mylib\nredis..."), b"mylib");
+        assert!(version_at_least("6.2.14", 6, 2));
+        assert!(version_at_least("7.0.0", 6, 2));
+        assert!(!version_at_least("6.0.9", 6, 2));
     }
     #[test]
     fn type_versions() {

@@ -433,6 +433,11 @@ pub enum UnitKind {
         /// Wrapped in `MULTI`/`EXEC`.
         multi: bool,
     },
+    /// `SET key value [NX] [PXAT ms]`: with `nx`, a nil reply is a conflict.
+    Set {
+        /// `NX` was given.
+        nx: bool,
+    },
     /// An AOF command (or any command whose only failure is an error reply).
     Command,
     /// `FUNCTION LOAD`: "already exists" is a conflict.
@@ -799,6 +804,11 @@ fn settle(u: &Unit, replies: &[Reply], rule: ConflictRule) -> Outcome {
     match u.kind {
         UnitKind::Restore => match replies.first() {
             Some(Reply::Error(e)) if e.starts_with(b"BUSYKEY") => conflict("key"),
+            Some(Reply::Error(e)) => Outcome::Error(error_text(e)),
+            _ => Outcome::Written,
+        },
+        UnitKind::Set { nx } => match replies.first() {
+            Some(Reply::Nil) if nx => conflict("key"),
             Some(Reply::Error(e)) => Outcome::Error(error_text(e)),
             _ => Outcome::Written,
         },
