@@ -98,8 +98,9 @@ struct ImportArgs {
     /// Write db SRC into db DST (repeatable).
     #[arg(long = "db-map")]
     db_maps: Vec<String>,
-    /// Parallel connections.
-    #[arg(long, default_value_t = 4)]
+    /// Parallel connections (keys are spread by a hash of their name; one key's commands
+    /// always share a connection).
+    #[arg(long, default_value_t = 2)]
     connections: usize,
     /// Commands in flight per connection.
     #[arg(long, default_value_t = 1000)]

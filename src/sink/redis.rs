@@ -525,9 +525,9 @@ struct Shared {
     fatal: Mutex<Option<Error>>,
 }
 
-/// Pipelined writer over several connections. Each connection has its own thread; units are
-/// queued to it through a bounded channel (so a slow target slows the reader down, and memory
-/// stays bounded).
+/// Pipelined writer over several connections. Each connection has a sending and a receiving
+/// thread; units are queued to it through a bounded channel (so a slow target slows the input
+/// down, and memory stays bounded).
 pub struct Writer {
     senders: Vec<SyncSender<Msg>>,
     threads: Vec<JoinHandle<()>>,
@@ -549,10 +549,21 @@ impl Writer {
         let mut threads = Vec::new();
         for _ in 0..opts.connections.max(1) {
             let conn = Conn::open(url, Duration::from_secs(10))?;
+            let stream = conn
+                .stream
+                .try_clone()
+                .map_err(|e| conn.err(format!("cannot clone the socket: {e}")))?;
+            let name = conn.name.clone();
             let (tx, rx) = sync_channel::<Msg>(opts.pipeline.max(1) * 2);
-            let sh = shared.clone();
-            let o = opts;
-            threads.push(std::thread::spawn(move || worker(conn, rx, sh, o)));
+            // At most this many written batches wait for their replies.
+            let (sent_tx, sent_rx) = sync_channel::<Sent>(4);
+            let (sh, sh2, o, u) = (shared.clone(), shared.clone(), opts, url.clone());
+            threads.push(std::thread::spawn(move || {
+                writer_loop(stream, name, rx, sent_tx, sh, o)
+            }));
+            threads.push(std::thread::spawn(move || {
+                reader_loop(conn, u, sent_rx, sh2, o)
+            }));
             senders.push(tx);
         }
         Ok(Writer {
@@ -626,87 +637,145 @@ impl Writer {
     }
 }
 
-fn worker(mut conn: Conn, rx: Receiver<Msg>, sh: Arc<Shared>, opts: WriterOptions) {
+/// What the reader thread of a connection must read: the units of one written batch (their
+/// bytes already sent), each with whether a SELECT went before it, and the barriers to
+/// acknowledge after them.
+struct Sent {
+    units: Vec<(bool, Unit)>,
+    barriers: Vec<SyncSender<()>>,
+}
+
+fn set_fatal(sh: &Shared, e: Error) {
+    if let Ok(mut f) = sh.fatal.lock()
+        && f.is_none()
+    {
+        *f = Some(e);
+    }
+    sh.stop.store(true, Ordering::Relaxed);
+}
+
+/// The sending half of a connection: gathers queued units into one write of up to
+/// `--pipeline` commands, and hands their descriptions to the reader. The reader reads
+/// replies while the next batch is written, so the target never waits for us; the bounded
+/// channel between the two caps the commands in flight.
+fn writer_loop(
+    mut stream: TcpStream,
+    name: String,
+    rx: Receiver<Msg>,
+    to_reader: SyncSender<Sent>,
+    sh: Arc<Shared>,
+    opts: WriterOptions,
+) {
     let mut db: Option<u64> = None;
-    let mut batch: Vec<Unit> = Vec::new();
-    let mut barriers: Vec<SyncSender<()>> = Vec::new();
+    let mut out: Vec<u8> = Vec::new();
     loop {
         // Block for the first message, then take whatever else is queued, up to the pipeline.
         let first = match rx.recv() {
             Ok(m) => m,
             Err(_) => return,
         };
-        let mut cmds = 0usize;
-        let mut bytes = 0usize;
-        let mut push = |m: Msg, batch: &mut Vec<Unit>, cmds: &mut usize, bytes: &mut usize| match m
-        {
-            Msg::Unit(u) => {
-                *cmds += u.replies;
-                *bytes += u.bytes.len();
-                batch.push(u);
-            }
-            Msg::Barrier(b) => barriers.push(b),
+        let mut sent = Sent {
+            units: Vec::new(),
+            barriers: Vec::new(),
         };
-        push(first, &mut batch, &mut cmds, &mut bytes);
-        while cmds < opts.pipeline && bytes < BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(m) => push(m, &mut batch, &mut cmds, &mut bytes),
-                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
-            }
-        }
-        if !batch.is_empty() && !sh.stop.load(Ordering::Relaxed) {
-            if let Err(e) = write_batch(&mut conn, &mut db, &batch, &sh, opts) {
-                if let Ok(mut f) = sh.fatal.lock()
-                    && f.is_none()
-                {
-                    *f = Some(e);
+        let mut cmds = 0usize;
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            match m {
+                Msg::Unit(mut u) => {
+                    let sel = db != Some(u.db);
+                    if sel {
+                        write_command(&mut out, &[b"SELECT", u.db.to_string().as_bytes()]);
+                        db = Some(u.db);
+                        cmds += 1;
+                    }
+                    cmds += u.replies;
+                    out.extend_from_slice(&u.bytes);
+                    u.bytes = Vec::new();
+                    sent.units.push((sel, u));
                 }
-                sh.stop.store(true, Ordering::Relaxed);
+                Msg::Barrier(b) => sent.barriers.push(b),
+            }
+            if cmds < opts.pipeline && out.len() < BATCH_BYTES {
+                next = match rx.try_recv() {
+                    Ok(m) => Some(m),
+                    Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => None,
+                };
             }
         }
-        batch.clear();
-        for b in barriers.drain(..) {
+        if sh.stop.load(Ordering::Relaxed) {
+            // Stopped: send nothing more, but let the barriers through.
+            sent.units.clear();
+        } else if !out.is_empty()
+            && let Err(e) = stream.write_all(&out)
+        {
+            set_fatal(
+                &sh,
+                Error::Target {
+                    target: name.clone(),
+                    msg: format!("write failed: {e}"),
+                },
+            );
+            sent.units.clear();
+        }
+        out.clear();
+        if out.capacity() > BATCH_BYTES * 2 {
+            out.shrink_to(BATCH_BYTES);
+        }
+        if to_reader.send(sent).is_err() {
+            return;
+        }
+    }
+}
+
+/// The receiving half: reads every reply in order, settles each unit, and deletes keys left
+/// half-built (over a connection of its own, so the two halves never interleave commands).
+fn reader_loop(
+    mut conn: Conn,
+    url: TargetUrl,
+    rx: Receiver<Sent>,
+    sh: Arc<Shared>,
+    opts: WriterOptions,
+) {
+    let mut broken = false;
+    for sent in rx {
+        if !broken
+            && !sent.units.is_empty()
+            && let Err(e) = read_batch(&mut conn, &url, &sent.units, &sh, opts)
+        {
+            set_fatal(&sh, e);
+            broken = true;
+        }
+        for b in sent.barriers {
             let _ = b.send(());
         }
     }
 }
 
-/// Send a batch of units in one write, then read every reply and settle each unit.
-fn write_batch(
+/// Read the replies of one batch and settle each unit.
+fn read_batch(
     conn: &mut Conn,
-    db: &mut Option<u64>,
-    batch: &[Unit],
+    url: &TargetUrl,
+    batch: &[(bool, Unit)],
     sh: &Shared,
     opts: WriterOptions,
 ) -> Result<()> {
-    let mut out = Vec::with_capacity(batch.iter().map(|u| u.bytes.len() + 32).sum());
-    // For each unit: whether a SELECT precedes it.
-    let mut selects = Vec::with_capacity(batch.len());
-    let mut commands = 0u64;
-    for u in batch {
-        let sel = *db != Some(u.db);
-        if sel {
-            let n = u.db.to_string();
-            write_command(&mut out, &[b"SELECT", n.as_bytes()]);
-            *db = Some(u.db);
-            commands += 1;
-        }
-        selects.push(sel);
-        out.extend_from_slice(&u.bytes);
-        commands += u.replies as u64;
-    }
-    conn.send(&out)?;
-    drop(out);
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut cleanup: Vec<(u64, Vec<u8>)> = Vec::new();
-    for (u, sel) in batch.iter().zip(selects) {
-        if sel && let Reply::Error(e) = conn.read_reply()? {
-            return Err(conn.err(format!("SELECT {}: {}", u.db, String::from_utf8_lossy(&e))));
+    let mut commands = 0u64;
+    let mut replies = Vec::new();
+    for (sel, u) in batch {
+        if *sel {
+            commands += 1;
+            if let Reply::Error(e) = conn.read_reply()? {
+                return Err(conn.err(format!("SELECT {}: {}", u.db, String::from_utf8_lossy(&e))));
+            }
         }
-        let mut replies = Vec::with_capacity(u.replies);
+        replies.clear();
         for _ in 0..u.replies {
             replies.push(conn.read_reply()?);
         }
+        commands += u.replies as u64;
         let mut o = settle(u, &replies, opts.conflict);
         if let Outcome::Error(msg) = &mut o
             && renamed_into_place(u, &replies)
@@ -719,19 +788,16 @@ fn write_batch(
         outcomes.push(o);
     }
     if !cleanup.is_empty() {
-        let mut out = Vec::new();
-        for (cdb, key) in &cleanup {
-            write_command(&mut out, &[b"SELECT", cdb.to_string().as_bytes()]);
-            write_command(&mut out, &[b"DEL", key]);
-            *db = Some(*cdb);
-        }
-        conn.send(&out)?;
-        for _ in 0..cleanup.len() * 2 {
-            if let Reply::Error(e) = conn.read_reply()? {
-                return Err(conn.err(format!(
-                    "cannot delete a half-built key: {}",
-                    String::from_utf8_lossy(&e)
-                )));
+        let mut c = Conn::open(url, Duration::from_secs(10))?;
+        for (db, key) in &cleanup {
+            for args in [&[b"SELECT", db.to_string().as_bytes()][..], &[b"DEL", key]] {
+                if let Reply::Error(e) = c.call(args)? {
+                    return Err(c.err(format!(
+                        "cannot delete the half-built key {}: {}",
+                        show(key),
+                        String::from_utf8_lossy(&e)
+                    )));
+                }
             }
         }
         commands += cleanup.len() as u64 * 2;
@@ -741,7 +807,7 @@ fn write_batch(
         .lock()
         .map_err(|_| conn.err("writer state poisoned".into()))?;
     st.commands += commands;
-    for (u, o) in batch.iter().zip(outcomes) {
+    for ((_, u), o) in batch.iter().zip(outcomes) {
         match o {
             Outcome::Written => st.written += 1,
             Outcome::Conflict => st.conflicts += 1,
