@@ -161,6 +161,16 @@ fn aof_inputs_reach_their_digest() {
         assert!(r["commands"].as_u64().unwrap() > 0, "{r}");
         assert_eq!(s.digest(), expect_digest(aof), "{aof}");
     }
+    // --db-map applies to AOF commands too.
+    let s = RedisServer::start();
+    import(
+        &testdata("redis-7.0/appendonlydir"),
+        &s,
+        &["--db-map", "2=4"],
+        0,
+    );
+    assert_eq!(s.cli(&["-n", "2", "DBSIZE"]), "0");
+    assert_eq!(s.cli(&["-n", "4", "DBSIZE"]), "2");
 }
 
 #[test]
@@ -191,6 +201,15 @@ fn on_conflict_fail_replace_skip() {
         );
         assert_eq!(s.cli(&["GET", "string:raw"]), "already here");
         assert_eq!(s.cli(&["DBSIZE"]), "50");
+
+        // fail with --force and the default --on-error stop: stops, naming the key.
+        let s = RedisServer::start();
+        s.cli(&["SET", "string:raw", "already here"]);
+        let o = run(&[&dump, "--to", &s.url(), "--mode", mode, "--force"], &[]);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains("key \"string:raw\" (db 0)"), "{err}");
+        assert_eq!(s.cli(&["GET", "string:raw"]), "already here");
 
         // skip: counted, left alone.
         let s = RedisServer::start();
@@ -253,6 +272,27 @@ fn db_map_and_rename() {
         assert_eq!(s.cli(&["TYPE", "db1:zset"]), "zset");
         assert_ne!(s.cli(&["PEXPIRETIME", "db1:ttl"]), "-1");
     }
+}
+
+#[test]
+fn url_db_collects_the_unmapped_dbs() {
+    let s = RedisServer::start();
+    let url = format!("redis://127.0.0.1:{}/3", s.port());
+    let o = run(
+        &[
+            &testdata("redis-7.0/all-types.rdb"),
+            "--to",
+            &url,
+            "--db-map",
+            "5=5",
+            "-q",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    assert_eq!(s.cli(&["-n", "3", "DBSIZE"]), "54");
+    assert_eq!(s.cli(&["-n", "5", "DBSIZE"]), "3");
+    assert_eq!(s.cli(&["-n", "0", "DBSIZE"]), "0");
 }
 
 #[test]

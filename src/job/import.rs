@@ -94,6 +94,18 @@ pub struct ImportOptions {
     pub pipeline: usize,
 }
 
+impl ImportOptions {
+    /// Where keys of input db `db` go: `--db-map`, else the URL's `/N` when given, else the
+    /// same db.
+    pub fn target_db(&self, db: u64) -> u64 {
+        match self.db_map.get(&db) {
+            Some(&d) => d,
+            None if self.to.explicit_db => self.to.db,
+            None => db,
+        }
+    }
+}
+
 /// Status of one precheck row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -320,7 +332,7 @@ struct Ctx<'o> {
 
 impl Ctx<'_> {
     fn map_db(&self, db: u64) -> u64 {
-        self.opts.db_map.get(&db).copied().unwrap_or(db)
+        self.opts.target_db(db)
     }
 
     fn prepare(&self, rec: &KeyRecord<'_>) -> Result<Prepared> {
@@ -578,8 +590,7 @@ fn scan(inputs: &[String], common: &Common, opts: &ImportOptions, target_rdb: u3
             match ev {
                 Event::Rdb(Record::Key(k)) if common.filter.keep(k.db, &k.key, k.data_type()) => {
                     s.keys += 1;
-                    s.dbs
-                        .insert(opts.db_map.get(&k.db).copied().unwrap_or(k.db));
+                    s.dbs.insert(opts.target_db(k.db));
                     let len = k.raw.len() as u64 + 11;
                     if len > s.biggest {
                         s.biggest = len;
@@ -591,7 +602,7 @@ fn scan(inputs: &[String], common: &Common, opts: &ImportOptions, target_rdb: u3
                     }
                 }
                 Event::Command { db, .. } => {
-                    s.dbs.insert(opts.db_map.get(&db).copied().unwrap_or(db));
+                    s.dbs.insert(opts.target_db(db));
                 }
                 _ => {}
             }

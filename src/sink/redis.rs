@@ -40,6 +40,8 @@ pub struct TargetUrl {
     password: Option<String>,
     /// Database selected first.
     pub db: u64,
+    /// Whether the URL named the db (`/N`): then the job writes there by default.
+    pub explicit_db: bool,
 }
 
 impl std::fmt::Debug for TargetUrl {
@@ -129,6 +131,7 @@ impl TargetUrl {
             user,
             password,
             db,
+            explicit_db: !path.is_empty(),
         })
     }
 
