@@ -440,6 +440,64 @@ fn wrong_password_is_clear_and_never_printed() {
 }
 
 #[test]
+fn acl_user_without_rights() {
+    let s = RedisServer::start();
+    s.cli(&[
+        "ACL",
+        "SETUSER",
+        "limited",
+        "on",
+        ">limited-pw-xyz",
+        "~*",
+        "+@all",
+        "-@dangerous",
+    ]);
+    let dump = testdata("redis-7.0/all-types.rdb");
+    let url = format!("redis://limited@127.0.0.1:{}", s.port());
+    let env = [("RDBFERRY_TO_PASSWORD", "limited-pw-xyz")];
+
+    // Named user, no password: says so.
+    let o = run(&[&dump, "--to", &url], &[]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("WRONGPASS") && err.contains("no password given"),
+        "{err}"
+    );
+
+    // RESTORE, INFO and CONFIG are @dangerous: the precheck warns, each refused key is named.
+    let o = run(&[&dump, "--to", &url, "--on-error", "skip"], &env);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("INFO refused") && err.contains("CONFIG GET refused"),
+        "{err}"
+    );
+    assert!(
+        err.contains("key \"zset:small\" (db 0): NOPERM") && err.contains("'restore'"),
+        "{err}"
+    );
+    assert!(!out.contains("limited-pw") && !err.contains("limited-pw"));
+
+    // The rewrite path needs no dangerous command.
+    let s = RedisServer::start();
+    s.cli(&[
+        "ACL",
+        "SETUSER",
+        "limited",
+        "on",
+        ">limited-pw-xyz",
+        "~*",
+        "+@all",
+        "-@dangerous",
+    ]);
+    let url = format!("redis://limited@127.0.0.1:{}", s.port());
+    let o = run(&[&dump, "--to", &url, "--mode", "rewrite", "-q"], &env);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    assert_eq!(s.digest(), expect_digest("redis-7.0/all-types.rdb"));
+}
+
+#[test]
 fn unreachable_host_is_a_clear_error() {
     let port = free_port();
     let o = run(

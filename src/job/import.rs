@@ -696,10 +696,14 @@ pub fn precheck(inputs: &[String], common: &Common, opts: &ImportOptions) -> Res
     } else {
         info.keyspace.keys().copied().collect()
     };
-    let busy: Vec<String> = dbs
-        .iter()
-        .filter_map(|db| info.keyspace.get(db).map(|n| format!("db{db}: {n} keys")))
-        .collect();
+    // DBSIZE per db written to (INFO keyspace may be refused, and leaves out empty dbs).
+    let mut busy = Vec::new();
+    for &db in &dbs {
+        let n = conn.dbsize(db)?;
+        if n > 0 {
+            busy.push(format!("db{db}: {n} keys"));
+        }
+    }
     checks.push(if busy.is_empty() {
         row(
             "empty",
@@ -725,6 +729,13 @@ pub fn precheck(inputs: &[String], common: &Common, opts: &ImportOptions) -> Res
             ),
         )
     });
+    if info.info_refused {
+        checks.push(row(
+            "info",
+            Status::Warn,
+            "INFO refused (ACL): version from HELLO, memory not checked".into(),
+        ));
+    }
     checks.push(match info.maxmemory {
         None => row(
             "maxmemory",

@@ -222,14 +222,26 @@ impl Conn {
             start: 0,
             name,
         };
-        if let Some(pw) = &url.password {
-            let r = match &url.user {
-                Some(u) => c.call(&[b"AUTH", u.as_bytes(), pw.as_bytes()])?,
-                None => c.call(&[b"AUTH", pw.as_bytes()])?,
-            };
-            if let Reply::Error(e) = r {
+        // A user without a password still authenticates (as that user: a `nopass` user
+        // accepts any password), rather than silently running as `default`.
+        let auth = match (&url.user, &url.password) {
+            (Some(u), pw) => Some(vec![
+                &b"AUTH"[..],
+                u.as_bytes(),
+                pw.as_deref().unwrap_or("").as_bytes(),
+            ]),
+            (None, Some(pw)) => Some(vec![&b"AUTH"[..], pw.as_bytes()]),
+            (None, None) => None,
+        };
+        if let Some(args) = auth {
+            if let Reply::Error(e) = c.call(&args)? {
+                let hint = if url.password.is_none() {
+                    " (no password given: put it in the URL or in RDBFERRY_TO_PASSWORD)"
+                } else {
+                    ""
+                };
                 return Err(c.err(format!(
-                    "authentication failed: {}",
+                    "authentication failed: {}{hint}",
                     String::from_utf8_lossy(&e)
                 )));
             }
@@ -260,6 +272,16 @@ impl Conn {
     /// `host:port`.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// `SELECT db` then `DBSIZE`.
+    pub fn dbsize(&mut self, db: u64) -> Result<u64> {
+        self.select(db)?;
+        match self.call(&[b"DBSIZE"])? {
+            Reply::Integer(n) => Ok(n.max(0) as u64),
+            Reply::Error(e) => Err(self.err(format!("DBSIZE: {}", String::from_utf8_lossy(&e)))),
+            _ => Err(self.err("DBSIZE: unexpected reply".into())),
+        }
     }
 
     fn select(&mut self, db: u64) -> Result<()> {
@@ -340,6 +362,8 @@ pub struct TargetInfo {
     pub used_memory: u64,
     /// Keys per db (from `INFO keyspace`).
     pub keyspace: BTreeMap<u64, u64>,
+    /// INFO was refused (ACL): version and mode came from HELLO, keyspace is unknown.
+    pub info_refused: bool,
 }
 
 /// The RDB version a Redis release writes (and the highest DUMP payload version it accepts).
@@ -384,12 +408,46 @@ fn config_get(c: &mut Conn, name: &str) -> Result<Option<u64>> {
 impl TargetInfo {
     /// Ask the target: `INFO`, `CONFIG GET proto-max-bulk-len` and `maxmemory`.
     pub fn query(c: &mut Conn) -> Result<TargetInfo> {
-        let info = match c.call(&[b"INFO"])? {
-            Reply::Error(e) => {
-                return Err(c.err(format!("INFO: {}", String::from_utf8_lossy(&e))));
-            }
+        let mut info = match c.call(&[b"INFO"])? {
+            // INFO is @dangerous in Redis 7: an ACL user may not have it. HELLO (6.0+) still
+            // tells the version and the mode.
+            Reply::Error(e) => match c.call(&[b"HELLO", b"2"])? {
+                Reply::Array(a) => {
+                    let mut m = BTreeMap::new();
+                    for kv in a.chunks(2) {
+                        if let [k, v] = kv
+                            && let Some(k) = k.as_bytes()
+                        {
+                            let v = match v {
+                                Reply::Integer(n) => n.to_string(),
+                                other => other
+                                    .as_bytes()
+                                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                                    .unwrap_or_default(),
+                            };
+                            m.insert(String::from_utf8_lossy(k).into_owned(), v);
+                        }
+                    }
+                    let mut info = BTreeMap::new();
+                    if let Some(v) = m.get("version") {
+                        info.insert("redis_version".to_string(), v.clone());
+                    }
+                    if m.get("mode").is_some_and(|v| v == "cluster") {
+                        info.insert("cluster_enabled".into(), "1".into());
+                    }
+                    info.insert("info_refused".into(), "1".into());
+                    info
+                }
+                _ => {
+                    return Err(c.err(format!(
+                        "INFO: {} (and HELLO failed)",
+                        String::from_utf8_lossy(&e)
+                    )));
+                }
+            },
             r => r.as_bytes().map(info_fields).unwrap_or_default(),
         };
+        let info_refused = info.remove("info_refused").is_some();
         let version = info
             .get("valkey_version")
             .or_else(|| info.get("redis_version"))
@@ -418,6 +476,7 @@ impl TargetInfo {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
             keyspace,
+            info_refused,
         })
     }
 }
