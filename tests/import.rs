@@ -174,6 +174,20 @@ fn aof_inputs_reach_their_digest() {
 }
 
 #[test]
+fn stdin_input() {
+    for input in ["redis-7.0/all-types.rdb", "redis-6.2/appendonly.aof"] {
+        let s = RedisServer::start();
+        let o = Command::new(env!("CARGO_BIN_EXE_rdbferry"))
+            .args(["import", "-", "--to", &s.url(), "-q"])
+            .stdin(std::fs::File::open(testdata(input)).unwrap())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+        assert_eq!(s.digest(), expect_digest(input), "{input}");
+    }
+}
+
+#[test]
 fn on_conflict_fail_replace_skip() {
     let dump = testdata("redis-7.0/all-types.rdb");
     for mode in ["restore", "rewrite"] {

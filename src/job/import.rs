@@ -805,6 +805,13 @@ pub fn import(
 ) -> Result<ImportReport> {
     let start = Instant::now();
     let info = pre.info.clone().unwrap_or_default();
+    if info.cluster {
+        // Not even with --force: every key of another slot would be a MOVED error.
+        return Err(Error::Target {
+            target: opts.to.addr(),
+            msg: "the target is a Redis Cluster: cluster import is not supported yet".into(),
+        });
+    }
     let proto_max = info.proto_max_bulk_len.unwrap_or(512 << 20);
     let ctx = Ctx {
         common,
