@@ -551,3 +551,51 @@ fn dry_run_and_precheck_write_nothing() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).0.contains("FAIL"));
 }
+
+/// Big collections are sent in parts as they are decoded, never held whole: through the
+/// library with a tiny threshold and part size, every collection and stream goes that way.
+#[test]
+fn big_values_go_in_parts() {
+    use rdbferry::job::Common;
+    use rdbferry::job::import::{self, ImportOptions, Mode, OnConflict};
+    use rdbferry::sink::redis::TargetUrl;
+    for (dump, conflict) in [
+        ("redis-7.0/all-types.rdb", OnConflict::Fail),
+        ("redis-6.2/all-types.rdb", OnConflict::Replace),
+    ] {
+        let s = RedisServer::start();
+        let opts = ImportOptions {
+            to: TargetUrl::parse(&s.url(), None).unwrap(),
+            mode: Mode::Rewrite,
+            on_conflict: conflict,
+            stop_on_error: true,
+            rename: vec![],
+            db_map: Default::default(),
+            dry_run: false,
+            force: false,
+            stream_min: 0,
+            part_bytes: 256,
+            connections: 2,
+            pipeline: 50,
+        };
+        let common = Common {
+            quiet: true,
+            ..Default::default()
+        };
+        let inputs = vec![testdata(dump)];
+        let pre = import::precheck(&inputs, &common, &opts).unwrap();
+        assert!(!pre.failed(), "{}", pre.to_table());
+        let r = import::import(&inputs, &common, &opts, &pre).unwrap();
+        assert_eq!(r.errors, 0, "{:?}", r.error_messages);
+        assert_eq!(s.digest(), expect_digest(dump), "{dump}");
+        assert_eq!(s.cli(&["KEYS", "*rdbferry-tmp*"]), "");
+        // A conflict on a key sent in parts: named, and the existing key is untouched.
+        if conflict == OnConflict::Fail {
+            let pre = import::precheck(&inputs, &common, &opts).unwrap();
+            let r = import::import(&inputs, &common, &opts, &pre).unwrap();
+            assert!(r.errors > 0 && r.error_messages[0].contains("already exists"));
+            assert_eq!(s.digest(), expect_digest(dump), "{dump}");
+            assert_eq!(s.cli(&["KEYS", "*rdbferry-tmp*"]), "");
+        }
+    }
+}

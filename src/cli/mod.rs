@@ -193,6 +193,8 @@ impl ImportArgs {
                 db_map,
                 dry_run: self.dry_run,
                 force: self.force,
+                stream_min: import::DEFAULT_STREAM_MIN,
+                part_bytes: import::PART_BYTES,
                 connections: self.connections,
                 pipeline: self.pipeline,
             },

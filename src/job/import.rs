@@ -45,6 +45,12 @@ use crate::sink::stats::now_ms;
 /// Input records bigger than this are rebuilt without MULTI (see the module doc).
 pub const MULTI_MAX: u64 = 64 << 20;
 
+/// Default [`ImportOptions::stream_min`]: collections bigger than this are sent in parts.
+pub const DEFAULT_STREAM_MIN: u64 = 32 << 20;
+
+/// About how many bytes of commands go in one part of a big key.
+pub const PART_BYTES: usize = 4 << 20;
+
 /// `--mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -88,6 +94,11 @@ pub struct ImportOptions {
     pub dry_run: bool,
     /// Go on despite a failed precheck.
     pub force: bool,
+    /// Collections and streams whose input record is bigger than this are rewritten in
+    /// parts of about `part_bytes`, never held whole ([`DEFAULT_STREAM_MIN`]).
+    pub stream_min: u64,
+    /// Size of those parts ([`PART_BYTES`]).
+    pub part_bytes: usize,
     /// Connections.
     pub connections: usize,
     /// Commands in flight per connection.
@@ -281,15 +292,7 @@ fn route(db: u64, key: &[u8]) -> u64 {
     h.finish()
 }
 
-/// The temporary name a key is rebuilt under. Without braces in the key, the name is
-/// `{key}.rdbferry-tmp`, so it hashes to the key's Cluster slot.
-pub fn tmp_key(key: &[u8]) -> Vec<u8> {
-    if key.contains(&b'{') || key.contains(&b'}') {
-        [key, b".rdbferry-tmp"].concat()
-    } else {
-        [b"{", key, b"}.rdbferry-tmp"].concat()
-    }
-}
+pub use crate::sink::redis::tmp_key;
 
 fn count_commands(buf: &[u8]) -> Result<usize> {
     let mut n = 0;
@@ -316,6 +319,9 @@ enum Prepared {
     Expired,
     Unit(Unit, bool),
     Refused(String),
+    /// Too big to prepare whole: rewritten in parts on the calling thread
+    /// ([`stream_rewrite`]).
+    Big,
 }
 
 /// Everything a worker needs to prepare a key.
@@ -395,6 +401,11 @@ impl Ctx<'_> {
             write_command(&mut out, &args);
             (out, 1, UnitKind::Restore)
         } else {
+            if rec.type_id != crate::rdb::types::type_id::STRING
+                && rec.serialized_len() > self.opts.stream_min
+            {
+                return Ok(Prepared::Big);
+            }
             match self.rewrite(rec, &key)? {
                 Ok(x) => x,
                 Err(msg) => return Ok(Prepared::Refused(msg)),
@@ -937,6 +948,12 @@ fn import_one(
                             let key = apply_rename(&ctx.opts.rename, &k.key);
                             refuse(local, "key", &key, ctx.map_db(k.db), &msg);
                         }
+                        Some(Prepared::Big) => {
+                            rep.rewritten += 1;
+                            if let Some(w) = writer {
+                                stream_rewrite(ctx, k, w)?;
+                            }
+                        }
                         Some(Prepared::Unit(u, restored)) => {
                             if restored {
                                 rep.restored += 1;
@@ -1022,6 +1039,110 @@ fn import_one(
         w.barrier()?;
     }
     Ok(())
+}
+
+/// Sends the commands of a big key in parts as they are produced, so neither the whole
+/// value nor its commands are ever in memory. Each part ends at a command boundary.
+struct PartSender<'w> {
+    writer: &'w Writer,
+    buf: Vec<u8>,
+    /// Bytes of whole commands at the start of `buf`, and how many.
+    scanned: usize,
+    commands: usize,
+    db: u64,
+    route: u64,
+    label: Vec<u8>,
+    nx: bool,
+    limit: usize,
+    err: Option<Error>,
+}
+
+impl PartSender<'_> {
+    fn ship(&mut self, last: bool) -> Result<()> {
+        let mut args = Vec::new();
+        while let Ok(Some(n)) = crate::resp::parse_command(&self.buf[self.scanned..], &mut args) {
+            self.scanned += n;
+            self.commands += 1;
+        }
+        if self.commands == 0 && !last {
+            return Ok(());
+        }
+        let rest = self.buf.split_off(self.scanned);
+        let bytes = std::mem::replace(&mut self.buf, rest);
+        let unit = Unit {
+            db: self.db,
+            route: self.route,
+            label: self.label.clone(),
+            bytes,
+            replies: self.commands,
+            kind: UnitKind::Part { last, nx: self.nx },
+        };
+        self.scanned = 0;
+        self.commands = 0;
+        self.writer.send(unit)
+    }
+}
+
+impl std::io::Write for PartSender<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= self.limit
+            && let Err(e) = self.ship(false)
+        {
+            self.err = Some(e);
+            return Err(std::io::Error::other("import stopped"));
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The rewrite path for a key too big to prepare whole: `DEL tmp`, the RESP sink's bounded
+/// commands on `tmp` sent in parts as they come, then the rename (no MULTI).
+fn stream_rewrite(ctx: &Ctx<'_>, rec: &KeyRecord<'_>, writer: &Writer) -> Result<()> {
+    let db = ctx.map_db(rec.db);
+    let key = apply_rename(&ctx.opts.rename, &rec.key).into_owned();
+    let tmp = tmp_key(&key);
+    let nx = ctx.opts.on_conflict != OnConflict::Replace;
+    let mut ps = PartSender {
+        writer,
+        buf: Vec::with_capacity(ctx.opts.part_bytes + (64 << 10)),
+        scanned: 0,
+        commands: 0,
+        db,
+        route: route(db, &key),
+        label: key.clone(),
+        nx,
+        limit: ctx.opts.part_bytes.max(1),
+        err: None,
+    };
+    write_command(&mut ps.buf, &[b"DEL", &tmp]);
+    let mut r = rec.clone();
+    r.key = std::borrow::Cow::Owned(tmp.clone());
+    let res = {
+        let mut s = RespSink::new(&mut ps, "");
+        s.assume_db(r.db);
+        s.legacy_streams = ctx.target_rdb < 10;
+        s.key(&r)
+    };
+    if let Some(e) = ps.err.take() {
+        // Parts already sent built part of `tmp`: the writer deletes it at the end.
+        writer.abandon(db, key);
+        return Err(e);
+    }
+    if let Err(e) = res {
+        writer.abandon(db, key);
+        return Err(e);
+    }
+    if nx {
+        write_command(&mut ps.buf, &[b"RENAMENX", &tmp, &key]);
+        write_command(&mut ps.buf, &[b"DEL", &tmp]);
+    } else {
+        write_command(&mut ps.buf, &[b"RENAME", &tmp, &key]);
+    }
+    ps.ship(true)
 }
 
 /// Whether a `major.minor.patch` version is at least `major.minor`.

@@ -481,6 +481,16 @@ impl TargetInfo {
     }
 }
 
+/// The temporary name a key is rebuilt under. Without braces in the key, the name is
+/// `{key}.rdbferry-tmp`, so it hashes to the key's Cluster slot.
+pub fn tmp_key(key: &[u8]) -> Vec<u8> {
+    if key.contains(&b'{') || key.contains(&b'}') {
+        [key, b".rdbferry-tmp"].concat()
+    } else {
+        [b"{", key, b"}.rdbferry-tmp"].concat()
+    }
+}
+
 /// How to read the replies of a [`Unit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnitKind {
@@ -498,6 +508,16 @@ pub enum UnitKind {
     /// `SET key value [NX] [PXAT ms]`: with `nx`, a nil reply is a conflict.
     Set {
         /// `NX` was given.
+        nx: bool,
+    },
+    /// One part of a key too big to be prepared whole: the commands building it under its
+    /// temporary name, sent in order on one connection. The `last` part renames it into
+    /// place (`nx`: RENAMENX + DEL tmp). A failed part fails the key; if the rename still
+    /// went through, the half-built key is deleted.
+    Part {
+        /// The part that renames.
+        last: bool,
+        /// RENAMENX + DEL tmp end the last part.
         nx: bool,
     },
     /// An AOF command (or any command whose only failure is an error reply).
@@ -585,12 +605,16 @@ struct Shared {
     stats: Mutex<WriteStats>,
     stop: AtomicBool,
     fatal: Mutex<Option<Error>>,
+    /// Keys sent in parts and not finished (the import stopped): their temporary keys are
+    /// deleted by [`Writer::finish`].
+    abandoned: Mutex<Vec<(u64, Vec<u8>)>>,
 }
 
 /// Pipelined writer over several connections. Each connection has a sending and a receiving
 /// thread; units are queued to it through a bounded channel (so a slow target slows the input
 /// down, and memory stays bounded).
 pub struct Writer {
+    url: TargetUrl,
     senders: Vec<SyncSender<Msg>>,
     threads: Vec<JoinHandle<()>>,
     shared: Arc<Shared>,
@@ -606,6 +630,7 @@ impl Writer {
             stats: Mutex::new(WriteStats::default()),
             stop: AtomicBool::new(false),
             fatal: Mutex::new(None),
+            abandoned: Mutex::new(Vec::new()),
         });
         let mut senders = Vec::new();
         let mut threads = Vec::new();
@@ -629,6 +654,7 @@ impl Writer {
             senders.push(tx);
         }
         Ok(Writer {
+            url: url.clone(),
             senders,
             threads,
             shared,
@@ -694,9 +720,50 @@ impl Writer {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        let fatal = self.shared.fatal.lock().ok().and_then(|mut f| f.take());
+        let mut fatal = self.shared.fatal.lock().ok().and_then(|mut f| f.take());
+        let abandoned = self
+            .shared
+            .abandoned
+            .lock()
+            .map(|mut a| std::mem::take(&mut *a))
+            .unwrap_or_default();
+        if !abandoned.is_empty()
+            && let Err(e) = delete_tmp_keys(&self.url, &abandoned)
+            && fatal.is_none()
+        {
+            fatal = Some(e);
+        }
         (self.stats(), fatal)
     }
+
+    /// A key sent in parts will not be finished: its temporary key is deleted at the end.
+    pub fn abandon(&self, db: u64, key: Vec<u8>) {
+        if let Ok(mut a) = self.shared.abandoned.lock() {
+            a.push((db, key));
+        }
+    }
+}
+
+/// Delete the temporary keys of keys that were not finished.
+fn delete_tmp_keys(url: &TargetUrl, keys: &[(u64, Vec<u8>)]) -> Result<()> {
+    let mut c = Conn::open(url, Duration::from_secs(10))?;
+    let mut seen = std::collections::HashSet::new();
+    for (db, key) in keys {
+        if !seen.insert((db, key)) {
+            continue;
+        }
+        let tmp = tmp_key(key);
+        for args in [&[b"SELECT", db.to_string().as_bytes()][..], &[b"DEL", &tmp]] {
+            if let Reply::Error(e) = c.call(args)? {
+                return Err(c.err(format!(
+                    "cannot delete the temporary key {}: {}",
+                    show(&tmp),
+                    String::from_utf8_lossy(&e)
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What the reader thread of a connection must read: the units of one written batch (their
@@ -766,7 +833,15 @@ fn writer_loop(
             }
         }
         if sh.stop.load(Ordering::Relaxed) {
-            // Stopped: send nothing more, but let the barriers through.
+            // Stopped: send nothing more, but let the barriers through. A key whose parts
+            // are cut short leaves its temporary key, deleted at the end.
+            if let Ok(mut a) = sh.abandoned.lock() {
+                for (_, u) in &sent.units {
+                    if matches!(u.kind, UnitKind::Part { .. }) {
+                        a.push((u.db, u.label.clone()));
+                    }
+                }
+            }
             sent.units.clear();
         } else if !out.is_empty()
             && let Err(e) = stream.write_all(&out)
@@ -800,10 +875,12 @@ fn reader_loop(
     opts: WriterOptions,
 ) {
     let mut broken = false;
+    // Keys sent in parts whose earlier part failed.
+    let mut failed = std::collections::HashSet::new();
     for sent in rx {
         if !broken
             && !sent.units.is_empty()
-            && let Err(e) = read_batch(&mut conn, &url, &sent.units, &sh, opts)
+            && let Err(e) = read_batch(&mut conn, &url, &sent.units, &sh, opts, &mut failed)
         {
             set_fatal(&sh, e);
             broken = true;
@@ -821,6 +898,7 @@ fn read_batch(
     batch: &[(bool, Unit)],
     sh: &Shared,
     opts: WriterOptions,
+    failed: &mut std::collections::HashSet<(u64, Vec<u8>)>,
 ) -> Result<()> {
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut cleanup: Vec<(u64, Vec<u8>)> = Vec::new();
@@ -838,6 +916,30 @@ fn read_batch(
             replies.push(conn.read_reply()?);
         }
         commands += u.replies as u64;
+        match u.kind {
+            UnitKind::Part { last: false, .. } => {
+                // Counted once, at the first failed part; the last part settles the rest.
+                let err = replies.iter().find_map(|r| match r {
+                    Reply::Error(e) => Some(error_text(e)),
+                    _ => None,
+                });
+                match err {
+                    Some(msg) if failed.insert((u.db, u.label.clone())) => {
+                        outcomes.push(Some(Outcome::Error(msg)))
+                    }
+                    _ => outcomes.push(None),
+                }
+                continue;
+            }
+            UnitKind::Part { last: true, .. } if failed.remove(&(u.db, u.label.clone())) => {
+                if renamed_into_place(u, &replies) {
+                    cleanup.push((u.db, u.label.clone()));
+                }
+                outcomes.push(None);
+                continue;
+            }
+            _ => {}
+        }
         let mut o = settle(u, &replies, opts.conflict);
         if let Outcome::Error(msg) = &mut o
             && renamed_into_place(u, &replies)
@@ -847,7 +949,7 @@ fn read_batch(
             msg.push_str("; the half-built key was deleted");
             cleanup.push((u.db, u.label.clone()));
         }
-        outcomes.push(o);
+        outcomes.push(Some(o));
     }
     if !cleanup.is_empty() {
         let mut c = Conn::open(url, Duration::from_secs(10))?;
@@ -870,6 +972,7 @@ fn read_batch(
         .map_err(|_| conn.err("writer state poisoned".into()))?;
     st.commands += commands;
     for ((_, u), o) in batch.iter().zip(outcomes) {
+        let Some(o) = o else { continue };
         match o {
             Outcome::Written => st.written += 1,
             Outcome::Conflict => st.conflicts += 1,
@@ -906,8 +1009,10 @@ fn error_text(e: &[u8]) -> String {
 
 /// Whether a rewrite unit's final rename (RENAME, or RENAMENX followed by DEL tmp) succeeded.
 fn renamed_into_place(u: &Unit, replies: &[Reply]) -> bool {
-    let UnitKind::Rewrite { nx, multi } = u.kind else {
-        return false;
+    let (nx, multi) = match u.kind {
+        UnitKind::Rewrite { nx, multi } => (nx, multi),
+        UnitKind::Part { last: true, nx } => (nx, false),
+        _ => return false,
     };
     let results: &[Reply] = match (multi, replies.last()) {
         (true, Some(Reply::Array(a))) => a,
@@ -961,7 +1066,13 @@ fn settle(u: &Unit, replies: &[Reply], rule: ConflictRule) -> Outcome {
             }
             Outcome::Written
         }
-        UnitKind::Rewrite { nx, multi } => {
+        UnitKind::Rewrite { .. } | UnitKind::Part { .. } => {
+            // A part is never inside MULTI (`last: false` parts are settled by the reader).
+            let (nx, multi) = match u.kind {
+                UnitKind::Rewrite { nx, multi } => (nx, multi),
+                UnitKind::Part { nx, .. } => (nx, false),
+                _ => (false, false),
+            };
             let results: &[Reply] = if multi {
                 match replies.last() {
                     Some(Reply::Array(a)) => a,
