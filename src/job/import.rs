@@ -46,7 +46,7 @@ use crate::sink::stats::now_ms;
 pub const MULTI_MAX: u64 = 64 << 20;
 
 /// Default [`ImportOptions::stream_min`]: collections bigger than this are sent in parts.
-pub const DEFAULT_STREAM_MIN: u64 = 32 << 20;
+pub const DEFAULT_STREAM_MIN: u64 = 8 << 20;
 
 /// About how many bytes of commands go in one part of a big key.
 pub const PART_BYTES: usize = 4 << 20;

@@ -608,7 +608,13 @@ struct Shared {
     /// Keys sent in parts and not finished (the import stopped): their temporary keys are
     /// deleted by [`Writer::finish`].
     abandoned: Mutex<Vec<(u64, Vec<u8>)>>,
+    /// Bytes of units queued and not yet written, and its wake-up.
+    queued: Mutex<usize>,
+    drained: std::sync::Condvar,
 }
+
+/// Most bytes of queued units, over all connections.
+const QUEUE_BYTES: usize = 64 << 20;
 
 /// Pipelined writer over several connections. Each connection has a sending and a receiving
 /// thread; units are queued to it through a bounded channel (so a slow target slows the input
@@ -631,6 +637,8 @@ impl Writer {
             stop: AtomicBool::new(false),
             fatal: Mutex::new(None),
             abandoned: Mutex::new(Vec::new()),
+            queued: Mutex::new(0),
+            drained: std::sync::Condvar::new(),
         });
         let mut senders = Vec::new();
         let mut threads = Vec::new();
@@ -669,6 +677,22 @@ impl Writer {
     /// Queue a unit on its connection.
     pub fn send(&self, unit: Unit) -> Result<()> {
         let i = (unit.route % self.senders.len() as u64) as usize;
+        // Bound the bytes waiting in the queues (not just the number of units): a big key
+        // comes as many multi-megabyte parts. One unit always passes an empty queue.
+        let n = unit.bytes.len();
+        if let Ok(mut q) = self.shared.queued.lock() {
+            while *q > 0 && *q + n > QUEUE_BYTES && !self.stopped() {
+                match self
+                    .shared
+                    .drained
+                    .wait_timeout(q, Duration::from_millis(100))
+                {
+                    Ok((g, _)) => q = g,
+                    Err(_) => return Err(self.stop_error()),
+                }
+            }
+            *q += n;
+        }
         if self.stopped() || self.senders[i].send(Msg::Unit(unit)).is_err() {
             return Err(self.stop_error());
         }
@@ -808,6 +832,7 @@ fn writer_loop(
             barriers: Vec::new(),
         };
         let mut cmds = 0usize;
+        let mut taken = 0usize;
         let mut next = Some(first);
         while let Some(m) = next.take() {
             match m {
@@ -820,6 +845,7 @@ fn writer_loop(
                     }
                     cmds += u.replies;
                     out.extend_from_slice(&u.bytes);
+                    taken += u.bytes.len();
                     u.bytes = Vec::new();
                     sent.units.push((sel, u));
                 }
@@ -858,6 +884,10 @@ fn writer_loop(
         out.clear();
         if out.capacity() > BATCH_BYTES * 2 {
             out.shrink_to(BATCH_BYTES);
+        }
+        if let Ok(mut q) = sh.queued.lock() {
+            *q = q.saturating_sub(taken);
+            sh.drained.notify_all();
         }
         if to_reader.send(sent).is_err() {
             return;
