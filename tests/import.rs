@@ -289,7 +289,7 @@ fn db_map_and_rename() {
 }
 
 #[test]
-fn url_db_collects_the_unmapped_dbs() {
+fn url_db_is_where_db_0_goes() {
     let s = RedisServer::start();
     let url = format!("redis://127.0.0.1:{}/3", s.port());
     let o = run(
@@ -298,13 +298,15 @@ fn url_db_collects_the_unmapped_dbs() {
             "--to",
             &url,
             "--db-map",
-            "5=5",
+            "1=4",
             "-q",
         ],
         &[],
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
-    assert_eq!(s.cli(&["-n", "3", "DBSIZE"]), "54");
+    assert_eq!(s.cli(&["-n", "3", "DBSIZE"]), "50");
+    assert_eq!(s.cli(&["-n", "1", "DBSIZE"]), "0");
+    assert_eq!(s.cli(&["-n", "4", "DBSIZE"]), "4");
     assert_eq!(s.cli(&["-n", "5", "DBSIZE"]), "3");
     assert_eq!(s.cli(&["-n", "0", "DBSIZE"]), "0");
 }

@@ -79,8 +79,8 @@ struct ImportArgs {
     #[arg(required = true)]
     inputs: Vec<String>,
     /// Target: redis://[user[:password]@]host[:port][/db]. The password may come from
-    /// RDBFERRY_TO_PASSWORD instead. With /db, every input db not named by --db-map goes
-    /// there; without it, each db keeps its number.
+    /// RDBFERRY_TO_PASSWORD instead. With /db, input db 0 goes there (unless --db-map
+    /// says otherwise); other dbs keep their number.
     #[arg(long)]
     to: String,
     /// How keys are written: auto (RESTORE what the target can load), restore, rewrite.

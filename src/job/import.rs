@@ -106,12 +106,12 @@ pub struct ImportOptions {
 }
 
 impl ImportOptions {
-    /// Where keys of input db `db` go: `--db-map`, else the URL's `/N` when given, else the
-    /// same db.
+    /// Where keys of input db `db` go: `--db-map`, else the URL's `/N` for input db 0, else
+    /// the same db (the rule `verify` follows too, so the two agree).
     pub fn target_db(&self, db: u64) -> u64 {
         match self.db_map.get(&db) {
             Some(&d) => d,
-            None if self.to.explicit_db => self.to.db,
+            None if db == 0 && self.to.explicit_db => self.to.db,
             None => db,
         }
     }
