@@ -601,3 +601,21 @@ fn big_values_go_in_parts() {
         }
     }
 }
+
+#[test]
+fn keys_expired_at_import_time_are_counted_not_sent() {
+    let src = RedisServer::start();
+    src.cli(&["SET", "stays", "1"]);
+    src.cli(&["SET", "goes", "1", "PX", "300"]);
+    src.cli(&["RPUSH", "goes:list", "a", "b"]);
+    src.cli(&["PEXPIRE", "goes:list", "300"]);
+    let dump = src.save_and_copy_dump().display().to_string();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    for mode in ["auto", "rewrite"] {
+        let s = RedisServer::start();
+        let r = import(&dump, &s, &["--mode", mode], 0);
+        assert_eq!(r["expired"], 2, "{r}");
+        assert_eq!(r["written"], 1, "{r}");
+        assert_eq!(s.cli(&["DBSIZE"]), "1");
+    }
+}
