@@ -30,6 +30,15 @@ pub enum Error {
     /// Bad flags or arguments.
     #[error("{0}")]
     Usage(String),
+    /// A Redis target refused, failed or could not be reached. `target` is the redacted
+    /// address (never a password).
+    #[error("{target}: {msg}")]
+    Target {
+        /// `host:port` of the target.
+        target: String,
+        /// What went wrong.
+        msg: String,
+    },
 }
 
 impl Error {

@@ -10,8 +10,8 @@
 //! - `aof/`: AOF files: plain, with an RDB preamble, and multi-part directories.
 //! - `input/`: recognises an input (RDB, AOF, appendonlydir, stdin) and walks it as events.
 //! - `transform/`: filters (db, key globs and regexes, types).
-//! - `sink/`: outputs: JSON lines, RESP commands, statistics.
-//! - `job/`: the loops behind each command (`check`, `inspect`, `convert`).
+//! - `sink/`: outputs: JSON lines, RESP commands, statistics, a live Redis target.
+//! - `job/`: the loops behind each command (`check`, `inspect`, `convert`, `import`).
 //! - `verify/`: compares a source with a live Redis target (`verify`), over pipelined reads.
 //! - `cli/` (in the binary): flags to configuration; nothing else.
 

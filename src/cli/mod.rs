@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use rdbferry::error::Error;
 use rdbferry::job::convert::{ConvertOptions, Format};
+use rdbferry::job::import::{self, ImportOptions, Mode, OnConflict};
 use rdbferry::job::inspect::InspectOptions;
 use rdbferry::job::{Common, check, convert, inspect};
 use rdbferry::rdb::ReadOptions;
@@ -69,6 +70,9 @@ enum Cmd {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Replay inputs into a live Redis (standalone): RESTORE where the target can load the
+    /// encoding, commands otherwise. Exit 1 when any key was not written.
+    Import(Box<ImportArgs>),
     /// Compare every key of SOURCE with a live Redis target: present, same type, same value
     /// (compared decoded), TTL within a tolerance. Exit 0 when identical, 1 on any difference
     /// or error. SOURCE is a file (RDB, AOF, appendonlydir) or - for stdin; a live redis://
@@ -137,6 +141,198 @@ impl VerifyArgs {
     }
 }
 
+#[derive(Args, Clone)]
+struct ImportArgs {
+    /// RDB file, AOF file, appendonlydir, or - for stdin.
+    #[arg(required = true)]
+    inputs: Vec<String>,
+    /// Target: redis://[user[:password]@]host[:port][/db]. The password may come from
+    /// RDBFERRY_TO_PASSWORD instead. With /db, input db 0 goes there (unless --db-map
+    /// says otherwise); other dbs keep their number.
+    #[arg(long)]
+    to: String,
+    /// How keys are written: auto (RESTORE what the target can load), restore, rewrite.
+    #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
+    mode: ModeArg,
+    /// What a key that already exists on the target gets.
+    #[arg(long, value_enum, default_value_t = ConflictArg::Fail)]
+    on_conflict: ConflictArg,
+    /// What a key the target refuses does to the import (skipped keys are counted).
+    #[arg(long, value_enum, default_value_t = OnErrorArg::Stop)]
+    on_error: OnErrorArg,
+    /// Rename keys: OLD_PREFIX=NEW_PREFIX (repeatable; first match wins). Filters see the
+    /// original names.
+    #[arg(long = "rename")]
+    renames: Vec<String>,
+    /// Write db SRC into db DST (repeatable).
+    #[arg(long = "db-map")]
+    db_maps: Vec<String>,
+    /// Parallel connections (keys are spread by a hash of their name; one key's commands
+    /// always share a connection).
+    #[arg(long, default_value_t = 2)]
+    connections: usize,
+    /// Commands in flight per connection.
+    #[arg(long, default_value_t = 1000)]
+    pipeline: usize,
+    /// Read and prepare everything, write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Run the precheck only.
+    #[arg(long)]
+    precheck: bool,
+    /// Go on despite a failed precheck.
+    #[arg(long)]
+    force: bool,
+    /// Print the summary (and precheck) as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Auto,
+    Restore,
+    Rewrite,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ConflictArg {
+    Fail,
+    Replace,
+    Skip,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OnErrorArg {
+    Stop,
+    Skip,
+}
+
+fn split_pair(s: &str, flag: &str) -> Result<(String, String), Error> {
+    s.split_once('=')
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .ok_or_else(|| Error::Usage(format!("{flag} wants A=B, got {s:?}")))
+}
+
+impl ImportArgs {
+    fn build(&self) -> Result<(Common, ImportOptions), Error> {
+        let common = self.common.build()?;
+        let to = rdbferry::sink::redis::TargetUrl::parse(
+            &self.to,
+            std::env::var("RDBFERRY_TO_PASSWORD").ok(),
+        )?;
+        let mut rename = Vec::new();
+        for r in &self.renames {
+            let (a, b) = split_pair(r, "--rename")?;
+            rename.push((a.into_bytes(), b.into_bytes()));
+        }
+        let mut db_map = std::collections::BTreeMap::new();
+        for m in &self.db_maps {
+            let (a, b) = split_pair(m, "--db-map")?;
+            let num = |x: &str| {
+                x.parse::<u64>()
+                    .map_err(|_| Error::Usage(format!("--db-map wants SRC=DST numbers, got {m:?}")))
+            };
+            db_map.insert(num(&a)?, num(&b)?);
+        }
+        if self.connections == 0 || self.pipeline == 0 {
+            return Err(Error::Usage(
+                "--connections and --pipeline must be at least 1".into(),
+            ));
+        }
+        Ok((
+            common,
+            ImportOptions {
+                to,
+                mode: match self.mode {
+                    ModeArg::Auto => Mode::Auto,
+                    ModeArg::Restore => Mode::Restore,
+                    ModeArg::Rewrite => Mode::Rewrite,
+                },
+                on_conflict: match self.on_conflict {
+                    ConflictArg::Fail => OnConflict::Fail,
+                    ConflictArg::Replace => OnConflict::Replace,
+                    ConflictArg::Skip => OnConflict::Skip,
+                },
+                stop_on_error: matches!(self.on_error, OnErrorArg::Stop),
+                rename,
+                db_map,
+                dry_run: self.dry_run,
+                force: self.force,
+                stream_min: import::DEFAULT_STREAM_MIN,
+                part_bytes: import::PART_BYTES,
+                connections: self.connections,
+                pipeline: self.pipeline,
+            },
+        ))
+    }
+}
+
+fn run_import(args: &ImportArgs) -> ExitCode {
+    let (common, opts) = match args.build() {
+        Ok(x) => x,
+        Err(e) => {
+            fail(&e);
+            return ExitCode::from(2);
+        }
+    };
+    let pre = match import::precheck(&args.inputs, &common, &opts) {
+        Ok(p) => p,
+        Err(e) => {
+            fail(&e);
+            return ExitCode::from(1);
+        }
+    };
+    if args.precheck {
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&pre).unwrap_or_default());
+        } else {
+            print!("{}", pre.to_table());
+        }
+        return if pre.failed() {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    if !common.quiet || pre.failed() {
+        eprint!("{}", pre.to_table());
+    }
+    if pre.failed() && !opts.force {
+        eprintln!("rdbferry: error: precheck failed; nothing was written (--force to go on)");
+        return ExitCode::from(1);
+    }
+    match import::import(&args.inputs, &common, &opts, &pre) {
+        Ok(r) => {
+            for m in &r.error_messages {
+                eprintln!("rdbferry: error: {m}");
+            }
+            if r.errors as usize > r.error_messages.len() {
+                eprintln!(
+                    "rdbferry: error: ... and {} more",
+                    r.errors as usize - r.error_messages.len()
+                );
+            }
+            if args.json {
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            } else if !common.quiet {
+                print!("{}", r.to_table());
+            }
+            if r.errors > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            fail(&e);
+            ExitCode::from(1)
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum FormatArg {
     Jsonl,
@@ -195,6 +391,7 @@ fn fail(e: &Error) {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Import(args) => run_import(&args),
         Cmd::Check {
             inputs,
             json,

@@ -1,9 +1,10 @@
-//! The jobs behind the commands: `check`, `inspect`, `convert`. Each walks its inputs through
+//! The jobs behind the commands: `check`, `inspect`, `convert`, `import`. Each walks its inputs through
 //! the filters into a sink; the CLI only builds their configuration and prints their reports.
 
 pub mod batch;
 pub mod check;
 pub mod convert;
+pub mod import;
 pub mod inspect;
 
 use crate::rdb::ReadOptions;

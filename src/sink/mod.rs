@@ -4,8 +4,10 @@
 //! - `jsonl`: one JSON object per key (`convert --format jsonl`).
 //! - `resp`: the Redis commands that rebuild the dataset (`convert --format resp`).
 //! - `stats`: counters and top-N lists for `check` and `inspect`.
+//! - `redis`: a live Redis target: URL, handshake, pipelined writer (`import`).
 
 pub mod jsonl;
+pub mod redis;
 pub mod resp;
 pub mod stats;
 

@@ -28,6 +28,11 @@ pub struct RespSink<W: Write> {
     pub max_bytes: usize,
     /// Emit `FUNCTION LOAD REPLACE` instead of `FUNCTION LOAD`.
     pub replace_functions: bool,
+    /// Rebuild streams with the commands of Redis before 7.0: `XSETID` without
+    /// `ENTRIESADDED`/`MAXDELETEDID` and `XGROUP CREATE` without `ENTRIESREAD` (which 6.x
+    /// refuses as a wrong number of arguments). Those counters are lost, as they are when 7.0
+    /// itself loads an RDB 9 stream.
+    pub legacy_streams: bool,
 }
 
 /// Append one RESP bulk string.
@@ -70,6 +75,7 @@ impl<W: Write> RespSink<W> {
             max_elems: 128,
             max_bytes: 1 << 20,
             replace_functions: false,
+            legacy_streams: false,
         }
     }
 
@@ -258,7 +264,7 @@ impl<W: Write> RespSink<W> {
         }
         let last = s.last_id.to_string();
         match (s.entries_added, s.max_deleted_id) {
-            (Some(added), Some(maxdel)) => {
+            (Some(added), Some(maxdel)) if !self.legacy_streams => {
                 let (added, maxdel) = (added.to_string(), maxdel.to_string());
                 self.cmd(&[
                     b"XSETID",
@@ -274,7 +280,7 @@ impl<W: Write> RespSink<W> {
         }
         for g in &s.groups {
             let gid = g.last_id.to_string();
-            match g.entries_read {
+            match g.entries_read.filter(|_| !self.legacy_streams) {
                 Some(n) => {
                     let n = (n as i64).to_string();
                     self.cmd(&[

@@ -1,0 +1,621 @@
+//! `rdbferry import` against real servers the tests start (issue 3, standalone slice):
+//! every testdata dump and AOF reaches the digest of the server that wrote it, through RESTORE
+//! and through the rewrite path; a 7.0 dump into Redis 6.2; conflicts; `--db-map` and
+//! `--rename`; a value over a lowered `proto-max-bulk-len`; wrong password and unreachable host.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use support::{RedisServer, free_port, require_old_server};
+
+fn testdata(p: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(p)
+        .display()
+        .to_string()
+}
+
+fn expect_digest(p: &str) -> String {
+    let text = std::fs::read_to_string(testdata(&format!("{p}.expect.json"))).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["debug_digest"].as_str().unwrap().to_string()
+}
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rdbferry"));
+    c.arg("import")
+        .args(args)
+        .env_remove("RDBFERRY_TO_PASSWORD");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Run an import with `--json -q` and return the summary, asserting the exit code.
+fn import(input: &str, server: &RedisServer, extra: &[&str], code: i32) -> serde_json::Value {
+    let url = server.url();
+    let mut args = vec![input, "--to", &url, "--json", "-q"];
+    args.extend_from_slice(extra);
+    let o = run(&args, &[]);
+    let (out, err) = text(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "import {args:?}\nstdout: {out}\nstderr: {err}"
+    );
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("no JSON summary ({e}): {out}"))
+}
+
+const DUMPS: [&str; 3] = [
+    "redis-7.0/all-types.rdb",
+    "redis-6.2/all-types.rdb",
+    "redis-6.0/all-types.rdb",
+];
+
+#[test]
+fn every_dump_restores_into_7_0() {
+    for dump in DUMPS {
+        for mode in ["auto", "restore"] {
+            let s = RedisServer::start();
+            let r = import(&testdata(dump), &s, &["--mode", mode], 0);
+            assert_eq!(s.digest(), expect_digest(dump), "{dump} --mode {mode}");
+            if mode == "restore" {
+                assert_eq!(r["rewritten"], 0, "{dump}: {r}");
+            }
+            assert_eq!(r["errors"], 0);
+        }
+    }
+}
+
+#[test]
+fn every_dump_rewrites_into_7_0() {
+    for dump in DUMPS {
+        let s = RedisServer::start();
+        let r = import(&testdata(dump), &s, &["--mode", "rewrite"], 0);
+        assert_eq!(s.digest(), expect_digest(dump), "{dump} --mode rewrite");
+        assert_eq!(r["restored"], 0, "{dump}: {r}");
+        // No temporary key is left behind.
+        assert_eq!(s.cli(&["KEYS", "*rdbferry-tmp*"]), "");
+    }
+}
+
+#[test]
+fn one_connection_and_small_pipeline_give_the_same_digest() {
+    let dump = "redis-7.0/all-types.rdb";
+    let s = RedisServer::start();
+    import(
+        &testdata(dump),
+        &s,
+        &["--connections", "1", "--pipeline", "3"],
+        0,
+    );
+    assert_eq!(s.digest(), expect_digest(dump));
+}
+
+#[test]
+fn dump_7_0_into_6_2_through_auto() {
+    let Some(bin) = require_old_server("6.2") else {
+        return;
+    };
+    let s = RedisServer::start_with(&bin, &[]);
+    // list:plain exists only in the 7.0 dump; the function library cannot go to 6.2 and is
+    // the one (named) error.
+    let r = import(
+        &testdata("redis-7.0/all-types.rdb"),
+        &s,
+        &["--exclude-key", "list:plain", "--on-error", "skip"],
+        1,
+    );
+    assert_eq!(r["errors"], 1, "{r}");
+    assert!(
+        r["error_messages"][0]
+            .as_str()
+            .unwrap()
+            .contains("rdbferrylib"),
+        "{r}"
+    );
+    assert!(r["rewritten"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["restored"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(s.digest(), expect_digest("redis-6.2/all-types.rdb"));
+
+    // --mode restore refuses the listpack encodings, by key name.
+    let s = RedisServer::start_with(&bin, &[]);
+    let o = run(
+        &[
+            &testdata("redis-7.0/all-types.rdb"),
+            "--to",
+            &s.url(),
+            "--mode",
+            "restore",
+            "--force",
+            "--on-error",
+            "skip",
+        ],
+        &[],
+    );
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("key \"hash:small\" (db 0): the target (RDB 9) cannot load encoding"),
+        "{err}"
+    );
+    assert_eq!(s.cli(&["GET", "string:raw"]).len(), 100);
+}
+
+#[test]
+fn aof_inputs_reach_their_digest() {
+    for aof in ["redis-7.0/appendonlydir", "redis-6.2/appendonly.aof"] {
+        let s = RedisServer::start();
+        let r = import(&testdata(aof), &s, &[], 0);
+        assert!(r["commands"].as_u64().unwrap() > 0, "{r}");
+        assert_eq!(s.digest(), expect_digest(aof), "{aof}");
+    }
+    // --db-map applies to AOF commands too.
+    let s = RedisServer::start();
+    import(
+        &testdata("redis-7.0/appendonlydir"),
+        &s,
+        &["--db-map", "2=4"],
+        0,
+    );
+    assert_eq!(s.cli(&["-n", "2", "DBSIZE"]), "0");
+    assert_eq!(s.cli(&["-n", "4", "DBSIZE"]), "2");
+}
+
+#[test]
+fn stdin_input() {
+    for input in ["redis-7.0/all-types.rdb", "redis-6.2/appendonly.aof"] {
+        let s = RedisServer::start();
+        let o = Command::new(env!("CARGO_BIN_EXE_rdbferry"))
+            .args(["import", "-", "--to", &s.url(), "-q"])
+            .stdin(std::fs::File::open(testdata(input)).unwrap())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+        assert_eq!(s.digest(), expect_digest(input), "{input}");
+    }
+}
+
+#[test]
+fn on_conflict_fail_replace_skip() {
+    let dump = testdata("redis-7.0/all-types.rdb");
+    for mode in ["restore", "rewrite"] {
+        // fail: the precheck stops before writing anything.
+        let s = RedisServer::start();
+        s.cli(&["SET", "string:raw", "already here"]);
+        let o = run(&[&dump, "--to", &s.url(), "--mode", mode], &[]);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains("precheck failed"), "{err}");
+        assert_eq!(s.cli(&["DBSIZE"]), "1");
+
+        // fail with --force: the key is named, the rest is written (--on-error skip).
+        let r = import(
+            &dump,
+            &s,
+            &["--mode", mode, "--force", "--on-error", "skip"],
+            1,
+        );
+        assert_eq!(r["errors"], 1, "{mode}: {r}");
+        let msg = r["error_messages"][0].as_str().unwrap();
+        assert!(
+            msg.contains("string:raw") && msg.contains("exists"),
+            "{msg}"
+        );
+        assert_eq!(s.cli(&["GET", "string:raw"]), "already here");
+        assert_eq!(s.cli(&["DBSIZE"]), "50");
+
+        // fail with --force and the default --on-error stop: stops, naming the key.
+        let s = RedisServer::start();
+        s.cli(&["SET", "string:raw", "already here"]);
+        let o = run(&[&dump, "--to", &s.url(), "--mode", mode, "--force"], &[]);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains("key \"string:raw\" (db 0)"), "{err}");
+        assert_eq!(s.cli(&["GET", "string:raw"]), "already here");
+
+        // skip: counted, left alone.
+        let s = RedisServer::start();
+        s.cli(&["SET", "string:raw", "already here"]);
+        let r = import(&dump, &s, &["--mode", mode, "--on-conflict", "skip"], 0);
+        assert_eq!(r["conflicts"], 1, "{mode}: {r}");
+        assert_eq!(s.cli(&["GET", "string:raw"]), "already here");
+        assert_eq!(s.cli(&["KEYS", "*rdbferry-tmp*"]), "");
+
+        // replace: the dump wins, even over a key of another type.
+        let s = RedisServer::start();
+        s.cli(&["RPUSH", "string:raw", "a", "b"]);
+        s.cli(&["SET", "hash:small", "x"]);
+        let r = import(&dump, &s, &["--mode", mode, "--on-conflict", "replace"], 0);
+        assert_eq!(r["conflicts"], 0, "{mode}: {r}");
+        assert_eq!(
+            s.digest(),
+            expect_digest("redis-7.0/all-types.rdb"),
+            "{mode}"
+        );
+        // A second import over the first changes nothing (no doubled lists).
+        import(&dump, &s, &["--mode", mode, "--on-conflict", "replace"], 0);
+        assert_eq!(
+            s.digest(),
+            expect_digest("redis-7.0/all-types.rdb"),
+            "{mode}"
+        );
+    }
+}
+
+#[test]
+fn db_map_and_rename() {
+    let dump = testdata("redis-7.0/all-types.rdb");
+    for mode in ["auto", "rewrite"] {
+        let s = RedisServer::start();
+        import(
+            &dump,
+            &s,
+            &[
+                "--mode",
+                mode,
+                "--db-map",
+                "5=7",
+                "--db-map",
+                "1=0",
+                "--rename",
+                "hash:=h2:",
+                "--rename",
+                "db5:=moved:",
+            ],
+            0,
+        );
+        assert_eq!(s.cli(&["-n", "5", "DBSIZE"]), "0", "{mode}");
+        assert_eq!(s.cli(&["-n", "1", "DBSIZE"]), "0", "{mode}");
+        assert_eq!(s.cli(&["-n", "7", "DBSIZE"]), "3", "{mode}");
+        assert_eq!(s.cli(&["-n", "0", "DBSIZE"]), "54", "{mode}");
+        assert_eq!(s.cli(&["-n", "7", "TYPE", "moved:hash"]), "hash");
+        assert_eq!(s.cli(&["EXISTS", "hash:big"]), "0");
+        assert_ne!(s.cli(&["HLEN", "h2:big"]), "0");
+        assert_eq!(s.cli(&["TYPE", "db1:zset"]), "zset");
+        assert_ne!(s.cli(&["PEXPIRETIME", "db1:ttl"]), "-1");
+    }
+}
+
+#[test]
+fn url_db_is_where_db_0_goes() {
+    let s = RedisServer::start();
+    let url = format!("redis://127.0.0.1:{}/3", s.port());
+    let o = run(
+        &[
+            &testdata("redis-7.0/all-types.rdb"),
+            "--to",
+            &url,
+            "--db-map",
+            "1=4",
+            "-q",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    assert_eq!(s.cli(&["-n", "3", "DBSIZE"]), "50");
+    assert_eq!(s.cli(&["-n", "1", "DBSIZE"]), "0");
+    assert_eq!(s.cli(&["-n", "4", "DBSIZE"]), "4");
+    assert_eq!(s.cli(&["-n", "5", "DBSIZE"]), "3");
+    assert_eq!(s.cli(&["-n", "0", "DBSIZE"]), "0");
+}
+
+#[test]
+fn value_over_proto_max_bulk_len_goes_in_chunks() {
+    // A source with a 3 MB string and a big list, saved to an RDB.
+    let src = RedisServer::start();
+    let client = redis::Client::open(src.url()).unwrap();
+    let mut c = client.get_connection().unwrap();
+    // Incompressible bytes (xorshift), so the RDB record stays over 1 MB.
+    let mut x = 0x2545f4914f6cdd1du64;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let big: Vec<u8> = (0..3_000_000).map(|_| rnd() as u8).collect();
+    let _: () = redis::cmd("SET")
+        .arg("big:string")
+        .arg(&big)
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("PEXPIREAT")
+        .arg("big:string")
+        .arg(4102444800000i64)
+        .query(&mut c)
+        .unwrap();
+    let items: Vec<String> = (0..20_000)
+        .map(|i| {
+            format!(
+                "item-{i:06}-{:016x}{:016x}{:016x}{:016x}",
+                rnd(),
+                rnd(),
+                rnd(),
+                rnd()
+            )
+        })
+        .collect();
+    for part in items.chunks(1000) {
+        let _: () = redis::cmd("RPUSH")
+            .arg("big:list")
+            .arg(part)
+            .query(&mut c)
+            .unwrap();
+    }
+    let _: () = redis::cmd("SET")
+        .arg("small")
+        .arg("v")
+        .query(&mut c)
+        .unwrap();
+    let dump = src.save_and_copy_dump();
+    let dump = dump.display().to_string();
+
+    // The list (a 2 MB record) goes by the rewrite path in bounded RPUSHes. The string
+    // cannot exist on this target at all (Redis checks APPEND and SETRANGE results against
+    // proto-max-bulk-len too): a clear error naming the key, and no half-built key.
+    let dst = RedisServer::start_with(Path::new("redis-server"), &["--proto-max-bulk-len", "1mb"]);
+    let r = import(&dump, &dst, &["--on-error", "skip"], 1);
+    assert_eq!(r["rewritten"], 2, "{r}");
+    assert_eq!(dst.cli(&["EXISTS", "big:string"]), "0");
+    assert_eq!(r["errors"], 1, "{r}");
+    let msg = r["error_messages"][0].as_str().unwrap();
+    assert!(
+        msg.contains("big:string") && msg.contains("proto-max-bulk-len"),
+        "{msg}"
+    );
+    assert_eq!(dst.cli(&["LLEN", "big:list"]), "20000");
+    src.cli(&["DEL", "big:string"]);
+    assert_eq!(dst.digest(), src.digest());
+    assert_eq!(dst.cli(&["KEYS", "*rdbferry-tmp*"]), "");
+
+    // --mode restore cannot send the payloads: the precheck says so, and with --force each
+    // key is named and nothing is broken.
+    let dst = RedisServer::start_with(Path::new("redis-server"), &["--proto-max-bulk-len", "1mb"]);
+    let args = [&dump[..], "--to", &dst.url(), "--mode", "restore", "-q"];
+    let o = run(&args, &[]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("RESTORE cannot send it"), "{err}");
+    let o = run(
+        &[&args[..], &["--force", "--on-error", "skip"]].concat(),
+        &[],
+    );
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("key \"big:string\"") && err.contains("key \"big:list\""),
+        "{err}"
+    );
+    assert!(err.contains("proto-max-bulk-len"), "{err}");
+    assert_eq!(dst.cli(&["GET", "small"]), "v");
+    assert_eq!(dst.cli(&["DBSIZE"]), "1");
+}
+
+#[test]
+fn wrong_password_is_clear_and_never_printed() {
+    // Started without a password (the harness PINGs it), then locked.
+    let s = RedisServer::start();
+    s.cli(&["CONFIG", "SET", "requirepass", "s3cret-pw"]);
+    let dump = testdata("redis-7.0/all-types.rdb");
+    let port = s.port().to_string();
+    let wrong = format!("redis://:hunter2-wrong@127.0.0.1:{port}");
+    let o = run(&[&dump, "--to", &wrong], &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("authentication failed"), "{err}");
+    assert!(
+        !out.contains("hunter2") && !err.contains("hunter2"),
+        "{out}{err}"
+    );
+
+    // Same through the environment, with a user name.
+    let o = run(
+        &[&dump, "--to", &format!("redis://default@127.0.0.1:{port}")],
+        &[("RDBFERRY_TO_PASSWORD", "hunter2-wrong")],
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        !out.contains("hunter2") && !err.contains("hunter2"),
+        "{out}{err}"
+    );
+
+    // No password at all: says so.
+    let o = run(&[&dump, "--to", &format!("redis://127.0.0.1:{port}")], &[]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("NOAUTH") && err.contains("RDBFERRY_TO_PASSWORD"),
+        "{err}"
+    );
+
+    // The right password from the environment works, and is not printed either.
+    let o = run(
+        &[&dump, "--to", &format!("redis://127.0.0.1:{port}")],
+        &[("RDBFERRY_TO_PASSWORD", "s3cret-pw")],
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        !out.contains("s3cret") && !err.contains("s3cret"),
+        "{out}{err}"
+    );
+    assert!(out.contains(":***@") || err.contains(":***@"), "{out}{err}");
+}
+
+#[test]
+fn acl_user_without_rights() {
+    let s = RedisServer::start();
+    s.cli(&[
+        "ACL",
+        "SETUSER",
+        "limited",
+        "on",
+        ">limited-pw-xyz",
+        "~*",
+        "+@all",
+        "-@dangerous",
+    ]);
+    let dump = testdata("redis-7.0/all-types.rdb");
+    let url = format!("redis://limited@127.0.0.1:{}", s.port());
+    let env = [("RDBFERRY_TO_PASSWORD", "limited-pw-xyz")];
+
+    // Named user, no password: says so.
+    let o = run(&[&dump, "--to", &url], &[]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("WRONGPASS") && err.contains("no password given"),
+        "{err}"
+    );
+
+    // RESTORE, INFO and CONFIG are @dangerous: the precheck warns, each refused key is named.
+    let o = run(&[&dump, "--to", &url, "--on-error", "skip"], &env);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("INFO refused") && err.contains("CONFIG GET refused"),
+        "{err}"
+    );
+    assert!(
+        err.contains("key \"zset:small\" (db 0): NOPERM") && err.contains("'restore'"),
+        "{err}"
+    );
+    assert!(!out.contains("limited-pw") && !err.contains("limited-pw"));
+
+    // The rewrite path needs no dangerous command.
+    let s = RedisServer::start();
+    s.cli(&[
+        "ACL",
+        "SETUSER",
+        "limited",
+        "on",
+        ">limited-pw-xyz",
+        "~*",
+        "+@all",
+        "-@dangerous",
+    ]);
+    let url = format!("redis://limited@127.0.0.1:{}", s.port());
+    let o = run(&[&dump, "--to", &url, "--mode", "rewrite", "-q"], &env);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    assert_eq!(s.digest(), expect_digest("redis-7.0/all-types.rdb"));
+}
+
+#[test]
+fn unreachable_host_is_a_clear_error() {
+    let port = free_port();
+    let o = run(
+        &[
+            &testdata("redis-7.0/all-types.rdb"),
+            "--to",
+            &format!("redis://:pw-not-shown@127.0.0.1:{port}"),
+        ],
+        &[],
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("cannot connect"),
+        "{err}"
+    );
+    assert!(!out.contains("pw-not-shown") && !err.contains("pw-not-shown"));
+}
+
+#[test]
+fn dry_run_and_precheck_write_nothing() {
+    let s = RedisServer::start();
+    let dump = testdata("redis-7.0/all-types.rdb");
+    let r = import(&dump, &s, &["--dry-run"], 0);
+    assert_eq!(r["written"], 58, "{r}");
+    assert_eq!(s.cli(&["DBSIZE"]), "0");
+    let o = run(&[&dump, "--to", &s.url(), "--precheck"], &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        out.contains("proto-max-bulk-len") && out.contains("empty"),
+        "{out}"
+    );
+    assert_eq!(s.cli(&["DBSIZE"]), "0");
+    s.cli(&["SET", "x", "y"]);
+    let o = run(&[&dump, "--to", &s.url(), "--precheck"], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).0.contains("FAIL"));
+}
+
+/// Big collections are sent in parts as they are decoded, never held whole: through the
+/// library with a tiny threshold and part size, every collection and stream goes that way.
+#[test]
+fn big_values_go_in_parts() {
+    use rdbferry::job::Common;
+    use rdbferry::job::import::{self, ImportOptions, Mode, OnConflict};
+    use rdbferry::sink::redis::TargetUrl;
+    for (dump, conflict) in [
+        ("redis-7.0/all-types.rdb", OnConflict::Fail),
+        ("redis-6.2/all-types.rdb", OnConflict::Replace),
+    ] {
+        let s = RedisServer::start();
+        let opts = ImportOptions {
+            to: TargetUrl::parse(&s.url(), None).unwrap(),
+            mode: Mode::Rewrite,
+            on_conflict: conflict,
+            stop_on_error: true,
+            rename: vec![],
+            db_map: Default::default(),
+            dry_run: false,
+            force: false,
+            stream_min: 0,
+            part_bytes: 256,
+            connections: 2,
+            pipeline: 50,
+        };
+        let common = Common {
+            quiet: true,
+            ..Default::default()
+        };
+        let inputs = vec![testdata(dump)];
+        let pre = import::precheck(&inputs, &common, &opts).unwrap();
+        assert!(!pre.failed(), "{}", pre.to_table());
+        let r = import::import(&inputs, &common, &opts, &pre).unwrap();
+        assert_eq!(r.errors, 0, "{:?}", r.error_messages);
+        assert_eq!(s.digest(), expect_digest(dump), "{dump}");
+        assert_eq!(s.cli(&["KEYS", "*rdbferry-tmp*"]), "");
+        // A conflict on a key sent in parts: named, and the existing key is untouched.
+        if conflict == OnConflict::Fail {
+            let pre = import::precheck(&inputs, &common, &opts).unwrap();
+            let r = import::import(&inputs, &common, &opts, &pre).unwrap();
+            assert!(r.errors > 0 && r.error_messages[0].contains("already exists"));
+            assert_eq!(s.digest(), expect_digest(dump), "{dump}");
+            assert_eq!(s.cli(&["KEYS", "*rdbferry-tmp*"]), "");
+        }
+    }
+}
+
+#[test]
+fn keys_expired_at_import_time_are_counted_not_sent() {
+    let src = RedisServer::start();
+    src.cli(&["SET", "stays", "1"]);
+    src.cli(&["SET", "goes", "1", "PX", "300"]);
+    src.cli(&["RPUSH", "goes:list", "a", "b"]);
+    src.cli(&["PEXPIRE", "goes:list", "300"]);
+    let dump = src.save_and_copy_dump().display().to_string();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    for mode in ["auto", "rewrite"] {
+        let s = RedisServer::start();
+        let r = import(&dump, &s, &["--mode", mode], 0);
+        assert_eq!(r["expired"], 2, "{r}");
+        assert_eq!(r["written"], 1, "{r}");
+        assert_eq!(s.cli(&["DBSIZE"]), "1");
+    }
+}
