@@ -28,6 +28,9 @@ use crate::resp::{Reply, parse_reply, write_command};
 /// Default port.
 const DEFAULT_PORT: u16 = 6379;
 
+/// Environment variable that supplies the target password when the URL has none.
+pub const PASSWORD_ENV: &str = "RDBFERRY_TO_PASSWORD";
+
 /// A parsed `redis://[user[:password]@]host[:port][/db]`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TargetUrl {
@@ -158,6 +161,16 @@ impl TargetUrl {
     /// Whether a password will be sent.
     pub fn has_password(&self) -> bool {
         self.password.is_some()
+    }
+
+    /// The password, for AUTH only: never print it.
+    pub(crate) fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
+    /// The db the URL names (`/N`), if it names one.
+    pub fn url_db(&self) -> Option<u64> {
+        self.explicit_db.then_some(self.db)
     }
 }
 

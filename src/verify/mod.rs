@@ -62,7 +62,7 @@ impl VerifyOptions {
         if let Some((_, d)) = self.db_map.iter().find(|(s, _)| *s == db) {
             return *d;
         }
-        match (db, self.target.db) {
+        match (db, self.target.url_db()) {
             (0, Some(d)) => d,
             _ => db,
         }

@@ -13,153 +13,10 @@ use crate::error::{Error, Result};
 use crate::resp::{Reply, parse_reply, write_command};
 
 /// Environment variable that supplies the target password when the URL has none.
-pub const PASSWORD_ENV: &str = "RDBFERRY_TO_PASSWORD";
+pub const PASSWORD_ENV: &str = crate::sink::redis::PASSWORD_ENV;
 
-/// A parsed `redis://[user[:password]@]host[:port][/db]`.
-#[derive(Clone)]
-pub struct TargetUrl {
-    /// Host name or address (IPv6 without brackets).
-    pub host: String,
-    /// Port (6379 when not given).
-    pub port: u16,
-    /// ACL user, if any.
-    pub user: Option<String>,
-    password: Option<String>,
-    /// The db in the URL path, if any.
-    pub db: Option<u64>,
-}
-
-impl std::fmt::Debug for TargetUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.redacted())
-    }
-}
-
-fn percent_decode(s: &str) -> Result<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| Error::Usage("bad %-escape in the target URL".into()))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| Error::Usage("target URL user info is not UTF-8".into()))
-}
-
-impl TargetUrl {
-    /// Parse `url`; `env_password` (from [`PASSWORD_ENV`]) is used when the URL has no
-    /// password. Errors never quote the URL's user info.
-    ///
-    /// ```
-    /// use rdbferry::verify::target::TargetUrl;
-    ///
-    /// let u = TargetUrl::parse("redis://app:s3cret@10.0.0.5:6380/2", None)?;
-    /// assert_eq!((u.port, u.db), (6380, Some(2)));
-    /// assert_eq!(u.redacted(), "redis://app:***@10.0.0.5:6380/2");
-    /// # Ok::<(), rdbferry::error::Error>(())
-    /// ```
-    pub fn parse(url: &str, env_password: Option<String>) -> Result<TargetUrl> {
-        if url.starts_with("rediss://") {
-            return Err(Error::Usage(
-                "rediss:// (TLS) targets are not supported by verify yet".into(),
-            ));
-        }
-        let rest = url.strip_prefix("redis://").ok_or_else(|| {
-            Error::Usage(
-                "the target must be a redis://[user[:password]@]host[:port][/db] URL".into(),
-            )
-        })?;
-        let (auth, hostpart) = match rest.rfind('@') {
-            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
-            None => (None, rest),
-        };
-        let (user, mut password) = match auth {
-            None => (None, None),
-            Some(a) => match a.split_once(':') {
-                Some((u, p)) => (
-                    (!u.is_empty()).then(|| percent_decode(u)).transpose()?,
-                    Some(percent_decode(p)?),
-                ),
-                None => (
-                    (!a.is_empty()).then(|| percent_decode(a)).transpose()?,
-                    None,
-                ),
-            },
-        };
-        if password.as_deref().is_none_or(str::is_empty) {
-            password = env_password.filter(|p| !p.is_empty());
-        }
-        let (hostport, path) = match hostpart.split_once('/') {
-            Some((h, p)) => (h, p),
-            None => (hostpart, ""),
-        };
-        let path = path.split('?').next().unwrap_or_default();
-        let db = if path.is_empty() {
-            None
-        } else {
-            Some(
-                path.parse::<u64>()
-                    .map_err(|_| Error::Usage(format!("bad db {path:?} in the target URL")))?,
-            )
-        };
-        let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
-            let (h, p) = h
-                .split_once(']')
-                .ok_or_else(|| Error::Usage("bad IPv6 host in the target URL".into()))?;
-            (h.to_string(), p.strip_prefix(':').unwrap_or(""))
-        } else {
-            match hostport.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), p),
-                None => (hostport.to_string(), ""),
-            }
-        };
-        if host.is_empty() {
-            return Err(Error::Usage("the target URL has no host".into()));
-        }
-        let port = if port.is_empty() {
-            6379
-        } else {
-            port.parse::<u16>()
-                .map_err(|_| Error::Usage(format!("bad port {port:?} in the target URL")))?
-        };
-        Ok(TargetUrl {
-            host,
-            port,
-            user,
-            password,
-            db,
-        })
-    }
-
-    /// The URL for messages: the password replaced by `***`.
-    pub fn redacted(&self) -> String {
-        let mut s = String::from("redis://");
-        match (&self.user, &self.password) {
-            (Some(u), Some(_)) => s += &format!("{u}:***@"),
-            (Some(u), None) => s += &format!("{u}@"),
-            (None, Some(_)) => s += ":***@",
-            (None, None) => {}
-        }
-        if self.host.contains(':') {
-            s += &format!("[{}]:{}", self.host, self.port);
-        } else {
-            s += &format!("{}:{}", self.host, self.port);
-        }
-        if let Some(db) = self.db {
-            s += &format!("/{db}");
-        }
-        s
-    }
-}
+/// The target URL: the same parser as `import` (one rule for `/db`, one redaction).
+pub use crate::sink::redis::TargetUrl;
 
 /// What the target server can do, from `INFO server`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -265,7 +122,7 @@ impl Conn {
             caps: Caps::default(),
             db: 0,
         };
-        if let Some(pw) = &url.password {
+        if let Some(pw) = url.password() {
             let mut p = Pipe::default();
             match &url.user {
                 Some(u) => p.push(&[b"AUTH", u.as_bytes(), pw.as_bytes()]),
@@ -371,29 +228,5 @@ impl Conn {
             self.start = 0;
         }
         Ok(replies)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    #[test]
-    fn urls_parse_and_redact() {
-        let u = TargetUrl::parse("redis://bob:s%40cret@example.com:7000/3", None).unwrap();
-        assert_eq!(u.host, "example.com");
-        assert_eq!(u.port, 7000);
-        assert_eq!(u.user.as_deref(), Some("bob"));
-        assert_eq!(u.password.as_deref(), Some("s@cret"));
-        assert_eq!(u.db, Some(3));
-        assert_eq!(u.redacted(), "redis://bob:***@example.com:7000/3");
-        assert!(!format!("{u:?}").contains("cret"));
-        let u = TargetUrl::parse("redis://localhost", Some("envpw".into())).unwrap();
-        assert_eq!((u.port, u.db), (6379, None));
-        assert_eq!(u.password.as_deref(), Some("envpw"));
-        assert_eq!(u.redacted(), "redis://:***@localhost:6379");
-        let u = TargetUrl::parse("redis://[::1]:7001", None).unwrap();
-        assert_eq!((u.host.as_str(), u.port), ("::1", 7001));
-        assert!(TargetUrl::parse("http://x", None).is_err());
-        assert!(TargetUrl::parse("redis://x:notaport", None).is_err());
     }
 }
