@@ -78,6 +78,44 @@ pub struct Walked {
     pub ignored_tail: Option<(u64, u64)>,
 }
 
+impl Walked {
+    /// Take what the report needs from an RDB record (the `redis-ver`/`valkey-ver` AUX).
+    pub fn note(&mut self, rec: &Record<'_>) {
+        if let Record::Aux { name, value } = rec
+            && (&**name == b"redis-ver" || &**name == b"valkey-ver")
+        {
+            self.redis_ver = Some(String::from_utf8_lossy(value).into_owned());
+        }
+    }
+
+    /// What follows an RDB ending at `end` in `data`: AOF commands (walked, `db` the first
+    /// one applies to), other bytes (ignored and reported, as Redis stops at EOF), or nothing.
+    pub fn after_rdb(
+        &mut self,
+        name: &str,
+        data: &[u8],
+        end: u64,
+        last: bool,
+        base: u64,
+        f: &mut dyn FnMut(Event<'_, '_>, u64) -> Result<()>,
+    ) -> Result<()> {
+        self.bytes = end;
+        let rest = &data[(end as usize).min(data.len())..];
+        if rest.is_empty() {
+            return Ok(());
+        }
+        if !is_aof_tail(rest) {
+            self.ignored_tail = Some((end, rest.len() as u64));
+            return Ok(());
+        }
+        let (cut, db) = aof::walk_commands(name, data, end, self.db, last, base, f)?;
+        self.truncated_at = cut;
+        self.db = db;
+        self.bytes = data.len() as u64;
+        Ok(())
+    }
+}
+
 /// Whether the bytes after an RDB's EOF are an AOF tail (commands or annotations); anything
 /// else (some tools append a digest) is ignored, as Redis's loader stops at EOF.
 pub fn is_aof_tail(rest: &[u8]) -> bool {
@@ -200,38 +238,15 @@ pub fn walk_file(
         w.rdb_version = Some(r.version().to_string());
         while let Some(rec) = r.next() {
             let rec = rec?;
-            if let Record::Aux { name, value } = &rec
-                && (&**name == b"redis-ver" || &**name == b"valkey-ver")
-            {
-                w.redis_ver = Some(String::from_utf8_lossy(value).into_owned());
-            }
+            w.note(&rec);
             f(Event::Rdb(&rec), base + r.position())?;
         }
         rdb_end = r.position();
         // An AOF tail after a preamble starts in db 0, as Redis's loader does.
         w.db = 0;
     }
-    w.bytes = rdb_end;
-    let rest = &data[(rdb_end as usize).min(data.len())..];
-    if !rest.is_empty() && !is_aof_tail(rest) {
-        w.ignored_tail = Some((rdb_end, rest.len() as u64));
-    } else if !rest.is_empty() {
-        let (cut, db) = aof::walk_commands(name, data, rdb_end, w.db, last, base, f)?;
-        w.truncated_at = cut;
-        w.db = db;
-        w.bytes = data.len() as u64;
-    }
+    w.after_rdb(name, data, rdb_end, last, base, f)?;
     Ok(w)
-}
-
-/// Walk the AOF commands that follow an RDB preamble ending at `start`.
-pub fn walk_aof_tail(
-    name: &str,
-    data: &[u8],
-    start: u64,
-    f: &mut dyn FnMut(Event<'_, '_>, u64) -> Result<()>,
-) -> Result<Option<u64>> {
-    aof::walk_commands(name, data, start, 0, true, 0, f).map(|(cut, _)| cut)
 }
 
 /// How standard input is named in messages.
@@ -256,11 +271,7 @@ fn walk_stdin(
     if peek[0] == b'R' || peek[0] == b'V' {
         let mut r = StreamReader::new(chained, STDIN).options(opts.clone());
         while let Some(rec) = r.next_record()? {
-            if let Record::Aux { name, value } = &rec
-                && (&**name == b"redis-ver" || &**name == b"valkey-ver")
-            {
-                w.redis_ver = Some(String::from_utf8_lossy(value).into_owned());
-            }
+            w.note(&rec);
             f(Event::Rdb(&rec), 0)?;
         }
         w.rdb_version = r.version().map(|v| v.to_string());

@@ -104,25 +104,13 @@ where
             _ => Ok(None),
         },
         |rec, r, pos| {
-            if let Record::Aux { name, value } = rec
-                && (&**name == b"redis-ver" || &**name == b"valkey-ver")
-            {
-                walked.redis_ver = Some(String::from_utf8_lossy(value).into_owned());
-            }
+            walked.note(rec);
             sink(Event::Rdb(rec), r, pos)
         },
     )?;
-    walked.bytes = end;
-    let rest = &data[(end as usize).min(data.len())..];
-    if !rest.is_empty() && !crate::input::is_aof_tail(rest) {
-        walked.ignored_tail = Some((end, rest.len() as u64));
-    } else if !rest.is_empty() {
-        // An AOF with an RDB preamble: the commands follow, in order.
-        walked.truncated_at =
-            crate::input::walk_aof_tail(&input.name, data, end, &mut |ev, pos| {
-                sink(ev, None, pos)
-            })?;
-        walked.bytes = data.len() as u64;
-    }
+    // An AOF with an RDB preamble: the commands follow, in order.
+    walked.after_rdb(&input.name, data, end, true, 0, &mut |ev, pos| {
+        sink(ev, None, pos)
+    })?;
     Ok(walked)
 }
