@@ -579,6 +579,7 @@ fn big_values_go_in_parts() {
             part_bytes: 256,
             connections: 2,
             pipeline: 50,
+            retry_for: std::time::Duration::from_secs(10),
         };
         let common = Common {
             quiet: true,
@@ -596,6 +597,7 @@ fn big_values_go_in_parts() {
             let pre = import::precheck(&inputs, &common, &opts).unwrap();
             let r = import::import(&inputs, &common, &opts, &pre).unwrap();
             assert!(r.errors > 0 && r.error_messages[0].contains("already exists"));
+            assert_eq!(s.cli(&["KEYS", "*rdbferry*"]), "");
             assert_eq!(s.digest(), expect_digest(dump), "{dump}");
             assert_eq!(s.cli(&["KEYS", "*rdbferry-tmp*"]), "");
         }

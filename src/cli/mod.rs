@@ -174,6 +174,10 @@ struct ImportArgs {
     /// Commands in flight per connection.
     #[arg(long, default_value_t = 1000)]
     pipeline: usize,
+    /// After a dropped connection, a target restart or a busy/loading target: keep
+    /// reconnecting and resending for this many seconds before giving up.
+    #[arg(long, default_value_t = 60)]
+    retry_timeout: u64,
     /// Read and prepare everything, write nothing.
     #[arg(long)]
     dry_run: bool,
@@ -265,6 +269,7 @@ impl ImportArgs {
                 part_bytes: import::PART_BYTES,
                 connections: self.connections,
                 pipeline: self.pipeline,
+                retry_for: std::time::Duration::from_secs(self.retry_timeout),
             },
         ))
     }

@@ -19,8 +19,12 @@
 //!   temporary key is deleted first, so a retry starts clean, and only the final rename makes
 //!   the key visible.
 //!
-//! Not here yet: Cluster targets, TLS, JSONL input, retries after a dropped connection, and
-//! renaming keys inside AOF commands (refused).
+//! AOF commands go in groups of up to 256 inside one `MULTI`/`EXEC` with a marker, parts of
+//! big keys likewise, so the writer can send them again after a fault without doubling them
+//! (`sink::writer` says how each kind of unit survives a dropped connection or a restart).
+//!
+//! Not here yet: Cluster targets, TLS, JSONL input, and renaming keys inside AOF commands
+//! (refused).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
@@ -35,12 +39,13 @@ use crate::progress::Progress;
 use crate::rdb::{Dialect, KeyRecord, Record, Value};
 use crate::resp::write_command;
 use crate::sink::Sink;
-use crate::sink::redis::{
-    ConflictRule, Conn, TargetInfo, TargetUrl, Unit, UnitKind, WriteStats, Writer, WriterOptions,
-    show,
-};
+use crate::sink::redis::{Conn, TargetInfo, TargetUrl, show};
 use crate::sink::resp::RespSink;
 use crate::sink::stats::now_ms;
+use crate::sink::writer::{
+    ConflictRule, Marker, Unit, UnitKind, WriteStats, Writer, WriterOptions, library_name,
+    marker_value,
+};
 
 /// Input records bigger than this are rebuilt without MULTI (see the module doc).
 pub const MULTI_MAX: u64 = 64 << 20;
@@ -103,6 +108,8 @@ pub struct ImportOptions {
     pub connections: usize,
     /// Commands in flight per connection.
     pub pipeline: usize,
+    /// How long to keep reconnecting and resending after a fault (`--retry-timeout`).
+    pub retry_for: std::time::Duration,
 }
 
 impl ImportOptions {
@@ -208,6 +215,10 @@ pub struct ImportReport {
     pub errors: u64,
     /// The first error messages, each naming its key.
     pub error_messages: Vec<String>,
+    /// Units sent again after a fault (dropped connection, target busy or loading).
+    pub resent: u64,
+    /// Reconnections to the target.
+    pub reconnects: u64,
     /// Input bytes read.
     pub bytes: u64,
     /// Wall time, seconds.
@@ -228,7 +239,7 @@ impl ImportReport {
     /// The summary as a text table.
     pub fn to_table(&self) -> String {
         let mut s = String::new();
-        let rows: [(&str, String); 11] = [
+        let rows: [(&str, String); 12] = [
             ("target", self.target.clone()),
             ("keys read", self.keys_read.to_string()),
             (
@@ -247,6 +258,10 @@ impl ImportReport {
             ("expired", self.expired.to_string()),
             ("conflicts", self.conflicts.to_string()),
             ("errors", self.errors.to_string()),
+            (
+                "retries",
+                format!("{} resent, {} reconnects", self.resent, self.reconnects),
+            ),
             ("elapsed", format!("{:.3} s", self.elapsed_s)),
             ("keys/s", format!("{:.0}", self.keys_per_s())),
             ("MB/s", format!("{:.1}", self.mb_per_s())),
@@ -334,6 +349,8 @@ struct Ctx<'o> {
     now: i64,
     /// `SET ... PXAT` exists (6.2+).
     set_pxat: bool,
+    /// This import's id, in the markers it writes.
+    run: u64,
 }
 
 impl Ctx<'_> {
@@ -411,15 +428,9 @@ impl Ctx<'_> {
                 Err(msg) => return Ok(Prepared::Refused(msg)),
             }
         };
+        let route = route(db, &key);
         Ok(Prepared::Unit(
-            Unit {
-                db,
-                route: route(db, &key),
-                label: key.into_owned(),
-                bytes,
-                replies,
-                kind,
-            },
+            Unit::new(db, key.into_owned(), bytes, replies, kind, route),
             restore,
         ))
     }
@@ -459,14 +470,14 @@ impl Ctx<'_> {
         }
         let mut bytes = Vec::with_capacity(v.len() + key.len() + 64);
         write_command(&mut bytes, &args);
-        Ok(Some(Unit {
+        Ok(Some(Unit::new(
             db,
-            route: route(db, key),
-            label: key.to_vec(),
+            key.to_vec(),
             bytes,
-            replies: 1,
-            kind: UnitKind::Set { nx },
-        }))
+            1,
+            UnitKind::Set { nx },
+            route(db, key),
+        )))
     }
 
     /// The rewrite path: see the module doc. `Ok(Err(why))` refuses the key before sending.
@@ -833,6 +844,7 @@ pub fn import(
         chunk: (proto_max / 2).clamp(1, 8 << 20) as usize,
         now: now_ms(),
         set_pxat: version_at_least(&info.version, 6, 2),
+        run: run_id(),
     };
     let writer = if opts.dry_run {
         None
@@ -848,6 +860,7 @@ pub fn import(
                     OnConflict::Replace => ConflictRule::Replace,
                 },
                 stop_on_error: opts.stop_on_error,
+                retry_for: opts.retry_for,
             },
         )?)
     };
@@ -875,6 +888,8 @@ pub fn import(
         ),
     };
     rep.written = stats.written;
+    rep.resent = stats.resent;
+    rep.reconnects = stats.reconnects;
     rep.conflicts = stats.conflicts;
     rep.errors = stats.errors + local.errors;
     rep.error_messages = local.messages;
@@ -893,7 +908,7 @@ pub fn import(
 
 fn refuse(local: &mut WriteStats, what: &str, label: &[u8], db: u64, msg: &str) {
     local.errors += 1;
-    if local.messages.len() < crate::sink::redis::MAX_MESSAGES {
+    if local.messages.len() < crate::sink::writer::MAX_MESSAGES {
         local
             .messages
             .push(format!("{what} {} (db {db}): {msg}", show(label)));
@@ -923,6 +938,7 @@ fn import_one(
     // Whether the last thing sent was an ordered command (then keys wait for it, and the
     // reverse).
     let mut in_commands = false;
+    let mut group = AofGroup::new(ctx.run);
     let walked = batch::walk(
         &input,
         &ctx.common.read,
@@ -936,6 +952,9 @@ fn import_one(
                     progress.tick(pos, 1);
                     rep.keys_read += 1;
                     if in_commands {
+                        if let Some(u) = group.take(true) {
+                            send(u)?;
+                        }
                         if let Some(w) = writer {
                             w.barrier()?;
                         }
@@ -987,14 +1006,14 @@ fn import_one(
                     let mut bytes = Vec::new();
                     write_command(&mut bytes, &args);
                     rep.functions += 1;
-                    send(Unit {
-                        db: 0,
-                        label: library_name(code).to_vec(),
+                    send(Unit::new(
+                        0,
+                        library_name(code).to_vec(),
                         bytes,
-                        replies: 1,
-                        kind: UnitKind::Function,
-                        route: 0,
-                    })?;
+                        1,
+                        UnitKind::Function,
+                        0,
+                    ))?;
                 }
                 Event::Rdb(_) => {}
                 Event::Command { db, args } => {
@@ -1016,22 +1035,22 @@ fn import_one(
                         }
                         in_commands = true;
                     }
-                    let mut bytes = Vec::new();
-                    write_command(&mut bytes, args);
-                    rep.commands += 1;
-                    send(Unit {
-                        db: ctx.map_db(db),
-                        label: args.iter().take(2).copied().collect::<Vec<_>>().join(&b' '),
-                        bytes,
-                        replies: 1,
-                        kind: UnitKind::Command,
-                        route: 0,
-                    })?;
+                    if group.push(ctx.map_db(db), args) {
+                        rep.commands += 1;
+                    }
+                    if let Some(u) = group.take(false) {
+                        send(u)?;
+                    }
                 }
             }
             Ok(())
         },
     );
+    if walked.is_ok()
+        && let Some(u) = group.take(true)
+    {
+        send(u)?;
+    }
     progress.finish();
     let walked = walked?;
     rep.bytes += walked.bytes;
@@ -1041,8 +1060,129 @@ fn import_one(
     Ok(())
 }
 
+/// A number for this import, in the markers it writes, so that markers left by an earlier
+/// import that was cut off are never taken for ours.
+fn run_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ (u64::from(std::process::id()) << 40)
+}
+
+/// The key the marker of AOF command groups lives under (one per db).
+pub const AOF_MARKER: &[u8] = b"rdbferry:import-marker";
+
+/// Most AOF commands in one group (one `MULTI`/`EXEC`), and most bytes, unless a
+/// transaction of the AOF is longer: it is never split.
+const GROUP_COMMANDS: u64 = 256;
+const GROUP_BYTES: usize = 1 << 20;
+
+/// AOF commands gathered into one `MULTI`/`EXEC` with a marker, so that a group sent again
+/// after a dropped connection runs at most once (see `sink::writer`). The AOF's own
+/// transactions lose their `MULTI`/`EXEC` and are kept whole inside one group.
+struct AofGroup {
+    run: u64,
+    seq: u64,
+    /// The db the group starts (and ends) in, and the one selected inside it.
+    db: u64,
+    cur: u64,
+    bytes: Vec<u8>,
+    count: u64,
+    replies: usize,
+    label: Vec<u8>,
+    in_tx: bool,
+}
+
+impl AofGroup {
+    fn new(run: u64) -> AofGroup {
+        AofGroup {
+            run,
+            seq: 0,
+            db: 0,
+            cur: 0,
+            bytes: Vec::new(),
+            count: 0,
+            replies: 0,
+            label: Vec::new(),
+            in_tx: false,
+        }
+    }
+
+    /// Add a command for target db `db`; false for the AOF's MULTI/EXEC (dropped).
+    fn push(&mut self, db: u64, args: &[&[u8]]) -> bool {
+        let name = args.first().copied().unwrap_or_default();
+        if name.eq_ignore_ascii_case(b"MULTI") {
+            self.in_tx = true;
+            return false;
+        }
+        if name.eq_ignore_ascii_case(b"EXEC") {
+            self.in_tx = false;
+            return false;
+        }
+        if self.count == 0 {
+            self.bytes.clear();
+            write_command(&mut self.bytes, &[b"MULTI"]);
+            self.replies = 1;
+            self.db = db;
+            self.cur = db;
+            self.label = args.iter().take(2).copied().collect::<Vec<_>>().join(&b' ');
+        }
+        if db != self.cur {
+            write_command(&mut self.bytes, &[b"SELECT", db.to_string().as_bytes()]);
+            self.replies += 1;
+            self.cur = db;
+        }
+        write_command(&mut self.bytes, args);
+        self.replies += 1;
+        self.count += 1;
+        true
+    }
+
+    /// The group as a unit when it is full (or `end`), never inside a transaction.
+    fn take(&mut self, end: bool) -> Option<Unit> {
+        if self.count == 0
+            || self.in_tx && !end
+            || !end && self.count < GROUP_COMMANDS && self.bytes.len() < GROUP_BYTES
+        {
+            return None;
+        }
+        if self.cur != self.db {
+            write_command(
+                &mut self.bytes,
+                &[b"SELECT", self.db.to_string().as_bytes()],
+            );
+            self.replies += 1;
+        }
+        self.seq += 1;
+        let value = marker_value(self.run, self.seq);
+        write_command(&mut self.bytes, &[b"SET", AOF_MARKER, value.as_bytes()]);
+        write_command(&mut self.bytes, &[b"EXEC"]);
+        let mut u = Unit::new(
+            self.db,
+            std::mem::take(&mut self.label),
+            std::mem::take(&mut self.bytes),
+            self.replies + 2,
+            UnitKind::Commands,
+            0,
+        );
+        u.count = self.count;
+        u.marker = Some(Marker {
+            key: AOF_MARKER.to_vec(),
+            run: self.run,
+            seq: self.seq,
+        });
+        self.count = 0;
+        self.replies = 0;
+        self.in_tx = false;
+        Some(u)
+    }
+}
+
 /// Sends the commands of a big key in parts as they are produced, so neither the whole
-/// value nor its commands are ever in memory. Each part ends at a command boundary.
+/// value nor its commands are ever in memory. Each part ends at a command boundary and is
+/// one `MULTI`/`EXEC` that also sets the key's marker to the part's number, so a part sent
+/// again after a dropped connection is applied at most once.
 struct PartSender<'w> {
     writer: &'w Writer,
     buf: Vec<u8>,
@@ -1051,7 +1191,11 @@ struct PartSender<'w> {
     commands: usize,
     db: u64,
     route: u64,
-    label: Vec<u8>,
+    key: Vec<u8>,
+    tmp: Vec<u8>,
+    marker: Vec<u8>,
+    run: u64,
+    seq: u64,
     nx: bool,
     limit: usize,
     err: Option<Error>,
@@ -1068,15 +1212,39 @@ impl PartSender<'_> {
             return Ok(());
         }
         let rest = self.buf.split_off(self.scanned);
-        let bytes = std::mem::replace(&mut self.buf, rest);
-        let unit = Unit {
-            db: self.db,
-            route: self.route,
-            label: self.label.clone(),
+        let body = std::mem::replace(&mut self.buf, rest);
+        self.seq += 1;
+        let mut bytes = Vec::with_capacity(body.len() + 256);
+        write_command(&mut bytes, &[b"MULTI"]);
+        bytes.extend_from_slice(&body);
+        let value = marker_value(self.run, self.seq);
+        write_command(&mut bytes, &[b"SET", &self.marker, value.as_bytes()]);
+        let mut replies = self.commands + 3;
+        if last {
+            if self.nx {
+                write_command(&mut bytes, &[b"RENAMENX", &self.tmp, &self.key]);
+                write_command(&mut bytes, &[b"DEL", &self.tmp]);
+                replies += 2;
+            } else {
+                write_command(&mut bytes, &[b"RENAME", &self.tmp, &self.key]);
+                replies += 1;
+            }
+        }
+        write_command(&mut bytes, &[b"EXEC"]);
+        let mut unit = Unit::new(
+            self.db,
+            self.key.clone(),
             bytes,
-            replies: self.commands,
-            kind: UnitKind::Part { last, nx: self.nx },
-        };
+            replies,
+            UnitKind::Part { last, nx: self.nx },
+            self.route,
+        );
+        unit.count = u64::from(last);
+        unit.marker = Some(Marker {
+            key: self.marker.clone(),
+            run: self.run,
+            seq: self.seq,
+        });
         self.scanned = 0;
         self.commands = 0;
         self.writer.send(unit)
@@ -1100,7 +1268,7 @@ impl std::io::Write for PartSender<'_> {
 }
 
 /// The rewrite path for a key too big to prepare whole: `DEL tmp`, the RESP sink's bounded
-/// commands on `tmp` sent in parts as they come, then the rename (no MULTI).
+/// commands on `tmp` sent in parts as they come, the last part renaming it into place.
 fn stream_rewrite(ctx: &Ctx<'_>, rec: &KeyRecord<'_>, writer: &Writer) -> Result<()> {
     let db = ctx.map_db(rec.db);
     let key = apply_rename(&ctx.opts.rename, &rec.key).into_owned();
@@ -1113,7 +1281,11 @@ fn stream_rewrite(ctx: &Ctx<'_>, rec: &KeyRecord<'_>, writer: &Writer) -> Result
         commands: 0,
         db,
         route: route(db, &key),
-        label: key.clone(),
+        key: key.clone(),
+        marker: [&tmp[..], b".part"].concat(),
+        tmp: tmp.clone(),
+        run: ctx.run,
+        seq: 0,
         nx,
         limit: ctx.opts.part_bytes.max(1),
         err: None,
@@ -1136,12 +1308,6 @@ fn stream_rewrite(ctx: &Ctx<'_>, rec: &KeyRecord<'_>, writer: &Writer) -> Result
         writer.abandon(db, key);
         return Err(e);
     }
-    if nx {
-        write_command(&mut ps.buf, &[b"RENAMENX", &tmp, &key]);
-        write_command(&mut ps.buf, &[b"DEL", &tmp]);
-    } else {
-        write_command(&mut ps.buf, &[b"RENAME", &tmp, &key]);
-    }
     ps.ship(true)
 }
 
@@ -1149,14 +1315,6 @@ fn stream_rewrite(ctx: &Ctx<'_>, rec: &KeyRecord<'_>, writer: &Writer) -> Result
 fn version_at_least(v: &str, major: u32, minor: u32) -> bool {
     let mut it = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     (it.next().unwrap_or(0), it.next().unwrap_or(0)) >= (major, minor)
-}
-
-/// The library name from `#!lua name=NAME` on the code's first line, for messages.
-fn library_name(code: &[u8]) -> &[u8] {
-    let line = code.split(|&b| b == b'\n').next().unwrap_or_default();
-    line.split(|&b| b == b' ')
-        .find_map(|w| w.strip_prefix(b"name="))
-        .unwrap_or(b"?")
 }
 
 #[cfg(test)]

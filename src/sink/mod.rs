@@ -4,12 +4,14 @@
 //! - `jsonl`: one JSON object per key (`convert --format jsonl`).
 //! - `resp`: the Redis commands that rebuild the dataset (`convert --format resp`).
 //! - `stats`: counters and top-N lists for `check` and `inspect`.
-//! - `redis`: a live Redis target: URL, handshake, pipelined writer (`import`).
+//! - `redis`: a live Redis target: URL, connection, handshake.
+//! - `writer`: the pipelined writer behind `import`, with retries.
 
 pub mod jsonl;
 pub mod redis;
 pub mod resp;
 pub mod stats;
+pub mod writer;
 
 use crate::error::Result;
 use crate::rdb::KeyRecord;

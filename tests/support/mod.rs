@@ -68,6 +68,8 @@ pub struct RedisServer {
     dir: TempDir,
     binary: PathBuf,
     version: String,
+    /// The arguments it was started with (for [`RedisServer::restart`]).
+    args: Vec<String>,
 }
 
 impl RedisServer {
@@ -94,38 +96,16 @@ impl RedisServer {
             let dir = TempDir::new("redis");
             let log = dir.path().join("redis.log");
             let mut cmd = Command::new(binary);
-            cmd.arg("--port")
-                .arg(port.to_string())
-                .args(["--bind", "127.0.0.1"])
-                .args(["--save", ""])
-                .args(["--appendonly", "no"])
-                .args(["--daemonize", "no"])
-                .arg("--dir")
-                .arg(dir.path())
-                .arg("--logfile")
-                .arg(&log);
-            if major >= 7 {
-                cmd.args(["--enable-debug-command", "yes"]);
-            }
-            // Config errors go to stderr before the log file is opened: keep them for `log()`.
-            let console = fs::File::create(dir.path().join("console.log"))
-                .unwrap_or_else(|e| panic!("cannot create console.log: {e}"));
-            let console2 = console
-                .try_clone()
-                .unwrap_or_else(|e| panic!("cannot clone console.log: {e}"));
-            cmd.args(extra_args)
-                .stdin(Stdio::null())
-                .stdout(console)
-                .stderr(console2);
-            let child = cmd
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+            let args = server_args(port, dir.path(), &log, major, extra_args);
+            cmd.args(&args);
+            let child = spawn(cmd, dir.path(), binary);
             let mut server = RedisServer {
                 child,
                 port,
                 dir,
                 binary: binary.to_path_buf(),
                 version: version.clone(),
+                args,
             };
             match server.wait_for_ping() {
                 Ok(()) => return server,
@@ -143,6 +123,21 @@ impl RedisServer {
             }
         }
         panic!("redis-server {version}: no free port after 5 tries; last log:\n{last_log}");
+    }
+
+    /// Kill the server (SIGKILL: no chance to save), leave it down for `down`, then start it
+    /// again on the same port, in the same directory, with the same arguments (a server with
+    /// `--appendonly yes` reloads its AOF). Returns once it answers PING.
+    pub fn kill_and_restart(&mut self, down: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down);
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(&self.args);
+        self.child = spawn(cmd, self.dir.path(), &self.binary);
+        if let Err(why) = self.wait_for_ping() {
+            panic!("restarted redis-server {why}; its log:\n{}", self.log());
+        }
     }
 
     fn wait_for_ping(&mut self) -> Result<(), String> {
@@ -250,6 +245,52 @@ impl RedisServer {
             .unwrap_or_else(|e| panic!("cannot copy {} to {}: {e}", src.display(), dst.display()));
         dst
     }
+}
+
+/// The command line of a test server.
+fn server_args(port: u16, dir: &Path, log: &Path, major: u32, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--dir",
+        &dir.display().to_string(),
+        "--logfile",
+        &log.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if major >= 7 {
+        args.extend(["--enable-debug-command".into(), "yes".into()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// Start `cmd` with its console output appended to `dir/console.log` (config errors go there
+/// before the log file is opened: kept for `log()`).
+fn spawn(mut cmd: Command, dir: &Path, binary: &Path) -> Child {
+    let console = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("console.log"))
+        .unwrap_or_else(|e| panic!("cannot create console.log: {e}"));
+    let console2 = console
+        .try_clone()
+        .unwrap_or_else(|e| panic!("cannot clone console.log: {e}"));
+    cmd.stdin(Stdio::null())
+        .stdout(console)
+        .stderr(console2)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()))
 }
 
 impl Drop for RedisServer {

@@ -1,0 +1,1485 @@
+//! The pipelined writer behind `import`, and how it survives a target that drops the
+//! connection, restarts or is busy.
+//!
+//! The job (`job::import`) turns each input entry into a [`Unit`]: the encoded commands that
+//! write one key, one part of a big key, a group of AOF commands or one function library,
+//! and how to read their replies. [`Writer`] sends units over `--connections` connections,
+//! each run by one thread that keeps up to [`WINDOW`] batches of up to `--pipeline` commands
+//! in flight (it writes the next batch while the target works on the previous one), and
+//! maps every reply back to its unit, so an error names its key. One key always goes to the
+//! same connection, so the commands of a key are applied in order.
+//!
+//! Faults. A unit stays in memory until its replies are read. When the connection drops (or
+//! a read times out), the thread reconnects with backoff for up to `--retry-timeout`, makes
+//! sure the old connection is gone on the target (`CLIENT KILL ID`), and sends every unit
+//! not yet acknowledged again, one at a time, in order. Sending again must never double
+//! anything, so every unit is idempotent or tells whether it already ran:
+//! - `RESTORE ... REPLACE`, `SET` and the rewrite path with `RENAME` (the key is rebuilt
+//!   under a temporary name, `DEL tmp` first) give the same result when run twice.
+//! - With `--on-conflict fail|skip` (`RESTORE` without `REPLACE`, `SET NX`, `RENAMENX`,
+//!   `FUNCTION LOAD`), a second run finds the key that the first run wrote. Such a conflict
+//!   after a resend is checked: the value is built again under the temporary name and
+//!   compared with the key on the target (`DUMP` of both, in one script); the same value
+//!   means the first run wrote it.
+//! - Non-idempotent units (parts of a big key, which append; AOF commands such as `INCR`
+//!   or `RPUSH`) run inside `MULTI`/`EXEC` together with `SET marker seq`; before sending
+//!   one again, the thread reads the marker and skips the unit when it already ran.
+//!
+//! Replies that mean "not now" (`LOADING`, `BUSY`, `TRYAGAIN`, `MASTERDOWN`, `CLUSTERDOWN`)
+//! are sent again with backoff. A target that restarted (its `run_id` changed) keeps the
+//! import going only when it writes every command to disk before answering (`appendonly
+//! yes`, `appendfsync always`); otherwise keys acknowledged before the restart may be gone,
+//! and the import stops with an error saying so.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::redis::{Conn, TargetUrl, show, tmp_key};
+use crate::error::{Error, Result};
+use crate::resp::{Reply, parse_command, write_command};
+
+/// Batches written and not yet read, per connection.
+pub const WINDOW: usize = 2;
+
+/// Most bytes gathered into one batch.
+const BATCH_BYTES: usize = 4 << 20;
+
+/// Most bytes of queued units, over all connections.
+const QUEUE_BYTES: usize = 64 << 20;
+
+/// How long a reply may take before the connection is taken for dead.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Most error messages kept.
+pub const MAX_MESSAGES: usize = 100;
+
+/// Compares two keys in one slot by value: `1` when their `DUMP`s are equal. Deletes the
+/// second (the temporary key).
+const SAME_VALUE: &str = "local a = redis.call('DUMP', KEYS[1]) \
+     local b = redis.call('DUMP', KEYS[2]) redis.call('DEL', KEYS[2]) \
+     if a and a == b then return 1 else return 0 end";
+
+/// How to read the replies of a [`Unit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitKind {
+    /// One `RESTORE`: `BUSYKEY` is a conflict.
+    Restore,
+    /// A key rebuilt under a temporary name and renamed into place. With `nx`, the rename is
+    /// `RENAMENX` followed by `DEL tmp`, and a 0 from `RENAMENX` is a conflict. `multi` says
+    /// whether the whole unit is one `MULTI`/`EXEC`.
+    Rewrite {
+        /// `RENAMENX` + `DEL tmp` end the unit.
+        nx: bool,
+        /// Wrapped in `MULTI`/`EXEC`.
+        multi: bool,
+    },
+    /// `SET key value [NX] [PXAT ms]`: with `nx`, a nil reply is a conflict.
+    Set {
+        /// `NX` was given.
+        nx: bool,
+    },
+    /// One part of a key too big to be prepared whole: `MULTI`, commands building it under
+    /// its temporary name, `SET marker n`, `EXEC`, sent in order on one connection. The
+    /// `last` part also renames it into place (`nx`: RENAMENX + DEL tmp) after the marker. A
+    /// failed part fails the key; if the rename still went through, the half-built key is
+    /// deleted.
+    Part {
+        /// The part that renames.
+        last: bool,
+        /// RENAMENX + DEL tmp end the last part.
+        nx: bool,
+    },
+    /// AOF commands in one `MULTI`/`EXEC` with their marker: `count` commands, each of whose
+    /// error replies is reported by command.
+    Commands,
+    /// `FUNCTION LOAD`: "already exists" is a conflict.
+    Function,
+}
+
+/// Where a non-idempotent unit records that it ran: `SET key seq` inside its `MULTI`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker {
+    /// The marker key (same db and slot as the unit).
+    pub key: Vec<u8>,
+    /// The import's id (markers of another import are not ours).
+    pub run: u64,
+    /// The unit's number; markers only grow.
+    pub seq: u64,
+}
+
+/// What a unit with a marker writes into it: `run:seq`.
+pub fn marker_value(run: u64, seq: u64) -> String {
+    format!("{run}:{seq}")
+}
+
+/// Whether a marker's value says the unit `m` ran.
+fn marker_passed(value: &[u8], m: &Marker) -> bool {
+    let Some((run, seq)) = std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| s.split_once(':'))
+    else {
+        return false;
+    };
+    run.parse::<u64>() == Ok(m.run) && seq.parse::<u64>().is_ok_and(|n| n >= m.seq)
+}
+
+/// The commands that write one entry, and how to read their replies.
+#[derive(Debug, Clone)]
+pub struct Unit {
+    /// Database (after `--db-map`).
+    pub db: u64,
+    /// What to name in messages (the key, or the command).
+    pub label: Vec<u8>,
+    /// The encoded commands.
+    pub bytes: Vec<u8>,
+    /// How many replies they produce.
+    pub replies: usize,
+    /// How to read them.
+    pub kind: UnitKind,
+    /// Which connection (a hash of db and key; 0 for ordered commands).
+    pub route: u64,
+    /// The marker of a non-idempotent unit.
+    pub marker: Option<Marker>,
+    /// Entries it writes (keys or AOF commands); 0 for a part that is not the last.
+    pub count: u64,
+}
+
+impl Unit {
+    /// A unit writing one entry, without marker.
+    pub fn new(
+        db: u64,
+        label: Vec<u8>,
+        bytes: Vec<u8>,
+        replies: usize,
+        kind: UnitKind,
+        route: u64,
+    ) -> Unit {
+        Unit {
+            db,
+            label,
+            bytes,
+            replies,
+            kind,
+            route,
+            marker: None,
+            count: 1,
+        }
+    }
+}
+
+/// Counters the writer threads share with the job.
+#[derive(Debug, Default, Clone)]
+pub struct WriteStats {
+    /// Entries (keys, AOF commands, libraries) written.
+    pub written: u64,
+    /// Conflicts (left alone).
+    pub conflicts: u64,
+    /// Entries refused.
+    pub errors: u64,
+    /// Commands sent (including MULTI/EXEC and SELECT).
+    pub commands: u64,
+    /// Units sent again after a dropped connection or a "not now" reply.
+    pub resent: u64,
+    /// Reconnections.
+    pub reconnects: u64,
+    /// The first error messages, each naming its key.
+    pub messages: Vec<String>,
+}
+
+/// What the writer does on a conflict: the job decides (`--on-conflict`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictRule {
+    /// A conflict is an error.
+    Fail,
+    /// A conflict is counted and the key left alone.
+    Skip,
+    /// Conflicts cannot happen (REPLACE / RENAME).
+    Replace,
+}
+
+/// Writer options.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterOptions {
+    /// Connections.
+    pub connections: usize,
+    /// Commands in flight per connection.
+    pub pipeline: usize,
+    /// What a conflict is.
+    pub conflict: ConflictRule,
+    /// Stop everything at the first refused unit.
+    pub stop_on_error: bool,
+    /// How long to keep reconnecting (and resending "not now" replies) before giving up.
+    pub retry_for: Duration,
+}
+
+enum Msg {
+    Unit(Unit),
+    Barrier(SyncSender<()>),
+}
+
+struct Shared {
+    stats: Mutex<WriteStats>,
+    stop: AtomicBool,
+    fatal: Mutex<Option<Error>>,
+    /// Keys sent in parts and not finished (the import stopped): their temporary keys are
+    /// deleted by [`Writer::finish`].
+    abandoned: Mutex<Vec<(u64, Vec<u8>)>>,
+    /// Marker keys written, deleted by [`Writer::finish`].
+    markers: Mutex<HashSet<(u64, Vec<u8>)>>,
+    /// Bytes of units queued and not yet written, and its wake-up.
+    queued: Mutex<usize>,
+    drained: std::sync::Condvar,
+    /// The target's `run_id` when we last checked (None: INFO refused).
+    run_id: Mutex<Option<String>>,
+}
+
+/// Pipelined writer over several connections, each run by one thread. Units are queued to
+/// it through a bounded channel (so a slow target slows the input down, and memory stays
+/// bounded).
+pub struct Writer {
+    url: TargetUrl,
+    senders: Vec<SyncSender<Msg>>,
+    threads: Vec<JoinHandle<()>>,
+    shared: Arc<Shared>,
+    retry_for: Duration,
+}
+
+impl Writer {
+    /// Open `opts.connections` connections to `url`.
+    pub fn open(url: &TargetUrl, opts: WriterOptions) -> Result<Writer> {
+        let mut first = Conn::open(url, Duration::from_secs(10))?;
+        let run_id = run_id(&mut first)?;
+        let shared = Arc::new(Shared {
+            stats: Mutex::new(WriteStats::default()),
+            stop: AtomicBool::new(false),
+            fatal: Mutex::new(None),
+            abandoned: Mutex::new(Vec::new()),
+            markers: Mutex::new(HashSet::new()),
+            queued: Mutex::new(0),
+            drained: std::sync::Condvar::new(),
+            run_id: Mutex::new(run_id),
+        });
+        let mut senders = Vec::new();
+        let mut threads = Vec::new();
+        let mut first = Some(first);
+        for _ in 0..opts.connections.max(1) {
+            let conn = match first.take() {
+                Some(c) => c,
+                None => Conn::open(url, Duration::from_secs(10))?,
+            };
+            let (tx, rx) = sync_channel::<Msg>(opts.pipeline.max(1) * 2);
+            let mut link = Link::new(url.clone(), shared.clone(), opts);
+            link.attach(conn);
+            threads.push(std::thread::spawn(move || link.run(rx)));
+            senders.push(tx);
+        }
+        Ok(Writer {
+            url: url.clone(),
+            senders,
+            threads,
+            shared,
+            retry_for: opts.retry_for,
+        })
+    }
+
+    /// Whether the writer has stopped (a fatal error, or an error with `--on-error stop`).
+    pub fn stopped(&self) -> bool {
+        self.shared.stop.load(Ordering::Relaxed)
+    }
+
+    /// Queue a unit on its connection.
+    pub fn send(&self, unit: Unit) -> Result<()> {
+        let i = (unit.route % self.senders.len() as u64) as usize;
+        // Bound the bytes waiting in the queues (not just the number of units): a big key
+        // comes as many multi-megabyte parts. One unit always passes an empty queue.
+        let n = unit.bytes.len();
+        if let Ok(mut q) = self.shared.queued.lock() {
+            while *q > 0 && *q + n > QUEUE_BYTES && !self.stopped() {
+                match self
+                    .shared
+                    .drained
+                    .wait_timeout(q, Duration::from_millis(100))
+                {
+                    Ok((g, _)) => q = g,
+                    Err(_) => return Err(self.stop_error()),
+                }
+            }
+            *q += n;
+        }
+        if self.stopped() || self.senders[i].send(Msg::Unit(unit)).is_err() {
+            return Err(self.stop_error());
+        }
+        Ok(())
+    }
+
+    fn stop_error(&self) -> Error {
+        if let Ok(mut f) = self.shared.fatal.lock()
+            && let Some(e) = f.take()
+        {
+            return e;
+        }
+        Error::Usage("import stopped after an error (--on-error stop)".into())
+    }
+
+    /// Wait until everything queued so far has been acknowledged by the target (before
+    /// switching from parallel keys to ordered AOF commands).
+    pub fn barrier(&self) -> Result<()> {
+        let mut waits = Vec::new();
+        for s in &self.senders {
+            let (tx, rx) = sync_channel(1);
+            if s.send(Msg::Barrier(tx)).is_err() {
+                return Err(self.stop_error());
+            }
+            waits.push(rx);
+        }
+        for w in waits {
+            let _ = w.recv();
+        }
+        if self.stopped() {
+            return Err(self.stop_error());
+        }
+        Ok(())
+    }
+
+    /// A copy of the counters so far.
+    pub fn stats(&self) -> WriteStats {
+        self.shared
+            .stats
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+
+    /// Drain and close every connection, delete markers and the temporary keys of keys left
+    /// unfinished; returns the counters, and the fatal error if a connection failed.
+    pub fn finish(mut self) -> (WriteStats, Option<Error>) {
+        self.senders.clear();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let mut fatal = self.shared.fatal.lock().ok().and_then(|mut f| f.take());
+        let take = |m: &Mutex<Vec<(u64, Vec<u8>)>>| {
+            m.lock()
+                .map(|mut a| std::mem::take(&mut *a))
+                .unwrap_or_default()
+        };
+        let mut keys: Vec<(u64, Vec<u8>)> = take(&self.shared.abandoned)
+            .into_iter()
+            .map(|(db, k)| (db, tmp_key(&k)))
+            .collect();
+        if let Ok(mut m) = self.shared.markers.lock() {
+            keys.extend(m.drain());
+        }
+        if !keys.is_empty()
+            && let Err(e) = delete_keys(&self.url, &keys, self.retry_for, "temporary key")
+            && fatal.is_none()
+        {
+            fatal = Some(e);
+        }
+        (self.stats(), fatal)
+    }
+
+    /// A key sent in parts will not be finished: its temporary key is deleted at the end.
+    pub fn abandon(&self, db: u64, key: Vec<u8>) {
+        if let Ok(mut a) = self.shared.abandoned.lock() {
+            a.push((db, key));
+        }
+    }
+}
+
+/// The target's `run_id` (None when INFO is refused).
+fn run_id(c: &mut Conn) -> Result<Option<String>> {
+    Ok(match c.call(&[b"INFO", b"server"])? {
+        Reply::Bulk(b) => String::from_utf8_lossy(&b)
+            .lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .map(|s| s.trim().to_string()),
+        _ => None,
+    })
+}
+
+/// Open a connection, retrying while the target cannot be reached or is loading.
+fn open_retrying(url: &TargetUrl, retry_for: Duration) -> Result<Conn> {
+    let deadline = Instant::now() + retry_for;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match Conn::open(url, Duration::from_secs(10)) {
+            Ok(c) => return Ok(c),
+            Err(e) if transient_error(&e) && Instant::now() < deadline => {
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Delete keys (db, name) over a connection of its own.
+fn delete_keys(
+    url: &TargetUrl,
+    keys: &[(u64, Vec<u8>)],
+    retry_for: Duration,
+    what: &str,
+) -> Result<()> {
+    let mut c = open_retrying(url, retry_for)?;
+    let mut seen = HashSet::new();
+    for (db, key) in keys {
+        if !seen.insert((db, key)) {
+            continue;
+        }
+        for args in [&[b"SELECT", db.to_string().as_bytes()][..], &[b"DEL", key]] {
+            if let Reply::Error(e) = c.call(args)? {
+                return Err(c.err(format!(
+                    "cannot delete the {what} {}: {}",
+                    show(key),
+                    String::from_utf8_lossy(&e)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A failure of the connection (reconnect and resend) or of the import (stop).
+enum Fail {
+    Link(Error),
+    Fatal(Error),
+}
+
+impl From<Error> for Fail {
+    fn from(e: Error) -> Fail {
+        if transient_error(&e) {
+            Fail::Link(e)
+        } else {
+            Fail::Fatal(e)
+        }
+    }
+}
+
+/// Whether an error from [`Conn`] is about the connection (or a target not ready yet)
+/// rather than about what we sent or who we are.
+fn transient_error(e: &Error) -> bool {
+    match e {
+        Error::Target { msg, .. } => {
+            [
+                "cannot connect",
+                "cannot resolve",
+                "connection closed",
+                "read failed",
+                "write failed",
+            ]
+            .iter()
+            .any(|p| msg.starts_with(p))
+                || transient_reply(msg.as_bytes())
+        }
+        _ => false,
+    }
+}
+
+/// Error replies that mean "not now": the command did not run.
+fn transient_reply(e: &[u8]) -> bool {
+    let word = e.split(|&b| b == b' ').next().unwrap_or_default();
+    matches!(
+        word,
+        b"LOADING" | b"BUSY" | b"TRYAGAIN" | b"MASTERDOWN" | b"CLUSTERDOWN"
+    )
+}
+
+/// A unit once its replies are read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Settled {
+    Written,
+    /// A conflict: "key" or "library".
+    Exists(&'static str),
+    Failed(String),
+    /// Refused for now without effect: send it again later.
+    Again(String),
+    /// AOF commands: how many ran, and the errors of the others.
+    Group {
+        ok: u64,
+        errors: Vec<String>,
+    },
+}
+
+/// A written batch whose replies are not all read.
+struct Batch {
+    units: Vec<Unit>,
+    /// Whether a SELECT went before each unit.
+    selects: Vec<bool>,
+    /// The first unit not settled.
+    next: usize,
+    barriers: Vec<SyncSender<()>>,
+}
+
+/// One connection and the units in flight on it.
+struct Link {
+    url: TargetUrl,
+    sh: Arc<Shared>,
+    opts: WriterOptions,
+    conn: Option<Conn>,
+    /// `CLIENT ID` of the connection (to make sure it is gone after a reconnect).
+    client_id: Option<i64>,
+    /// The db selected on the connection.
+    db: Option<u64>,
+    inflight: VecDeque<Batch>,
+    /// Units refused "for now", sent again (in order) once nothing is in flight.
+    again: VecDeque<(Unit, String)>,
+    /// Keys sent in parts whose earlier part failed.
+    failed: HashSet<(u64, Vec<u8>)>,
+    out: Vec<u8>,
+}
+
+impl Link {
+    fn new(url: TargetUrl, sh: Arc<Shared>, opts: WriterOptions) -> Link {
+        Link {
+            url,
+            sh,
+            opts,
+            conn: None,
+            client_id: None,
+            db: None,
+            inflight: VecDeque::new(),
+            again: VecDeque::new(),
+            failed: HashSet::new(),
+            out: Vec::new(),
+        }
+    }
+
+    fn attach(&mut self, mut c: Conn) {
+        c.set_read_timeout(Some(READ_TIMEOUT));
+        self.client_id = match c.call(&[b"CLIENT", b"ID"]) {
+            Ok(Reply::Integer(n)) => Some(n),
+            _ => None,
+        };
+        self.conn = Some(c);
+        self.db = None;
+    }
+
+    fn stopped(&self) -> bool {
+        self.sh.stop.load(Ordering::Relaxed)
+    }
+
+    fn fatal(&self, e: Error) {
+        if let Ok(mut f) = self.sh.fatal.lock()
+            && f.is_none()
+        {
+            *f = Some(e);
+        }
+        self.sh.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// The thread's loop: write batches while fewer than [`WINDOW`] are in flight, read the
+    /// oldest otherwise; recover from faults; drain when stopped.
+    fn run(mut self, rx: Receiver<Msg>) {
+        let mut open = true;
+        loop {
+            if self.stopped() {
+                self.drain_stopped(&rx);
+                return;
+            }
+            if !self.again.is_empty() && self.inflight.is_empty() {
+                let units: Vec<Unit> = self.again.drain(..).map(|(u, _)| u).collect();
+                let n = units.len();
+                self.inflight.push_back(Batch {
+                    selects: vec![false; n],
+                    units,
+                    next: 0,
+                    barriers: Vec::new(),
+                });
+                self.recover(false);
+                continue;
+            }
+            if open && self.again.is_empty() && self.inflight.len() < WINDOW {
+                let m = if self.inflight.is_empty() {
+                    rx.recv().ok()
+                } else {
+                    match rx.try_recv() {
+                        Ok(m) => Some(m),
+                        Err(TryRecvError::Empty) => None,
+                        Err(TryRecvError::Disconnected) => None,
+                    }
+                };
+                match m {
+                    Some(m) => {
+                        self.write_batch(m, &rx);
+                        continue;
+                    }
+                    None if self.inflight.is_empty() => open = false,
+                    None => {}
+                }
+            }
+            if self.inflight.is_empty() {
+                if !open && self.again.is_empty() {
+                    return;
+                }
+                continue;
+            }
+            self.read_front();
+        }
+    }
+
+    /// Gather queued messages into one batch (up to `--pipeline` commands) and write it.
+    fn write_batch(&mut self, first: Msg, rx: &Receiver<Msg>) {
+        let mut batch = Batch {
+            units: Vec::new(),
+            selects: Vec::new(),
+            next: 0,
+            barriers: Vec::new(),
+        };
+        let mut cmds = 0usize;
+        let mut taken = 0usize;
+        self.out.clear();
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            match m {
+                Msg::Unit(u) => {
+                    let sel = self.db != Some(u.db);
+                    if sel {
+                        write_command(&mut self.out, &[b"SELECT", u.db.to_string().as_bytes()]);
+                        self.db = Some(u.db);
+                        cmds += 1;
+                    }
+                    cmds += u.replies;
+                    if let Some(m) = &u.marker
+                        && let Ok(mut set) = self.sh.markers.lock()
+                    {
+                        set.insert((u.db, m.key.clone()));
+                    }
+                    self.out.extend_from_slice(&u.bytes);
+                    taken += u.bytes.len();
+                    batch.selects.push(sel);
+                    batch.units.push(u);
+                }
+                Msg::Barrier(b) => batch.barriers.push(b),
+            }
+            if cmds < self.opts.pipeline && self.out.len() < BATCH_BYTES {
+                next = rx.try_recv().ok();
+            }
+        }
+        if let Ok(mut q) = self.sh.queued.lock() {
+            *q = q.saturating_sub(taken);
+            self.sh.drained.notify_all();
+        }
+        let res = match self.conn.as_mut() {
+            Some(c) if !self.out.is_empty() => c.send(&self.out),
+            _ => Ok(()),
+        };
+        if self.out.capacity() > BATCH_BYTES * 2 {
+            self.out = Vec::new();
+        }
+        self.inflight.push_back(batch);
+        if let Err(e) = res {
+            self.link_failed(e);
+        }
+    }
+
+    /// Read the replies of the oldest batch and settle its units.
+    fn read_front(&mut self) {
+        let mut replies = Vec::new();
+        loop {
+            let Some(b) = self.inflight.front_mut() else {
+                return;
+            };
+            if b.next >= b.units.len() {
+                break;
+            }
+            let Some(conn) = self.conn.as_mut() else {
+                self.recover(true);
+                return;
+            };
+            let i = b.next;
+            let read = (|| -> Result<()> {
+                if b.selects[i]
+                    && let Reply::Error(e) = conn.read_reply()?
+                {
+                    return Err(Error::Usage(format!(
+                        "{}: SELECT {}: {}",
+                        conn.name(),
+                        b.units[i].db,
+                        String::from_utf8_lossy(&e)
+                    )));
+                }
+                replies.clear();
+                for _ in 0..b.units[i].replies {
+                    replies.push(conn.read_reply()?);
+                }
+                Ok(())
+            })();
+            if let Err(e) = read {
+                match Fail::from(e) {
+                    Fail::Link(e) => self.link_failed(e),
+                    Fail::Fatal(e) => self.fatal(e),
+                }
+                return;
+            }
+            let commands = replies.len() as u64 + u64::from(b.selects[i]);
+            b.selects[i] = false;
+            let u = b.units[i].clone_meta();
+            b.next += 1;
+            let s = settle(&u, &replies);
+            if let Ok(mut st) = self.sh.stats.lock() {
+                st.commands += commands;
+            }
+            match s {
+                Settled::Again(msg) => {
+                    // Keep the bytes: move the unit out of the batch.
+                    let b = self.inflight.front_mut().expect("front batch");
+                    let full = std::mem::take(&mut b.units[i].bytes);
+                    let mut u = u;
+                    u.bytes = full;
+                    self.again.push_back((u, msg));
+                }
+                s => self.apply(&u, s, &replies),
+            }
+        }
+        if let Some(b) = self.inflight.pop_front() {
+            for t in b.barriers {
+                let _ = t.send(());
+            }
+        }
+    }
+
+    /// The connection failed: reconnect and send again what was not acknowledged.
+    fn link_failed(&mut self, e: Error) {
+        tracing::warn!("{e}; reconnecting");
+        self.conn = None;
+        self.db = None;
+        self.recover(true);
+    }
+
+    /// Send every unsettled unit again, one at a time, reconnecting with backoff as needed
+    /// (`dropped`: the connection was lost, so the old one must be gone first). Stops the
+    /// import when it cannot within `--retry-timeout`.
+    fn recover(&mut self, dropped: bool) {
+        let deadline = Instant::now() + self.opts.retry_for;
+        let mut delay = Duration::from_millis(100);
+        let mut dropped = dropped;
+        loop {
+            if self.stopped() {
+                return;
+            }
+            let res = self.resend_all(&mut dropped, deadline);
+            match res {
+                Ok(()) => return,
+                Err(Fail::Fatal(e)) => {
+                    self.fatal(e);
+                    return;
+                }
+                Err(Fail::Link(e)) => {
+                    if Instant::now() >= deadline {
+                        self.fatal(Error::Target {
+                            target: self.url.addr(),
+                            msg: format!(
+                                "gave up after {} s of retries (--retry-timeout): {e}",
+                                self.opts.retry_for.as_secs()
+                            ),
+                        });
+                        return;
+                    }
+                    tracing::warn!("{e}; retrying in {} ms", delay.as_millis());
+                    self.conn = None;
+                    self.db = None;
+                    dropped = true;
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    fn resend_all(&mut self, dropped: &mut bool, deadline: Instant) -> Result<(), Fail> {
+        if self.conn.is_none() {
+            let c = Conn::open(&self.url, Duration::from_secs(10))?;
+            let old = self.client_id;
+            self.attach(c);
+            if let Ok(mut st) = self.sh.stats.lock() {
+                st.reconnects += 1;
+            }
+            self.check_restart()?;
+            if *dropped && let Some(id) = old {
+                // The old connection may still have commands in the target's buffers: end
+                // it first, or they could run after (and double) what we send again.
+                let id = id.to_string();
+                let _ = self.call(&[b"CLIENT", b"KILL", b"ID", id.as_bytes()])?;
+            }
+            *dropped = false;
+        }
+        loop {
+            let Some(b) = self.inflight.front_mut() else {
+                return Ok(());
+            };
+            if b.next >= b.units.len() {
+                if let Some(b) = self.inflight.pop_front() {
+                    for t in b.barriers {
+                        let _ = t.send(());
+                    }
+                }
+                continue;
+            }
+            let i = b.next;
+            let u = std::mem::replace(
+                &mut b.units[i],
+                Unit::new(0, Vec::new(), Vec::new(), 0, UnitKind::Restore, 0),
+            );
+            let r = self.resend_one(&u, deadline);
+            let b = self.inflight.front_mut().expect("front batch");
+            let (s, replies) = match r {
+                Ok(x) => x,
+                Err(e) => {
+                    b.units[i] = u;
+                    return Err(e);
+                }
+            };
+            b.next += 1;
+            if let Ok(mut st) = self.sh.stats.lock() {
+                st.resent += 1;
+            }
+            self.apply(&u, s, &replies);
+            if self.stopped() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A target that restarted lost what it had not written to disk.
+    fn check_restart(&mut self) -> Result<(), Fail> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        let now = run_id(conn)?;
+        let mut known = self
+            .sh
+            .run_id
+            .lock()
+            .map_err(|_| Fail::Fatal(Error::Usage("writer state poisoned".into())))?;
+        let (Some(before), Some(now)) = (known.clone(), now) else {
+            return Ok(());
+        };
+        if before == now {
+            return Ok(());
+        }
+        let get = |c: &mut Conn, name: &[u8]| -> Result<String> {
+            Ok(match c.call(&[b"CONFIG", b"GET", name])? {
+                Reply::Array(a) => a
+                    .get(1)
+                    .and_then(|r| r.as_bytes())
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default(),
+                _ => String::new(),
+            })
+        };
+        let aof = get(conn, b"appendonly")?;
+        let fsync = get(conn, b"appendfsync")?;
+        if aof == "yes" && fsync == "always" {
+            tracing::warn!(
+                "{}: the target restarted; it writes every command to disk, continuing",
+                conn.name()
+            );
+            *known = Some(now);
+            return Ok(());
+        }
+        Err(Fail::Fatal(Error::Target {
+            target: conn.name().to_string(),
+            msg: format!(
+                "the target restarted during the import (run_id changed) and does not write \
+                 every command to disk before answering (appendonly {}, appendfsync {}): keys \
+                 it acknowledged before the restart may be lost. Run the import again \
+                 (--on-conflict replace), then `rdbferry verify`",
+                if aof.is_empty() { "?" } else { &aof },
+                if fsync.is_empty() { "?" } else { &fsync },
+            ),
+        }))
+    }
+
+    fn call(&mut self, args: &[&[u8]]) -> Result<Reply, Fail> {
+        match self.conn.as_mut() {
+            Some(c) => Ok(c.call(args)?),
+            None => Err(Fail::Link(Error::Target {
+                target: self.url.addr(),
+                msg: "connection closed by the target".into(),
+            })),
+        }
+    }
+
+    fn select(&mut self, db: u64) -> Result<(), Fail> {
+        if self.db != Some(db) {
+            if let Reply::Error(e) = self.call(&[b"SELECT", db.to_string().as_bytes()])? {
+                return Err(Fail::Fatal(Error::Target {
+                    target: self.url.addr(),
+                    msg: format!("SELECT {db}: {}", String::from_utf8_lossy(&e)),
+                }));
+            }
+            self.db = Some(db);
+        }
+        Ok(())
+    }
+
+    /// Send a unit that may already have run, so that it cannot run twice; "not now"
+    /// replies are retried until `deadline`.
+    fn resend_one(&mut self, u: &Unit, deadline: Instant) -> Result<(Settled, Vec<Reply>), Fail> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            self.select(u.db)?;
+            if let Some(m) = &u.marker
+                && let Reply::Bulk(v) = self.call(&[b"GET", &m.key])?
+                && marker_passed(&v, m)
+            {
+                // It ran (its replies are lost; errors inside it cannot be told).
+                let s = match u.kind {
+                    UnitKind::Commands => Settled::Group {
+                        ok: u.count,
+                        errors: Vec::new(),
+                    },
+                    _ => Settled::Written,
+                };
+                return Ok((s, Vec::new()));
+            }
+            let conn = self.conn.as_mut().ok_or_else(|| {
+                Fail::Link(Error::Target {
+                    target: self.url.addr(),
+                    msg: "connection closed by the target".into(),
+                })
+            })?;
+            conn.send(&u.bytes)?;
+            let mut replies = Vec::with_capacity(u.replies);
+            for _ in 0..u.replies {
+                replies.push(conn.read_reply()?);
+            }
+            if let Ok(mut st) = self.sh.stats.lock() {
+                st.commands += replies.len() as u64;
+            }
+            match settle(u, &replies) {
+                Settled::Again(msg) => {
+                    if Instant::now() >= deadline {
+                        let msg = format!(
+                            "{msg} (still refused after {} s, --retry-timeout)",
+                            self.opts.retry_for.as_secs()
+                        );
+                        return Ok((Settled::Failed(msg), replies));
+                    }
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Settled::Exists(what) => {
+                    let s = if self.same_value(u)? {
+                        Settled::Written
+                    } else {
+                        Settled::Exists(what)
+                    };
+                    return Ok((s, replies));
+                }
+                s => return Ok((s, replies)),
+            }
+        }
+    }
+
+    /// After a resend found the key (or library) already there: whether it holds what this
+    /// unit writes, i.e. the first send ran.
+    fn same_value(&mut self, u: &Unit) -> Result<bool, Fail> {
+        let cmds = commands_of(&u.bytes);
+        let Some(first) = cmds.first() else {
+            return Ok(false);
+        };
+        match u.kind {
+            UnitKind::Restore => {
+                let (Some(key), Some(payload)) = (first.get(1), first.get(3)) else {
+                    return Ok(false);
+                };
+                let tmp = tmp_key(key);
+                if let Reply::Error(_) =
+                    self.call(&[b"RESTORE", &tmp, b"0", payload, b"REPLACE"])?
+                {
+                    return Ok(false);
+                }
+                self.compare(key, &tmp)
+            }
+            UnitKind::Set { .. } => {
+                let (Some(key), Some(value)) = (first.get(1), first.get(2)) else {
+                    return Ok(false);
+                };
+                Ok(matches!(self.call(&[b"GET", key])?, Reply::Bulk(v) if v == *value))
+            }
+            UnitKind::Rewrite { nx: true, .. } => {
+                // The unit without its RENAMENX and the DEL after it builds `tmp` only.
+                let Some(at) = cmds.iter().position(|c| {
+                    c.first()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(b"RENAMENX"))
+                }) else {
+                    return Ok(false);
+                };
+                let key = cmds[at].get(2).cloned().unwrap_or_default();
+                let tmp = cmds[at].get(1).cloned().unwrap_or_default();
+                let mut bytes = Vec::new();
+                let mut n = 0;
+                for (i, c) in cmds.iter().enumerate() {
+                    if i == at || i == at + 1 {
+                        continue;
+                    }
+                    let args: Vec<&[u8]> = c.iter().map(|a| a.as_slice()).collect();
+                    write_command(&mut bytes, &args);
+                    n += 1;
+                }
+                let conn = self.conn.as_mut().ok_or_else(|| {
+                    Fail::Link(Error::Target {
+                        target: self.url.addr(),
+                        msg: "connection closed by the target".into(),
+                    })
+                })?;
+                conn.send(&bytes)?;
+                for _ in 0..n {
+                    conn.read_reply()?;
+                }
+                self.compare(&key, &tmp)
+            }
+            UnitKind::Function => {
+                let code = first.last().cloned().unwrap_or_default();
+                let name = library_name(&code).to_vec();
+                let r = self.call(&[b"FUNCTION", b"LIST", b"LIBRARYNAME", &name, b"WITHCODE"])?;
+                Ok(contains_bulk(&r, &code))
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// `1` when `key` and `tmp` hold the same value; deletes `tmp`.
+    fn compare(&mut self, key: &[u8], tmp: &[u8]) -> Result<bool, Fail> {
+        Ok(matches!(
+            self.call(&[b"EVAL", SAME_VALUE.as_bytes(), b"2", key, tmp])?,
+            Reply::Integer(1)
+        ))
+    }
+
+    /// Count a settled unit, and clean up after failed keys.
+    fn apply(&mut self, u: &Unit, s: Settled, replies: &[Reply]) {
+        let mut cleanup = None;
+        let outcome: Option<Settled> = match (u.kind, s) {
+            (UnitKind::Part { last: false, .. }, Settled::Failed(msg)) => {
+                // Counted once, at the first failed part; the last part settles the rest.
+                if self.failed.insert((u.db, u.label.clone())) {
+                    Some(Settled::Failed(msg))
+                } else {
+                    None
+                }
+            }
+            (UnitKind::Part { last: false, .. }, _) => None,
+            (UnitKind::Part { last: true, .. }, _)
+                if self.failed.remove(&(u.db, u.label.clone())) =>
+            {
+                if renamed_into_place(u, replies) {
+                    cleanup = Some((u.db, u.label.clone()));
+                }
+                None
+            }
+            (_, Settled::Failed(mut msg)) => {
+                if renamed_into_place(u, replies) {
+                    // An error inside EXEC (or between pipelined commands) does not undo the
+                    // commands around it: the key was renamed into place half-built.
+                    msg.push_str("; the half-built key was deleted");
+                    cleanup = Some((u.db, u.label.clone()));
+                }
+                Some(Settled::Failed(msg))
+            }
+            (_, s) => Some(s),
+        };
+        if let Some(k) = cleanup
+            && let Err(e) = delete_keys(&self.url, &[k], self.opts.retry_for, "half-built key")
+        {
+            self.fatal(e);
+        }
+        let Some(s) = outcome else { return };
+        let Ok(mut st) = self.sh.stats.lock() else {
+            return;
+        };
+        let what = match u.kind {
+            UnitKind::Commands => "command",
+            UnitKind::Function => "function library",
+            _ => "key",
+        };
+        let error = |st: &mut WriteStats, label: &[u8], msg: String| {
+            st.errors += 1;
+            if st.messages.len() < MAX_MESSAGES {
+                st.messages
+                    .push(format!("{what} {} (db {}): {msg}", show(label), u.db));
+            }
+        };
+        match s {
+            Settled::Written => st.written += u.count.max(1),
+            Settled::Exists(thing) => match self.opts.conflict {
+                ConflictRule::Skip => st.conflicts += 1,
+                _ => error(
+                    &mut st,
+                    &u.label,
+                    format!("{thing} already exists on the target (--on-conflict fail)"),
+                ),
+            },
+            Settled::Failed(msg) | Settled::Again(msg) => error(&mut st, &u.label, msg),
+            Settled::Group { ok, errors } => {
+                st.written += ok;
+                for e in errors {
+                    // "COMMAND ARG: message"
+                    let (label, msg) = e.split_once('\u{0}').unwrap_or(("?", &e));
+                    error(&mut st, label.as_bytes(), msg.to_string());
+                }
+            }
+        }
+        let failed = st.errors > 0;
+        drop(st);
+        if failed && self.opts.stop_on_error {
+            self.sh.stop.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Stopped: send nothing more, but let the barriers through. A key whose parts are cut
+    /// short leaves its temporary key, deleted at the end.
+    fn drain_stopped(&mut self, rx: &Receiver<Msg>) {
+        let mut abandon = |u: &Unit| {
+            if matches!(u.kind, UnitKind::Part { .. })
+                && let Ok(mut a) = self.sh.abandoned.lock()
+            {
+                a.push((u.db, u.label.clone()));
+            }
+        };
+        for b in self.inflight.drain(..) {
+            b.units.iter().for_each(&mut abandon);
+            for t in b.barriers {
+                let _ = t.send(());
+            }
+        }
+        for (u, _) in self.again.drain(..) {
+            abandon(&u);
+        }
+        for m in rx {
+            match m {
+                Msg::Unit(u) => {
+                    abandon(&u);
+                    if let Ok(mut q) = self.sh.queued.lock() {
+                        *q = q.saturating_sub(u.bytes.len());
+                        self.sh.drained.notify_all();
+                    }
+                }
+                Msg::Barrier(t) => {
+                    let _ = t.send(());
+                }
+            }
+        }
+    }
+}
+
+impl Unit {
+    /// The unit without its bytes (what settling needs).
+    fn clone_meta(&self) -> Unit {
+        Unit {
+            db: self.db,
+            label: self.label.clone(),
+            bytes: Vec::new(),
+            replies: self.replies,
+            kind: self.kind,
+            route: self.route,
+            marker: self.marker.clone(),
+            count: self.count,
+        }
+    }
+}
+
+/// The commands of encoded bytes, as owned arguments.
+fn commands_of(mut bytes: &[u8]) -> Vec<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    let mut args = Vec::new();
+    while let Ok(Some(n)) = parse_command(bytes, &mut args) {
+        out.push(args.iter().map(|a| a.to_vec()).collect());
+        bytes = &bytes[n..];
+    }
+    out
+}
+
+/// Whether a reply holds `needle` as a bulk string anywhere.
+fn contains_bulk(r: &Reply, needle: &[u8]) -> bool {
+    match r {
+        Reply::Bulk(b) | Reply::Simple(b) => b == needle,
+        Reply::Array(a) => a.iter().any(|r| contains_bulk(r, needle)),
+        Reply::Map(m) => m
+            .iter()
+            .any(|(k, v)| contains_bulk(k, needle) || contains_bulk(v, needle)),
+        _ => false,
+    }
+}
+
+/// The library name from `#!lua name=NAME` on the code's first line.
+pub fn library_name(code: &[u8]) -> &[u8] {
+    let line = code.split(|&b| b == b'\n').next().unwrap_or_default();
+    line.split(|&b| b == b' ')
+        .find_map(|w| w.strip_prefix(b"name="))
+        .unwrap_or(b"?")
+}
+
+fn error_text(e: &[u8]) -> String {
+    String::from_utf8_lossy(e).into_owned()
+}
+
+/// Whether a unit is one `MULTI`/`EXEC`.
+fn is_multi(kind: UnitKind) -> bool {
+    match kind {
+        UnitKind::Rewrite { multi, .. } => multi,
+        UnitKind::Part { .. } | UnitKind::Commands => true,
+        _ => false,
+    }
+}
+
+/// The results of a `MULTI` unit's commands (the `EXEC` array), or of a plain unit.
+fn results_of<'r>(u: &Unit, replies: &'r [Reply]) -> Option<&'r [Reply]> {
+    if is_multi(u.kind) {
+        match replies.last() {
+            Some(Reply::Array(a)) => Some(a),
+            _ => None,
+        }
+    } else {
+        Some(replies)
+    }
+}
+
+/// Whether a rewrite unit's final rename (RENAME, or RENAMENX followed by DEL tmp) succeeded.
+fn renamed_into_place(u: &Unit, replies: &[Reply]) -> bool {
+    let nx = match u.kind {
+        UnitKind::Rewrite { nx, .. } => nx,
+        UnitKind::Part { last: true, nx } => nx,
+        _ => return false,
+    };
+    let Some(results) = results_of(u, replies) else {
+        return false;
+    };
+    if nx {
+        results.len() >= 2 && results[results.len() - 2] == Reply::Integer(1)
+    } else {
+        results.last().is_some_and(|r| !r.is_error())
+    }
+}
+
+/// Read a unit's replies.
+fn settle(u: &Unit, replies: &[Reply]) -> Settled {
+    // "Not now": a single command did not run; in a MULTI unit, nothing ran if MULTI
+    // itself went through (EXECABORT) or every command was refused. A refused MULTI
+    // followed by commands that ran means they ran outside a transaction: the rewrite path
+    // can run again (it starts with DEL tmp and ends with the rename), parts and AOF
+    // commands cannot.
+    if let Some(Reply::Error(e)) = replies.iter().find(|r| match r {
+        Reply::Error(e) => transient_reply(e),
+        _ => false,
+    }) {
+        let multi = is_multi(u.kind);
+        let all_refused = replies.iter().all(|r| r.is_error());
+        let multi_ok = matches!(replies.first(), Some(r) if !r.is_error());
+        if !multi || multi_ok || all_refused || matches!(u.kind, UnitKind::Rewrite { .. }) {
+            return Settled::Again(error_text(e));
+        }
+        return Settled::Failed(format!(
+            "{} arrived while its MULTI was refused; the target may hold it partly applied",
+            error_text(e)
+        ));
+    }
+    match u.kind {
+        UnitKind::Restore => match replies.first() {
+            Some(Reply::Error(e)) if e.starts_with(b"BUSYKEY") => Settled::Exists("key"),
+            Some(Reply::Error(e)) => Settled::Failed(error_text(e)),
+            _ => Settled::Written,
+        },
+        UnitKind::Set { nx } => match replies.first() {
+            Some(Reply::Nil) if nx => Settled::Exists("key"),
+            Some(Reply::Error(e)) => Settled::Failed(error_text(e)),
+            _ => Settled::Written,
+        },
+        UnitKind::Function => match replies.first() {
+            Some(Reply::Error(e)) if String::from_utf8_lossy(e).contains("already exists") => {
+                Settled::Exists("library")
+            }
+            Some(Reply::Error(e)) => Settled::Failed(error_text(e)),
+            _ => Settled::Written,
+        },
+        UnitKind::Commands => {
+            let Some(results) = results_of(u, replies) else {
+                return Settled::Failed(exec_failure(replies));
+            };
+            // Name each refused command: results follow the unit's commands after MULTI.
+            let mut errors = Vec::new();
+            if results.iter().any(|r| r.is_error()) {
+                let cmds = commands_of(&u.bytes);
+                for (i, r) in results.iter().enumerate() {
+                    if let Reply::Error(e) = r {
+                        let label = cmds
+                            .get(i + 1)
+                            .map(|c| {
+                                let l: Vec<&[u8]> =
+                                    c.iter().take(2).map(|a| a.as_slice()).collect();
+                                String::from_utf8_lossy(&l.join(&b' ')).into_owned()
+                            })
+                            .unwrap_or_else(|| "?".into());
+                        errors.push(format!("{label}\u{0}{}", error_text(e)));
+                    }
+                }
+            }
+            Settled::Group {
+                ok: u.count.saturating_sub(errors.len() as u64),
+                errors,
+            }
+        }
+        UnitKind::Rewrite { nx, .. } | UnitKind::Part { nx, .. } => {
+            let Some(results) = results_of(u, replies) else {
+                return Settled::Failed(exec_failure(replies));
+            };
+            if let Some(Reply::Error(e)) = results.iter().find(|r| r.is_error()) {
+                return Settled::Failed(error_text(e));
+            }
+            let renames = match u.kind {
+                UnitKind::Part { last, .. } => last,
+                _ => true,
+            };
+            if renames
+                && nx
+                && results.len() >= 2
+                && results[results.len() - 2] == Reply::Integer(0)
+            {
+                return Settled::Exists("key");
+            }
+            Settled::Written
+        }
+    }
+}
+
+/// Why a `MULTI` unit's `EXEC` returned no results: the command refused when queued.
+fn exec_failure(replies: &[Reply]) -> String {
+    replies
+        .iter()
+        .find_map(|r| match r {
+            Reply::Error(q) => Some(error_text(q)),
+            _ => None,
+        })
+        .unwrap_or_else(|| "unexpected reply to EXEC".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(kind: UnitKind) -> Unit {
+        Unit::new(0, b"k".to_vec(), Vec::new(), 1, kind, 0)
+    }
+
+    #[test]
+    fn settles_replies() {
+        let ok = Reply::Simple(b"OK".to_vec());
+        let err = |s: &str| Reply::Error(s.as_bytes().to_vec());
+        assert_eq!(
+            settle(&unit(UnitKind::Restore), std::slice::from_ref(&ok)),
+            Settled::Written
+        );
+        assert_eq!(
+            settle(
+                &unit(UnitKind::Restore),
+                &[err("BUSYKEY Target key name already exists.")]
+            ),
+            Settled::Exists("key")
+        );
+        assert_eq!(
+            settle(&unit(UnitKind::Set { nx: true }), &[Reply::Nil]),
+            Settled::Exists("key")
+        );
+        assert!(matches!(
+            settle(&unit(UnitKind::Restore), &[err("LOADING Redis is loading")]),
+            Settled::Again(_)
+        ));
+        assert!(matches!(
+            settle(&unit(UnitKind::Restore), &[err("OOM command not allowed")]),
+            Settled::Failed(_)
+        ));
+        // MULTI, DEL, RPUSH, RENAMENX, DEL, EXEC -> [1, 3, 0, 1]: a conflict.
+        let rw = UnitKind::Rewrite {
+            nx: true,
+            multi: true,
+        };
+        let q = Reply::Simple(b"QUEUED".to_vec());
+        let exec = Reply::Array(vec![
+            Reply::Integer(0),
+            Reply::Integer(3),
+            Reply::Integer(0),
+            Reply::Integer(1),
+        ]);
+        let replies = [ok.clone(), q.clone(), q.clone(), q.clone(), q.clone(), exec];
+        assert_eq!(settle(&unit(rw), &replies), Settled::Exists("key"));
+        assert!(!renamed_into_place(&unit(rw), &replies));
+        // EXECABORT after a refused queued command.
+        let replies = [
+            ok.clone(),
+            err("OOM no"),
+            err("EXECABORT Transaction discarded"),
+        ];
+        assert_eq!(
+            settle(&unit(rw), &replies),
+            Settled::Failed("OOM no".into())
+        );
+        // A MULTI refused as LOADING with commands that then ran: parts cannot run again.
+        let part = UnitKind::Part {
+            last: false,
+            nx: false,
+        };
+        let replies = [
+            err("LOADING x"),
+            Reply::Integer(3),
+            err("ERR EXEC without MULTI"),
+        ];
+        assert!(matches!(settle(&unit(part), &replies), Settled::Failed(_)));
+        assert!(matches!(settle(&unit(rw), &replies), Settled::Again(_)));
+        let all = [err("LOADING x"), err("LOADING x"), err("LOADING x")];
+        assert!(matches!(settle(&unit(part), &all), Settled::Again(_)));
+    }
+
+    #[test]
+    fn groups_name_their_failed_commands() {
+        let mut bytes = Vec::new();
+        for c in [
+            &[&b"MULTI"[..]][..],
+            &[b"INCR", b"a"],
+            &[b"LPUSH", b"a", b"x"],
+            &[b"SET", b"m", b"1"],
+            &[b"EXEC"],
+        ] {
+            write_command(&mut bytes, c);
+        }
+        let mut u = Unit::new(0, b"INCR a".to_vec(), bytes, 5, UnitKind::Commands, 0);
+        u.count = 2;
+        let q = Reply::Simple(b"QUEUED".to_vec());
+        let replies = [
+            Reply::Simple(b"OK".to_vec()),
+            q.clone(),
+            q.clone(),
+            q,
+            Reply::Array(vec![
+                Reply::Integer(1),
+                Reply::Error(b"WRONGTYPE Operation".to_vec()),
+                Reply::Simple(b"OK".to_vec()),
+            ]),
+        ];
+        assert_eq!(
+            settle(&u, &replies),
+            Settled::Group {
+                ok: 1,
+                errors: vec!["LPUSH a\u{0}WRONGTYPE Operation".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn transient_replies() {
+        assert!(transient_reply(
+            b"LOADING Redis is loading the dataset in memory"
+        ));
+        assert!(transient_reply(b"BUSY Redis is busy running a script."));
+        assert!(transient_reply(
+            b"TRYAGAIN Multiple keys request during rehashing of slot"
+        ));
+        assert!(!transient_reply(b"BUSYKEY Target key name already exists."));
+        assert!(!transient_reply(b"ERR unknown command"));
+    }
+}
