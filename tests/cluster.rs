@@ -5,9 +5,61 @@
 
 mod support;
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
 use rdbferry::cluster::{SlotMap, key_slot, tmp_key_for};
 use rdbferry::sink::redis::TargetUrl;
 use support::RedisCluster;
+
+fn testdata(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(p)
+}
+
+fn rdbferry(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rdbferry"))
+        .args(args)
+        .env_remove("RDBFERRY_TO_PASSWORD")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `import --precheck --json`: exit code and the rows as (check, status, detail).
+fn precheck(input: &Path, url: &str, args: &[&str]) -> (i32, Vec<(String, String, String)>) {
+    let input = input.display().to_string();
+    let mut all = vec!["import", &input, "--to", url, "--precheck", "--json"];
+    all.extend_from_slice(args);
+    let o = rdbferry(&all);
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
+    let rows = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let f = |k: &str| c[k].as_str().unwrap().to_string();
+            (f("check"), f("status"), f("detail"))
+        })
+        .collect();
+    (o.status.code().unwrap_or(-1), rows)
+}
+
+fn find<'r>(rows: &'r [(String, String, String)], check: &str) -> &'r (String, String, String) {
+    rows.iter()
+        .find(|r| r.0 == check)
+        .unwrap_or_else(|| panic!("no {check} row in {rows:?}"))
+}
 
 /// A deterministic xorshift, for random keys without a dev-dependency.
 struct Rng(u64);
@@ -90,4 +142,86 @@ fn slot_map_follows_a_moved_slot_and_names_uncovered_ranges() {
     let port = cluster.nodes()[owner].port();
     let map = SlotMap::discover(&seed.with_host_port("127.0.0.1", port)).unwrap();
     assert_eq!(map.uncovered(), [(100, 102), (104, 104)]);
+}
+
+#[test]
+fn precheck_sees_masters_dbs_emptiness_and_uncovered_slots() {
+    let cluster = RedisCluster::start(3);
+    let url = cluster.seed_url();
+    let dump = testdata("redis-7.0/all-types.rdb");
+
+    // Dbs 1 and 5 have nowhere to go in a Cluster.
+    let (code, rows) = precheck(&dump, &url, &[]);
+    assert_eq!(code, 1, "{rows:?}");
+    let cl = find(&rows, "cluster");
+    assert_eq!(cl.1, "ok");
+    assert!(cl.2.starts_with("3 masters: 127.0.0.1:"), "{cl:?}");
+    assert_eq!(find(&rows, "slots covered").1, "ok");
+    let dbs = find(&rows, "dbs");
+    assert_eq!(dbs.1, "fail");
+    assert!(
+        dbs.2.contains("db1, db5") && dbs.2.contains("--db-map 1=0"),
+        "{dbs:?}"
+    );
+
+    // Mapped to db 0, or filtered out: every row passes.
+    let (code, rows) = precheck(&dump, &url, &["--db-map", "1=0", "--db-map", "5=0"]);
+    assert_eq!(code, 0, "{rows:?}");
+    let (code, rows) = precheck(&dump, &url, &["--db", "0"]);
+    assert_eq!(code, 0, "{rows:?}");
+    assert_eq!(find(&rows, "empty").1, "ok");
+    assert_eq!(find(&rows, "maxmemory").1, "ok");
+
+    // Keys on two masters: counted over all of them.
+    let (a, b) = (b"foo", b"bar");
+    let (na, nb) = (cluster.owner(key_slot(a)), cluster.owner(key_slot(b)));
+    assert_ne!(na, nb);
+    cluster.cli_on(na, &["SET", "foo", "1"]);
+    cluster.cli_on(nb, &["SET", "bar", "1"]);
+    let (code, rows) = precheck(&dump, &url, &["--db", "0"]);
+    assert_eq!(code, 1, "{rows:?}");
+    let empty = find(&rows, "empty");
+    assert_eq!(empty.1, "fail");
+    assert!(
+        empty.2.starts_with("db0: 2 keys over 2 masters"),
+        "{empty:?}"
+    );
+
+    // A maxmemory too small for one master's share of the input.
+    cluster.cli_on(nb, &["CONFIG", "SET", "maxmemory", "1"]);
+    let (_, rows) = precheck(&dump, &url, &["--db", "0", "--on-conflict", "replace"]);
+    let mem = find(&rows, "maxmemory");
+    assert_eq!(mem.1, "fail", "{mem:?}");
+    cluster.cli_on(nb, &["CONFIG", "SET", "maxmemory", "0"]);
+
+    // Slot 5000 (and 5001) dropped on every node: the precheck fails naming them, and an
+    // import writes nothing.
+    for i in 0..3 {
+        cluster.cli_on(i, &["CLUSTER", "DELSLOTS", "5000", "5001"]);
+    }
+    let (code, rows) = precheck(&dump, &url, &["--db", "0", "--on-conflict", "replace"]);
+    assert_eq!(code, 1, "{rows:?}");
+    let slots = find(&rows, "slots covered");
+    assert_eq!(slots.1, "fail");
+    assert!(
+        slots.2.contains("2 slots have no master") && slots.2.ends_with(": 5000-5001"),
+        "{slots:?}"
+    );
+    let d = dump.display().to_string();
+    let o = rdbferry(&[
+        "import",
+        &d,
+        "--to",
+        &url,
+        "--db",
+        "0",
+        "--on-conflict",
+        "replace",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("precheck failed; nothing was written"),
+        "{}",
+        text(&o)
+    );
 }
