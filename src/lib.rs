@@ -11,11 +11,13 @@
 //! - `input/`: recognises an input (RDB, AOF, appendonlydir, stdin) and walks it as events.
 //! - `transform/`: filters (db, key globs and regexes, types).
 //! - `sink/`: outputs: JSON lines, RESP commands, statistics, a live Redis target.
+//! - `cluster/`: Redis Cluster key slots, slot map and `MOVED`/`ASK` redirections.
 //! - `job/`: the loops behind each command (`check`, `inspect`, `convert`, `import`).
 //! - `verify/`: compares a source with a live Redis target (`verify`), over pipelined reads.
 //! - `cli/` (in the binary): flags to configuration; nothing else.
 
 pub mod aof;
+pub mod cluster;
 pub mod error;
 pub mod input;
 pub mod job;

@@ -33,6 +33,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::{Common, batch};
+use crate::cluster::{SlotMap, show_ranges};
 use crate::error::{Error, Result};
 use crate::input::{Event, Input, Kind};
 use crate::progress::Progress;
@@ -589,6 +590,8 @@ struct Scan {
     bytes: u64,
     keys: u64,
     dbs: BTreeSet<u64>,
+    /// (input db, target db) pairs, for the Cluster rule (only db 0 there).
+    db_pairs: BTreeSet<(u64, u64)>,
     biggest: u64,
     biggest_key: Vec<u8>,
     rdb_versions: BTreeSet<String>,
@@ -613,6 +616,7 @@ fn scan(inputs: &[String], common: &Common, opts: &ImportOptions, target_rdb: u3
                 Event::Rdb(Record::Key(k)) if common.filter.keep(k.db, &k.key, k.data_type()) => {
                     s.keys += 1;
                     s.dbs.insert(opts.target_db(k.db));
+                    s.db_pairs.insert((k.db, opts.target_db(k.db)));
                     let len = k.raw.len() as u64 + 11;
                     if len > s.biggest {
                         s.biggest = len;
@@ -625,6 +629,7 @@ fn scan(inputs: &[String], common: &Common, opts: &ImportOptions, target_rdb: u3
                 }
                 Event::Command { db, .. } => {
                     s.dbs.insert(opts.target_db(db));
+                    s.db_pairs.insert((db, opts.target_db(db)));
                 }
                 _ => {}
             }
@@ -649,6 +654,216 @@ fn mb(n: u64) -> String {
     format!("{:.1} MB", n as f64 / 1e6)
 }
 
+fn conflict_rule(c: OnConflict) -> &'static str {
+    match c {
+        OnConflict::Fail => "fail",
+        OnConflict::Replace => "replace",
+        OnConflict::Skip => "skip",
+    }
+}
+
+/// The "empty" row from the non-empty dbs found (`db0: 12 keys`, ...).
+fn empty_row(busy: &[String], opts: &ImportOptions) -> Check {
+    if busy.is_empty() {
+        return row(
+            "empty",
+            Status::Ok,
+            "the target dbs written to are empty".into(),
+        );
+    }
+    row(
+        "empty",
+        if opts.on_conflict == OnConflict::Fail {
+            Status::Fail
+        } else {
+            Status::Warn
+        },
+        format!(
+            "{} (--on-conflict {})",
+            busy.join(", "),
+            conflict_rule(opts.on_conflict)
+        ),
+    )
+}
+
+/// Whether `input` bytes fit in what `maxmemory` leaves free; `None` when CONFIG GET was
+/// refused or there is no limit.
+fn memory_fits(maxmemory: Option<u64>, used: u64, input: u64) -> Option<(bool, String)> {
+    let m = maxmemory.filter(|&m| m > 0)?;
+    let free = m.saturating_sub(used);
+    Some((
+        input <= free,
+        format!("input {} vs {} free of {}", mb(input), mb(free), mb(m)),
+    ))
+}
+
+/// The rows of a standalone target: its dbs written to are empty, and the input fits in
+/// `maxmemory`.
+fn standalone_data_rows(
+    conn: &mut Conn,
+    info: &TargetInfo,
+    opts: &ImportOptions,
+    sc: &Scan,
+) -> Result<Vec<Check>> {
+    let dbs: Vec<u64> = if sc.scanned {
+        sc.dbs.iter().copied().collect()
+    } else {
+        info.keyspace.keys().copied().collect()
+    };
+    // DBSIZE per db written to (INFO keyspace may be refused, and leaves out empty dbs).
+    let mut busy = Vec::new();
+    for &db in &dbs {
+        let n = conn.dbsize(db)?;
+        if n > 0 {
+            busy.push(format!("db{db}: {n} keys"));
+        }
+    }
+    let memory = match info.maxmemory {
+        None => row(
+            "maxmemory",
+            Status::Warn,
+            "CONFIG GET refused: not checked".into(),
+        ),
+        Some(0) => row("maxmemory", Status::Ok, "no limit".into()),
+        Some(_) => match memory_fits(info.maxmemory, info.used_memory, sc.bytes) {
+            Some((fits, detail)) => row(
+                "maxmemory",
+                if fits { Status::Ok } else { Status::Fail },
+                detail,
+            ),
+            None => row("maxmemory", Status::Ok, "no limit".into()),
+        },
+    };
+    Ok(vec![empty_row(&busy, opts), memory])
+}
+
+/// The rows that only a Cluster has: its masters, and every slot served.
+fn cluster_rows(map: &SlotMap) -> Vec<Check> {
+    let masters: Vec<String> = map.masters().iter().map(|m| m.to_string()).collect();
+    let uncovered = map.uncovered();
+    let slots = if uncovered.is_empty() {
+        row(
+            "slots covered",
+            Status::Ok,
+            format!("all {} slots have a master", crate::cluster::SLOTS),
+        )
+    } else {
+        let n: u32 = uncovered.iter().map(|&(a, b)| u32::from(b - a) + 1).sum();
+        row(
+            "slots covered",
+            Status::Fail,
+            format!(
+                "{n} slots have no master (a write there fails with CLUSTERDOWN): {}",
+                show_ranges(&uncovered)
+            ),
+        )
+    };
+    vec![
+        row(
+            "cluster",
+            Status::Ok,
+            format!("{} masters: {}", masters.len(), masters.join(", ")),
+        ),
+        slots,
+    ]
+}
+
+/// The data rows of a Cluster: only db 0 exists (every input db must map there), every
+/// master is empty, and each master's share of the input (by the slots it owns) fits in its
+/// `maxmemory`.
+fn cluster_data_rows(map: &SlotMap, opts: &ImportOptions, sc: &Scan) -> Result<Vec<Check>> {
+    let mut checks = Vec::new();
+    let other: Vec<String> = sc
+        .db_pairs
+        .iter()
+        .filter(|(_, to)| *to != 0)
+        .map(|(from, to)| {
+            if from == to {
+                format!("db{from}")
+            } else {
+                format!("db{from} (mapped to db{to})")
+            }
+        })
+        .collect();
+    checks.push(if !sc.scanned {
+        row(
+            "dbs",
+            Status::Warn,
+            "standard input is not scanned: keys of dbs other than 0 will be refused".into(),
+        )
+    } else if other.is_empty() {
+        row("dbs", Status::Ok, "every key goes to db 0".into())
+    } else {
+        let first = sc.db_pairs.iter().find(|(_, to)| *to != 0).map(|p| p.0);
+        row(
+            "dbs",
+            Status::Fail,
+            format!(
+                "a Cluster has only db 0, but the input has keys of {}: map them with --db-map {}=0",
+                other.join(", "),
+                first.unwrap_or(0)
+            ),
+        )
+    });
+    let mut busy = Vec::new();
+    let mut keys = 0u64;
+    let mut memory = Vec::new();
+    let (mut refused, mut over) = (false, false);
+    for (i, m) in map.masters().iter().enumerate() {
+        let mut c = Conn::open(&m.url(&opts.to), std::time::Duration::from_secs(10))?;
+        let n = c.dbsize(0)?;
+        if n > 0 {
+            keys += n;
+            busy.push(format!("{m}: {n}"));
+        }
+        let info = TargetInfo::query(&mut c)?;
+        let owned = (0..crate::cluster::SLOTS)
+            .filter(|&s| map.owner(s) == Some(i))
+            .count() as u64;
+        let share = sc.bytes * owned / u64::from(crate::cluster::SLOTS);
+        match (
+            info.maxmemory,
+            memory_fits(info.maxmemory, info.used_memory, share),
+        ) {
+            (None, _) => refused = true,
+            (_, Some((fits, detail))) => {
+                over |= !fits;
+                memory.push(format!("{m}: {detail}"));
+            }
+            (Some(_), None) => {}
+        }
+    }
+    let busy = if busy.is_empty() {
+        busy
+    } else {
+        vec![format!(
+            "db0: {keys} keys over {} masters ({})",
+            busy.len(),
+            busy.join(", ")
+        )]
+    };
+    checks.push(empty_row(&busy, opts));
+    checks.push(if refused {
+        row(
+            "maxmemory",
+            Status::Warn,
+            "CONFIG GET refused: not checked".into(),
+        )
+    } else if memory.is_empty() {
+        row("maxmemory", Status::Ok, "no limit on any master".into())
+    } else {
+        row(
+            "maxmemory",
+            if over { Status::Fail } else { Status::Ok },
+            format!(
+                "input share per master (by slots owned): {}",
+                memory.join("; ")
+            ),
+        )
+    });
+    Ok(checks)
+}
+
 /// Connect to the target and check it against the inputs (see the module doc). An
 /// unreachable target or a refused password is an error, not a row.
 pub fn precheck(inputs: &[String], common: &Common, opts: &ImportOptions) -> Result<Precheck> {
@@ -664,19 +879,14 @@ pub fn precheck(inputs: &[String], common: &Common, opts: &ImportOptions) -> Res
         ),
     )];
     let sc = scan(inputs, common, opts, info.rdb_version)?;
-    checks.push(row(
-        "cluster",
-        if info.cluster {
-            Status::Fail
-        } else {
-            Status::Ok
-        },
-        if info.cluster {
-            "the target is a Cluster: not supported yet".into()
-        } else {
-            "standalone".into()
-        },
-    ));
+    let cluster = if info.cluster {
+        let map = SlotMap::discover(&opts.to)?;
+        checks.extend(cluster_rows(&map));
+        Some(map)
+    } else {
+        checks.push(row("cluster", Status::Ok, "standalone".into()));
+        None
+    };
     let vers: Vec<String> = sc.rdb_versions.iter().cloned().collect();
     let (st, detail) = if sc.needs_rewrite == 0 {
         (
@@ -713,44 +923,6 @@ pub fn precheck(inputs: &[String], common: &Common, opts: &ImportOptions) -> Res
         )
     };
     checks.push(row("version", st, detail));
-    let dbs: Vec<u64> = if sc.scanned {
-        sc.dbs.iter().copied().collect()
-    } else {
-        info.keyspace.keys().copied().collect()
-    };
-    // DBSIZE per db written to (INFO keyspace may be refused, and leaves out empty dbs).
-    let mut busy = Vec::new();
-    for &db in &dbs {
-        let n = conn.dbsize(db)?;
-        if n > 0 {
-            busy.push(format!("db{db}: {n} keys"));
-        }
-    }
-    checks.push(if busy.is_empty() {
-        row(
-            "empty",
-            Status::Ok,
-            "the target dbs written to are empty".into(),
-        )
-    } else {
-        row(
-            "empty",
-            if opts.on_conflict == OnConflict::Fail {
-                Status::Fail
-            } else {
-                Status::Warn
-            },
-            format!(
-                "{} (--on-conflict {})",
-                busy.join(", "),
-                match opts.on_conflict {
-                    OnConflict::Fail => "fail",
-                    OnConflict::Replace => "replace",
-                    OnConflict::Skip => "skip",
-                }
-            ),
-        )
-    });
     if info.info_refused {
         checks.push(row(
             "info",
@@ -758,25 +930,9 @@ pub fn precheck(inputs: &[String], common: &Common, opts: &ImportOptions) -> Res
             "INFO refused (ACL): version from HELLO, memory not checked".into(),
         ));
     }
-    checks.push(match info.maxmemory {
-        None => row(
-            "maxmemory",
-            Status::Warn,
-            "CONFIG GET refused: not checked".into(),
-        ),
-        Some(0) => row("maxmemory", Status::Ok, "no limit".into()),
-        Some(m) => {
-            let free = m.saturating_sub(info.used_memory);
-            row(
-                "maxmemory",
-                if sc.bytes > free {
-                    Status::Fail
-                } else {
-                    Status::Ok
-                },
-                format!("input {} vs {} free of {}", mb(sc.bytes), mb(free), mb(m)),
-            )
-        }
+    checks.extend(match &cluster {
+        Some(map) => cluster_data_rows(map, opts, &sc)?,
+        None => standalone_data_rows(&mut conn, &info, opts, &sc)?,
     });
     checks.push(match info.proto_max_bulk_len {
         None => row(

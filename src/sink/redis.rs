@@ -157,6 +157,18 @@ impl TargetUrl {
         self.password.as_deref()
     }
 
+    /// The same target settings (user, password, TLS) for another node of a Cluster, with
+    /// db 0 (a Cluster has no other).
+    pub fn with_host_port(&self, host: &str, port: u16) -> TargetUrl {
+        TargetUrl {
+            host: host.to_string(),
+            port,
+            db: 0,
+            explicit_db: false,
+            ..self.clone()
+        }
+    }
+
     /// The db the URL names (`/N`), if it names one.
     pub fn url_db(&self) -> Option<u64> {
         self.explicit_db.then_some(self.db)
@@ -488,14 +500,10 @@ impl TargetInfo {
     }
 }
 
-/// The temporary name a key is rebuilt under. Without braces in the key, the name is
-/// `{key}.rdbferry-tmp`, so it hashes to the key's Cluster slot.
+/// The temporary name a key is rebuilt under, in the key's Cluster slot
+/// ([`crate::cluster::tmp_key_for`]): `{key}.rdbferry-tmp` for most keys.
 pub fn tmp_key(key: &[u8]) -> Vec<u8> {
-    if key.contains(&b'{') || key.contains(&b'}') {
-        [key, b".rdbferry-tmp"].concat()
-    } else {
-        [b"{", key, b"}.rdbferry-tmp"].concat()
-    }
+    crate::cluster::tmp_key_for(key)
 }
 
 /// A key or command for messages: quoted, lossy, cut at 200 bytes.

@@ -12,6 +12,7 @@
 //! [`require_old_server`]. This module deliberately knows nothing about rdbferry itself.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -381,4 +382,309 @@ pub fn require_old_server(version: &str) -> Option<PathBuf> {
     );
     eprintln!("skipping: no Redis {version} binary; run scripts/fetch-old-servers.sh");
     None
+}
+
+/// A Redis Cluster of `n` masters (no replicas) on free loopback ports, each node a
+/// [`RedisServer`] in its own temp dir, created with `redis-cli --cluster create` and ready
+/// (`cluster_state:ok` on every node) when [`RedisCluster::start`] returns. Dropping it stops
+/// every node by pid.
+///
+/// Slots can be moved one by one while a test runs ([`RedisCluster::start_migration`],
+/// [`RedisCluster::migrate_keys`], [`RedisCluster::finish_migration`]), the steps
+/// `redis-cli --cluster reshard` takes, so a test can stop half-way with a slot in the
+/// MIGRATING/IMPORTING state.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+/// How long a fresh cluster gets to reach `cluster_state:ok`.
+const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl RedisCluster {
+    /// Start `n` (at least 3) masters and join them into one cluster.
+    pub fn start(n: usize) -> RedisCluster {
+        assert!(n >= 3, "redis-cli --cluster create wants 3 masters or more");
+        let nodes: Vec<RedisServer> = (0..n)
+            .map(|_| {
+                RedisServer::start_with(
+                    Path::new("redis-server"),
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "5000",
+                    ],
+                )
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port()))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli --cluster create: {e}"));
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create {addrs:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = RedisCluster { nodes };
+        cluster.wait_ok();
+        cluster
+    }
+
+    /// Wait until every node says `cluster_state:ok` and knows every other node.
+    pub fn wait_ok(&self) {
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        let want = format!("cluster_known_nodes:{}", self.nodes.len());
+        loop {
+            let ready = self.nodes.iter().all(|s| {
+                let info = s.cli(&["CLUSTER", "INFO"]);
+                info.contains("cluster_state:ok") && info.contains(&want)
+            });
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cluster not ok after {}s: {}",
+                CLUSTER_TIMEOUT.as_secs(),
+                self.nodes[0].cli(&["CLUSTER", "INFO"])
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `redis://127.0.0.1:PORT/` of the first node: where a client starts.
+    pub fn seed_url(&self) -> String {
+        self.nodes[0].url()
+    }
+
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// [`RedisServer::cli`] on node `node`.
+    pub fn cli_on(&self, node: usize, args: &[&str]) -> String {
+        self.nodes[node].cli(args)
+    }
+
+    /// `CLUSTER MYID` of a node.
+    pub fn node_id(&self, node: usize) -> String {
+        self.cli_on(node, &["CLUSTER", "MYID"])
+    }
+
+    /// `CLUSTER KEYSLOT key`.
+    pub fn key_slot(&self, key: &str) -> u16 {
+        let s = self.cli_on(0, &["CLUSTER", "KEYSLOT", key]);
+        s.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("CLUSTER KEYSLOT {key:?}: {s}"))
+    }
+
+    /// The node that owns `slot` (as node 0 sees it).
+    pub fn owner(&self, slot: u16) -> usize {
+        let mut c = self.conn(0);
+        let ranges: Vec<redis::Value> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query(&mut c)
+            .unwrap_or_else(|e| panic!("CLUSTER SLOTS: {e}"));
+        for r in ranges {
+            let redis::Value::Array(r) = r else { continue };
+            let (
+                Some(redis::Value::Int(a)),
+                Some(redis::Value::Int(b)),
+                Some(redis::Value::Array(m)),
+            ) = (r.first(), r.get(1), r.get(2))
+            else {
+                continue;
+            };
+            if (*a..=*b).contains(&i64::from(slot))
+                && let Some(redis::Value::Int(port)) = m.get(1)
+                && let Some(i) = self.nodes.iter().position(|s| i64::from(s.port()) == *port)
+            {
+                return i;
+            }
+        }
+        panic!("no node owns slot {slot}");
+    }
+
+    /// A plain connection to one node (the `redis` crate, no cluster routing).
+    pub fn conn(&self, node: usize) -> redis::Connection {
+        redis::Client::open(self.nodes[node].url())
+            .and_then(|c| c.get_connection())
+            .unwrap_or_else(|e| panic!("cannot connect to node {node}: {e}"))
+    }
+
+    /// Step 1 of moving `slot`: `IMPORTING` on `to`, then `MIGRATING` on `from`.
+    pub fn start_migration(&self, slot: u16, from: usize, to: usize) {
+        let s = slot.to_string();
+        let (from_id, to_id) = (self.node_id(from), self.node_id(to));
+        self.cli_on(to, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id]);
+        self.cli_on(from, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]);
+    }
+
+    /// Step 2: `MIGRATE` up to `count` keys of `slot` from `from` to `to`; returns how many
+    /// were moved (0 when the slot is empty on `from`).
+    pub fn migrate_keys(&self, slot: u16, from: usize, to: usize, count: usize) -> usize {
+        let mut c = self.conn(from);
+        let keys: Vec<Vec<u8>> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(count)
+            .query(&mut c)
+            .unwrap_or_else(|e| panic!("CLUSTER GETKEYSINSLOT {slot}: {e}"));
+        if keys.is_empty() {
+            return 0;
+        }
+        let mut cmd = redis::cmd("MIGRATE");
+        cmd.arg("127.0.0.1")
+            .arg(self.nodes[to].port())
+            .arg("")
+            .arg(0)
+            .arg(10_000)
+            .arg("REPLACE")
+            .arg("KEYS");
+        for k in &keys {
+            cmd.arg(k);
+        }
+        let r: redis::RedisResult<String> = cmd.query(&mut c);
+        r.unwrap_or_else(|e| panic!("MIGRATE of slot {slot} from node {from} to {to}: {e}"));
+        keys.len()
+    }
+
+    /// Step 3: `SETSLOT slot NODE to` on both nodes (and the rest), ending the migration.
+    pub fn finish_migration(&self, slot: u16, from: usize, to: usize) {
+        let s = slot.to_string();
+        let to_id = self.node_id(to);
+        // The importing node first, as redis-cli does, so the slot is never without owner.
+        self.cli_on(to, &["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
+        self.cli_on(from, &["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
+        for i in 0..self.nodes.len() {
+            if i != from && i != to {
+                self.cli_on(i, &["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
+            }
+        }
+    }
+
+    /// Move `slot` and its keys from its owner to `to`, all three steps.
+    pub fn move_slot(&self, slot: u16, to: usize) {
+        let from = self.owner(slot);
+        if from == to {
+            return;
+        }
+        self.start_migration(slot, from, to);
+        while self.migrate_keys(slot, from, to, 100) > 0 {}
+        self.finish_migration(slot, from, to);
+    }
+
+    /// Copy every key of `src`'s db 0 into the cluster with `DUMP` / `RESTORE ... ABSTTL`
+    /// (values, encodings and TTLs unchanged), each to the node that owns it; returns the
+    /// number of keys.
+    pub fn copy_from(&self, src: &RedisServer) -> usize {
+        let mut s = redis::Client::open(src.url())
+            .and_then(|c| c.get_connection())
+            .unwrap_or_else(|e| panic!("cannot connect to the source: {e}"));
+        let keys = scan_keys(&mut s);
+        let mut conns: Vec<redis::Connection> =
+            (0..self.nodes.len()).map(|i| self.conn(i)).collect();
+        for k in &keys {
+            let payload: Vec<u8> = redis::cmd("DUMP").arg(k).query(&mut s).unwrap();
+            let at: i64 = redis::cmd("PEXPIRETIME").arg(k).query(&mut s).unwrap();
+            let at = at.max(0);
+            let slot = crc_slot_of(&mut conns[0], k);
+            let i = self.owner(slot);
+            let _: () = redis::cmd("RESTORE")
+                .arg(k)
+                .arg(at)
+                .arg(&payload)
+                .arg("REPLACE")
+                .arg("ABSTTL")
+                .query(&mut conns[i])
+                .unwrap_or_else(|e| {
+                    panic!("RESTORE {:?} on node {i}: {e}", String::from_utf8_lossy(k))
+                });
+        }
+        keys.len()
+    }
+
+    /// Every key of the cluster (each master scanned), with its type, whether it has a TTL and
+    /// `DEBUG DIGEST-VALUE` (a digest of the value, independent of its encoding).
+    pub fn dump(&self) -> BTreeMap<Vec<u8>, KeyDigest> {
+        let mut out = BTreeMap::new();
+        for i in 0..self.nodes.len() {
+            let mut c = self.conn(i);
+            out.extend(key_digests(&mut c));
+        }
+        out
+    }
+}
+
+/// What [`RedisCluster::dump`] and [`key_digests`] record of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyDigest {
+    pub ty: String,
+    pub ttl: bool,
+    pub digest: String,
+}
+
+/// Every key of the connection's db (`SCAN`), with [`KeyDigest`]s: to compare a cluster with a
+/// standalone server holding the same data.
+pub fn key_digests(c: &mut redis::Connection) -> BTreeMap<Vec<u8>, KeyDigest> {
+    scan_keys(c)
+        .into_iter()
+        .map(|k| {
+            let ty: String = redis::cmd("TYPE").arg(&k).query(c).unwrap();
+            let pttl: i64 = redis::cmd("PTTL").arg(&k).query(c).unwrap();
+            let digest: Vec<String> = redis::cmd("DEBUG")
+                .arg("DIGEST-VALUE")
+                .arg(&k)
+                .query(c)
+                .unwrap_or_else(|e| {
+                    panic!("DEBUG DIGEST-VALUE (start with --enable-debug-command yes): {e}")
+                });
+            let d = KeyDigest {
+                ty,
+                ttl: pttl >= 0,
+                digest: digest.concat(),
+            };
+            (k, d)
+        })
+        .collect()
+}
+
+fn scan_keys(c: &mut redis::Connection) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(1000)
+            .query(c)
+            .unwrap_or_else(|e| panic!("SCAN: {e}"));
+        keys.extend(batch);
+        if next == 0 {
+            return keys;
+        }
+        cursor = next;
+    }
+}
+
+fn crc_slot_of(c: &mut redis::Connection, key: &[u8]) -> u16 {
+    redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query(c)
+        .unwrap_or_else(|e| panic!("CLUSTER KEYSLOT: {e}"))
 }

@@ -1,0 +1,293 @@
+//! The slot map: which master owns each slot, from `CLUSTER SLOTS`.
+
+use std::time::Duration;
+
+use super::SLOTS;
+use super::slot::key_slot;
+use crate::error::{Error, Result};
+use crate::resp::Reply;
+use crate::sink::redis::{Conn, TargetUrl};
+
+/// A node's address, as the cluster reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeAddr {
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// Client port.
+    pub port: u16,
+}
+
+impl NodeAddr {
+    /// An address.
+    pub fn new(host: impl Into<String>, port: u16) -> NodeAddr {
+        NodeAddr {
+            host: host.into(),
+            port,
+        }
+    }
+
+    /// The URL to connect to this node with: the seed's user, password and TLS settings, db 0
+    /// (a Cluster has no other). An empty or `?` host (a node that does not know its
+    /// endpoint) is taken to be the seed's host.
+    pub fn url(&self, seed: &TargetUrl) -> TargetUrl {
+        let host = if self.host.is_empty() || self.host == "?" {
+            seed.host.as_str()
+        } else {
+            self.host.as_str()
+        };
+        seed.with_host_port(host, self.port)
+    }
+}
+
+impl std::fmt::Display for NodeAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// No owner, in [`SlotMap`]'s table.
+const NONE: u16 = u16::MAX;
+
+/// The masters of a Cluster and the owner of each of its 16384 slots.
+///
+/// Built from `CLUSTER SLOTS` (replicas are left out: everything goes to masters). A slot
+/// no master serves is *uncovered*: a write to it fails with `CLUSTERDOWN`, so the import
+/// precheck refuses such a cluster before writing anything. Hosts are kept as reported; an
+/// empty one (a node with no known endpoint) means the host of the node that was asked.
+///
+/// ```no_run
+/// use rdbferry::cluster::{SlotMap, key_slot};
+/// use rdbferry::sink::redis::TargetUrl;
+/// let seed = TargetUrl::parse("redis://127.0.0.1:7000", None)?;
+/// let map = SlotMap::discover(&seed)?;
+/// if let Some(i) = map.owner(key_slot(b"user:42")) {
+///     let node = map.masters()[i].url(&seed); // connect there
+/// }
+/// # Ok::<(), rdbferry::error::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotMap {
+    masters: Vec<NodeAddr>,
+    /// Per slot: index into `masters`, or [`NONE`].
+    owners: Vec<u16>,
+}
+
+impl SlotMap {
+    /// Ask the node of `url` for `CLUSTER SLOTS`.
+    pub fn discover(url: &TargetUrl) -> Result<SlotMap> {
+        let seed = url.with_host_port(&url.host, url.port);
+        let mut c = Conn::open(&seed, Duration::from_secs(10))?;
+        let reply = c.call(&[b"CLUSTER", b"SLOTS"])?;
+        if let Reply::Error(e) = &reply {
+            return Err(Error::Target {
+                target: url.addr(),
+                msg: format!("CLUSTER SLOTS: {}", String::from_utf8_lossy(e)),
+            });
+        }
+        SlotMap::from_reply(&reply, &url.host).map_err(|msg| Error::Target {
+            target: url.addr(),
+            msg: format!("CLUSTER SLOTS: {msg}"),
+        })
+    }
+
+    /// Ask again, after a `MOVED` or a failover: each known master in turn, then the seed,
+    /// until one answers.
+    pub fn refresh(&self, seed: &TargetUrl) -> Result<SlotMap> {
+        let mut last = None;
+        for m in &self.masters {
+            match SlotMap::discover(&m.url(seed)) {
+                Ok(map) => return Ok(map),
+                Err(e) => last = Some(e),
+            }
+        }
+        match SlotMap::discover(seed) {
+            Ok(map) => Ok(map),
+            Err(e) => Err(last.unwrap_or(e)),
+        }
+    }
+
+    /// Parse a `CLUSTER SLOTS` reply: `[[start, end, [host, port, id, ...], replica...], ...]`.
+    /// An empty host is replaced by `seed_host` (the node that was asked).
+    pub fn from_reply(reply: &Reply, seed_host: &str) -> std::result::Result<SlotMap, String> {
+        let Reply::Array(ranges) = reply else {
+            return Err(format!("unexpected reply {reply:?}"));
+        };
+        let mut map = SlotMap {
+            masters: Vec::new(),
+            owners: vec![NONE; SLOTS as usize],
+        };
+        for r in ranges {
+            let Reply::Array(r) = r else {
+                return Err("a range is not an array".into());
+            };
+            let (Some(Reply::Integer(start)), Some(Reply::Integer(end)), Some(Reply::Array(m))) =
+                (r.first(), r.get(1), r.get(2))
+            else {
+                return Err("a range has no start, end and master".into());
+            };
+            if !(0..SLOTS as i64).contains(start) || !(*start..SLOTS as i64).contains(end) {
+                return Err(format!("bad slot range {start}-{end}"));
+            }
+            let host = m
+                .first()
+                .and_then(Reply::as_bytes)
+                .map(|h| String::from_utf8_lossy(h).into_owned())
+                .ok_or("a master has no host")?;
+            let host = if host.is_empty() || host == "?" {
+                seed_host.to_string()
+            } else {
+                host
+            };
+            let port = match m.get(1) {
+                Some(Reply::Integer(p)) => {
+                    u16::try_from(*p).map_err(|_| format!("bad port {p}"))?
+                }
+                _ => return Err("a master has no port".into()),
+            };
+            let addr = NodeAddr::new(host, port);
+            let i = match map.masters.iter().position(|a| *a == addr) {
+                Some(i) => i,
+                None => {
+                    map.masters.push(addr);
+                    map.masters.len() - 1
+                }
+            };
+            for s in *start..=*end {
+                map.owners[s as usize] = i as u16;
+            }
+        }
+        Ok(map)
+    }
+
+    /// The masters that own at least one slot, in the order `CLUSTER SLOTS` named them.
+    pub fn masters(&self) -> &[NodeAddr] {
+        &self.masters
+    }
+
+    /// The master (index into [`masters`](Self::masters)) that owns `slot`; `None` when no
+    /// master does, or for a slot over 16383.
+    pub fn owner(&self, slot: u16) -> Option<usize> {
+        match self.owners.get(slot as usize) {
+            Some(&i) if i != NONE => Some(i as usize),
+            _ => None,
+        }
+    }
+
+    /// The master that owns `key`'s slot.
+    pub fn owner_of_key(&self, key: &[u8]) -> Option<usize> {
+        self.owner(key_slot(key))
+    }
+
+    /// The index of a master by address.
+    pub fn index_of(&self, addr: &NodeAddr) -> Option<usize> {
+        self.masters.iter().position(|a| a == addr)
+    }
+
+    /// The slot ranges (inclusive) no master serves, in order.
+    pub fn uncovered(&self) -> Vec<(u16, u16)> {
+        let mut out = Vec::new();
+        let mut start: Option<u16> = None;
+        for s in 0..SLOTS {
+            match (self.owner(s).is_none(), start) {
+                (true, None) => start = Some(s),
+                (false, Some(a)) => {
+                    out.push((a, s - 1));
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(a) = start {
+            out.push((a, SLOTS - 1));
+        }
+        out
+    }
+}
+
+/// Slot ranges as text: `0-99, 5000, 16000-16383`.
+pub fn show_ranges(ranges: &[(u16, u16)]) -> String {
+    ranges
+        .iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn int(n: i64) -> Reply {
+        Reply::Integer(n)
+    }
+    fn bulk(s: &str) -> Reply {
+        Reply::Bulk(s.as_bytes().to_vec())
+    }
+    fn node(h: &str, p: i64) -> Reply {
+        Reply::Array(vec![bulk(h), int(p), bulk("0123abcd")])
+    }
+
+    #[test]
+    fn slots_reply() {
+        let reply = Reply::Array(vec![
+            Reply::Array(vec![
+                int(0),
+                int(5460),
+                node("127.0.0.1", 7000),
+                node("127.0.0.1", 7003),
+            ]),
+            Reply::Array(vec![int(5461), int(10921), node("", 7001)]),
+            Reply::Array(vec![int(10923), int(16383), node("127.0.0.1", 7000)]),
+        ]);
+        let m = SlotMap::from_reply(&reply, "seed.example").unwrap();
+        assert_eq!(
+            m.masters(),
+            &[
+                NodeAddr::new("127.0.0.1", 7000),
+                NodeAddr::new("seed.example", 7001)
+            ]
+        );
+        assert_eq!(m.owner(0), Some(0));
+        assert_eq!(m.owner(5461), Some(1));
+        assert_eq!(m.owner(10922), None);
+        assert_eq!(m.owner(16383), Some(0));
+        assert_eq!(m.owner(16384), None);
+        assert_eq!(m.uncovered(), vec![(10922, 10922)]);
+        assert_eq!(m.index_of(&NodeAddr::new("seed.example", 7001)), Some(1));
+        assert_eq!(m.owner_of_key(b"foo"), Some(0));
+
+        let empty = SlotMap::from_reply(&Reply::Array(vec![]), "h").unwrap();
+        assert_eq!(empty.uncovered(), vec![(0, 16383)]);
+        assert_eq!(show_ranges(&[(0, 9), (12, 12)]), "0-9, 12");
+
+        for bad in [
+            Reply::Nil,
+            Reply::Array(vec![Reply::Array(vec![int(0), int(16384), node("h", 1)])]),
+            Reply::Array(vec![Reply::Array(vec![int(5), int(4), node("h", 1)])]),
+            Reply::Array(vec![Reply::Array(vec![int(0), int(1), node("h", 70000)])]),
+            Reply::Array(vec![Reply::Array(vec![int(0), int(1)])]),
+        ] {
+            assert!(SlotMap::from_reply(&bad, "h").is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn node_urls_keep_credentials() {
+        let seed = TargetUrl::parse("redis://u:pw@seed:7000/3", None).unwrap();
+        let u = NodeAddr::new("10.0.0.2", 7001).url(&seed);
+        assert_eq!(u.redacted(), "redis://u:***@10.0.0.2:7001/0");
+        assert!(u.has_password());
+        assert_eq!(NodeAddr::new("", 7002).url(&seed).addr(), "seed:7002");
+        assert_eq!(NodeAddr::new("::1", 7002).to_string(), "[::1]:7002");
+    }
+}
