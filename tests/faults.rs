@@ -143,6 +143,7 @@ fn target_killed_mid_import_of_a_dump() {
         let (code, out, err) = finish(child);
         assert_eq!(code, Some(0), "{extra:?}\nstdout: {out}\nstderr: {err}");
         let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        eprintln!("{extra:?}: {r}");
         assert!(r["reconnects"].as_u64().unwrap() >= 1, "{r}");
         assert_eq!(r["errors"], 0, "{r}");
         assert_eq!(r["written"], r["keys_read"], "{r}");

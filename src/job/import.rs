@@ -352,11 +352,20 @@ struct Ctx<'o> {
     set_pxat: bool,
     /// This import's id, in the markers it writes.
     run: u64,
+    /// The target is a Cluster: units carry their slot, only db 0 exists.
+    cluster: bool,
+    /// Where function libraries go: a slot of each master (`[None]` when standalone).
+    function_slots: Vec<Option<u16>>,
 }
 
 impl Ctx<'_> {
     fn map_db(&self, db: u64) -> u64 {
         self.opts.target_db(db)
+    }
+
+    /// A key's Cluster slot (None on a standalone target).
+    fn slot_of(&self, key: &[u8]) -> Option<u16> {
+        self.cluster.then(|| crate::cluster::key_slot(key))
     }
 
     fn prepare(&self, rec: &KeyRecord<'_>) -> Result<Prepared> {
@@ -368,7 +377,14 @@ impl Ctx<'_> {
         }
         let db = self.map_db(rec.db);
         let key = apply_rename(&self.opts.rename, &rec.key);
-        if let Some(u) = self.plain_set(rec, db, &key)? {
+        if self.cluster && db != 0 {
+            return Ok(Prepared::Refused(format!(
+                "a Cluster has only db 0; map db {} there with --db-map {}=0",
+                rec.db, rec.db
+            )));
+        }
+        if let Some(mut u) = self.plain_set(rec, db, &key)? {
+            u.slot = self.slot_of(&key);
             return Ok(Prepared::Unit(u, false));
         }
         let payload_len = rec.raw.len() as u64 + 11;
@@ -430,10 +446,9 @@ impl Ctx<'_> {
             }
         };
         let route = route(db, &key);
-        Ok(Prepared::Unit(
-            Unit::new(db, key.into_owned(), bytes, replies, kind, route),
-            restore,
-        ))
+        let mut u = Unit::new(db, key.into_owned(), bytes, replies, kind, route);
+        u.slot = self.slot_of(&u.label);
+        Ok(Prepared::Unit(u, restore))
     }
 
     /// A string key as one `SET key value [NX] [PXAT ms]`: one atomic command, cheaper for
@@ -983,13 +998,12 @@ pub fn import(
 ) -> Result<ImportReport> {
     let start = Instant::now();
     let info = pre.info.clone().unwrap_or_default();
-    if info.cluster {
-        // Not even with --force: every key of another slot would be a MOVED error.
-        return Err(Error::Target {
-            target: opts.to.addr(),
-            msg: "the target is a Redis Cluster: cluster import is not supported yet".into(),
-        });
-    }
+    // A Cluster: the writer sends each key to its slot's master and follows MOVED/ASK.
+    let map = if info.cluster && !opts.dry_run {
+        Some(SlotMap::discover(&opts.to)?)
+    } else {
+        None
+    };
     let proto_max = info.proto_max_bulk_len.unwrap_or(512 << 20);
     let ctx = Ctx {
         common,
@@ -1001,6 +1015,14 @@ pub fn import(
         now: now_ms(),
         set_pxat: version_at_least(&info.version, 6, 2),
         run: run_id(),
+        cluster: info.cluster,
+        function_slots: match &map {
+            Some(m) => (0..m.masters().len())
+                .filter_map(|i| (0..crate::cluster::SLOTS).find(|&s| m.owner(s) == Some(i)))
+                .map(Some)
+                .collect(),
+            None => vec![None],
+        },
     };
     let writer = if opts.dry_run {
         None
@@ -1018,6 +1040,7 @@ pub fn import(
                 stop_on_error: opts.stop_on_error,
                 retry_for: opts.retry_for,
             },
+            map.clone(),
         )?)
     };
     let mut rep = ImportReport {
@@ -1094,7 +1117,7 @@ fn import_one(
     // Whether the last thing sent was an ordered command (then keys wait for it, and the
     // reverse).
     let mut in_commands = false;
-    let mut group = AofGroup::new(ctx.run);
+    let mut group = AofGroup::new(ctx.run, ctx.cluster);
     let walked = batch::walk(
         &input,
         &ctx.common.read,
@@ -1161,15 +1184,20 @@ fn import_one(
                     args.push(code);
                     let mut bytes = Vec::new();
                     write_command(&mut bytes, &args);
-                    rep.functions += 1;
-                    send(Unit::new(
-                        0,
-                        library_name(code).to_vec(),
-                        bytes,
-                        1,
-                        UnitKind::Function,
-                        0,
-                    ))?;
+                    // On a Cluster every master gets the library (a slot it owns routes there).
+                    for slot in &ctx.function_slots {
+                        rep.functions += 1;
+                        let mut u = Unit::new(
+                            0,
+                            library_name(code).to_vec(),
+                            bytes.clone(),
+                            1,
+                            UnitKind::Function,
+                            0,
+                        );
+                        u.slot = *slot;
+                        send(u)?;
+                    }
                 }
                 Event::Rdb(_) => {}
                 Event::Command { db, args } => {
@@ -1191,7 +1219,35 @@ fn import_one(
                         }
                         in_commands = true;
                     }
-                    if group.push(ctx.map_db(db), args) {
+                    let tdb = ctx.map_db(db);
+                    if ctx.cluster {
+                        let name = args.first().copied().unwrap_or_default();
+                        let control = name.eq_ignore_ascii_case(b"MULTI")
+                            || name.eq_ignore_ascii_case(b"EXEC");
+                        let why = match crate::cluster::command_slot(args) {
+                            _ if control => None,
+                            _ if tdb != 0 => Some(format!(
+                                "a Cluster has only db 0; map db {db} there with --db-map {db}=0"
+                            )),
+                            Ok(Some(s)) => {
+                                if let Some(u) = group.switch_slot(s) {
+                                    send(u)?;
+                                }
+                                None
+                            }
+                            Ok(None) => Some(
+                                "a command without a key cannot be routed to a Cluster node".into(),
+                            ),
+                            Err(e) => Some(e.to_string()),
+                        };
+                        if let Some(msg) = why {
+                            let label =
+                                args.iter().take(2).copied().collect::<Vec<_>>().join(&b' ');
+                            refuse(local, "command", &label, tdb, &msg);
+                            return Ok(());
+                        }
+                    }
+                    if group.push(tdb, args) {
                         rep.commands += 1;
                     }
                     if let Some(u) = group.take(false) {
@@ -1226,6 +1282,14 @@ fn run_id() -> u64 {
     nanos ^ (u64::from(std::process::id()) << 40)
 }
 
+/// A short hash tag whose key slot is `slot` (found by counting: about 16k CRCs).
+fn slot_tag(slot: u16) -> String {
+    (0u32..)
+        .map(|n| n.to_string())
+        .find(|t| crate::cluster::key_slot(format!("{{{t}}}").as_bytes()) == slot)
+        .unwrap_or_default()
+}
+
 /// The key the marker of AOF command groups lives under (one per db).
 pub const AOF_MARKER: &[u8] = b"rdbferry:import-marker";
 
@@ -1248,11 +1312,19 @@ struct AofGroup {
     replies: usize,
     label: Vec<u8>,
     in_tx: bool,
+    /// On a Cluster: the slot of the group's commands (a group never spans two), and the
+    /// tag that puts its marker in that slot.
+    cluster: bool,
+    slot: Option<u16>,
+    tags: std::collections::HashMap<u16, String>,
 }
 
 impl AofGroup {
-    fn new(run: u64) -> AofGroup {
+    fn new(run: u64, cluster: bool) -> AofGroup {
         AofGroup {
+            cluster,
+            slot: None,
+            tags: std::collections::HashMap::new(),
             run,
             seq: 0,
             db: 0,
@@ -1295,6 +1367,36 @@ impl AofGroup {
         true
     }
 
+    /// On a Cluster, before a command of slot `slot`: the group so far, when it was of
+    /// another slot. (A transaction of the AOF whose keys span slots cannot run on a Cluster
+    /// as one: it is split there.)
+    fn switch_slot(&mut self, slot: u16) -> Option<Unit> {
+        let out = if self.count > 0 && self.slot != Some(slot) {
+            if self.in_tx {
+                tracing::warn!("an AOF transaction spans Cluster slots: applied in parts");
+            }
+            let in_tx = self.in_tx;
+            let u = self.take(true);
+            self.in_tx = in_tx;
+            u
+        } else {
+            None
+        };
+        self.slot = Some(slot);
+        out
+    }
+
+    /// The marker key: one per db, or per slot on a Cluster.
+    fn marker_key(&mut self) -> Vec<u8> {
+        match (self.cluster, self.slot) {
+            (true, Some(slot)) => {
+                let tag = self.tags.entry(slot).or_insert_with(|| slot_tag(slot));
+                [AOF_MARKER, b":{", tag.as_bytes(), b"}"].concat()
+            }
+            _ => AOF_MARKER.to_vec(),
+        }
+    }
+
     /// The group as a unit when it is full (or `end`), never inside a transaction.
     fn take(&mut self, end: bool) -> Option<Unit> {
         if self.count == 0
@@ -1312,7 +1414,8 @@ impl AofGroup {
         }
         self.seq += 1;
         let value = marker_value(self.run, self.seq);
-        write_command(&mut self.bytes, &[b"SET", AOF_MARKER, value.as_bytes()]);
+        let marker = self.marker_key();
+        write_command(&mut self.bytes, &[b"SET", &marker, value.as_bytes()]);
         write_command(&mut self.bytes, &[b"EXEC"]);
         let mut u = Unit::new(
             self.db,
@@ -1323,8 +1426,9 @@ impl AofGroup {
             0,
         );
         u.count = self.count;
+        u.slot = self.slot;
         u.marker = Some(Marker {
-            key: AOF_MARKER.to_vec(),
+            key: marker,
             run: self.run,
             seq: self.seq,
         });
@@ -1355,6 +1459,7 @@ struct PartSender<'w> {
     nx: bool,
     limit: usize,
     err: Option<Error>,
+    slot: Option<u16>,
 }
 
 impl PartSender<'_> {
@@ -1396,6 +1501,7 @@ impl PartSender<'_> {
             self.route,
         );
         unit.count = u64::from(last);
+        unit.slot = self.slot;
         unit.marker = Some(Marker {
             key: self.marker.clone(),
             run: self.run,
@@ -1445,6 +1551,7 @@ fn stream_rewrite(ctx: &Ctx<'_>, rec: &KeyRecord<'_>, writer: &Writer) -> Result
         nx,
         limit: ctx.opts.part_bytes.max(1),
         err: None,
+        slot: ctx.slot_of(&key),
     };
     write_command(&mut ps.buf, &[b"DEL", &tmp]);
     let mut r = rec.clone();

@@ -31,14 +31,15 @@
 //! yes`, `appendfsync always`); otherwise keys acknowledged before the restart may be gone,
 //! and the import stops with an error saying so.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::redis::{Conn, TargetUrl, show, tmp_key};
+use crate::cluster::{NodeAddr, Redirect, SlotMap, key_slot, parse_redirect};
 use crate::error::{Error, Result};
 use crate::resp::{Reply, parse_command, write_command};
 
@@ -146,6 +147,8 @@ pub struct Unit {
     pub marker: Option<Marker>,
     /// Entries it writes (keys or AOF commands); 0 for a part that is not the last.
     pub count: u64,
+    /// The Cluster slot of its keys (None on a standalone target).
+    pub slot: Option<u16>,
 }
 
 impl Unit {
@@ -167,6 +170,7 @@ impl Unit {
             route,
             marker: None,
             count: 1,
+            slot: None,
         }
     }
 }
@@ -186,6 +190,8 @@ pub struct WriteStats {
     pub resent: u64,
     /// Reconnections.
     pub reconnects: u64,
+    /// Connections opened.
+    pub connections: u64,
     /// The first error messages, each naming its key.
     pub messages: Vec<String>,
 }
@@ -233,15 +239,15 @@ struct Shared {
     /// Bytes of units queued and not yet written, and its wake-up.
     queued: Mutex<usize>,
     drained: std::sync::Condvar,
-    /// The target's `run_id` when we last checked (None: INFO refused).
-    run_id: Mutex<Option<String>>,
+    /// Each node's `run_id` when we last checked (None: INFO refused).
+    run_ids: Mutex<HashMap<NodeAddr, Option<String>>>,
+    topo: Topology,
 }
 
 /// Pipelined writer over several connections, each run by one thread. Units are queued to
 /// it through a bounded channel (so a slow target slows the input down, and memory stays
 /// bounded).
 pub struct Writer {
-    url: TargetUrl,
     senders: Vec<SyncSender<Msg>>,
     threads: Vec<JoinHandle<()>>,
     shared: Arc<Shared>,
@@ -249,10 +255,11 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Open `opts.connections` connections to `url`.
-    pub fn open(url: &TargetUrl, opts: WriterOptions) -> Result<Writer> {
-        let mut first = Conn::open(url, Duration::from_secs(10))?;
-        let run_id = run_id(&mut first)?;
+    /// Open the writer on `url`: `opts.connections` lanes on a standalone target, that
+    /// many per master on a Cluster (`cluster`: its slot map).
+    pub fn open(url: &TargetUrl, opts: WriterOptions, cluster: Option<SlotMap>) -> Result<Writer> {
+        let lanes =
+            opts.connections.max(1) * cluster.as_ref().map_or(1, |m| m.masters().len().max(1));
         let shared = Arc::new(Shared {
             stats: Mutex::new(WriteStats::default()),
             stop: AtomicBool::new(false),
@@ -261,24 +268,29 @@ impl Writer {
             markers: Mutex::new(HashSet::new()),
             queued: Mutex::new(0),
             drained: std::sync::Condvar::new(),
-            run_id: Mutex::new(run_id),
+            run_ids: Mutex::new(HashMap::new()),
+            topo: Topology {
+                seed: url.clone(),
+                cluster: cluster.map(RwLock::new),
+            },
         });
         let mut senders = Vec::new();
         let mut threads = Vec::new();
-        let mut first = Some(first);
-        for _ in 0..opts.connections.max(1) {
-            let conn = match first.take() {
-                Some(c) => c,
-                None => Conn::open(url, Duration::from_secs(10))?,
-            };
+        for _ in 0..lanes {
             let (tx, rx) = sync_channel::<Msg>(opts.pipeline.max(1) * 2);
-            let mut link = Link::new(url.clone(), shared.clone(), opts);
-            link.attach(conn);
+            let mut link = Link::new(shared.clone(), opts);
+            if shared.topo.cluster.is_none() {
+                // Standalone: connect now, so a refused connection fails the import at once.
+                let node = NodeAddr::new(url.host.clone(), url.port);
+                let c = Conn::open(url, Duration::from_secs(10))?;
+                link.attach(&node, c).map_err(|f| match f {
+                    Fail::Link(e) | Fail::Fatal(e) => e,
+                })?;
+            }
             threads.push(std::thread::spawn(move || link.run(rx)));
             senders.push(tx);
         }
         Ok(Writer {
-            url: url.clone(),
             senders,
             threads,
             shared,
@@ -375,7 +387,7 @@ impl Writer {
             keys.extend(m.drain());
         }
         if !keys.is_empty()
-            && let Err(e) = delete_keys(&self.url, &keys, self.retry_for, "temporary key")
+            && let Err(e) = delete_keys(&self.shared.topo, &keys, self.retry_for, "temporary key")
             && fatal.is_none()
         {
             fatal = Some(e);
@@ -418,19 +430,37 @@ fn open_retrying(url: &TargetUrl, retry_for: Duration) -> Result<Conn> {
     }
 }
 
-/// Delete keys (db, name) over a connection of its own.
+/// Delete keys (db, name) over connections of their own (to each key's node).
 fn delete_keys(
-    url: &TargetUrl,
+    topo: &Topology,
     keys: &[(u64, Vec<u8>)],
     retry_for: Duration,
     what: &str,
 ) -> Result<()> {
-    let mut c = open_retrying(url, retry_for)?;
+    let mut conns: HashMap<NodeAddr, Conn> = HashMap::new();
     let mut seen = HashSet::new();
     for (db, key) in keys {
         if !seen.insert((db, key)) {
             continue;
         }
+        let mut probe = Unit::new(*db, key.clone(), Vec::new(), 0, UnitKind::Restore, 0);
+        probe.slot = topo.cluster.as_ref().map(|_| key_slot(key));
+        let Some(node) = topo.node_for(&probe) else {
+            return Err(Error::Target {
+                target: topo.seed.addr(),
+                msg: format!(
+                    "cannot delete the {what} {}: its slot has no owner",
+                    show(key)
+                ),
+            });
+        };
+        let c = match conns.entry(node) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let url = topo.url_of(e.key());
+                e.insert(open_retrying(&url, retry_for)?)
+            }
+        };
         for args in [&[b"SELECT", db.to_string().as_bytes()][..], &[b"DEL", key]] {
             if let Reply::Error(e) = c.call(args)? {
                 return Err(c.err(format!(
@@ -442,6 +472,69 @@ fn delete_keys(
         }
     }
     Ok(())
+}
+
+fn set_fatal(sh: &Shared, e: Error) {
+    if let Ok(mut f) = sh.fatal.lock()
+        && f.is_none()
+    {
+        *f = Some(e);
+    }
+    sh.stop.store(true, Ordering::Relaxed);
+}
+
+/// A node that restarted lost what it had not written to disk: going on is only safe when
+/// it writes every command to disk before answering.
+fn check_restart(sh: &Shared, node: &NodeAddr, conn: &mut Conn) -> Result<(), Fail> {
+    let now = run_id(conn)?;
+    let mut ids = sh
+        .run_ids
+        .lock()
+        .map_err(|_| Fail::Fatal(Error::Usage("writer state poisoned".into())))?;
+    let before = match ids.get(node) {
+        None => {
+            ids.insert(node.clone(), now);
+            return Ok(());
+        }
+        Some(b) => b.clone(),
+    };
+    let (Some(before), Some(now)) = (before, now) else {
+        return Ok(());
+    };
+    if before == now {
+        return Ok(());
+    }
+    let get = |c: &mut Conn, name: &[u8]| -> Result<String> {
+        Ok(match c.call(&[b"CONFIG", b"GET", name])? {
+            Reply::Array(a) => a
+                .get(1)
+                .and_then(|r| r.as_bytes())
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default(),
+            _ => String::new(),
+        })
+    };
+    let aof = get(conn, b"appendonly")?;
+    let fsync = get(conn, b"appendfsync")?;
+    if aof == "yes" && fsync == "always" {
+        tracing::warn!(
+            "{}: the target restarted; it writes every command to disk, continuing",
+            conn.name()
+        );
+        ids.insert(node.clone(), Some(now));
+        return Ok(());
+    }
+    Err(Fail::Fatal(Error::Target {
+        target: conn.name().to_string(),
+        msg: format!(
+            "the target restarted during the import (run_id changed) and does not write \
+             every command to disk before answering (appendonly {}, appendfsync {}): keys \
+             it acknowledged before the restart may be lost. Run the import again \
+             (--on-conflict replace), then `rdbferry verify`",
+            if aof.is_empty() { "?" } else { &aof },
+            if fsync.is_empty() { "?" } else { &fsync },
+        ),
+    }))
 }
 
 /// A failure of the connection (reconnect and resend) or of the import (stop).
@@ -498,6 +591,8 @@ enum Settled {
     Failed(String),
     /// Refused for now without effect: send it again later.
     Again(String),
+    /// A Cluster node sent it elsewhere (`MOVED`, `ASK`): it did not run.
+    Redirected(Redirect),
     /// AOF commands: how many ran, and the errors of the others.
     Group {
         ok: u64,
@@ -505,58 +600,168 @@ enum Settled {
     },
 }
 
+/// Where units go: the one node of a standalone target, or the owner of each slot.
+struct Topology {
+    seed: TargetUrl,
+    cluster: Option<RwLock<SlotMap>>,
+}
+
+impl Topology {
+    /// The node a unit goes to (None: its slot has no owner).
+    fn node_for(&self, u: &Unit) -> Option<NodeAddr> {
+        match &self.cluster {
+            None => Some(NodeAddr::new(self.seed.host.clone(), self.seed.port)),
+            Some(map) => {
+                let map = map.read().ok()?;
+                let i = map.owner(u.slot.unwrap_or(0))?;
+                map.masters().get(i).cloned()
+            }
+        }
+    }
+
+    fn url_of(&self, n: &NodeAddr) -> TargetUrl {
+        match &self.cluster {
+            None => self.seed.clone(),
+            Some(_) => n.url(&self.seed),
+        }
+    }
+
+    /// Ask the cluster for its slot map again (after `MOVED` or a lost node).
+    fn refresh(&self) -> Result<()> {
+        let Some(map) = &self.cluster else {
+            return Ok(());
+        };
+        let current = map
+            .read()
+            .map_err(|_| Error::Usage("slot map poisoned".into()))?
+            .clone();
+        let fresh = current.refresh(&self.seed)?;
+        if let Ok(mut m) = map.write() {
+            *m = fresh;
+        }
+        Ok(())
+    }
+
+    /// The node of a redirection (an empty host is the seed's).
+    fn redirect_node(&self, r: &Redirect) -> NodeAddr {
+        let a = r.addr();
+        if a.host.is_empty() || a.host == "?" {
+            NodeAddr::new(self.seed.host.clone(), a.port)
+        } else {
+            a.clone()
+        }
+    }
+}
+
 /// A written batch whose replies are not all read.
 struct Batch {
     units: Vec<Unit>,
-    /// Whether a SELECT went before each unit.
+    /// The node each unit was written to, and whether a SELECT went before it.
+    nodes: Vec<NodeAddr>,
     selects: Vec<bool>,
     /// The first unit not settled.
     next: usize,
     barriers: Vec<SyncSender<()>>,
 }
 
-/// One connection and the units in flight on it.
+/// One open connection of a lane.
+struct NodeConn {
+    conn: Conn,
+    /// `CLIENT ID` (to end the connection on the target after we lost it).
+    id: Option<i64>,
+    /// The db selected.
+    db: Option<u64>,
+}
+
+/// One lane of units: a thread with a connection to each node it writes to, and the units
+/// in flight on them. A key always goes to the same lane.
 struct Link {
-    url: TargetUrl,
     sh: Arc<Shared>,
     opts: WriterOptions,
-    conn: Option<Conn>,
-    /// `CLIENT ID` of the connection (to make sure it is gone after a reconnect).
-    client_id: Option<i64>,
-    /// The db selected on the connection.
-    db: Option<u64>,
+    conns: HashMap<NodeAddr, NodeConn>,
+    /// `CLIENT ID`s of connections we lost, ended when we reconnect to that node.
+    lost: HashMap<NodeAddr, i64>,
     inflight: VecDeque<Batch>,
-    /// Units refused "for now", sent again (in order) once nothing is in flight.
-    again: VecDeque<(Unit, String)>,
+    /// Units refused "for now" or redirected, sent again (in order) once nothing is in
+    /// flight.
+    again: VecDeque<(Unit, Option<Redirect>)>,
     /// Keys sent in parts whose earlier part failed.
     failed: HashSet<(u64, Vec<u8>)>,
-    out: Vec<u8>,
+    outs: HashMap<NodeAddr, Vec<u8>>,
+}
+
+/// What [`Link::resend_one`] sends.
+enum Step<'a> {
+    Unit(&'a Unit),
+    Args(&'a [&'a [u8]]),
 }
 
 impl Link {
-    fn new(url: TargetUrl, sh: Arc<Shared>, opts: WriterOptions) -> Link {
+    fn new(sh: Arc<Shared>, opts: WriterOptions) -> Link {
         Link {
-            url,
             sh,
             opts,
-            conn: None,
-            client_id: None,
-            db: None,
+            conns: HashMap::new(),
+            lost: HashMap::new(),
             inflight: VecDeque::new(),
             again: VecDeque::new(),
             failed: HashSet::new(),
-            out: Vec::new(),
+            outs: HashMap::new(),
         }
     }
 
-    fn attach(&mut self, mut c: Conn) {
+    fn topo(&self) -> &Topology {
+        &self.sh.topo
+    }
+
+    /// Start using `c` for `node`: read timeout, `CLIENT ID`, restart check, and the end of
+    /// the connection it replaces.
+    fn attach(&mut self, node: &NodeAddr, mut c: Conn) -> Result<(), Fail> {
         c.set_read_timeout(Some(READ_TIMEOUT));
-        self.client_id = match c.call(&[b"CLIENT", b"ID"]) {
-            Ok(Reply::Integer(n)) => Some(n),
+        let id = match c.call(&[b"CLIENT", b"ID"])? {
+            Reply::Integer(n) => Some(n),
             _ => None,
         };
-        self.conn = Some(c);
-        self.db = None;
+        check_restart(&self.sh, node, &mut c)?;
+        if let Some(old) = self.lost.remove(node) {
+            // The old connection may still have commands in the target's buffers: end it
+            // first, or they could run after (and double) what we send again.
+            let old = old.to_string();
+            let _ = c.call(&[b"CLIENT", b"KILL", b"ID", old.as_bytes()])?;
+        }
+        self.conns.insert(
+            node.clone(),
+            NodeConn {
+                conn: c,
+                id,
+                db: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// The connection to `node`, opened if needed.
+    fn conn_to(&mut self, node: &NodeAddr) -> Result<&mut NodeConn, Fail> {
+        if !self.conns.contains_key(node) {
+            let url = self.topo().url_of(node);
+            let c = Conn::open(&url, Duration::from_secs(10))?;
+            self.attach(node, c)?;
+            if let Ok(mut st) = self.sh.stats.lock() {
+                st.connections += 1;
+            }
+        }
+        self.conns
+            .get_mut(node)
+            .ok_or_else(|| Fail::Link(Error::Usage("connection vanished".into())))
+    }
+
+    /// Drop every connection (their ids are ended on reconnect).
+    fn drop_all(&mut self) {
+        for (n, c) in self.conns.drain() {
+            if let Some(id) = c.id {
+                self.lost.insert(n, id);
+            }
+        }
     }
 
     fn stopped(&self) -> bool {
@@ -564,48 +769,43 @@ impl Link {
     }
 
     fn fatal(&self, e: Error) {
-        if let Ok(mut f) = self.sh.fatal.lock()
-            && f.is_none()
-        {
-            *f = Some(e);
-        }
-        self.sh.stop.store(true, Ordering::Relaxed);
+        set_fatal(&self.sh, e);
     }
 
     /// The thread's loop: write batches while fewer than [`WINDOW`] are in flight, read the
     /// oldest otherwise; recover from faults; drain when stopped.
     fn run(mut self, rx: Receiver<Msg>) {
         let mut open = true;
+        // A unit that must wait until nothing is in flight.
+        let mut held: Option<Msg> = None;
         loop {
             if self.stopped() {
+                if let Some(Msg::Unit(u)) = held.take() {
+                    self.again.push_back((u, None));
+                }
                 self.drain_stopped(&rx);
                 return;
             }
             if !self.again.is_empty() && self.inflight.is_empty() {
-                let units: Vec<Unit> = self.again.drain(..).map(|(u, _)| u).collect();
-                let n = units.len();
-                self.inflight.push_back(Batch {
-                    selects: vec![false; n],
-                    units,
-                    next: 0,
-                    barriers: Vec::new(),
-                });
-                self.recover(false);
+                let units: Vec<(Unit, Option<Redirect>)> = self.again.drain(..).collect();
+                self.resend_units(units);
                 continue;
             }
-            if open && self.again.is_empty() && self.inflight.len() < WINDOW {
-                let m = if self.inflight.is_empty() {
-                    rx.recv().ok()
-                } else {
-                    match rx.try_recv() {
-                        Ok(m) => Some(m),
-                        Err(TryRecvError::Empty) => None,
-                        Err(TryRecvError::Disconnected) => None,
-                    }
+            let ready = match held {
+                Some(_) => self.inflight.is_empty(),
+                None => open && self.inflight.len() < WINDOW,
+            };
+            if ready && self.again.is_empty() {
+                let m = match held.take() {
+                    Some(m) => Some(m),
+                    None if self.inflight.is_empty() => rx.recv().ok(),
+                    None => rx.try_recv().ok(),
                 };
                 match m {
                     Some(m) => {
-                        self.write_batch(m, &rx);
+                        if let Some(h) = self.write_batch(m, &rx) {
+                            held = Some(h);
+                        }
                         continue;
                     }
                     None if self.inflight.is_empty() => open = false,
@@ -613,7 +813,7 @@ impl Link {
                 }
             }
             if self.inflight.is_empty() {
-                if !open && self.again.is_empty() {
+                if !open && self.again.is_empty() && held.is_none() {
                     return;
                 }
                 continue;
@@ -623,40 +823,76 @@ impl Link {
     }
 
     /// Gather queued messages into one batch (up to `--pipeline` commands) and write it.
-    fn write_batch(&mut self, first: Msg, rx: &Receiver<Msg>) {
+    /// An ordered unit (a part of a big key, a group of AOF commands) is only written when
+    /// nothing is in flight, so one refused "for now" can never be overtaken by the next:
+    /// returns it when it has to wait.
+    fn write_batch(&mut self, first: Msg, rx: &Receiver<Msg>) -> Option<Msg> {
         let mut batch = Batch {
             units: Vec::new(),
+            nodes: Vec::new(),
             selects: Vec::new(),
             next: 0,
             barriers: Vec::new(),
         };
         let mut cmds = 0usize;
         let mut taken = 0usize;
-        self.out.clear();
+        let mut bytes = 0usize;
+        let mut held = None;
+        let mut diverted = false;
         let mut next = Some(first);
         while let Some(m) = next.take() {
             match m {
                 Msg::Unit(u) => {
-                    let sel = self.db != Some(u.db);
-                    if sel {
-                        write_command(&mut self.out, &[b"SELECT", u.db.to_string().as_bytes()]);
-                        self.db = Some(u.db);
-                        cmds += 1;
+                    let ordered = matches!(u.kind, UnitKind::Part { .. } | UnitKind::Commands);
+                    if ordered && (!self.inflight.is_empty() || !batch.units.is_empty()) {
+                        held = Some(Msg::Unit(u));
+                        break;
                     }
-                    cmds += u.replies;
+                    taken += u.bytes.len();
                     if let Some(m) = &u.marker
                         && let Ok(mut set) = self.sh.markers.lock()
                     {
                         set.insert((u.db, m.key.clone()));
                     }
-                    self.out.extend_from_slice(&u.bytes);
-                    taken += u.bytes.len();
+                    // Once a unit waits, the ones after it wait too (order).
+                    let node = match self.topo().node_for(&u) {
+                        Some(n) if !diverted => n,
+                        _ => {
+                            diverted = true;
+                            self.again.push_back((u, None));
+                            continue;
+                        }
+                    };
+                    let sel = match self.conn_to(&node) {
+                        Ok(c) => {
+                            let sel = c.db != Some(u.db);
+                            c.db = Some(u.db);
+                            sel
+                        }
+                        Err(_) => {
+                            diverted = true;
+                            self.again.push_back((u, None));
+                            continue;
+                        }
+                    };
+                    let out = self.outs.entry(node.clone()).or_default();
+                    if sel {
+                        write_command(out, &[b"SELECT", u.db.to_string().as_bytes()]);
+                        cmds += 1;
+                    }
+                    cmds += u.replies;
+                    out.extend_from_slice(&u.bytes);
+                    bytes += u.bytes.len();
                     batch.selects.push(sel);
+                    batch.nodes.push(node);
                     batch.units.push(u);
+                    if ordered {
+                        break;
+                    }
                 }
                 Msg::Barrier(b) => batch.barriers.push(b),
             }
-            if cmds < self.opts.pipeline && self.out.len() < BATCH_BYTES {
+            if cmds < self.opts.pipeline && bytes < BATCH_BYTES {
                 next = rx.try_recv().ok();
             }
         }
@@ -664,17 +900,31 @@ impl Link {
             *q = q.saturating_sub(taken);
             self.sh.drained.notify_all();
         }
-        let res = match self.conn.as_mut() {
-            Some(c) if !self.out.is_empty() => c.send(&self.out),
-            _ => Ok(()),
-        };
-        if self.out.capacity() > BATCH_BYTES * 2 {
-            self.out = Vec::new();
+        let mut res = Ok(());
+        let outs = std::mem::take(&mut self.outs);
+        for (node, out) in &outs {
+            if out.is_empty() {
+                continue;
+            }
+            if let Some(c) = self.conns.get_mut(node)
+                && let Err(e) = c.conn.send(out)
+            {
+                res = Err(e);
+                break;
+            }
+        }
+        self.outs = outs;
+        for out in self.outs.values_mut() {
+            out.clear();
+            if out.capacity() > BATCH_BYTES * 2 {
+                *out = Vec::new();
+            }
         }
         self.inflight.push_back(batch);
         if let Err(e) = res {
             self.link_failed(e);
         }
+        held
     }
 
     /// Read the replies of the oldest batch and settle its units.
@@ -687,25 +937,29 @@ impl Link {
             if b.next >= b.units.len() {
                 break;
             }
-            let Some(conn) = self.conn.as_mut() else {
-                self.recover(true);
+            let i = b.next;
+            let Some(nc) = self.conns.get_mut(&b.nodes[i]) else {
+                let target = b.nodes[i].to_string();
+                self.link_failed(Error::Target {
+                    target,
+                    msg: "connection closed by the target".into(),
+                });
                 return;
             };
-            let i = b.next;
             let read = (|| -> Result<()> {
                 if b.selects[i]
-                    && let Reply::Error(e) = conn.read_reply()?
+                    && let Reply::Error(e) = nc.conn.read_reply()?
                 {
                     return Err(Error::Usage(format!(
                         "{}: SELECT {}: {}",
-                        conn.name(),
+                        nc.conn.name(),
                         b.units[i].db,
                         String::from_utf8_lossy(&e)
                     )));
                 }
                 replies.clear();
                 for _ in 0..b.units[i].replies {
-                    replies.push(conn.read_reply()?);
+                    replies.push(nc.conn.read_reply()?);
                 }
                 Ok(())
             })();
@@ -718,22 +972,25 @@ impl Link {
             }
             let commands = replies.len() as u64 + u64::from(b.selects[i]);
             b.selects[i] = false;
-            let u = b.units[i].clone_meta();
             b.next += 1;
-            let s = settle(&u, &replies);
             if let Ok(mut st) = self.sh.stats.lock() {
                 st.commands += commands;
             }
+            let s = settle(&b.units[i], &replies);
             match s {
-                Settled::Again(msg) => {
-                    // Keep the bytes: move the unit out of the batch.
-                    let b = self.inflight.front_mut().expect("front batch");
-                    let full = std::mem::take(&mut b.units[i].bytes);
-                    let mut u = u;
-                    u.bytes = full;
-                    self.again.push_back((u, msg));
+                Settled::Again(_) | Settled::Redirected(_) => {
+                    let redirect = match s {
+                        Settled::Redirected(r) => Some(r),
+                        _ => None,
+                    };
+                    let mut u = b.units[i].clone_meta();
+                    u.bytes = std::mem::take(&mut b.units[i].bytes);
+                    self.again.push_back((u, redirect));
                 }
-                s => self.apply(&u, s, &replies),
+                s => {
+                    let u = b.units[i].clone_meta();
+                    self.apply(&u, s, &replies);
+                }
             }
         }
         if let Some(b) = self.inflight.pop_front() {
@@ -743,229 +1000,188 @@ impl Link {
         }
     }
 
-    /// The connection failed: reconnect and send again what was not acknowledged.
+    /// A connection failed: drop them all and send again, one at a time, what was not
+    /// acknowledged.
     fn link_failed(&mut self, e: Error) {
         tracing::warn!("{e}; reconnecting");
-        self.conn = None;
-        self.db = None;
-        self.recover(true);
+        self.drop_all();
+        let mut units = Vec::new();
+        let mut barriers = Vec::new();
+        for b in self.inflight.drain(..) {
+            for (i, u) in b.units.into_iter().enumerate() {
+                if i >= b.next {
+                    units.push((u, None));
+                }
+            }
+            barriers.extend(b.barriers);
+        }
+        units.extend(self.again.drain(..));
+        self.resend_units(units);
+        for t in barriers {
+            let _ = t.send(());
+        }
     }
 
-    /// Send every unsettled unit again, one at a time, reconnecting with backoff as needed
-    /// (`dropped`: the connection was lost, so the old one must be gone first). Stops the
-    /// import when it cannot within `--retry-timeout`.
-    fn recover(&mut self, dropped: bool) {
+    /// Send units again one at a time, in order, each so that it cannot run twice;
+    /// reconnecting with backoff (and refreshing the slot map) as needed. Stops the import
+    /// when it cannot within `--retry-timeout`.
+    fn resend_units(&mut self, units: Vec<(Unit, Option<Redirect>)>) {
         let deadline = Instant::now() + self.opts.retry_for;
         let mut delay = Duration::from_millis(100);
-        let mut dropped = dropped;
-        loop {
+        let mut units: VecDeque<(Unit, Option<Redirect>)> = units.into();
+        while let Some((u, hint)) = units.front() {
             if self.stopped() {
+                for (u, _) in units.drain(..) {
+                    self.again.push_back((u, None));
+                }
                 return;
             }
-            let res = self.resend_all(&mut dropped, deadline);
-            match res {
-                Ok(()) => return,
+            match self.resend_one(u, hint.clone(), deadline) {
+                Ok((s, replies)) => {
+                    if let Ok(mut st) = self.sh.stats.lock() {
+                        st.resent += 1;
+                    }
+                    let (u, _) = units.pop_front().expect("front unit");
+                    self.apply(&u, s, &replies);
+                    delay = Duration::from_millis(100);
+                }
                 Err(Fail::Fatal(e)) => {
                     self.fatal(e);
-                    return;
                 }
                 Err(Fail::Link(e)) => {
                     if Instant::now() >= deadline {
                         self.fatal(Error::Target {
-                            target: self.url.addr(),
+                            target: self.topo().seed.addr(),
                             msg: format!(
                                 "gave up after {} s of retries (--retry-timeout): {e}",
                                 self.opts.retry_for.as_secs()
                             ),
                         });
-                        return;
+                        continue;
                     }
                     tracing::warn!("{e}; retrying in {} ms", delay.as_millis());
-                    self.conn = None;
-                    self.db = None;
-                    dropped = true;
+                    self.drop_all();
+                    if let Ok(mut st) = self.sh.stats.lock() {
+                        st.reconnects += 1;
+                    }
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_secs(2));
-                }
-            }
-        }
-    }
-
-    fn resend_all(&mut self, dropped: &mut bool, deadline: Instant) -> Result<(), Fail> {
-        if self.conn.is_none() {
-            let c = Conn::open(&self.url, Duration::from_secs(10))?;
-            let old = self.client_id;
-            self.attach(c);
-            if let Ok(mut st) = self.sh.stats.lock() {
-                st.reconnects += 1;
-            }
-            self.check_restart()?;
-            if *dropped && let Some(id) = old {
-                // The old connection may still have commands in the target's buffers: end
-                // it first, or they could run after (and double) what we send again.
-                let id = id.to_string();
-                let _ = self.call(&[b"CLIENT", b"KILL", b"ID", id.as_bytes()])?;
-            }
-            *dropped = false;
-        }
-        loop {
-            let Some(b) = self.inflight.front_mut() else {
-                return Ok(());
-            };
-            if b.next >= b.units.len() {
-                if let Some(b) = self.inflight.pop_front() {
-                    for t in b.barriers {
-                        let _ = t.send(());
+                    // A node that is gone may have been replaced (failover).
+                    let _ = self.topo().refresh();
+                    if let Some((_, hint)) = units.front_mut() {
+                        *hint = None;
                     }
                 }
-                continue;
-            }
-            let i = b.next;
-            let u = std::mem::replace(
-                &mut b.units[i],
-                Unit::new(0, Vec::new(), Vec::new(), 0, UnitKind::Restore, 0),
-            );
-            let r = self.resend_one(&u, deadline);
-            let b = self.inflight.front_mut().expect("front batch");
-            let (s, replies) = match r {
-                Ok(x) => x,
-                Err(e) => {
-                    b.units[i] = u;
-                    return Err(e);
-                }
-            };
-            b.next += 1;
-            if let Ok(mut st) = self.sh.stats.lock() {
-                st.resent += 1;
-            }
-            self.apply(&u, s, &replies);
-            if self.stopped() {
-                return Ok(());
             }
         }
     }
 
-    /// A target that restarted lost what it had not written to disk.
-    fn check_restart(&mut self) -> Result<(), Fail> {
-        let Some(conn) = self.conn.as_mut() else {
-            return Ok(());
-        };
-        let now = run_id(conn)?;
-        let mut known = self
-            .sh
-            .run_id
-            .lock()
-            .map_err(|_| Fail::Fatal(Error::Usage("writer state poisoned".into())))?;
-        let (Some(before), Some(now)) = (known.clone(), now) else {
-            return Ok(());
-        };
-        if before == now {
-            return Ok(());
-        }
-        let get = |c: &mut Conn, name: &[u8]| -> Result<String> {
-            Ok(match c.call(&[b"CONFIG", b"GET", name])? {
-                Reply::Array(a) => a
-                    .get(1)
-                    .and_then(|r| r.as_bytes())
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_default(),
-                _ => String::new(),
-            })
-        };
-        let aof = get(conn, b"appendonly")?;
-        let fsync = get(conn, b"appendfsync")?;
-        if aof == "yes" && fsync == "always" {
-            tracing::warn!(
-                "{}: the target restarted; it writes every command to disk, continuing",
-                conn.name()
-            );
-            *known = Some(now);
-            return Ok(());
-        }
-        Err(Fail::Fatal(Error::Target {
-            target: conn.name().to_string(),
-            msg: format!(
-                "the target restarted during the import (run_id changed) and does not write \
-                 every command to disk before answering (appendonly {}, appendfsync {}): keys \
-                 it acknowledged before the restart may be lost. Run the import again \
-                 (--on-conflict replace), then `rdbferry verify`",
-                if aof.is_empty() { "?" } else { &aof },
-                if fsync.is_empty() { "?" } else { &fsync },
-            ),
-        }))
-    }
-
-    fn call(&mut self, args: &[&[u8]]) -> Result<Reply, Fail> {
-        match self.conn.as_mut() {
-            Some(c) => Ok(c.call(args)?),
-            None => Err(Fail::Link(Error::Target {
-                target: self.url.addr(),
-                msg: "connection closed by the target".into(),
-            })),
-        }
-    }
-
-    fn select(&mut self, db: u64) -> Result<(), Fail> {
-        if self.db != Some(db) {
-            if let Reply::Error(e) = self.call(&[b"SELECT", db.to_string().as_bytes()])? {
-                return Err(Fail::Fatal(Error::Target {
-                    target: self.url.addr(),
-                    msg: format!("SELECT {db}: {}", String::from_utf8_lossy(&e)),
-                }));
+    /// Send `step` to `node` (after `ASKING` when `ask`) and read `n` replies.
+    fn exchange(
+        &mut self,
+        node: &NodeAddr,
+        ask: bool,
+        db: u64,
+        step: Step<'_>,
+        n: usize,
+    ) -> Result<Vec<Reply>, Fail> {
+        let nc = self.conn_to(node)?;
+        if nc.db != Some(db) {
+            if let Reply::Error(e) = nc.conn.call(&[b"SELECT", db.to_string().as_bytes()])? {
+                return Err(Fail::Fatal(
+                    nc.conn
+                        .err(format!("SELECT {db}: {}", String::from_utf8_lossy(&e))),
+                ));
             }
-            self.db = Some(db);
+            nc.db = Some(db);
         }
-        Ok(())
+        if ask {
+            nc.conn.call(&[b"ASKING"])?;
+        }
+        match step {
+            Step::Unit(u) => nc.conn.send(&u.bytes)?,
+            Step::Args(a) => {
+                let mut b = Vec::new();
+                write_command(&mut b, a);
+                nc.conn.send(&b)?
+            }
+        }
+        let mut replies = Vec::with_capacity(n);
+        for _ in 0..n {
+            replies.push(nc.conn.read_reply()?);
+        }
+        if let Ok(mut st) = self.sh.stats.lock() {
+            st.commands += n as u64;
+        }
+        Ok(replies)
     }
 
-    /// Send a unit that may already have run, so that it cannot run twice; "not now"
-    /// replies are retried until `deadline`.
-    fn resend_one(&mut self, u: &Unit, deadline: Instant) -> Result<(Settled, Vec<Reply>), Fail> {
-        let mut delay = Duration::from_millis(100);
+    /// Send a unit that may already have run, so that it cannot run twice; "not now" and
+    /// redirections are followed until `deadline`.
+    fn resend_one(
+        &mut self,
+        u: &Unit,
+        hint: Option<Redirect>,
+        deadline: Instant,
+    ) -> Result<(Settled, Vec<Reply>), Fail> {
+        let mut delay = Duration::from_millis(50);
+        let mut redirect = hint;
+        let retry_s = self.opts.retry_for.as_secs();
         loop {
-            self.select(u.db)?;
-            if let Some(m) = &u.marker
-                && let Reply::Bulk(v) = self.call(&[b"GET", &m.key])?
-                && marker_passed(&v, m)
-            {
-                // It ran (its replies are lost; errors inside it cannot be told).
-                let s = match u.kind {
-                    UnitKind::Commands => Settled::Group {
-                        ok: u.count,
-                        errors: Vec::new(),
-                    },
-                    _ => Settled::Written,
-                };
-                return Ok((s, Vec::new()));
+            let wait = |msg: String, delay: &mut Duration| -> Option<Settled> {
+                if Instant::now() >= deadline {
+                    return Some(Settled::Failed(format!(
+                        "{msg} (still so after {retry_s} s, --retry-timeout)"
+                    )));
+                }
+                std::thread::sleep(*delay);
+                *delay = (*delay * 2).min(Duration::from_secs(2));
+                None
+            };
+            if matches!(redirect, Some(Redirect::Moved { .. })) {
+                let _ = self.topo().refresh();
             }
-            let conn = self.conn.as_mut().ok_or_else(|| {
-                Fail::Link(Error::Target {
-                    target: self.url.addr(),
-                    msg: "connection closed by the target".into(),
-                })
-            })?;
-            conn.send(&u.bytes)?;
-            let mut replies = Vec::with_capacity(u.replies);
-            for _ in 0..u.replies {
-                replies.push(conn.read_reply()?);
+            let (node, ask) = match &redirect {
+                Some(r @ Redirect::Ask { .. }) => (self.topo().redirect_node(r), true),
+                _ => match self.topo().node_for(u) {
+                    Some(n) => (n, false),
+                    None => {
+                        let _ = self.topo().refresh();
+                        let msg = format!("slot {} has no owner", u.slot.unwrap_or(0));
+                        if let Some(s) = wait(msg, &mut delay) {
+                            return Ok((s, Vec::new()));
+                        }
+                        continue;
+                    }
+                },
+            };
+            if let Some(m) = &u.marker {
+                let r = self.exchange(&node, ask, u.db, Step::Args(&[b"GET", &m.key]), 1)?;
+                if let Some(Reply::Bulk(v)) = r.first()
+                    && marker_passed(v, m)
+                {
+                    // It ran (its replies are lost; errors inside it cannot be told).
+                    let s = match u.kind {
+                        UnitKind::Commands => Settled::Group {
+                            ok: u.count,
+                            errors: Vec::new(),
+                        },
+                        _ => Settled::Written,
+                    };
+                    return Ok((s, Vec::new()));
+                }
             }
-            if let Ok(mut st) = self.sh.stats.lock() {
-                st.commands += replies.len() as u64;
-            }
+            let replies = self.exchange(&node, ask, u.db, Step::Unit(u), u.replies)?;
             match settle(u, &replies) {
+                Settled::Redirected(r) => redirect = Some(r),
                 Settled::Again(msg) => {
-                    if Instant::now() >= deadline {
-                        let msg = format!(
-                            "{msg} (still refused after {} s, --retry-timeout)",
-                            self.opts.retry_for.as_secs()
-                        );
-                        return Ok((Settled::Failed(msg), replies));
+                    redirect = None;
+                    if let Some(s) = wait(msg, &mut delay) {
+                        return Ok((s, replies));
                     }
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(2));
                 }
                 Settled::Exists(what) => {
-                    let s = if self.same_value(u)? {
+                    let s = if self.same_value(u, &node, ask)? {
                         Settled::Written
                     } else {
                         Settled::Exists(what)
@@ -979,10 +1195,14 @@ impl Link {
 
     /// After a resend found the key (or library) already there: whether it holds what this
     /// unit writes, i.e. the first send ran.
-    fn same_value(&mut self, u: &Unit) -> Result<bool, Fail> {
+    fn same_value(&mut self, u: &Unit, node: &NodeAddr, ask: bool) -> Result<bool, Fail> {
         let cmds = commands_of(&u.bytes);
         let Some(first) = cmds.first() else {
             return Ok(false);
+        };
+        let one = |l: &mut Link, args: &[&[u8]]| -> Result<Reply, Fail> {
+            let mut r = l.exchange(node, ask, u.db, Step::Args(args), 1)?;
+            Ok(r.pop().unwrap_or(Reply::Nil))
         };
         match u.kind {
             UnitKind::Restore => {
@@ -990,18 +1210,18 @@ impl Link {
                     return Ok(false);
                 };
                 let tmp = tmp_key(key);
-                if let Reply::Error(_) =
-                    self.call(&[b"RESTORE", &tmp, b"0", payload, b"REPLACE"])?
+                if let Reply::Error(_) = one(self, &[b"RESTORE", &tmp, b"0", payload, b"REPLACE"])?
                 {
                     return Ok(false);
                 }
-                self.compare(key, &tmp)
+                let r = one(self, &[b"EVAL", SAME_VALUE.as_bytes(), b"2", key, &tmp])?;
+                Ok(r == Reply::Integer(1))
             }
             UnitKind::Set { .. } => {
                 let (Some(key), Some(value)) = (first.get(1), first.get(2)) else {
                     return Ok(false);
                 };
-                Ok(matches!(self.call(&[b"GET", key])?, Reply::Bulk(v) if v == *value))
+                Ok(matches!(one(self, &[b"GET", key])?, Reply::Bulk(v) if v == *value))
             }
             UnitKind::Rewrite { nx: true, .. } => {
                 // The unit without its RENAMENX and the DEL after it builds `tmp` only.
@@ -1013,44 +1233,30 @@ impl Link {
                 };
                 let key = cmds[at].get(2).cloned().unwrap_or_default();
                 let tmp = cmds[at].get(1).cloned().unwrap_or_default();
-                let mut bytes = Vec::new();
-                let mut n = 0;
+                let mut probe = Unit::new(u.db, u.label.clone(), Vec::new(), 0, u.kind, u.route);
                 for (i, c) in cmds.iter().enumerate() {
                     if i == at || i == at + 1 {
                         continue;
                     }
                     let args: Vec<&[u8]> = c.iter().map(|a| a.as_slice()).collect();
-                    write_command(&mut bytes, &args);
-                    n += 1;
+                    write_command(&mut probe.bytes, &args);
+                    probe.replies += 1;
                 }
-                let conn = self.conn.as_mut().ok_or_else(|| {
-                    Fail::Link(Error::Target {
-                        target: self.url.addr(),
-                        msg: "connection closed by the target".into(),
-                    })
-                })?;
-                conn.send(&bytes)?;
-                for _ in 0..n {
-                    conn.read_reply()?;
-                }
-                self.compare(&key, &tmp)
+                self.exchange(node, ask, u.db, Step::Unit(&probe), probe.replies)?;
+                let r = one(self, &[b"EVAL", SAME_VALUE.as_bytes(), b"2", &key, &tmp])?;
+                Ok(r == Reply::Integer(1))
             }
             UnitKind::Function => {
                 let code = first.last().cloned().unwrap_or_default();
                 let name = library_name(&code).to_vec();
-                let r = self.call(&[b"FUNCTION", b"LIST", b"LIBRARYNAME", &name, b"WITHCODE"])?;
+                let r = one(
+                    self,
+                    &[b"FUNCTION", b"LIST", b"LIBRARYNAME", &name, b"WITHCODE"],
+                )?;
                 Ok(contains_bulk(&r, &code))
             }
             _ => Ok(false),
         }
-    }
-
-    /// `1` when `key` and `tmp` hold the same value; deletes `tmp`.
-    fn compare(&mut self, key: &[u8], tmp: &[u8]) -> Result<bool, Fail> {
-        Ok(matches!(
-            self.call(&[b"EVAL", SAME_VALUE.as_bytes(), b"2", key, tmp])?,
-            Reply::Integer(1)
-        ))
     }
 
     /// Count a settled unit, and clean up after failed keys.
@@ -1086,7 +1292,7 @@ impl Link {
             (_, s) => Some(s),
         };
         if let Some(k) = cleanup
-            && let Err(e) = delete_keys(&self.url, &[k], self.opts.retry_for, "half-built key")
+            && let Err(e) = delete_keys(&self.sh.topo, &[k], self.opts.retry_for, "half-built key")
         {
             self.fatal(e);
         }
@@ -1117,6 +1323,11 @@ impl Link {
                 ),
             },
             Settled::Failed(msg) | Settled::Again(msg) => error(&mut st, &u.label, msg),
+            Settled::Redirected(r) => error(
+                &mut st,
+                &u.label,
+                format!("redirected to {} and not written", r.addr()),
+            ),
             Settled::Group { ok, errors } => {
                 st.written += ok;
                 for e in errors {
@@ -1181,6 +1392,7 @@ impl Unit {
             route: self.route,
             marker: self.marker.clone(),
             count: self.count,
+            slot: self.slot,
         }
     }
 }
@@ -1260,6 +1472,14 @@ fn renamed_into_place(u: &Unit, replies: &[Reply]) -> bool {
 
 /// Read a unit's replies.
 fn settle(u: &Unit, replies: &[Reply]) -> Settled {
+    // A Cluster node that does not serve the slot answers MOVED or ASK to the first command
+    // (MULTI units: when queued, and EXEC then aborts): nothing ran.
+    if let Some(r) = replies.iter().find_map(|r| match r {
+        Reply::Error(e) => parse_redirect(e),
+        _ => None,
+    }) {
+        return Settled::Redirected(r);
+    }
     // "Not now": a single command did not run; in a MULTI unit, nothing ran if MULTI
     // itself went through (EXECABORT) or every command was refused. A refused MULTI
     // followed by commands that ran means they ran outside a transaction: the rewrite path
