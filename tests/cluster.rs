@@ -7,10 +7,11 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use rdbferry::cluster::{SlotMap, key_slot, tmp_key_for};
 use rdbferry::sink::redis::TargetUrl;
-use support::RedisCluster;
+use support::{RedisCluster, RedisServer, TempDir, key_digests};
 
 fn testdata(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -224,4 +225,267 @@ fn precheck_sees_masters_dbs_emptiness_and_uncovered_slots() {
         "{}",
         text(&o)
     );
+}
+
+/// A standalone server started on a copy of `dump`; the TempDir holds the copy.
+fn server_with_dump(dump: &Path) -> (RedisServer, TempDir) {
+    let dir = TempDir::new("cluster-src");
+    std::fs::copy(dump, dir.path().join("source.rdb")).unwrap();
+    let d = dir.path().display().to_string();
+    let server = RedisServer::start_with(
+        Path::new("redis-server"),
+        &["--dir", &d, "--dbfilename", "source.rdb"],
+    );
+    (server, dir)
+}
+
+/// `verify SOURCE --to URL --json --quiet ARGS...`: exit code and the report.
+fn verify(source: &Path, url: &str, args: &[&str]) -> (i32, serde_json::Value, Output) {
+    let src = source.display().to_string();
+    let mut all = vec!["verify", &src, "--to", url, "--json", "--quiet"];
+    all.extend_from_slice(args);
+    let o = rdbferry(&all);
+    let v = serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
+    (o.status.code().unwrap_or(-1), v, o)
+}
+
+fn diffs(v: &serde_json::Value) -> Vec<(String, String)> {
+    let mut d: Vec<(String, String)> = v["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let f = |k: &str| d[k].as_str().unwrap().to_string();
+            (f("key"), f("kind"))
+        })
+        .collect();
+    d.sort();
+    d
+}
+
+#[test]
+fn verify_reads_every_key_from_its_master_and_finds_differences() {
+    let dump = testdata("redis-7.0/all-types.rdb");
+    let (server, _dir) = server_with_dump(&dump);
+    let cluster = RedisCluster::start(3);
+    assert_eq!(cluster.copy_from(&server), 50);
+    // The copy is faithful, key by key, and spread over every master.
+    let mut s = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    assert_eq!(cluster.dump(), key_digests(&mut s));
+    for i in 0..3 {
+        assert_ne!(cluster.cli_on(i, &["DBSIZE"]), "0", "node {i}");
+    }
+    let url = cluster.seed_url();
+
+    let (code, rep, o) = verify(&dump, &url, &["--db", "0"]);
+    assert_eq!(code, 0, "{}", text(&o));
+    assert_eq!(rep["keys_checked"], 50, "{}", text(&o));
+    assert_eq!(rep["keys_differing"], 0);
+
+    // Keys of db 1 and 5 have no place in a Cluster: a clear error.
+    let o = rdbferry(&[
+        "verify",
+        &dump.display().to_string(),
+        "--to",
+        &url,
+        "--quiet",
+    ]);
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("a Cluster has only db 0") && t.contains("--db-map 1=0"),
+        "{t}"
+    );
+
+    // A changed value, a deleted key and a moved TTL, on whichever masters own them.
+    let owner = |k: &str| cluster.owner(cluster.key_slot(k));
+    cluster.cli_on(
+        owner("list:quicklist"),
+        &["LSET", "list:quicklist", "1500", "changed"],
+    );
+    cluster.cli_on(owner("zset:small"), &["DEL", "zset:small"]);
+    cluster.cli_on(
+        owner("ttl:string"),
+        &["PEXPIREAT", "ttl:string", "9999999999999"],
+    );
+    let (code, rep, o) = verify(&dump, &url, &["--db", "0"]);
+    assert_eq!(code, 1, "{}", text(&o));
+    assert_eq!(
+        diffs(&rep),
+        [
+            ("list:quicklist".to_string(), "value".to_string()),
+            ("ttl:string".to_string(), "ttl".to_string()),
+            ("zset:small".to_string(), "missing".to_string()),
+        ],
+        "{}",
+        text(&o)
+    );
+    // A type difference names the type found, looked up on the key's master.
+    cluster.cli_on(owner("set:small"), &["DEL", "set:small"]);
+    cluster.cli_on(owner("set:small"), &["SET", "set:small", "x"]);
+    let (_, rep, o) = verify(&dump, &url, &["--db", "0", "--key", "set:small"]);
+    let d = &rep["differences"][0];
+    assert_eq!(d["kind"], "type", "{}", text(&o));
+    assert!(
+        d["detail"].as_str().unwrap().ends_with("found string"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// A dump with 2,000 keys over every slot and 300 keys in the slot of `{hot}`, two of them
+/// big enough to be compared in chunks (a 2,000-element list, a 600 KB string).
+fn hot_slot_dump() -> (PathBuf, RedisServer) {
+    let server = RedisServer::start();
+    let mut c = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut p = redis::pipe();
+    for i in 0..2000 {
+        p.cmd("SET").arg(format!("k:{i}")).arg(i).ignore();
+    }
+    for i in 0..298 {
+        p.cmd("HSET")
+            .arg(format!("{{hot}}:{i}"))
+            .arg("f")
+            .arg(i)
+            .ignore();
+    }
+    let items: Vec<String> = (0..2000).map(|i| format!("item-{i}")).collect();
+    p.cmd("RPUSH").arg("{hot}:big-list").arg(&items).ignore();
+    p.cmd("SET")
+        .arg("{hot}:big-string")
+        .arg("x".repeat(600_000))
+        .ignore();
+    p.cmd("PEXPIREAT")
+        .arg("{hot}:big-string")
+        .arg(9_000_000_000_000i64)
+        .ignore();
+    let _: () = p.query(&mut c).unwrap();
+    (server.save_and_copy_dump(), server)
+}
+
+#[test]
+fn verify_follows_ask_and_moved_while_a_slot_migrates() {
+    let (dump, server) = hot_slot_dump();
+    let cluster = RedisCluster::start(3);
+    assert_eq!(cluster.copy_from(&server), 2300);
+    let url = cluster.seed_url();
+    let hot = cluster.key_slot("{hot}");
+    let from = cluster.owner(hot);
+    let to = (from + 1) % 3;
+
+    // Half-way through a migration: about half the slot's keys, and both big ones, are on
+    // the importing node; the others still on the migrating one, which answers ASK for the
+    // moved ones.
+    cluster.start_migration(hot, from, to);
+    assert_eq!(cluster.migrate_keys(hot, from, to, 150), 150);
+    cluster.migrate(from, to, &["{hot}:big-list", "{hot}:big-string"]);
+    let left: usize = cluster
+        .cli_on(from, &["CLUSTER", "COUNTKEYSINSLOT", &hot.to_string()])
+        .parse()
+        .unwrap();
+    assert!((100..200).contains(&left), "{left}");
+    let (code, rep, o) = verify(&dump, &url, &[]);
+    assert_eq!(code, 0, "{}", text(&o));
+    assert_eq!(rep["keys_checked"], 2300, "{}", text(&o));
+    let asked = rep["redirects"].as_u64().unwrap();
+    // One ASK per key no longer on the migrating node.
+    assert_eq!(asked as usize, 300 - left, "{}", text(&o));
+
+    // A difference on the importing node is still found through ASK, big values included.
+    let moved_key = {
+        let mut c = cluster.conn(to);
+        let keys: Vec<String> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(hot)
+            .arg(10)
+            .query(&mut c)
+            .unwrap();
+        keys.into_iter().find(|k| !k.contains("big")).unwrap()
+    };
+    cluster.cli_on(to, &["ASKING"]);
+    let mut c = cluster.conn(to);
+    let _: () = redis::pipe()
+        .cmd("ASKING")
+        .cmd("HSET")
+        .arg(&moved_key)
+        .arg("f")
+        .arg("changed")
+        .cmd("ASKING")
+        .cmd("LSET")
+        .arg("{hot}:big-list")
+        .arg(1999)
+        .arg("changed")
+        .query(&mut c)
+        .unwrap();
+    let (code, rep, o) = verify(&dump, &url, &[]);
+    assert_eq!(code, 1, "{}", text(&o));
+    let mut want = vec![
+        (moved_key.clone(), "value".to_string()),
+        ("{hot}:big-list".to_string(), "value".to_string()),
+    ];
+    want.sort();
+    assert_eq!(diffs(&rep), want, "{}", text(&o));
+    let _: () = redis::pipe()
+        .cmd("ASKING")
+        .cmd("HSET")
+        .arg(&moved_key)
+        .arg("f")
+        .arg(moved_key.trim_start_matches("{hot}:"))
+        .cmd("ASKING")
+        .cmd("LSET")
+        .arg("{hot}:big-list")
+        .arg(1999)
+        .arg("item-1999")
+        .query(&mut c)
+        .unwrap();
+
+    // The slot moves on, from node to node, while verify runs: its map goes stale (MOVED)
+    // and keys are caught mid-migration (ASK). Every run finds the data identical.
+    while cluster.migrate_keys(hot, from, to, 100) > 0 {}
+    cluster.finish_migration(hot, from, to);
+    let stop = AtomicBool::new(false);
+    let moves = AtomicUsize::new(0);
+    let mut redirects = 0;
+    std::thread::scope(|sc| {
+        // Stops the mover even when an assertion below fails (the scope waits for it).
+        let _stop = StopOnDrop(&stop);
+        sc.spawn(|| {
+            let mut at = to;
+            while !stop.load(Ordering::Relaxed) {
+                let next = (at + 1) % 3;
+                cluster.start_migration(hot, at, next);
+                while cluster.migrate_keys(hot, at, next, 10) > 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                cluster.finish_migration(hot, at, next);
+                at = next;
+                moves.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        for _ in 0..4 {
+            let (code, rep, o) = verify(&dump, &url, &[]);
+            assert_eq!(code, 0, "{}", text(&o));
+            assert_eq!(rep["keys_checked"], 2300, "{}", text(&o));
+            redirects += rep["redirects"].as_u64().unwrap();
+        }
+    });
+    assert!(
+        moves.into_inner() >= 2,
+        "the slot did not move during the runs"
+    );
+    assert!(redirects > 0, "no run met a redirection");
+}
+
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }

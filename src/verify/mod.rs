@@ -3,7 +3,8 @@
 //!
 //! A sink-side stage of the pipeline, but one that reads: source values are decoded with the
 //! library (so encodings may differ between source and target) and compared with what the
-//! target answers to pipelined, batched commands over one connection ([`target::Conn`]):
+//! target answers to pipelined, batched commands over one connection ([`target::Conn`]) per
+//! server:
 //!
 //! - every key: `TYPE`, `PEXPIRETIME` (7.0+; `PTTL` before), and its size (`STRLEN`, `LLEN`,
 //!   `SCARD`, `ZCARD`, `HLEN`, `XLEN`);
@@ -17,11 +18,16 @@
 //! Values that fit in one chunk are batched, many keys per round trip; a bigger value is
 //! compared chunk by chunk on its own, so at most one big value's chunk is held at a time.
 //!
-//! Not here: a live `redis://` source, TLS, Cluster targets. AOF commands are not replayed:
+//! A Cluster target (`cluster_enabled:1`, detected) gets one connection per master, each key's
+//! reads batched to the master of its slot, and `MOVED` / `ASK` followed (`route`), so a verify
+//! during or after a resharding works; only db 0 exists there.
+//!
+//! Not here: a live `redis://` source, TLS. AOF commands are not replayed:
 //! for AOF inputs only the keys of the RDB part (preamble or base) that no later command
 //! mentions are compared, and the report says so. Keys whose TTL has run out by the time they
 //! are compared are counted as expired, never as differences.
 
+mod route;
 pub mod target;
 
 use std::collections::{BTreeMap, HashSet};
@@ -30,6 +36,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::cluster::Redirect;
 use crate::error::{Error, Result};
 use crate::input::{Event, Input, Kind};
 use crate::job::Common;
@@ -38,6 +45,7 @@ use crate::rdb::stream::{StreamEntry, StreamId, StreamValue};
 use crate::rdb::value::{Tuples, zset_pairs};
 use crate::rdb::{DataType, DecodeError, KeyRecord, Record, Value};
 use crate::resp::Reply;
+use route::{Dest, Router, find_redirect};
 use target::{Caps, Conn, Pipe, TargetUrl};
 
 /// What to compare against, and how.
@@ -129,6 +137,8 @@ pub struct VerifyReport {
     pub aof_commands: u64,
     /// RDB-part keys not compared because an AOF command mentions them.
     pub aof_keys_skipped: u64,
+    /// Cluster `MOVED` and `ASK` redirections followed (the key was read again there).
+    pub redirects: u64,
     /// The listed differences (at most `--max-diffs`).
     pub differences: Vec<Difference>,
     /// Differences found but not listed.
@@ -1130,16 +1140,44 @@ struct Sent {
     count: usize,
 }
 
-struct Verifier<'o> {
+/// One connection and its batches: the only one for a standalone target, one per master for
+/// a Cluster.
+struct Lane {
     conn: Conn,
-    opts: &'o VerifyOptions,
-    name: String,
-    rep: VerifyReport,
-    touched: Option<Touched>,
     pipe: Pipe,
     pipe_db: u64,
     queued: Vec<Queued>,
     inflight: Option<Sent>,
+}
+
+impl Lane {
+    fn new(conn: Conn) -> Lane {
+        Lane {
+            pipe_db: conn.db,
+            conn,
+            pipe: Pipe::default(),
+            queued: Vec::new(),
+            inflight: None,
+        }
+    }
+}
+
+struct Verifier<'o> {
+    /// Lane 0 is the standalone target; on a Cluster, the lanes of [`Router`].
+    lanes: Vec<Lane>,
+    /// Set for a Cluster target.
+    router: Option<Router>,
+    /// What the target supports (the first node's, on a Cluster).
+    caps: Caps,
+    /// The target, redacted, for messages.
+    target: String,
+    opts: &'o VerifyOptions,
+    name: String,
+    rep: VerifyReport,
+    touched: Option<Touched>,
+    /// Keys of a sent batch that a Cluster node redirected: compared again, one at a time,
+    /// where the redirection says.
+    retry: Vec<(Queued, Redirect)>,
     /// Listed type differences whose actual type is looked up at the end: (index in the
     /// report's differences, target db, target key).
     type_lookups: Vec<(usize, u64, Vec<u8>)>,
@@ -1148,7 +1186,7 @@ struct Verifier<'o> {
 impl Verifier<'_> {
     fn target_err(&self, msg: String) -> Error {
         Error::Input {
-            path: self.conn.name.clone(),
+            path: self.target.clone(),
             msg,
         }
     }
@@ -1188,13 +1226,14 @@ impl Verifier<'_> {
         }
     }
 
-    fn select(&mut self, db: u64) -> bool {
-        if db == self.pipe_db {
+    fn select(&mut self, lane: usize, db: u64) -> bool {
+        let l = &mut self.lanes[lane];
+        if db == l.pipe_db {
             return false;
         }
         let d = db.to_string();
-        self.pipe.push(&[b"SELECT", d.as_bytes()]);
-        self.pipe_db = db;
+        l.pipe.push(&[b"SELECT", d.as_bytes()]);
+        l.pipe_db = db;
         true
     }
 
@@ -1259,7 +1298,7 @@ impl Verifier<'_> {
         }
         if let Value::Coll(c) = &v
             && c.has_field_ttls()
-            && !self.conn.caps.field_ttls()
+            && !self.caps.field_ttls()
         {
             self.rep.field_ttls_unchecked += 1;
         }
@@ -1281,54 +1320,64 @@ impl Verifier<'_> {
                     c => c,
                 };
                 check.sized = !matches!(chunk, Chunk::Str { whole: true, .. });
-                let selected = self.select(check.db);
-                check.push_head(&mut self.pipe, self.conn.caps);
-                let chunk_cmds = push_chunk(&mut self.pipe, &check.key, &chunk, self.conn.caps);
-                self.queued.push(Queued {
+                let lane = self.route(&check)?;
+                let selected = self.select(lane, check.db);
+                let caps = self.caps;
+                let l = &mut self.lanes[lane];
+                check.push_head(&mut l.pipe, caps);
+                let chunk_cmds = push_chunk(&mut l.pipe, &check.key, &chunk, caps);
+                l.queued.push(Queued {
                     chunk_cmds,
                     check,
                     chunk,
                     count,
                     selected,
                 });
-                if self.queued.len() >= BATCH_KEYS || self.pipe.bytes() >= BATCH_BYTES {
-                    self.flush()?;
+                if l.queued.len() >= BATCH_KEYS || l.pipe.bytes() >= BATCH_BYTES {
+                    self.flush(lane)?;
                 }
                 Ok(())
             }
             _ => {
+                if self.router.is_some() {
+                    self.route(&check)?;
+                    return self.big_cluster(check, &v, now, &dec);
+                }
                 self.drain()?;
-                self.big(check, &v, now, &dec)
+                self.big(check, &v, now, &dec, None).map(|_| ())
             }
         }
     }
 
-    /// Send the batch, then compare the keys of the batch sent before it: two batches are in
-    /// flight, so the server works on one while the next is built.
-    fn flush(&mut self) -> Result<()> {
-        if self.pipe.is_empty() {
+    /// Send a lane's batch, then compare the keys of the batch sent before it: two batches
+    /// are in flight per lane, so the server works on one while the next is built.
+    fn flush(&mut self, lane: usize) -> Result<()> {
+        let l = &mut self.lanes[lane];
+        if l.pipe.is_empty() {
             return Ok(());
         }
-        let pipe = std::mem::take(&mut self.pipe);
-        self.conn.send(&pipe)?;
-        self.conn.db = self.pipe_db;
+        let pipe = std::mem::take(&mut l.pipe);
+        l.conn.send(&pipe)?;
+        l.conn.db = l.pipe_db;
         let sent = Sent {
-            queued: std::mem::take(&mut self.queued),
+            queued: std::mem::take(&mut l.queued),
             count: pipe.len(),
         };
-        match self.inflight.replace(sent) {
-            Some(prev) => self.evaluate(prev),
-            None => Ok(()),
+        if let Some(prev) = l.inflight.replace(sent) {
+            self.evaluate(lane, prev)?;
         }
+        self.run_retries()
     }
 
-    /// Send what is queued and compare everything in flight.
+    /// Send what is queued and compare everything in flight, on every lane.
     fn drain(&mut self) -> Result<()> {
-        self.flush()?;
-        match self.inflight.take() {
-            Some(prev) => self.evaluate(prev),
-            None => Ok(()),
+        for lane in 0..self.lanes.len() {
+            self.flush(lane)?;
+            if let Some(prev) = self.lanes[lane].inflight.take() {
+                self.evaluate(lane, prev)?;
+            }
         }
+        self.run_retries()
     }
 
     /// Fill in the actual type of the listed type differences (one round trip, at the end,
@@ -1338,15 +1387,27 @@ impl Verifier<'_> {
         if lookups.is_empty() {
             return Ok(());
         }
+        if self.router.is_some() {
+            // One key at a time, each on its slot's master.
+            for (i, _, key) in &lookups {
+                let (r, _) = self.exec_key(key, None, &|p: &mut Pipe| p.push(&[b"TYPE", key]))?;
+                if let (Some(d), Some(t)) = (self.rep.differences.get_mut(*i), r.first()) {
+                    d.detail = d.detail.replace("another type", &reply_text(t));
+                }
+            }
+            return Ok(());
+        }
         let mut slots = Vec::new();
         for (_, db, key) in &lookups {
-            self.select(*db);
-            slots.push(self.pipe.len());
-            self.pipe.push(&[b"TYPE", key]);
+            self.select(0, *db);
+            let l = &mut self.lanes[0];
+            slots.push(l.pipe.len());
+            l.pipe.push(&[b"TYPE", key]);
         }
-        let pipe = std::mem::take(&mut self.pipe);
-        let r = self.conn.exec(&pipe)?;
-        self.conn.db = self.pipe_db;
+        let l = &mut self.lanes[0];
+        let pipe = std::mem::take(&mut l.pipe);
+        let r = l.conn.exec(&pipe)?;
+        l.conn.db = l.pipe_db;
         for ((i, _, _), slot) in lookups.iter().zip(slots) {
             if let (Some(d), Some(t)) = (self.rep.differences.get_mut(*i), r.get(slot)) {
                 d.detail = d.detail.replace("another type", &reply_text(t));
@@ -1355,41 +1416,54 @@ impl Verifier<'_> {
         Ok(())
     }
 
-    /// Read a sent batch's replies and compare its keys.
-    fn evaluate(&mut self, sent: Sent) -> Result<()> {
-        let replies = self.conn.recv(sent.count)?;
-        let caps = self.conn.caps;
-        let tol = self.opts.ttl_tolerance_ms;
+    /// Read a sent batch's replies and compare its keys. On a Cluster, a key that was
+    /// redirected (`MOVED`, `ASK`) goes to [`Verifier::retry`] instead.
+    fn evaluate(&mut self, lane: usize, sent: Sent) -> Result<()> {
+        let replies = self.lanes[lane].conn.recv(sent.count)?;
         let mut at = 0usize;
         for q in sent.queued {
             if q.selected {
                 self.check_select(&replies[at], q.check.db)?;
                 at += 1;
             }
-            let hl = q.check.head_len();
-            let cl = q.chunk_cmds;
-            let mut diffs = Vec::new();
-            let head = q
-                .check
-                .eval_head(
-                    &replies[at..at + hl],
-                    &replies[at..at + hl + cl],
-                    caps,
-                    tol,
-                    &mut diffs,
-                )
-                .map_err(|e| self.key_err(&q.check, e))?;
-            at += hl;
-            if head.comparable {
-                let d = eval_chunk(&q.chunk, &replies[at..at + cl], tol)
-                    .map_err(|e| self.key_err(&q.check, e))?;
-                if let Some(d) = d.or_else(|| Self::size_diff(&head, q.count, q.check.ty)) {
-                    diffs.push(("value", d));
-                }
+            let n = q.check.head_len() + q.chunk_cmds;
+            let r = &replies[at..at + n];
+            at += n;
+            if self.router.is_some()
+                && let Some(rd) = find_redirect(r)
+            {
+                self.retry.push((q, rd));
+                continue;
             }
-            at += cl;
-            self.settle(&q.check, diffs);
+            self.eval_queued(&q, r)?;
         }
+        Ok(())
+    }
+
+    /// Compare one batched key with its replies (head, then chunk).
+    fn eval_queued(&mut self, q: &Queued, replies: &[Reply]) -> Result<()> {
+        let tol = self.opts.ttl_tolerance_ms;
+        let hl = q.check.head_len();
+        let cl = q.chunk_cmds;
+        let mut diffs = Vec::new();
+        let head = q
+            .check
+            .eval_head(
+                &replies[..hl],
+                &replies[..hl + cl],
+                self.caps,
+                tol,
+                &mut diffs,
+            )
+            .map_err(|e| self.key_err(&q.check, e))?;
+        if head.comparable {
+            let d = eval_chunk(&q.chunk, &replies[hl..hl + cl], tol)
+                .map_err(|e| self.key_err(&q.check, e))?;
+            if let Some(d) = d.or_else(|| Self::size_diff(&head, q.count, q.check.ty)) {
+                diffs.push(("value", d));
+            }
+        }
+        self.settle(&q.check, diffs);
         Ok(())
     }
 
@@ -1409,27 +1483,36 @@ impl Verifier<'_> {
         self.target_err(format!("key {}: {e}", quoted(&c.key)))
     }
 
-    /// Compare a value too big for a batch: head first, then chunk by chunk.
+    /// Compare a value too big for a batch: head first, then chunk by chunk. On a Cluster,
+    /// `dest` is the node (its head replies already read, in `head`); a redirection of a
+    /// chunk stops the comparison and is returned, the key not settled.
     fn big(
         &mut self,
         check: Check,
         v: &Value<'_>,
         now: i64,
         dec: &dyn Fn(DecodeError) -> Error,
-    ) -> Result<()> {
-        let caps = self.conn.caps;
+        dest: Option<(Dest, Vec<Reply>)>,
+    ) -> Result<Option<(Check, Redirect)>> {
+        let caps = self.caps;
         let tol = self.opts.ttl_tolerance_ms;
-        let selected = self.select(check.db);
-        check.push_head(&mut self.pipe, caps);
-        let pipe = std::mem::take(&mut self.pipe);
-        let r = self.conn.exec(&pipe)?;
-        self.conn.db = self.pipe_db;
-        let r = if selected {
-            self.check_select(&r[0], check.db)?;
-            &r[1..]
-        } else {
-            &r[..]
+        let (r, dest) = match dest {
+            Some((d, head)) => (head, Some(d)),
+            None => {
+                let selected = self.select(0, check.db);
+                let l = &mut self.lanes[0];
+                check.push_head(&mut l.pipe, caps);
+                let pipe = std::mem::take(&mut l.pipe);
+                let mut r = l.conn.exec(&pipe)?;
+                l.conn.db = l.pipe_db;
+                if selected {
+                    self.check_select(&r[0], check.db)?;
+                    r.remove(0);
+                }
+                (r, None)
+            }
         };
+        let r = &r[..];
         let mut diffs = Vec::new();
         let head = check
             .eval_head(r, r, caps, tol, &mut diffs)
@@ -1439,20 +1522,32 @@ impl Verifier<'_> {
             // read, even after a difference, so the connection stays in step.
             let mut found: Option<String> = None;
             let mut failed: Option<String> = None;
+            let mut moved: Option<Redirect> = None;
             let mut prev: Option<(Chunk, usize)> = None;
-            let conn = &mut self.conn;
+            let asking = dest.as_ref().is_some_and(|d| d.asking);
+            let conn = match &dest {
+                Some(d) => self.side(&d.addr)?,
+                None => &mut self.lanes[0].conn,
+            };
             let key = check.key.clone();
-            let settle_prev = |prev: Option<(Chunk, usize)>,
-                               conn: &mut Conn,
-                               found: &mut Option<String>,
-                               failed: &mut Option<String>|
+            let cluster = dest.is_some();
+            let mut settle_prev = |prev: Option<(Chunk, usize)>,
+                                   conn: &mut Conn,
+                                   found: &mut Option<String>,
+                                   failed: &mut Option<String>|
              -> Result<()> {
                 let Some((pc, n)) = prev else { return Ok(()) };
                 if n == 0 {
                     return Ok(());
                 }
-                let r = conn.recv(n)?;
-                if found.is_some() || failed.is_some() {
+                let r = conn.recv_replies(n, asking)?;
+                if found.is_some() || failed.is_some() || moved.is_some() {
+                    return Ok(());
+                }
+                if cluster && let Some(rd) = find_redirect(&r) {
+                    moved = Some(rd);
+                    // Stops the walk like a difference would; not reported as one.
+                    *failed = Some(String::new());
                     return Ok(());
                 }
                 match eval_chunk(&pc, &r, tol) {
@@ -1462,7 +1557,11 @@ impl Verifier<'_> {
                 Ok(())
             };
             let count = walk_chunks(v, now, BIG, dec, &mut |c: Chunk, _last: bool| {
-                let mut p = Pipe::default();
+                let mut p = if asking {
+                    Pipe::asking()
+                } else {
+                    Pipe::default()
+                };
                 let n = push_chunk(&mut p, &key, &c, caps);
                 if n > 0 {
                     conn.send(&p)?;
@@ -1473,6 +1572,9 @@ impl Verifier<'_> {
             // Read what is still in flight before anything else, error or not.
             settle_prev(prev.take(), conn, &mut found, &mut failed)?;
             let count = count?;
+            if let Some(rd) = moved {
+                return Ok(Some((check, rd)));
+            }
             if let Some(e) = failed {
                 return Err(self.key_err(&check, e));
             }
@@ -1482,7 +1584,7 @@ impl Verifier<'_> {
             }
         }
         self.settle(&check, diffs);
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -1496,13 +1598,22 @@ pub fn verify(input_name: &str, common: &Common, opts: &VerifyOptions) -> Result
         ));
     }
     let input = Input::open(input_name)?;
-    let conn = Conn::open(&opts.target)?;
+    let mut conn = Conn::open(&opts.target)?;
     let v = conn.caps.version;
+    let caps = conn.caps;
+    let target = conn.name.clone();
     let mut rep = VerifyReport {
         input: input_name.to_string(),
-        target: conn.name.clone(),
+        target: target.clone(),
         target_version: format!("{}.{}.{}", v.0, v.1, v.2),
         ..Default::default()
+    };
+    // A Cluster is detected, never asked: one lane per master then.
+    let (lanes, router) = if route::is_cluster(&mut conn)? {
+        let (lanes, router) = Router::open(&opts.target)?;
+        (lanes, Some(router))
+    } else {
+        (vec![Lane::new(conn)], None)
     };
     // AOF inputs: first learn which keys the commands touch, so that only the RDB part's
     // untouched keys are compared (replaying the commands is not done here).
@@ -1520,15 +1631,15 @@ pub fn verify(input_name: &str, common: &Common, opts: &VerifyOptions) -> Result
     };
     let stdin = input.kind == Kind::Stdin;
     let mut ver = Verifier {
-        pipe_db: conn.db,
-        conn,
+        lanes,
+        router,
+        caps,
+        target,
         opts,
         name: input_name.to_string(),
         rep: std::mem::take(&mut rep),
         touched,
-        pipe: Pipe::default(),
-        queued: Vec::new(),
-        inflight: None,
+        retry: Vec::new(),
         type_lookups: Vec::new(),
     };
     let mut progress = Progress::new(input.size, input_name, common.quiet);

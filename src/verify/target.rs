@@ -1,7 +1,8 @@
 //! The target side of `verify`: the `redis://` URL, and one plain TCP connection that sends
 //! pipelined commands (RESP2) and reads their replies.
 //!
-//! Deliberately small: no TLS, no Cluster, no retries. A verify run that loses its connection
+//! Deliberately small: no TLS, no retries (Cluster routing is in `route`, over several of
+//! these connections). A verify run that loses its connection
 //! fails (exit 1) rather than guess. The password never leaves [`TargetUrl`]: everything
 //! printed uses [`TargetUrl::redacted`].
 
@@ -48,13 +49,30 @@ impl Caps {
 pub struct Pipe {
     out: Vec<u8>,
     count: usize,
+    asking: bool,
 }
 
 impl Pipe {
+    /// A pipe that sends `ASKING` before each command: for a Cluster node importing the
+    /// slot of the key (after an `ASK` redirection). [`Conn::exec`] and
+    /// [`Conn::recv_replies`] drop the replies to `ASKING`.
+    pub fn asking() -> Pipe {
+        Pipe {
+            asking: true,
+            ..Pipe::default()
+        }
+    }
     /// Append a command.
     pub fn push(&mut self, args: &[&[u8]]) {
+        if self.asking {
+            write_command(&mut self.out, &[b"ASKING"]);
+        }
         write_command(&mut self.out, args);
         self.count += 1;
+    }
+    /// Whether each command goes after an `ASKING`.
+    pub fn is_asking(&self) -> bool {
+        self.asking
     }
     /// Commands queued.
     pub fn len(&self) -> usize {
@@ -176,7 +194,17 @@ impl Conn {
     /// Send every command of `pipe` in one write, then read one reply per command.
     pub fn exec(&mut self, pipe: &Pipe) -> Result<Vec<Reply>> {
         self.send(pipe)?;
-        self.recv(pipe.count)
+        self.recv_replies(pipe.count, pipe.asking)
+    }
+
+    /// Read the replies of `count` commands sent through a pipe; with `asking` (a pipe of
+    /// [`Pipe::asking`]) the reply to the `ASKING` before each command is read and dropped.
+    pub fn recv_replies(&mut self, count: usize, asking: bool) -> Result<Vec<Reply>> {
+        if !asking {
+            return self.recv(count);
+        }
+        let r = self.recv(count * 2)?;
+        Ok(r.into_iter().skip(1).step_by(2).collect())
     }
 
     /// Send every command of `pipe` in one write, without waiting for replies (the caller

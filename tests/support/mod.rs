@@ -547,6 +547,13 @@ impl RedisCluster {
         if keys.is_empty() {
             return 0;
         }
+        self.migrate(from, to, &keys);
+        keys.len()
+    }
+
+    /// `MIGRATE` the named keys (all in one slot) from `from` to `to`.
+    pub fn migrate<K: redis::ToRedisArgs>(&self, from: usize, to: usize, keys: &[K]) {
+        let mut c = self.conn(from);
         let mut cmd = redis::cmd("MIGRATE");
         cmd.arg("127.0.0.1")
             .arg(self.nodes[to].port())
@@ -554,13 +561,15 @@ impl RedisCluster {
             .arg(0)
             .arg(10_000)
             .arg("REPLACE")
-            .arg("KEYS");
-        for k in &keys {
-            cmd.arg(k);
-        }
+            .arg("KEYS")
+            .arg(keys);
         let r: redis::RedisResult<String> = cmd.query(&mut c);
-        r.unwrap_or_else(|e| panic!("MIGRATE of slot {slot} from node {from} to {to}: {e}"));
-        keys.len()
+        r.unwrap_or_else(|e| {
+            panic!(
+                "MIGRATE of {} keys from node {from} to {to}: {e}",
+                keys.len()
+            )
+        });
     }
 
     /// Step 3: `SETSLOT slot NODE to` on both nodes (and the rest), ending the migration.

@@ -1,0 +1,288 @@
+//! `verify` against a Redis Cluster: one lane (connection and batches) per master, each key's
+//! reads sent to the master of its slot, and redirections followed.
+//!
+//! A key a node redirects is compared again on its own, over a second connection per node
+//! (so the lanes' pipelines are never interleaved): after `MOVED` the slot map is read again
+//! (once per new owner, not once per key) and the key is read from the new owner; after
+//! `ASK` the key's commands go to the importing node, each after `ASKING`, and the map is
+//! kept. A key still redirected after [`MAX_REDIRECTS`] tries is an error naming it. Big
+//! values are compared over the second connection too, and start over if their slot moves
+//! while their chunks are read.
+//!
+//! Not here: reading from replicas, or a cluster whose slot map changes faster than a key
+//! can be read.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use super::target::{Conn, Pipe, TargetUrl};
+use super::{Check, Lane, Verifier, push_chunk, quoted};
+use crate::cluster::{NodeAddr, Redirect, SlotMap, key_slot, parse_redirect};
+use crate::error::{Error, Result};
+use crate::rdb::{DecodeError, Value};
+use crate::resp::Reply;
+
+/// Redirections followed for one key before giving up.
+pub(super) const MAX_REDIRECTS: usize = 5;
+
+/// Where a key's commands go: a node, with `ASKING` before each command after an `ASK`.
+#[derive(Debug, Clone)]
+pub(super) struct Dest {
+    pub(super) addr: NodeAddr,
+    pub(super) asking: bool,
+}
+
+/// The Cluster's slot map and the lanes of its masters.
+pub(super) struct Router {
+    seed: TargetUrl,
+    map: SlotMap,
+    /// Lane of each master of `map`.
+    lane_of: Vec<usize>,
+    /// Lanes by node address (lanes of former masters stay, unused).
+    lanes_by_addr: HashMap<NodeAddr, usize>,
+    /// Second connections, for keys compared one at a time.
+    side: HashMap<NodeAddr, Conn>,
+}
+
+/// Whether the node says `cluster_enabled:1` (`INFO cluster`).
+pub(super) fn is_cluster(conn: &mut Conn) -> Result<bool> {
+    let mut p = Pipe::default();
+    p.push(&[b"INFO", b"cluster"]);
+    let r = conn.exec(&p)?;
+    Ok(match r.first() {
+        Some(Reply::Bulk(b)) => String::from_utf8_lossy(b)
+            .lines()
+            .any(|l| l.trim() == "cluster_enabled:1"),
+        _ => false,
+    })
+}
+
+/// The first redirection among a key's replies.
+pub(super) fn find_redirect(replies: &[Reply]) -> Option<Redirect> {
+    replies.iter().find_map(|r| match r {
+        Reply::Error(e) => parse_redirect(e),
+        _ => None,
+    })
+}
+
+impl Router {
+    /// Read the slot map from the seed and open a lane to each master.
+    pub(super) fn open(seed: &TargetUrl) -> Result<(Vec<Lane>, Router)> {
+        let map = SlotMap::discover(seed)?;
+        if map.masters().is_empty() {
+            return Err(Error::Input {
+                path: seed.redacted(),
+                msg: "the Cluster has no master serving a slot".into(),
+            });
+        }
+        let mut router = Router {
+            seed: seed.clone(),
+            map: map.clone(),
+            lane_of: Vec::new(),
+            lanes_by_addr: HashMap::new(),
+            side: HashMap::new(),
+        };
+        let mut lanes = Vec::new();
+        router.adopt(map, &mut lanes)?;
+        Ok((lanes, router))
+    }
+
+    /// Use `map`, opening a lane for each master not seen before.
+    fn adopt(&mut self, map: SlotMap, lanes: &mut Vec<Lane>) -> Result<()> {
+        let mut lane_of = Vec::with_capacity(map.masters().len());
+        for m in map.masters() {
+            let i = match self.lanes_by_addr.get(m) {
+                Some(&i) => i,
+                None => {
+                    lanes.push(Lane::new(Conn::open(&m.url(&self.seed))?));
+                    self.lanes_by_addr.insert(m.clone(), lanes.len() - 1);
+                    lanes.len() - 1
+                }
+            };
+            lane_of.push(i);
+        }
+        self.lane_of = lane_of;
+        self.map = map;
+        Ok(())
+    }
+
+    /// A node address with the seed's host when the node reported none.
+    fn normalize(&self, a: &NodeAddr) -> NodeAddr {
+        if a.host.is_empty() || a.host == "?" {
+            NodeAddr::new(self.seed.host.clone(), a.port)
+        } else {
+            a.clone()
+        }
+    }
+}
+
+impl Verifier<'_> {
+    /// The lane of a key: 0 on a standalone target; on a Cluster, the lane of its slot's
+    /// master (only db 0 exists there).
+    pub(super) fn route(&mut self, c: &Check) -> Result<usize> {
+        let Some(r) = &self.router else {
+            return Ok(0);
+        };
+        if c.db != 0 {
+            return Err(self.target_err(format!(
+                "key {} of db {} goes to db {}, but a Cluster has only db 0 (map it with --db-map {}=0, or filter with --db)",
+                quoted(&c.src_key),
+                c.src_db,
+                c.db,
+                c.src_db
+            )));
+        }
+        let slot = key_slot(&c.key);
+        match r.map.owner(slot) {
+            Some(i) => Ok(r.lane_of[i]),
+            None => Err(self.target_err(format!(
+                "key {}: slot {slot} has no master in the Cluster",
+                quoted(&c.key)
+            ))),
+        }
+    }
+
+    fn router(&mut self) -> Result<&mut Router> {
+        let target = self.target.clone();
+        self.router.as_mut().ok_or(Error::Input {
+            path: target,
+            msg: "not a Cluster target".into(),
+        })
+    }
+
+    /// The second connection to a node, opened on first use.
+    pub(super) fn side(&mut self, addr: &NodeAddr) -> Result<&mut Conn> {
+        let r = self.router()?;
+        let url = addr.url(&r.seed);
+        match r.side.entry(addr.clone()) {
+            Entry::Occupied(e) => Ok(e.into_mut()),
+            Entry::Vacant(e) => Ok(e.insert(Conn::open(&url)?)),
+        }
+    }
+
+    /// Read the slot map again (after `MOVED`), from any master that answers.
+    fn refresh(&mut self) -> Result<()> {
+        let r = self.router()?;
+        let map = r.map.refresh(&r.seed)?;
+        let mut lanes = std::mem::take(&mut self.lanes);
+        let res = self.router().and_then(|r| r.adopt(map, &mut lanes));
+        self.lanes = lanes;
+        res
+    }
+
+    /// Where to send a key after a redirection. `MOVED` to a node the map does not give the
+    /// slot to reads the map again.
+    fn follow(&mut self, rd: &Redirect) -> Result<Dest> {
+        self.rep.redirects += 1;
+        let r = self.router()?;
+        let addr = r.normalize(rd.addr());
+        match rd {
+            Redirect::Moved { slot, .. } => {
+                let known = r.map.owner(*slot).map(|i| &r.map.masters()[i]);
+                if known != Some(&addr) {
+                    self.refresh()?;
+                }
+                Ok(Dest {
+                    addr,
+                    asking: false,
+                })
+            }
+            Redirect::Ask { .. } => Ok(Dest { addr, asking: true }),
+        }
+    }
+
+    /// Send the commands `build` makes for `key` on the second connection to `start` (or to
+    /// the master of the key's slot), following redirections; returns the replies and where
+    /// they came from.
+    pub(super) fn exec_key(
+        &mut self,
+        key: &[u8],
+        start: Option<Dest>,
+        build: &dyn Fn(&mut Pipe),
+    ) -> Result<(Vec<Reply>, Dest)> {
+        let mut dest = match start {
+            Some(d) => d,
+            None => {
+                let r = self.router()?;
+                let slot = key_slot(key);
+                match r.map.owner(slot) {
+                    Some(i) => Dest {
+                        addr: r.map.masters()[i].clone(),
+                        asking: false,
+                    },
+                    None => {
+                        return Err(self.target_err(format!(
+                            "key {}: slot {slot} has no master in the Cluster",
+                            quoted(key)
+                        )));
+                    }
+                }
+            }
+        };
+        let mut last = String::new();
+        for _ in 0..MAX_REDIRECTS {
+            let mut p = if dest.asking {
+                Pipe::asking()
+            } else {
+                Pipe::default()
+            };
+            build(&mut p);
+            let r = self.side(&dest.addr)?.exec(&p)?;
+            match find_redirect(&r) {
+                None => return Ok((r, dest)),
+                Some(rd) => {
+                    last = format!("{rd:?}");
+                    dest = self.follow(&rd)?;
+                }
+            }
+        }
+        Err(self.target_err(format!(
+            "key {}: still redirected after {MAX_REDIRECTS} tries (last: {last})",
+            quoted(key)
+        )))
+    }
+
+    /// Compare again, one at a time, the keys of sent batches that were redirected.
+    pub(super) fn run_retries(&mut self) -> Result<()> {
+        while let Some((q, rd)) = self.retry.pop() {
+            let dest = self.follow(&rd)?;
+            let caps = self.caps;
+            let build = |p: &mut Pipe| {
+                q.check.push_head(p, caps);
+                push_chunk(p, &q.check.key, &q.chunk, caps);
+            };
+            let (r, _) = self.exec_key(&q.check.key, Some(dest), &build)?;
+            self.eval_queued(&q, &r)?;
+        }
+        Ok(())
+    }
+
+    /// A big value on a Cluster: its head read from its node (redirections followed), then
+    /// its chunks from the same node; started over if the slot moves meanwhile.
+    pub(super) fn big_cluster(
+        &mut self,
+        check: Check,
+        v: &Value<'_>,
+        now: i64,
+        dec: &dyn Fn(DecodeError) -> Error,
+    ) -> Result<()> {
+        let mut check = check;
+        let mut dest = None;
+        for _ in 0..MAX_REDIRECTS {
+            let caps = self.caps;
+            let key = check.key.clone();
+            let (head, d) = self.exec_key(&key, dest.take(), &|p| check.push_head(p, caps))?;
+            match self.big(check, v, now, dec, Some((d, head)))? {
+                None => return Ok(()),
+                Some((c, rd)) => {
+                    check = c;
+                    dest = Some(self.follow(&rd)?);
+                }
+            }
+        }
+        Err(self.target_err(format!(
+            "key {}: its slot kept moving while it was compared ({MAX_REDIRECTS} tries)",
+            quoted(&check.key)
+        )))
+    }
+}
