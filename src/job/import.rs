@@ -19,8 +19,13 @@
 //!   temporary key is deleted first, so a retry starts clean, and only the final rename makes
 //!   the key visible.
 //!
-//! Not here yet: Cluster targets, TLS, JSONL input, retries after a dropped connection, and
-//! renaming keys inside AOF commands (refused).
+//! JSONL input (what `convert --format jsonl` writes) arrives as synthetic key records
+//! (`input::jsonl`): auto mode rebuilds them by the rewrite path, since their payload is no
+//! bytes a Redis wrote; `--mode restore` sends that payload all the same. Function and command
+//! lines go as functions and AOF commands do.
+//!
+//! Not here yet: Cluster targets, TLS, retries after a dropped connection, and renaming keys
+//! inside AOF commands (refused).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
@@ -358,8 +363,11 @@ impl Ctx<'_> {
         let restore = match self.opts.mode {
             Mode::Restore => true,
             Mode::Rewrite => false,
+            // A synthetic value (from JSONL) is no payload a Redis wrote: rebuild it.
             Mode::Auto => {
-                known.is_some_and(|v| v <= self.target_rdb) && payload_len <= self.proto_max
+                !rec.synthetic
+                    && known.is_some_and(|v| v <= self.target_rdb)
+                    && payload_len <= self.proto_max
             }
         };
         let (bytes, replies, kind) = if restore {
@@ -581,6 +589,8 @@ struct Scan {
     biggest: u64,
     biggest_key: Vec<u8>,
     rdb_versions: BTreeSet<String>,
+    /// Some input is JSON lines (no RDB version).
+    jsonl: bool,
     needs_rewrite: u64,
     scanned: bool,
 }
@@ -607,7 +617,14 @@ fn scan(inputs: &[String], common: &Common, opts: &ImportOptions, target_rdb: u3
                         s.biggest = len;
                         s.biggest_key = k.key.to_vec();
                     }
-                    if min_rdb_version(k.type_id, k.version.dialect).is_none_or(|v| v > target_rdb)
+                    if k.synthetic {
+                        s.jsonl = true;
+                    }
+                    // JSONL keys take the rewrite path anyway, but in --mode restore.
+                    let restored = !k.synthetic || opts.mode == Mode::Restore;
+                    if restored
+                        && min_rdb_version(k.type_id, k.version.dialect)
+                            .is_none_or(|v| v > target_rdb)
                     {
                         s.needs_rewrite += 1;
                     }
@@ -666,12 +683,15 @@ pub fn precheck(inputs: &[String], common: &Common, opts: &ImportOptions) -> Res
             "standalone".into()
         },
     ));
-    let vers: Vec<String> = sc.rdb_versions.iter().cloned().collect();
+    let mut vers: Vec<String> = sc.rdb_versions.iter().map(|v| format!("RDB {v}")).collect();
+    if sc.jsonl {
+        vers.push("JSONL".into());
+    }
     let (st, detail) = if sc.needs_rewrite == 0 {
         (
             Status::Ok,
             format!(
-                "target {} (RDB {}), input RDB {}",
+                "target {} (RDB {}), input {}",
                 info.version,
                 info.rdb_version,
                 if vers.is_empty() {
