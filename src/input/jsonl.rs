@@ -189,18 +189,17 @@ impl<R: BufRead> JsonlReader<R> {
     }
 
     fn parse(&self, offset: u64) -> Result<Line> {
-        let text = &self.buf[..];
+        let text = self.buf.trim_ascii_end();
         if !looks_like_jsonl(text) {
             return Err(self.error(None, "not a JSON object"));
         }
         let raw: RawLine<'_> = match serde_json::from_slice(text) {
             Ok(l) => l,
             Err(e) => {
-                // Name the key if the line has a readable one despite the error.
-                let key = serde_json::from_slice::<KeyOnly>(text)
-                    .ok()
-                    .and_then(|k| k.key)
-                    .map(|k| k.0);
+                // Name the key if it can be read before the error.
+                let mut key = None;
+                let mut d = serde_json::Deserializer::from_slice(text);
+                let _ = de::DeserializeSeed::deserialize(FindKey(&mut key), &mut d);
                 return Err(self.error(key, json_msg(&e, 0)));
             }
         };
@@ -348,10 +347,32 @@ struct RawLine<'a> {
     command: Option<Vec<Bytes>>,
 }
 
-/// Just the key, to name it in an error about the rest of the line.
-#[derive(Deserialize)]
-struct KeyOnly {
-    key: Option<Bytes>,
+/// Reads a line's `"key"` into `.0` as soon as it comes, so that an error later in the line
+/// (even a syntax error) can name it.
+struct FindKey<'k>(&'k mut Option<Vec<u8>>);
+
+impl<'de> de::DeserializeSeed<'de> for FindKey<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FindKey<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> std::result::Result<(), A::Error> {
+        while let Some(k) = m.next_key::<Cow<'de, str>>()? {
+            if k == "key" {
+                *self.0 = Some(m.next_value::<Bytes>()?.0);
+                return Ok(());
+            }
+            m.next_value::<IgnoredAny>()?;
+        }
+        Ok(())
+    }
 }
 
 /// Why a value could not be read.
