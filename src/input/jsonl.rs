@@ -816,6 +816,30 @@ mod tests {
     }
 
     #[test]
+    fn module_values_round_trip() {
+        // Module id: 9 name characters of 6 bits each, then a 10-bit encoding version.
+        const CHARSET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let id = b"ReJSON-RL".iter().fold(0u64, |id, c| {
+            id << 6 | CHARSET.iter().position(|x| x == c).unwrap() as u64
+        });
+        let mut raw = Vec::new();
+        crate::rdb::encoder::put_length(&mut raw, id << 10 | 3);
+        raw.extend_from_slice(&[2, 5, 5, 3, b'a', b'b', b'c', 0]); // uint 5, string "abc", EOF
+        let line = format!(
+            r#"{{"db":0,"key":"m","type":"module","value":{{"module":"ReJSON-RL","encver":3,"raw":"{}"}}}}"#,
+            B64.encode(&raw)
+        );
+        assert_eq!(rewrite(&line).trim_end(), line);
+        assert_eq!(key(&line).value.bytes, raw);
+        let wrong = line.replace("\"encver\":3", "\"encver\":4");
+        let e = one(&wrong).unwrap_err().to_string();
+        assert!(
+            e.contains("module raw is ReJSON-RL encver 3, not ReJSON-RL encver 4"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_long_stream_spans_nodes() {
         let entries: Vec<String> = (1..=250)
             .map(|i| {
