@@ -17,7 +17,7 @@ secs="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(rdb_reader rdb_stream aof_reader manifest resp blobs)
+    targets=(rdb_reader rdb_stream aof_reader manifest resp blobs jsonl_reader)
 fi
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
@@ -46,6 +46,12 @@ seed rdb_reader -name '*.rdb'
 seed aof_reader \( -name '*.aof' -o -name '*.protocol' \)
 seed resp \( -name '*.aof' -o -name '*.protocol' \)
 seed manifest -name '*.manifest'
+seed jsonl_reader -name '*.jsonl'
+# jsonl_reader: also a few lines at a time of our own JSONL (whole files exceed -max_len).
+find testdata -name '*.jsonl' -print0 |
+    while IFS= read -r -d '' f; do
+        split -l 3 -a 3 "$f" "fuzz/corpus/jsonl_reader/lines-$(cksum <"$f" | cut -d' ' -f1)-"
+    done
 # rdb_stream: the first byte sets the chunk size, so prefix each RDB with a few.
 mkdir -p fuzz/corpus/rdb_stream
 for f in fuzz/corpus/rdb_reader/seed-*; do

@@ -11,6 +11,9 @@ pub enum Error {
     /// A corrupt or unreadable AOF.
     #[error(transparent)]
     Aof(#[from] crate::aof::AofError),
+    /// A JSON lines input with a line that is not what `convert --format jsonl` writes.
+    #[error(transparent)]
+    Jsonl(#[from] crate::input::jsonl::JsonlError),
     /// Reading or writing a file failed.
     #[error("{path}: {err}")]
     Io {

@@ -8,7 +8,8 @@
 //! - `rdb/`: RDB reader (zero-copy, pull-based) and encoder; CRC-64, LZF, every inner encoding.
 //! - `resp/`: the RESP protocol: command parser and writer.
 //! - `aof/`: AOF files: plain, with an RDB preamble, and multi-part directories.
-//! - `input/`: recognises an input (RDB, AOF, appendonlydir, stdin) and walks it as events.
+//! - `input/`: recognises an input (RDB, AOF, appendonlydir, JSONL, stdin) and walks it as
+//!   events.
 //! - `transform/`: filters (db, key globs and regexes, types).
 //! - `sink/`: outputs: JSON lines, RESP commands, statistics, a live Redis target.
 //! - `cluster/`: Redis Cluster key slots, slot map and `MOVED`/`ASK` redirections.

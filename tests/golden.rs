@@ -76,3 +76,28 @@ fn resp_outputs_match_golden_files() {
         golden(i, "resp");
     }
 }
+
+/// The JSONL outputs read back as inputs (issue 3: convert → edit → import) give the same
+/// JSONL and the same RESP as the original inputs: the reader mirrors the writer.
+#[test]
+fn golden_jsonl_read_back_gives_the_same_outputs() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+    for i in INPUTS {
+        let jsonl = dir.join(format!("{i}.jsonl"));
+        for format in ["jsonl", "resp"] {
+            let o = Command::new(env!("CARGO_BIN_EXE_rdbferry"))
+                .arg("convert")
+                .arg(&jsonl)
+                .args(["--format", format, "-q"])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let want = std::fs::read(dir.join(format!("{i}.{format}"))).unwrap();
+            assert!(
+                want == o.stdout,
+                "{} read back as --format {format} differs from {i}.{format}",
+                jsonl.display()
+            );
+        }
+    }
+}

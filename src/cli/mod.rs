@@ -28,7 +28,7 @@ struct Cli {
 enum Cmd {
     /// Walk every record and value and verify the checksum. Exit 0 when valid, 1 when not.
     Check {
-        /// RDB file, AOF file, appendonlydir, or - for stdin.
+        /// RDB file, AOF file, appendonlydir, JSONL (as convert writes it), or - for stdin.
         #[arg(required = true)]
         inputs: Vec<String>,
         /// Print the report as JSON lines.
@@ -39,7 +39,7 @@ enum Cmd {
     },
     /// Sizes per db, type and encoding, TTLs, biggest keys, key prefixes.
     Inspect {
-        /// RDB file, AOF file, appendonlydir, or - for stdin.
+        /// RDB file, AOF file, appendonlydir, JSONL (as convert writes it), or - for stdin.
         input: String,
         /// Rows in the biggest-keys lists.
         #[arg(long, default_value_t = 10)]
@@ -55,7 +55,7 @@ enum Cmd {
     },
     /// Convert to JSON lines or to the Redis commands that rebuild the data.
     Convert {
-        /// RDB file, AOF file, appendonlydir, or - for stdin.
+        /// RDB file, AOF file, appendonlydir, JSONL (as convert writes it), or - for stdin.
         #[arg(required = true)]
         inputs: Vec<String>,
         /// Output format.
@@ -75,7 +75,7 @@ enum Cmd {
     Import(Box<ImportArgs>),
     /// Compare every key of SOURCE with a live Redis target: present, same type, same value
     /// (compared decoded), TTL within a tolerance. Exit 0 when identical, 1 on any difference
-    /// or error. SOURCE is a file (RDB, AOF, appendonlydir) or - for stdin; a live redis://
+    /// or error. SOURCE is a file (RDB, AOF, appendonlydir, JSONL) or - for stdin; a live redis://
     /// source is not supported yet. For AOF inputs only the RDB part's keys that no later
     /// command touches are compared; the AOF commands themselves are not verified.
     Verify(VerifyArgs),
@@ -83,8 +83,8 @@ enum Cmd {
 
 #[derive(Args)]
 struct VerifyArgs {
-    /// RDB file, AOF file, appendonlydir, or - for stdin (a live redis:// source is not
-    /// supported yet).
+    /// RDB file, AOF file, appendonlydir, JSONL (as convert writes it), or - for stdin (a
+    /// live redis:// source is not supported yet).
     source: String,
     /// Target: redis://[user[:password]@]host[:port][/db] (the password may come from
     /// RDBFERRY_TO_PASSWORD instead). A /db maps source db 0 there.
@@ -143,7 +143,7 @@ impl VerifyArgs {
 
 #[derive(Args, Clone)]
 struct ImportArgs {
-    /// RDB file, AOF file, appendonlydir, or - for stdin.
+    /// RDB file, AOF file, appendonlydir, JSONL (as convert writes it), or - for stdin.
     #[arg(required = true)]
     inputs: Vec<String>,
     /// Target: redis://[user[:password]@]host[:port][/db]. The password may come from

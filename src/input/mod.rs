@@ -3,7 +3,9 @@
 //! - an RDB file (memory-mapped; stdin goes through the streaming reader);
 //! - an AOF file: plain RESP, or an RDB preamble followed by RESP;
 //! - a Redis 7 `appendonlydir` with its manifest: the base (RDB or AOF), then the incr files
-//!   in manifest order.
+//!   in manifest order;
+//! - JSON lines as `convert --format jsonl` writes them (first non-blank byte `{`), read line
+//!   by line; keys come out as RDB records (see [`jsonl`]).
 //!
 //! Every input is turned into one sequence of [`Event`]s, handed to a callback together with
 //! the bytes consumed so far (for progress bars). This module decides nothing about keys;
@@ -19,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::rdb::{RdbReader, ReadOptions, Record, StreamReader};
 
 mod aof;
+pub mod jsonl;
 pub use crate::aof::is_rdb;
 
 /// One item from an input.
@@ -44,6 +47,8 @@ pub enum Kind {
     Aof,
     /// A multi-part AOF directory.
     AofDir,
+    /// JSON lines written by `convert --format jsonl`.
+    Jsonl,
     /// Standard input (kind decided when reading).
     Stdin,
 }
@@ -163,12 +168,14 @@ impl Input {
             Kind::Rdb
         } else if data.first().is_some_and(|&b| b == b'*' || b == b'#') {
             Kind::Aof
+        } else if jsonl::looks_like_jsonl(data) {
+            Kind::Jsonl
         } else {
             let head = String::from_utf8_lossy(&data[..data.len().min(9)]).into_owned();
             return Err(Error::Input {
                 path: name.into(),
                 msg: format!(
-                    "not an RDB, AOF or appendonlydir (starts with {head:?}; RDB files start with \"REDIS\" or \"VALKEY\", AOF files with '*')"
+                    "not an RDB, AOF, JSONL or appendonlydir (starts with {head:?}; RDB files start with \"REDIS\" or \"VALKEY\", AOF files with '*', JSON lines with '{{')"
                 ),
             });
         };
@@ -202,6 +209,7 @@ impl Input {
                 walk_file(&self.name, data, opts, true, 0, 0, f)
             }
             Kind::AofDir => aof::walk_dir(&self.path, &self.name, opts, f),
+            Kind::Jsonl => jsonl::walk(&self.name, self.map.as_deref().unwrap_or_default(), f),
             Kind::Stdin => walk_stdin(opts, f),
         }
     }
@@ -256,19 +264,32 @@ fn walk_stdin(
     opts: &ReadOptions,
     f: &mut dyn FnMut(Event<'_, '_>, u64) -> Result<()>,
 ) -> Result<Walked> {
-    let stdin = std::io::stdin().lock();
+    let mut head = std::io::stdin().lock();
     let mut w = Walked::default();
-    let mut peek = [0u8; 1];
-    let mut head = stdin;
-    let n = head.read(&mut peek).map_err(|e| Error::io(STDIN, e))?;
-    if n == 0 {
-        return Err(Error::Input {
-            path: STDIN.into(),
-            msg: "standard input is empty".into(),
-        });
+    // The first non-blank byte decides; the bytes read to find it are put back in front.
+    let mut peek = Vec::new();
+    let first = loop {
+        let mut b = [0u8; 1];
+        let n = match head.read(&mut b) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => r.map_err(|e| Error::io(STDIN, e))?,
+        };
+        if n == 0 {
+            return Err(Error::Input {
+                path: STDIN.into(),
+                msg: "standard input is empty".into(),
+            });
+        }
+        peek.push(b[0]);
+        if !b[0].is_ascii_whitespace() {
+            break b[0];
+        }
+    };
+    let chained = std::io::Cursor::new(peek).chain(head);
+    if first == b'{' {
+        return jsonl::walk(STDIN, std::io::BufReader::new(chained), f);
     }
-    let chained = std::io::Cursor::new(peek.to_vec()).chain(head);
-    if peek[0] == b'R' || peek[0] == b'V' {
+    if first == b'R' || first == b'V' {
         let mut r = StreamReader::new(chained, STDIN).options(opts.clone());
         while let Some(rec) = r.next_record()? {
             w.note(&rec);

@@ -23,8 +23,14 @@
 //! big keys likewise, so the writer can send them again after a fault without doubling them
 //! (`sink::writer` says how each kind of unit survives a dropped connection or a restart).
 //!
-//! Not here yet: Cluster targets, TLS, JSONL input, and renaming keys inside AOF commands
-//! (refused).
+//! JSONL input (what `convert --format jsonl` writes) arrives as synthetic key records
+//! (`input::jsonl`): auto mode rebuilds them by the rewrite path, since their payload is no
+//! bytes a Redis wrote; `--mode restore` sends that payload all the same. Function and command
+//! lines go as functions and AOF commands do.
+//!
+//! A Cluster target (detected) gets each unit at its slot's master (`sink::writer`).
+//!
+//! Not here yet: TLS, and renaming keys inside AOF commands (refused).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
@@ -392,8 +398,11 @@ impl Ctx<'_> {
         let restore = match self.opts.mode {
             Mode::Restore => true,
             Mode::Rewrite => false,
+            // A synthetic value (from JSONL) is no payload a Redis wrote: rebuild it.
             Mode::Auto => {
-                known.is_some_and(|v| v <= self.target_rdb) && payload_len <= self.proto_max
+                !rec.synthetic
+                    && known.is_some_and(|v| v <= self.target_rdb)
+                    && payload_len <= self.proto_max
             }
         };
         let (bytes, replies, kind) = if restore {
@@ -610,6 +619,8 @@ struct Scan {
     biggest: u64,
     biggest_key: Vec<u8>,
     rdb_versions: BTreeSet<String>,
+    /// Some input is JSON lines (no RDB version).
+    jsonl: bool,
     needs_rewrite: u64,
     scanned: bool,
 }
@@ -637,7 +648,14 @@ fn scan(inputs: &[String], common: &Common, opts: &ImportOptions, target_rdb: u3
                         s.biggest = len;
                         s.biggest_key = k.key.to_vec();
                     }
-                    if min_rdb_version(k.type_id, k.version.dialect).is_none_or(|v| v > target_rdb)
+                    if k.synthetic {
+                        s.jsonl = true;
+                    }
+                    // JSONL keys take the rewrite path anyway, but in --mode restore.
+                    let restored = !k.synthetic || opts.mode == Mode::Restore;
+                    if restored
+                        && min_rdb_version(k.type_id, k.version.dialect)
+                            .is_none_or(|v| v > target_rdb)
                     {
                         s.needs_rewrite += 1;
                     }
@@ -902,12 +920,15 @@ pub fn precheck(inputs: &[String], common: &Common, opts: &ImportOptions) -> Res
         checks.push(row("cluster", Status::Ok, "standalone".into()));
         None
     };
-    let vers: Vec<String> = sc.rdb_versions.iter().cloned().collect();
+    let mut vers: Vec<String> = sc.rdb_versions.iter().map(|v| format!("RDB {v}")).collect();
+    if sc.jsonl {
+        vers.push("JSONL".into());
+    }
     let (st, detail) = if sc.needs_rewrite == 0 {
         (
             Status::Ok,
             format!(
-                "target {} (RDB {}), input RDB {}",
+                "target {} (RDB {}), input {}",
                 info.version,
                 info.rdb_version,
                 if vers.is_empty() {

@@ -308,6 +308,7 @@ fn flat<'x>(pairs: &[(&'x [u8], &'x [u8])]) -> Vec<&'x [u8]> {
 /// Value builders, one per type id.
 pub mod value {
     use super::*;
+    use crate::rdb::stream::{Group, StreamEntry, StreamId};
 
     fn blob(t: u8, b: &[u8]) -> Encoded {
         let mut bytes = Vec::new();
@@ -511,6 +512,143 @@ pub mod value {
                 type_id::HASH_LISTPACK_EX
             } else {
                 type_id::HASH_LISTPACK_EX_PRE_GA
+            },
+            bytes,
+        }
+    }
+
+    /// Stream metadata that types 19 and 21 add to type 15: first live id, highest deleted
+    /// id, entries ever added.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct StreamMeta {
+        /// First live id.
+        pub first_id: StreamId,
+        /// Highest deleted id.
+        pub max_deleted_id: StreamId,
+        /// Entries ever added.
+        pub entries_added: u64,
+    }
+
+    /// Entries per node, as Redis's default `stream-node-max-entries`.
+    const STREAM_NODE_ENTRIES: usize = 100;
+
+    /// Types 15, 19 and 21: the live `entries` (ids strictly increasing: the caller checks)
+    /// in nodes of up to 100, then the metadata and the groups. The type is the oldest that
+    /// holds what is given: 21 when a consumer has an active time, 19 with `meta` or a
+    /// group's `entries_read`, 15 otherwise. Each node's master fields are its first entry's
+    /// fields, and entries with the same fields are written with the SAMEFIELDS flag, as
+    /// Redis does.
+    pub fn stream(
+        entries: &[StreamEntry],
+        length: u64,
+        last_id: StreamId,
+        meta: Option<StreamMeta>,
+        groups: &[Group<'_>],
+    ) -> Encoded {
+        let v3 = groups
+            .iter()
+            .any(|g| g.consumers.iter().any(|c| c.active_time.is_some()));
+        let v2 = v3 || meta.is_some() || groups.iter().any(|g| g.entries_read.is_some());
+        let mut bytes = Vec::new();
+        let nodes: Vec<&[StreamEntry]> = entries.chunks(STREAM_NODE_ENTRIES).collect();
+        put_length(&mut bytes, nodes.len() as u64);
+        for node in &nodes {
+            let master = node[0].id;
+            let mut key = Vec::with_capacity(16);
+            key.extend_from_slice(&master.ms.to_be_bytes());
+            key.extend_from_slice(&master.seq.to_be_bytes());
+            put_blob(&mut bytes, &key, false);
+            let master_fields: Vec<&[u8]> =
+                node[0].fields.iter().map(|(f, _)| f.as_slice()).collect();
+            let mut items: Vec<Vec<u8>> = Vec::new();
+            let num = |n: i64| n.to_string().into_bytes();
+            items.push(num(node.len() as i64));
+            items.push(num(0));
+            items.push(num(master_fields.len() as i64));
+            items.extend(master_fields.iter().map(|f| f.to_vec()));
+            items.push(num(0));
+            for e in node.iter() {
+                let same = e.fields.len() == master_fields.len()
+                    && e.fields.iter().zip(&master_fields).all(|(f, m)| f.0 == *m);
+                let n = e.fields.len() as i64;
+                items.push(num(if same { 2 } else { 0 }));
+                items.push(num(e.id.ms.wrapping_sub(master.ms) as i64));
+                items.push(num(e.id.seq.wrapping_sub(master.seq) as i64));
+                if same {
+                    items.extend(e.fields.iter().map(|(_, v)| v.clone()));
+                    items.push(num(n + 3));
+                } else {
+                    items.push(num(n));
+                    for (f, v) in &e.fields {
+                        items.push(f.clone());
+                        items.push(v.clone());
+                    }
+                    items.push(num(2 * n + 4));
+                }
+            }
+            let refs: Vec<&[u8]> = items.iter().map(|i| i.as_slice()).collect();
+            put_blob(&mut bytes, &listpack(&refs), false);
+        }
+        put_length(&mut bytes, length);
+        put_length(&mut bytes, last_id.ms);
+        put_length(&mut bytes, last_id.seq);
+        if v2 {
+            let m = meta.unwrap_or(StreamMeta {
+                first_id: entries.first().map(|e| e.id).unwrap_or_default(),
+                max_deleted_id: StreamId::default(),
+                entries_added: length,
+            });
+            for n in [
+                m.first_id.ms,
+                m.first_id.seq,
+                m.max_deleted_id.ms,
+                m.max_deleted_id.seq,
+                m.entries_added,
+            ] {
+                put_length(&mut bytes, n);
+            }
+        }
+        let raw_id = |out: &mut Vec<u8>, id: &StreamId| {
+            out.extend_from_slice(&id.ms.to_be_bytes());
+            out.extend_from_slice(&id.seq.to_be_bytes());
+        };
+        put_length(&mut bytes, groups.len() as u64);
+        for g in groups {
+            put_string(&mut bytes, &g.name, false);
+            put_length(&mut bytes, g.last_id.ms);
+            put_length(&mut bytes, g.last_id.seq);
+            if v2 {
+                // u64::MAX is how Redis stores "unknown" (-1).
+                put_length(&mut bytes, g.entries_read.unwrap_or(u64::MAX));
+            }
+            put_length(&mut bytes, g.pending.len() as u64);
+            for p in &g.pending {
+                raw_id(&mut bytes, &p.id);
+                bytes.extend_from_slice(&p.delivery_time.to_le_bytes());
+                put_length(&mut bytes, p.delivery_count);
+            }
+            put_length(&mut bytes, g.consumers.len() as u64);
+            for c in &g.consumers {
+                put_string(&mut bytes, &c.name, false);
+                bytes.extend_from_slice(&c.seen_time.to_le_bytes());
+                if v3 {
+                    // Redis 7.2 gives consumers of older files their seen time.
+                    let t = c.active_time.unwrap_or(c.seen_time);
+                    bytes.extend_from_slice(&t.to_le_bytes());
+                }
+                put_length(&mut bytes, c.pending.len() as u64);
+                for id in &c.pending {
+                    raw_id(&mut bytes, id);
+                }
+            }
+        }
+        Encoded {
+            type_id: if v3 {
+                type_id::STREAM_LISTPACKS_3
+            } else if v2 {
+                type_id::STREAM_LISTPACKS_2
+            } else {
+                type_id::STREAM_LISTPACKS
             },
             bytes,
         }

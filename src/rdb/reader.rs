@@ -90,6 +90,10 @@ pub struct KeyRecord<'a> {
     pub value_offset: u64,
     /// The file's version (decides the meaning of some type ids).
     pub version: Version,
+    /// The value was encoded by rdbferry from another form (a JSONL line), not read from an
+    /// RDB: `raw` decodes like any value, but it is not bytes a Redis server wrote, so `import`
+    /// in auto mode rebuilds such keys with commands rather than RESTORE them.
+    pub synthetic: bool,
 }
 
 impl<'a> KeyRecord<'a> {
@@ -308,6 +312,7 @@ impl Decoder {
                         offset: start,
                         value_offset,
                         version: v,
+                        synthetic: false,
                     }));
                 }
                 t => {

@@ -1,5 +1,5 @@
-//! `verify`: compare every key of a source (RDB, AOF, appendonlydir, stdin) with a live Redis
-//! target, after filters, renames and db mapping.
+//! `verify`: compare every key of a source (RDB, AOF, appendonlydir, JSONL, stdin) with a live
+//! Redis target, after filters, renames and db mapping.
 //!
 //! A sink-side stage of the pipeline, but one that reads: source values are decoded with the
 //! library (so encodings may differ between source and target) and compared with what the
@@ -23,8 +23,9 @@
 //! during or after a resharding works; only db 0 exists there.
 //!
 //! Not here: a live `redis://` source, TLS. AOF commands are not replayed:
-//! for AOF inputs only the keys of the RDB part (preamble or base) that no later command
-//! mentions are compared, and the report says so. Keys whose TTL has run out by the time they
+//! for AOF inputs (and JSONL files with command lines) only the keys of the RDB part (preamble
+//! or base) that no later command mentions are compared, and the report says so. Keys whose
+//! TTL has run out by the time they
 //! are compared are counted as expired, never as differences.
 
 mod route;
@@ -1617,7 +1618,7 @@ pub fn verify(input_name: &str, common: &Common, opts: &VerifyOptions) -> Result
     };
     // AOF inputs: first learn which keys the commands touch, so that only the RDB part's
     // untouched keys are compared (replaying the commands is not done here).
-    let touched = if matches!(input.kind, Kind::Aof | Kind::AofDir) {
+    let touched = if matches!(input.kind, Kind::Aof | Kind::AofDir | Kind::Jsonl) {
         let mut t = Touched::default();
         input.walk(&common.read, &mut |ev, _| {
             if let Event::Command { args, .. } = ev {
