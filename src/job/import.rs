@@ -19,7 +19,9 @@
 //!   temporary key is deleted first, so a retry starts clean, and only the final rename makes
 //!   the key visible.
 //!
-//! Not here yet: Cluster targets, TLS, JSONL input, retries after a dropped connection, and
+//! TLS targets (`rediss://`) need nothing here: the connections come from `net/`.
+//!
+//! Not here yet: Cluster targets, JSONL input, retries after a dropped connection, and
 //! renaming keys inside AOF commands (refused).
 
 use std::collections::{BTreeMap, BTreeSet};
