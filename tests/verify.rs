@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::{RedisServer, TempDir, require_old_server};
+use support::{RedisServer, TempDir, TestCerts, require_old_server};
 
 fn testdata(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -506,4 +506,78 @@ fn rdb_on_stdin_is_verified_and_aof_on_stdin_is_refused() {
     let o = run(&testdata("redis-6.2/appendonly.aof"));
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("give its path"), "{}", text(&o));
+}
+
+/// TLS: over rediss:// with the right CA the server is identical, and a changed value is
+/// found (so the TLS path cannot pass vacuously); a CA that did not sign the server's
+/// certificate is an error naming the certificate; --tls-insecure goes through with one
+/// warning; a password in the URL works and is never printed, a wrong one neither.
+#[test]
+fn tls_target() {
+    let certs = TestCerts::new();
+    let dump = testdata("redis-7.0/all-types.rdb");
+    let dir = TempDir::new("verify-tls");
+    fs::copy(&dump, dir.path().join("source.rdb")).unwrap();
+    let d = dir.path().display().to_string();
+    let server = RedisServer::start_tls(&certs, &["--dir", &d, "--dbfilename", "source.rdb"]);
+    let (url, ca, other) = (server.url(), certs.ca(), certs.other_ca());
+    assert!(url.starts_with("rediss://"), "{url}");
+
+    let (code, rep, o) = verify_json(&dump, &url, &["--tls-ca", &ca]);
+    let rep = rep.unwrap_or_else(|| panic!("{}", text(&o)));
+    assert_eq!(code, 0, "{}", text(&o));
+    assert_eq!(rep["keys_checked"], 57, "{}", text(&o));
+
+    let (code, _, o) = verify_json(&dump, &url, &["--tls-ca", &other]);
+    assert_eq!(code, 1, "{}", text(&o));
+    let all = text(&o);
+    let port = server.port();
+    assert!(
+        all.contains(&format!("rediss://127.0.0.1:{port}")) && all.contains("certificate"),
+        "{all}"
+    );
+
+    let (code, _, o) = verify_json(&dump, &url, &["--tls-ca", &other, "--tls-insecure"]);
+    assert_eq!(code, 0, "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.matches("--tls-insecure").count(), 1, "{err}");
+
+    server.cli(&["CONFIG", "SET", "requirepass", "Tls-pw-77"]);
+    let wrong = format!("rediss://:Wr0ng-tls-pw@127.0.0.1:{port}");
+    let (code, _, o) = verify_json(&dump, &wrong, &["--tls-ca", &ca]);
+    assert_eq!(code, 1, "{}", text(&o));
+    assert!(text(&o).contains("authentication failed"), "{}", text(&o));
+    assert!(!text(&o).contains("Wr0ng-tls-pw"), "{}", text(&o));
+    let right = format!("rediss://:Tls-pw-77@127.0.0.1:{port}");
+    let (code, _, o) = verify_json(&dump, &right, &["--tls-ca", &ca]);
+    assert_eq!(code, 0, "{}", text(&o));
+    assert!(!text(&o).contains("Tls-pw-77"), "{}", text(&o));
+
+    server.cli(&[
+        "-a",
+        "Tls-pw-77",
+        "--no-auth-warning",
+        "LSET",
+        "list:quicklist",
+        "1500",
+        "changed",
+    ]);
+    let (code, rep, o) = verify_json(&dump, &right, &["--tls-ca", &ca]);
+    let rep = rep.unwrap_or_else(|| panic!("{}", text(&o)));
+    assert_eq!(code, 1, "{}", text(&o));
+    assert_eq!(
+        diffs(&rep),
+        [("list:quicklist".to_string(), "value".to_string())]
+    );
+}
+
+/// redis:// against a TLS-only port: an error that says to use rediss://.
+#[test]
+fn plain_url_against_a_tls_port_says_so() {
+    let certs = TestCerts::new();
+    let server = RedisServer::start_tls(&certs, &[]);
+    let url = format!("redis://127.0.0.1:{}", server.port());
+    let (code, _, o) = verify_json(&testdata("redis-7.0/all-types.rdb"), &url, &[]);
+    assert_eq!(code, 1, "{}", text(&o));
+    assert!(text(&o).contains("use rediss://"), "{}", text(&o));
 }

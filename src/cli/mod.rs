@@ -11,6 +11,7 @@ use rdbferry::job::convert::{ConvertOptions, Format};
 use rdbferry::job::import::{self, ImportOptions, Mode, OnConflict};
 use rdbferry::job::inspect::InspectOptions;
 use rdbferry::job::{Common, check, convert, inspect};
+use rdbferry::net::TlsOptions;
 use rdbferry::rdb::ReadOptions;
 use rdbferry::transform::{Filter, FilterSpec};
 use rdbferry::verify::target::TargetUrl;
@@ -86,10 +87,12 @@ struct VerifyArgs {
     /// RDB file, AOF file, appendonlydir, JSONL (as convert writes it), or - for stdin (a
     /// live redis:// source is not supported yet).
     source: String,
-    /// Target: redis://[user[:password]@]host[:port][/db] (the password may come from
-    /// RDBFERRY_TO_PASSWORD instead). A /db maps source db 0 there.
+    /// Target: redis://[user[:password]@]host[:port][/db], rediss:// for TLS (the password
+    /// may come from RDBFERRY_TO_PASSWORD instead). A /db maps source db 0 there.
     #[arg(long)]
     to: String,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Replace a key prefix: OLD=NEW (repeatable; first match wins).
     #[arg(long, value_name = "OLD=NEW")]
     rename: Vec<String>,
@@ -112,7 +115,7 @@ struct VerifyArgs {
 impl VerifyArgs {
     fn build(&self) -> Result<VerifyOptions, Error> {
         let env_pw = std::env::var(rdbferry::verify::target::PASSWORD_ENV).ok();
-        let target = TargetUrl::parse(&self.to, env_pw)?;
+        let target = TargetUrl::parse(&self.to, env_pw)?.with_tls(&self.tls.build())?;
         let mut renames = Vec::new();
         for r in &self.rename {
             let (a, b) = r
@@ -146,11 +149,13 @@ struct ImportArgs {
     /// RDB file, AOF file, appendonlydir, JSONL (as convert writes it), or - for stdin.
     #[arg(required = true)]
     inputs: Vec<String>,
-    /// Target: redis://[user[:password]@]host[:port][/db]. The password may come from
-    /// RDBFERRY_TO_PASSWORD instead. With /db, input db 0 goes there (unless --db-map
-    /// says otherwise); other dbs keep their number.
+    /// Target: redis://[user[:password]@]host[:port][/db], rediss:// for TLS. The password
+    /// may come from RDBFERRY_TO_PASSWORD instead. With /db, input db 0 goes there (unless
+    /// --db-map says otherwise); other dbs keep their number.
     #[arg(long)]
     to: String,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// How keys are written: auto (RESTORE what the target can load), restore, rewrite.
     #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
     mode: ModeArg,
@@ -226,7 +231,8 @@ impl ImportArgs {
         let to = rdbferry::sink::redis::TargetUrl::parse(
             &self.to,
             std::env::var("RDBFERRY_TO_PASSWORD").ok(),
-        )?;
+        )?
+        .with_tls(&self.tls.build())?;
         let mut rename = Vec::new();
         for r in &self.renames {
             let (a, b) = split_pair(r, "--rename")?;
@@ -342,6 +348,41 @@ fn run_import(args: &ImportArgs) -> ExitCode {
 enum FormatArg {
     Jsonl,
     Resp,
+}
+
+/// TLS flags of `import` and `verify` (for a rediss:// target).
+#[derive(Args, Clone)]
+struct TlsArgs {
+    /// PEM bundle of the CAs that sign the target's certificate (default: the system's).
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Do not verify the target's certificate (encrypted, but not authenticated).
+    #[arg(long)]
+    tls_insecure: bool,
+    /// PEM client certificate, for a target that asks for one (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The options; warns once on stderr when the certificate will not be checked.
+    fn build(&self) -> TlsOptions {
+        if self.tls_insecure {
+            eprintln!(
+                "rdbferry: warning: --tls-insecure: the target's certificate is not verified; \
+                 anyone on the path can read and change the data"
+            );
+        }
+        TlsOptions {
+            ca: self.tls_ca.clone(),
+            insecure: self.tls_insecure,
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+        }
+    }
 }
 
 #[derive(Args, Clone)]

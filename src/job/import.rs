@@ -30,7 +30,9 @@
 //!
 //! A Cluster target (detected) gets each unit at its slot's master (`sink::writer`).
 //!
-//! Not here yet: TLS, and renaming keys inside AOF commands (refused).
+//! TLS targets (`rediss://`) need nothing here: the connections come from `net/`.
+//!
+//! Not here yet: renaming keys inside AOF commands (refused).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};

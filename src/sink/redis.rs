@@ -4,14 +4,15 @@
 //! Passwords: a [`TargetUrl`] never prints its password; every message uses
 //! [`TargetUrl::redacted`] or the bare `host:port`.
 //!
-//! Not here (yet): TLS (`rediss://`).
+//! TLS (`rediss://`) is the transport's business (`net/`): a connection here is a
+//! [`net::Stream`] either way.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::net::{self, TlsConfig, TlsOptions};
 use crate::resp::{Reply, parse_reply, write_command};
 
 /// Default port.
@@ -20,7 +21,7 @@ const DEFAULT_PORT: u16 = 6379;
 /// Environment variable that supplies the target password when the URL has none.
 pub const PASSWORD_ENV: &str = "RDBFERRY_TO_PASSWORD";
 
-/// A parsed `redis://[user[:password]@]host[:port][/db]`.
+/// A parsed `redis://[user[:password]@]host[:port][/db]`, or `rediss://` for TLS.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TargetUrl {
     /// Host name or address.
@@ -34,6 +35,10 @@ pub struct TargetUrl {
     pub db: u64,
     /// Whether the URL named the db (`/N`): then the job writes there by default.
     pub explicit_db: bool,
+    /// `rediss://`: connect with TLS.
+    pub tls: bool,
+    /// The `--tls-*` settings ([`TargetUrl::with_tls`]); the system's roots when not given.
+    tls_config: Option<TlsConfig>,
 }
 
 impl std::fmt::Debug for TargetUrl {
@@ -68,12 +73,14 @@ impl TargetUrl {
     /// password. Errors never quote the password.
     pub fn parse(url: &str, env_password: Option<String>) -> Result<TargetUrl> {
         let bad = |why: &str| Error::Usage(format!("bad --to URL {}: {why}", redact(url)));
-        let rest = if let Some(r) = url.strip_prefix("redis://") {
-            r
-        } else if url.starts_with("rediss://") {
-            return Err(bad("TLS (rediss://) is not supported yet"));
+        let (rest, tls) = if let Some(r) = url.strip_prefix("redis://") {
+            (r, false)
+        } else if let Some(r) = url.strip_prefix("rediss://") {
+            (r, true)
         } else {
-            return Err(bad("expected redis://[user[:password]@]host[:port][/db]"));
+            return Err(bad(
+                "expected redis://[user[:password]@]host[:port][/db] (rediss:// for TLS)",
+            ));
         };
         let (auth, hostpart) = match rest.rfind('@') {
             Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
@@ -124,7 +131,35 @@ impl TargetUrl {
             password,
             db,
             explicit_db: !path.is_empty(),
+            tls,
+            tls_config: None,
         })
+    }
+
+    /// Apply the `--tls-*` options: builds the TLS configuration once, for every connection.
+    /// Options given for a plain `redis://` URL are an error rather than silently unused.
+    pub fn with_tls(mut self, options: &TlsOptions) -> Result<TargetUrl> {
+        if !self.tls {
+            if options.is_set() {
+                return Err(Error::Usage(format!(
+                    "--tls-* options need a rediss:// URL, not {}",
+                    self.redacted()
+                )));
+            }
+            return Ok(self);
+        }
+        self.tls_config = Some(TlsConfig::new(options)?);
+        Ok(self)
+    }
+
+    /// The TLS configuration to connect with: `None` for `redis://`; for `rediss://`, the one
+    /// [`with_tls`](Self::with_tls) built, or the defaults (the system's roots).
+    pub fn tls_config(&self) -> Result<Option<TlsConfig>> {
+        match (&self.tls_config, self.tls) {
+            (_, false) => Ok(None),
+            (Some(c), true) => Ok(Some(c.clone())),
+            (None, true) => TlsConfig::new(&TlsOptions::default()).map(Some),
+        }
     }
 
     /// `host:port`, for messages.
@@ -144,7 +179,8 @@ impl TargetUrl {
             (Some(u), None) => format!("{u}@"),
             (None, None) => String::new(),
         };
-        format!("redis://{auth}{}/{}", self.addr(), self.db)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://{auth}{}/{}", self.addr(), self.db)
     }
 
     /// Whether a password will be sent.
@@ -166,6 +202,23 @@ impl TargetUrl {
             db: 0,
             explicit_db: false,
             ..self.clone()
+        }
+    }
+
+    /// Add a hint to an error of a plain connection before the server's first reply: a TLS
+    /// port drops a client that speaks plain RESP, which looks like a reset connection.
+    pub fn hint_tls(&self, e: Error) -> Error {
+        const HINT: &str = " (if the target serves TLS on this port, use rediss://)";
+        match e {
+            Error::Target { target, msg } if !self.tls => Error::Target {
+                target,
+                msg: msg + HINT,
+            },
+            Error::Input { path, msg } if !self.tls => Error::Input {
+                path,
+                msg: msg + HINT,
+            },
+            e => e,
         }
     }
 
@@ -193,7 +246,7 @@ pub fn redact(url: &str) -> String {
 
 /// One connection to the target, with a read buffer for replies.
 pub struct Conn {
-    stream: TcpStream,
+    stream: net::Stream,
     buf: Vec<u8>,
     start: usize,
     name: String,
@@ -207,29 +260,11 @@ impl Conn {
             target: name.clone(),
             msg,
         };
-        let addrs: Vec<_> = (url.host.as_str(), url.port)
-            .to_socket_addrs()
-            .map_err(|e| err(format!("cannot resolve host: {e}")))?
-            .collect();
-        let mut last = None;
-        let mut stream = None;
-        for a in addrs {
-            match TcpStream::connect_timeout(&a, timeout) {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        let stream = stream.ok_or_else(|| {
-            err(format!(
-                "cannot connect: {}",
-                last.map(|e| e.to_string())
-                    .unwrap_or_else(|| "no address".into())
-            ))
-        })?;
-        let _ = stream.set_nodelay(true);
+        let stream = net::connect(&url.host, url.port, url.tls_config()?.as_ref(), timeout)
+            .map_err(|e| err(e.to_string()))?;
+        // The replies to AUTH and PING must come within `timeout`: a server that never
+        // answers is an error, not a hang.
+        let _ = stream.set_read_timeout(Some(timeout));
         let mut c = Conn {
             stream,
             buf: Vec::with_capacity(64 << 10),
@@ -248,7 +283,7 @@ impl Conn {
             (None, None) => None,
         };
         if let Some(args) = auth {
-            if let Reply::Error(e) = c.call(&args)? {
+            if let Reply::Error(e) = c.call(&args).map_err(|e| url.hint_tls(e))? {
                 let hint = if url.password.is_none() {
                     " (no password given: put it in the URL or in RDBFERRY_TO_PASSWORD)"
                 } else {
@@ -260,7 +295,7 @@ impl Conn {
                 )));
             }
         }
-        let r = c.call(&[b"PING"])?;
+        let r = c.call(&[b"PING"]).map_err(|e| url.hint_tls(e))?;
         if let Reply::Error(e) = r {
             let e = String::from_utf8_lossy(&e).into_owned();
             let hint = if e.starts_with("NOAUTH") {
@@ -273,6 +308,7 @@ impl Conn {
         if url.db != 0 {
             c.select(url.db)?;
         }
+        let _ = c.stream.set_read_timeout(None);
         Ok(c)
     }
 
@@ -540,6 +576,39 @@ mod tests {
         assert!(!e.to_string().contains("hunter2"), "{e}");
         assert!(TargetUrl::parse("http://h", None).is_err());
         assert!(TargetUrl::parse("redis://h/x", None).is_err());
+    }
+
+    #[test]
+    fn parses_rediss_urls() {
+        let u = TargetUrl::parse("rediss://u:pw-x@h:6390/1", None).unwrap();
+        assert!(u.tls);
+        assert_eq!(u.redacted(), "rediss://u:***@h:6390/1");
+        assert!(!TargetUrl::parse("redis://h", None).unwrap().tls);
+        // --tls-* flags for a plain URL are refused, not ignored.
+        let insecure = TlsOptions {
+            insecure: true,
+            ..Default::default()
+        };
+        let e = TargetUrl::parse("redis://:pw-x@h", None)
+            .unwrap()
+            .with_tls(&insecure)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rediss://") && !e.contains("pw-x"), "{e}");
+        let u = TargetUrl::parse("rediss://h", None)
+            .unwrap()
+            .with_tls(&insecure)
+            .unwrap();
+        assert_eq!(u.tls_config().unwrap().unwrap().options(), &insecure);
+        let plain = TargetUrl::parse("redis://h", None).unwrap();
+        assert!(
+            plain
+                .with_tls(&TlsOptions::default())
+                .unwrap()
+                .tls_config()
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

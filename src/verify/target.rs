@@ -1,16 +1,16 @@
-//! The target side of `verify`: the `redis://` URL, and one plain TCP connection that sends
-//! pipelined commands (RESP2) and reads their replies.
+//! The target side of `verify`: the `redis://` (or `rediss://`) URL, and one connection
+//! (plain or TLS, from `net/`) that sends pipelined commands (RESP2) and reads their replies.
 //!
-//! Deliberately small: no TLS, no retries (Cluster routing is in `route`, over several of
+//! Deliberately small: no retries (Cluster routing is in `route`, over several of
 //! these connections). A verify run that loses its connection
 //! fails (exit 1) rather than guess. The password never leaves [`TargetUrl`]: everything
 //! printed uses [`TargetUrl::redacted`].
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::net;
 use crate::resp::{Reply, parse_reply, write_command};
 
 /// Environment variable that supplies the target password when the URL has none.
@@ -90,7 +90,7 @@ impl Pipe {
 
 /// One connection to the target.
 pub struct Conn {
-    stream: TcpStream,
+    stream: net::Stream,
     buf: Vec<u8>,
     start: usize,
     /// The URL, redacted: the name of the target in every message.
@@ -109,28 +109,9 @@ impl Conn {
             path: name.clone(),
             msg,
         };
-        let addrs: Vec<_> = (url.host.as_str(), url.port)
-            .to_socket_addrs()
-            .map_err(|e| fail(format!("cannot resolve host: {e}")))?
-            .collect();
-        let mut last = None;
-        let mut stream = None;
-        for a in addrs {
-            match TcpStream::connect_timeout(&a, Duration::from_secs(10)) {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        let stream = stream.ok_or_else(|| {
-            fail(format!(
-                "cannot connect: {}",
-                last.map(|e| e.to_string()).unwrap_or_default()
-            ))
-        })?;
-        let _ = stream.set_nodelay(true);
+        let tls = url.tls_config()?;
+        let stream = net::connect(&url.host, url.port, tls.as_ref(), Duration::from_secs(10))
+            .map_err(|e| fail(e.to_string()))?;
         let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
         let mut conn = Conn {
             stream,
@@ -146,7 +127,7 @@ impl Conn {
                 Some(u) => p.push(&[b"AUTH", u.as_bytes(), pw.as_bytes()]),
                 None => p.push(&[b"AUTH", pw.as_bytes()]),
             }
-            let r = conn.exec(&p)?;
+            let r = conn.exec(&p).map_err(|e| url.hint_tls(e))?;
             if let Some(Reply::Error(e)) = r.first() {
                 return Err(fail(format!(
                     "authentication failed: {}",
@@ -156,7 +137,7 @@ impl Conn {
         }
         let mut p = Pipe::default();
         p.push(&[b"INFO", b"server"]);
-        let r = conn.exec(&p)?;
+        let r = conn.exec(&p).map_err(|e| url.hint_tls(e))?;
         let info = match r.first() {
             Some(Reply::Bulk(b)) => String::from_utf8_lossy(b).into_owned(),
             Some(Reply::Error(e)) => {

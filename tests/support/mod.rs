@@ -8,6 +8,10 @@
 //! Use it from an integration test with `mod support;`. Not every test uses every helper, hence
 //! the `dead_code` allowance.
 //!
+//! TLS: [`TestCerts`] makes a CA, a server certificate for 127.0.0.1 and a client certificate
+//! with the `openssl` CLI; [`RedisServer::start_tls`] starts a server that listens on TLS only,
+//! and the harness's own `PING` and [`RedisServer::cli`] then go through `redis-cli --tls`.
+//!
 //! Older servers (6.2, 6.0) come from `scripts/fetch-old-servers.sh`; see [`old_server`] and
 //! [`require_old_server`]. This module deliberately knows nothing about rdbferry itself.
 #![allow(dead_code)]
@@ -71,6 +75,135 @@ pub struct RedisServer {
     version: String,
     /// The arguments it was started with (for [`RedisServer::restart`]).
     args: Vec<String>,
+    /// `redis-cli` flags for a TLS-only server (certificates copied into `dir`), else empty.
+    tls_cli: Vec<String>,
+}
+
+/// Certificates for TLS tests, made with the `openssl` CLI in a temp dir: a CA, a server
+/// certificate for `IP:127.0.0.1` and a client certificate (both signed by the CA), and a
+/// second CA that signed neither. Keys are P-256, unencrypted PEM.
+#[derive(Debug)]
+pub struct TestCerts {
+    dir: TempDir,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run openssl: {e}"));
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl TestCerts {
+    pub fn new() -> TestCerts {
+        let dir = TempDir::new("certs");
+        let d = dir.path();
+        let key = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        for ca in ["ca", "other-ca"] {
+            let (k, c, subj) = (
+                format!("{ca}.key"),
+                format!("{ca}.crt"),
+                format!("/CN=rdbferry test {ca}"),
+            );
+            let mut args = vec!["req", "-x509"];
+            args.extend_from_slice(&key);
+            args.extend_from_slice(&["-keyout", &k, "-out", &c, "-days", "2", "-subj", &subj]);
+            args.extend_from_slice(&[
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ]);
+            openssl(d, &args);
+        }
+        for (name, ext) in [
+            (
+                "server",
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+            ),
+            (
+                "client",
+                "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n",
+            ),
+        ] {
+            let (k, csr, c, e) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.crt"),
+                format!("{name}.ext"),
+            );
+            fs::write(d.join(&e), ext).unwrap();
+            let subj = format!("/CN=rdbferry test {name}");
+            let mut args = vec!["req"];
+            args.extend_from_slice(&key);
+            args.extend_from_slice(&["-keyout", &k, "-out", &csr, "-subj", &subj]);
+            openssl(d, &args);
+            openssl(
+                d,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    "ca.crt",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    &c,
+                    "-days",
+                    "2",
+                    "-extfile",
+                    &e,
+                ],
+            );
+        }
+        TestCerts { dir }
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// The CA that signed the server and client certificates.
+    pub fn ca(&self) -> String {
+        self.file("ca.crt")
+    }
+
+    /// A CA that signed nothing here: trusting only it must fail.
+    pub fn other_ca(&self) -> String {
+        self.file("other-ca.crt")
+    }
+
+    pub fn server_cert(&self) -> String {
+        self.file("server.crt")
+    }
+
+    pub fn server_key(&self) -> String {
+        self.file("server.key")
+    }
+
+    pub fn client_cert(&self) -> String {
+        self.file("client.crt")
+    }
+
+    pub fn client_key(&self) -> String {
+        self.file("client.key")
+    }
 }
 
 impl RedisServer {
@@ -84,6 +217,18 @@ impl RedisServer {
     /// `--enable-debug-command yes` is passed only to 7.0 and later: 6.x has `DEBUG` on
     /// without it and refuses unknown options at start-up.
     pub fn start_with(binary: &Path, extra_args: &[&str]) -> RedisServer {
+        RedisServer::start_inner(binary, extra_args, None)
+    }
+
+    /// Starts the system `redis-server` listening on TLS only (`--port 0 --tls-port P`), with
+    /// `certs`' server certificate, trusting their CA for client certificates, and not asking
+    /// clients for one (`--tls-auth-clients no`; `extra_args` come later and may say `yes`).
+    /// The certificates are copied into the server's dir, so `certs` may be dropped.
+    pub fn start_tls(certs: &TestCerts, extra_args: &[&str]) -> RedisServer {
+        RedisServer::start_inner(Path::new("redis-server"), extra_args, Some(certs))
+    }
+
+    fn start_inner(binary: &Path, extra_args: &[&str], tls: Option<&TestCerts>) -> RedisServer {
         let version = server_version(binary);
         let major: u32 = version
             .split('.')
@@ -97,7 +242,54 @@ impl RedisServer {
             let dir = TempDir::new("redis");
             let log = dir.path().join("redis.log");
             let mut cmd = Command::new(binary);
-            let args = server_args(port, dir.path(), &log, major, extra_args);
+            let mut tls_cli = Vec::new();
+            let mut tls_args: Vec<String> = Vec::new();
+            if let Some(certs) = tls {
+                let copy = |from: String, name: &str| {
+                    let to = dir.path().join(name);
+                    fs::copy(&from, &to).unwrap_or_else(|e| panic!("cannot copy {from}: {e}"));
+                    to.display().to_string()
+                };
+                let ca = copy(certs.ca(), "ca.crt");
+                let (cert, key) = (
+                    copy(certs.server_cert(), "server.crt"),
+                    copy(certs.server_key(), "server.key"),
+                );
+                let (ccert, ckey) = (
+                    copy(certs.client_cert(), "client.crt"),
+                    copy(certs.client_key(), "client.key"),
+                );
+                // After the harness's `--port P`: the last one wins.
+                tls_args = vec![
+                    "--port".into(),
+                    "0".into(),
+                    "--tls-port".into(),
+                    port.to_string(),
+                    "--tls-cert-file".into(),
+                    cert,
+                    "--tls-key-file".into(),
+                    key,
+                    "--tls-ca-cert-file".into(),
+                    ca.clone(),
+                    "--tls-auth-clients".into(),
+                    "no".into(),
+                ];
+                tls_cli = vec![
+                    "--tls".into(),
+                    "--cacert".into(),
+                    ca,
+                    "--cert".into(),
+                    ccert,
+                    "--key".into(),
+                    ckey,
+                ];
+            }
+            let extra: Vec<&str> = tls_args
+                .iter()
+                .map(|s| s.as_str())
+                .chain(extra_args.iter().copied())
+                .collect();
+            let args = server_args(port, dir.path(), &log, major, &extra);
             cmd.args(&args);
             let child = spawn(cmd, dir.path(), binary);
             let mut server = RedisServer {
@@ -107,6 +299,7 @@ impl RedisServer {
                 binary: binary.to_path_buf(),
                 version: version.clone(),
                 args,
+                tls_cli,
             };
             match server.wait_for_ping() {
                 Ok(()) => return server,
@@ -147,7 +340,12 @@ impl RedisServer {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("exited with {status} before answering PING"));
             }
-            if ping(self.port) {
+            let up = if self.tls_cli.is_empty() {
+                ping(self.port)
+            } else {
+                self.try_cli(&["PING"]).is_some_and(|o| o == "PONG")
+            };
+            if up {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -164,9 +362,15 @@ impl RedisServer {
         self.port
     }
 
-    /// `redis://127.0.0.1:PORT/`, for the `redis` crate.
+    /// `redis://127.0.0.1:PORT/` (for the `redis` crate), or `rediss://` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.is_tls() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
+    }
+
+    /// Whether the server listens on TLS only ([`RedisServer::start_tls`]).
+    pub fn is_tls(&self) -> bool {
+        !self.tls_cli.is_empty()
     }
 
     /// The server's working directory (its `--dir`).
@@ -203,6 +407,7 @@ impl RedisServer {
     pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(&self.tls_cli)
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -220,6 +425,20 @@ impl RedisServer {
             out.status
         );
         stdout.strip_suffix('\n').unwrap_or(&stdout).to_string()
+    }
+
+    /// `redis-cli ARGS...`'s stdout, or `None` when it fails (for polling).
+    fn try_cli(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(&self.tls_cli)
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).trim_end().to_string();
+        out.status.success().then_some(text)
     }
 
     /// `DEBUG DIGEST`: a hash of all values, TTLs and dbs, independent of encodings.
