@@ -401,10 +401,13 @@ impl Ctx<'_> {
             Mode::Restore => true,
             Mode::Rewrite => false,
             // A synthetic value (from JSONL) is no payload a Redis wrote: rebuild it.
+            // Values bigger than a part go by the rewrite path in parts: a RESTORE payload is
+            // built whole, and memory must not grow with the biggest value.
             Mode::Auto => {
                 !rec.synthetic
                     && known.is_some_and(|v| v <= self.target_rdb)
                     && payload_len <= self.proto_max
+                    && rec.serialized_len() <= self.opts.stream_min
             }
         };
         let (bytes, replies, kind) = if restore {
@@ -446,9 +449,28 @@ impl Ctx<'_> {
             write_command(&mut out, &args);
             (out, 1, UnitKind::Restore)
         } else {
-            if rec.type_id != crate::rdb::types::type_id::STRING
-                && rec.serialized_len() > self.opts.stream_min
-            {
+            // Strings by their decoded length (an LZF string may be much bigger than its
+            // record), the rest by their record.
+            let len = if rec.type_id == crate::rdb::types::type_id::STRING {
+                match rec
+                    .value()
+                    .map_err(|e| crate::rdb::Error::from_decode("", Some(&rec.key), e))?
+                {
+                    Value::String(s) => s.len() as u64,
+                    Value::BigString(l) => l.len,
+                    _ => 0,
+                }
+            } else {
+                rec.serialized_len()
+            };
+            if len > self.opts.stream_min {
+                if rec.type_id == crate::rdb::types::type_id::STRING && len > self.proto_max {
+                    return Ok(Prepared::Refused(format!(
+                        "string of {len} bytes exceeds the target's proto-max-bulk-len ({}): \
+                         no command can build it there",
+                        self.proto_max
+                    )));
+                }
                 return Ok(Prepared::Big);
             }
             match self.rewrite(rec, &key)? {
@@ -1579,7 +1601,10 @@ fn stream_rewrite(ctx: &Ctx<'_>, rec: &KeyRecord<'_>, writer: &Writer) -> Result
     write_command(&mut ps.buf, &[b"DEL", &tmp]);
     let mut r = rec.clone();
     r.key = std::borrow::Cow::Owned(tmp.clone());
-    let res = {
+    let res = if rec.type_id == crate::rdb::types::type_id::STRING {
+        // SET and APPENDs of at most a chunk each, decoded as they go.
+        stream_string(ctx, rec, &tmp, &mut ps)
+    } else {
         let mut s = RespSink::new(&mut ps, "");
         s.assume_db(r.db);
         s.legacy_streams = ctx.target_rdb < 10;
@@ -1595,6 +1620,82 @@ fn stream_rewrite(ctx: &Ctx<'_>, rec: &KeyRecord<'_>, writer: &Writer) -> Result
         return Err(e);
     }
     ps.ship(true)
+}
+
+/// A big string as `SET tmp chunk`, `APPEND tmp chunk`..., `[PEXPIREAT tmp ms]` into the part
+/// sender: never more than a chunk of it in memory.
+fn stream_string(
+    ctx: &Ctx<'_>,
+    rec: &KeyRecord<'_>,
+    tmp: &[u8],
+    ps: &mut PartSender<'_>,
+) -> Result<()> {
+    use std::io::Write as _;
+    let value = rec
+        .value()
+        .map_err(|e| crate::rdb::Error::from_decode("", Some(&rec.key), e))?;
+    let chunk = ctx.chunk.max(1);
+    let first = std::cell::Cell::new(true);
+    let mut cmd = Vec::with_capacity(chunk + 128);
+    let mut put = |c: &[u8], ps: &mut PartSender<'_>| -> std::io::Result<()> {
+        cmd.clear();
+        let name: &[u8] = if first.get() { b"SET" } else { b"APPEND" };
+        write_command(&mut cmd, &[name, tmp, c]);
+        first.set(false);
+        ps.write_all(&cmd)
+    };
+    let stopped = |ps: &mut PartSender<'_>, e: std::io::Error| -> Error {
+        ps.err.take().unwrap_or_else(|| Error::io("<memory>", e))
+    };
+    match value {
+        Value::String(s) => {
+            if s.is_empty() {
+                put(b"", ps).map_err(|e| stopped(ps, e))?;
+            }
+            for c in s.chunks(chunk) {
+                put(c, ps).map_err(|e| stopped(ps, e))?;
+            }
+        }
+        Value::BigString(l) => {
+            let mut buf = Vec::with_capacity(chunk);
+            let mut failed = None;
+            let r = l.for_each_chunk(&mut |mut c| {
+                while !c.is_empty() {
+                    let take = (chunk - buf.len()).min(c.len());
+                    buf.extend_from_slice(&c[..take]);
+                    c = &c[take..];
+                    if buf.len() == chunk {
+                        if let Err(e) = put(&buf, ps) {
+                            failed = Some(e);
+                            return Err(std::io::Error::other("import stopped"));
+                        }
+                        buf.clear();
+                    }
+                }
+                Ok(())
+            });
+            if let Some(e) = failed {
+                return Err(stopped(ps, e));
+            }
+            r.map_err(|e| match e {
+                crate::rdb::cursor::StreamError::Decode(e) => {
+                    Error::from(crate::rdb::Error::from_decode("", Some(&rec.key), e))
+                }
+                crate::rdb::cursor::StreamError::Io(e) => Error::io("<memory>", e),
+            })?;
+            if !buf.is_empty() || first.get() {
+                put(&buf, ps).map_err(|e| stopped(ps, e))?;
+            }
+        }
+        _ => {}
+    }
+    drop(put);
+    if let Some(ms) = rec.expire_ms {
+        cmd.clear();
+        write_command(&mut cmd, &[b"PEXPIREAT", tmp, ms.to_string().as_bytes()]);
+        ps.write_all(&cmd).map_err(|e| stopped(ps, e))?;
+    }
+    Ok(())
 }
 
 /// Whether a `major.minor.patch` version is at least `major.minor`.
