@@ -1689,7 +1689,6 @@ fn stream_string(
         }
         _ => {}
     }
-    drop(put);
     if let Some(ms) = rec.expire_ms {
         cmd.clear();
         write_command(&mut cmd, &[b"PEXPIREAT", tmp, ms.to_string().as_bytes()]);
