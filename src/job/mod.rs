@@ -6,6 +6,7 @@ pub mod check;
 pub mod convert;
 pub mod import;
 pub mod inspect;
+pub mod modules;
 
 use crate::rdb::ReadOptions;
 use crate::transform::Filter;
