@@ -149,6 +149,9 @@ pub struct Unit {
     pub count: u64,
     /// The Cluster slot of its keys (None on a standalone target).
     pub slot: Option<u16>,
+    /// The module type of a module value (`ReJSON-RL (encver 3)`), named in its errors: a
+    /// target without the module only answers "Bad data format".
+    pub module: Option<String>,
 }
 
 impl Unit {
@@ -171,6 +174,7 @@ impl Unit {
             marker: None,
             count: 1,
             slot: None,
+            module: None,
         }
     }
 }
@@ -1322,7 +1326,9 @@ impl Link {
                     format!("{thing} already exists on the target (--on-conflict fail)"),
                 ),
             },
-            Settled::Failed(msg) | Settled::Again(msg) => error(&mut st, &u.label, msg),
+            Settled::Failed(msg) | Settled::Again(msg) => {
+                error(&mut st, &u.label, with_module(u, msg))
+            }
             Settled::Redirected(r) => error(
                 &mut st,
                 &u.label,
@@ -1393,6 +1399,7 @@ impl Unit {
             marker: self.marker.clone(),
             count: self.count,
             slot: self.slot,
+            module: self.module.clone(),
         }
     }
 }
@@ -1568,6 +1575,18 @@ fn settle(u: &Unit, replies: &[Reply]) -> Settled {
     }
 }
 
+/// A refusal of a module value, naming its type.
+fn with_module(u: &Unit, msg: String) -> String {
+    match &u.module {
+        Some(m) if msg.contains("Bad data format") => format!(
+            "{msg}: the target could not load this value of module type {m}; \
+             is its module loaded there, at a version that reads this encoding?"
+        ),
+        Some(m) => format!("{msg} (a value of module type {m})"),
+        None => msg,
+    }
+}
+
 /// Why a `MULTI` unit's `EXEC` returned no results: the command refused when queued.
 fn exec_failure(replies: &[Reply]) -> String {
     replies
@@ -1585,6 +1604,28 @@ mod tests {
 
     fn unit(kind: UnitKind) -> Unit {
         Unit::new(0, b"k".to_vec(), Vec::new(), 1, kind, 0)
+    }
+
+    #[test]
+    fn module_refusals_name_the_type() {
+        let mut u = unit(UnitKind::Restore);
+        let bad = settle(&u, &[Reply::Error(b"ERR Bad data format".to_vec())]);
+        let Settled::Failed(msg) = bad else {
+            panic!("{bad:?}")
+        };
+        assert_eq!(with_module(&u, msg.clone()), msg);
+        u.module = Some("ReJSON-RL (encver 3)".into());
+        assert_eq!(
+            with_module(&u, msg),
+            "ERR Bad data format: the target could not load this value of module type \
+             ReJSON-RL (encver 3); is its module loaded there, at a version that reads this \
+             encoding?"
+        );
+        assert_eq!(
+            with_module(&u, "OOM command not allowed".into()),
+            "OOM command not allowed (a value of module type ReJSON-RL (encver 3))"
+        );
+        assert_eq!(u.clone_meta().module, u.module);
     }
 
     #[test]
