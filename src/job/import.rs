@@ -19,6 +19,12 @@
 //!   temporary key is deleted first, so a retry starts clean, and only the final rename makes
 //!   the key visible.
 //!
+//! Module values go as RESTORE payloads (the rewrite path wraps the same RESTORE). The
+//! precheck asks the target's `MODULE LIST` (every master of a Cluster); a key whose module
+//! the target surely lacks is refused before sending, naming its module type, and a "Bad
+//! data format" reply to a module value names the type too (`job::modules` says how types are
+//! matched to modules, and when it cannot tell).
+//!
 //! AOF commands go in groups of up to 256 inside one `MULTI`/`EXEC` with a marker, parts of
 //! big keys likewise, so the writer can send them again after a fault without doubling them
 //! (`sink::writer` says how each kind of unit survives a dropped connection or a restart).
@@ -40,6 +46,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::modules::{self, Needs, RowStatus, TargetModules};
 use super::{Common, batch};
 use crate::cluster::{SlotMap, show_ranges};
 use crate::error::{Error, Result};
@@ -167,6 +174,9 @@ pub struct Precheck {
     pub target_rdb_version: u32,
     #[serde(skip)]
     info: Option<TargetInfo>,
+    /// What `MODULE LIST` said on each node, for refusing module keys at import time.
+    #[serde(skip)]
+    modules: TargetModules,
 }
 
 impl Precheck {
@@ -364,6 +374,8 @@ struct Ctx<'o> {
     cluster: bool,
     /// Where function libraries go: a slot of each master (`[None]` when standalone).
     function_slots: Vec<Option<u16>>,
+    /// The target's modules, from the precheck.
+    modules: &'o TargetModules,
 }
 
 impl Ctx<'_> {
@@ -390,6 +402,12 @@ impl Ctx<'_> {
                 "a Cluster has only db 0; map db {} there with --db-map {}=0",
                 rec.db, rec.db
             )));
+        }
+        // A module value the target surely cannot load: refused before sending, naming the
+        // type (RESTORE would only say "Bad data format").
+        let module = modules::module_type(rec);
+        if let Some(why) = module.and_then(|id| self.modules.refusal(id)) {
+            return Ok(Prepared::Refused(why));
         }
         if let Some(mut u) = self.plain_set(rec, db, &key)? {
             u.slot = self.slot_of(&key);
@@ -481,6 +499,7 @@ impl Ctx<'_> {
         let route = route(db, &key);
         let mut u = Unit::new(db, key.into_owned(), bytes, replies, kind, route);
         u.slot = self.slot_of(&u.label);
+        u.module = module.map(|id| format!("{} (encver {})", id.name(), id.encver()));
         Ok(Prepared::Unit(u, restore))
     }
 
@@ -646,6 +665,8 @@ struct Scan {
     /// Some input is JSON lines (no RDB version).
     jsonl: bool,
     needs_rewrite: u64,
+    /// Module types of the keys that will be sent (not expired).
+    modules: Needs,
     scanned: bool,
 }
 
@@ -654,6 +675,7 @@ fn scan(inputs: &[String], common: &Common, opts: &ImportOptions, target_rdb: u3
         scanned: true,
         ..Default::default()
     };
+    let now = now_ms();
     for name in inputs {
         let input = Input::open(name)?;
         if input.kind == Kind::Stdin {
@@ -674,6 +696,11 @@ fn scan(inputs: &[String], common: &Common, opts: &ImportOptions, target_rdb: u3
                     }
                     if k.synthetic {
                         s.jsonl = true;
+                    }
+                    if let Some(id) = modules::module_type(k)
+                        && k.expire_ms.is_none_or(|ms| ms > now)
+                    {
+                        modules::add_need(&mut s.modules, id);
                     }
                     // JSONL keys take the rewrite path anyway, but in --mode restore.
                     let restored = !k.synthetic || opts.mode == Mode::Restore;
@@ -983,6 +1010,17 @@ pub fn precheck(inputs: &[String], common: &Common, opts: &ImportOptions) -> Res
         )
     };
     checks.push(row("version", st, detail));
+    let target_modules = query_modules(&mut conn, &opts.to, cluster.as_ref())?;
+    let (st, detail) = target_modules.row(&sc.modules, sc.scanned);
+    checks.push(row(
+        "modules",
+        match st {
+            RowStatus::Ok => Status::Ok,
+            RowStatus::Warn => Status::Warn,
+            RowStatus::Fail => Status::Fail,
+        },
+        detail,
+    ));
     if info.info_refused {
         checks.push(row(
             "info",
@@ -1030,7 +1068,28 @@ pub fn precheck(inputs: &[String], common: &Common, opts: &ImportOptions) -> Res
         target_version: info.version.clone(),
         target_rdb_version: info.rdb_version,
         info: Some(info),
+        modules: target_modules,
     })
+}
+
+/// `MODULE LIST` of a standalone target, or of every master of a Cluster (a key's module
+/// must be on the master of its slot).
+fn query_modules(
+    conn: &mut Conn,
+    to: &TargetUrl,
+    cluster: Option<&SlotMap>,
+) -> Result<TargetModules> {
+    let mut t = TargetModules::default();
+    match cluster {
+        None => t.query(conn, &to.addr())?,
+        Some(map) => {
+            for m in map.masters() {
+                let mut c = Conn::open(&m.url(to), std::time::Duration::from_secs(10))?;
+                t.query(&mut c, &m.to_string())?;
+            }
+        }
+    }
+    Ok(t)
 }
 
 /// Import every input into the target. `pre` is the precheck already run (its failures
@@ -1068,6 +1127,7 @@ pub fn import(
                 .collect(),
             None => vec![None],
         },
+        modules: &pre.modules,
     };
     let writer = if opts.dry_run {
         None
