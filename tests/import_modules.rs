@@ -18,6 +18,8 @@ use support::{RedisCluster, RedisServer, TempDir};
 
 /// Redis 4.0 dump: `simplekey` (string) and `foo`, a ReJSON-RL value (encver 0).
 const REJSON: &str = "sripathikrishnan__redis-rdb-tools/tests/dumps/redis_40_with_module.rdb";
+/// No keys, one MODULE_AUX record of type `test__rdb`.
+const AUX: &str = "sripathikrishnan__redis-rdb-tools/tests/dumps/redis_60_with_module_aux.rdb";
 /// One `modulekey` of the example module's type `hellotype`.
 const HELLOTYPE: &str = "leonchen83__redis-replicator/src/test/resources/dump-module-2.rdb";
 
@@ -188,6 +190,22 @@ fn module_list_refused_sends_and_names_the_type_on_bad_data_format() {
         );
         assert_eq!(s.cli(&["KEYS", "*"]), "simplekey", "{mode}");
     }
+}
+
+/// MODULE_AUX records (module data outside any key, e.g. RediSearch 2.x index definitions)
+/// cannot be RESTOREd: the precheck warns that they are not imported.
+#[test]
+fn module_aux_data_is_reported_not_imported() {
+    let Some(dump) = corpus_file(AUX) else {
+        return;
+    };
+    let s = RedisServer::start();
+    let row = modules_row(&dump, &s.url(), 0);
+    assert!(
+        row.contains("warn")
+            && row.contains("no module values; aux data of module type test__rdb is not imported"),
+        "{row}"
+    );
 }
 
 #[test]

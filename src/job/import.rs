@@ -667,6 +667,8 @@ struct Scan {
     needs_rewrite: u64,
     /// Module types of the keys that will be sent (not expired).
     modules: Needs,
+    /// Module types with aux data (MODULE_AUX records), which is not imported.
+    module_aux: BTreeSet<String>,
     scanned: bool,
 }
 
@@ -714,6 +716,9 @@ fn scan(inputs: &[String], common: &Common, opts: &ImportOptions, target_rdb: u3
                 Event::Command { db, .. } => {
                     s.dbs.insert(opts.target_db(db));
                     s.db_pairs.insert((db, opts.target_db(db)));
+                }
+                Event::Rdb(Record::ModuleAux { id, .. }) => {
+                    s.module_aux.insert(id.name());
                 }
                 _ => {}
             }
@@ -1011,7 +1016,7 @@ pub fn precheck(inputs: &[String], common: &Common, opts: &ImportOptions) -> Res
     };
     checks.push(row("version", st, detail));
     let target_modules = query_modules(&mut conn, &opts.to, cluster.as_ref())?;
-    let (st, detail) = target_modules.row(&sc.modules, sc.scanned);
+    let (st, detail) = target_modules.row(&sc.modules, &sc.module_aux, sc.scanned);
     checks.push(row(
         "modules",
         match st {

@@ -195,17 +195,28 @@ impl TargetModules {
         ))
     }
 
-    /// The precheck row's status and detail for the input's module types.
-    pub fn row(&self, needs: &Needs, scanned: bool) -> (RowStatus, String) {
+    /// The precheck row's status and detail for the input's module types, and the module
+    /// types whose aux data (`MODULE_AUX` records) the input holds.
+    pub fn row(&self, needs: &Needs, aux: &BTreeSet<String>, scanned: bool) -> (RowStatus, String) {
+        // Aux data is no key: RESTORE cannot carry it, and import leaves it out (RediSearch
+        // 2.x keeps its index definitions there).
+        let aux_note = (!aux.is_empty()).then(|| {
+            format!(
+                "aux data of module type {} is not imported (it is no key; recreate what it \
+                 holds, e.g. search indexes, on the target)",
+                aux.iter().cloned().collect::<Vec<_>>().join(", ")
+            )
+        });
         if needs.is_empty() {
-            return (
-                RowStatus::Ok,
-                if scanned {
-                    "no module values".into()
-                } else {
-                    "no module values in the files scanned (standard input is not)".into()
-                },
-            );
+            let none = if scanned {
+                "no module values"
+            } else {
+                "no module values in the files scanned (standard input is not)"
+            };
+            return match aux_note {
+                Some(n) => (RowStatus::Warn, format!("{none}; {n}")),
+                None => (RowStatus::Ok, none.into()),
+            };
         }
         let mut status = RowStatus::Ok;
         let mut parts = Vec::new();
@@ -236,6 +247,10 @@ impl TargetModules {
                     format!("{what}: cannot tell which module registers this type")
                 }
             });
+        }
+        if let Some(n) = aux_note {
+            status = status.max(RowStatus::Warn);
+            parts.push(n);
         }
         let loaded = self.loaded();
         let refused = self.refused();
@@ -427,41 +442,59 @@ mod tests {
 
     #[test]
     fn precheck_rows() {
+        let none = BTreeSet::new();
         let mut needs = Needs::new();
         let t = target(&[("h:1", list(&["ReJSON"]))]);
         assert_eq!(
-            t.row(&needs, true),
+            t.row(&needs, &none, true),
             (RowStatus::Ok, "no module values".into())
         );
         add_need(&mut needs, id("ReJSON-RL", 3));
         add_need(&mut needs, id("ReJSON-RL", 3));
-        let (st, detail) = t.row(&needs, true);
+        let (st, detail) = t.row(&needs, &none, true);
         assert_eq!(st, RowStatus::Ok);
         assert_eq!(
             detail,
             "ReJSON-RL (encver 3, 2 keys): module ReJSON loaded; the target has ReJSON"
         );
         add_need(&mut needs, id("mytype-01", 1));
-        assert_eq!(t.row(&needs, true).0, RowStatus::Warn);
+        assert_eq!(t.row(&needs, &none, true).0, RowStatus::Warn);
         assert!(
-            t.row(&needs, true)
+            t.row(&needs, &none, true)
                 .1
                 .contains("mytype-01 (encver 1, 1 key): cannot tell")
         );
         add_need(&mut needs, id("TSDB-TYPE", 0));
-        let (st, detail) = t.row(&needs, true);
+        let (st, detail) = t.row(&needs, &none, true);
         assert_eq!(st, RowStatus::Fail);
         assert!(
             detail.contains("TSDB-TYPE (encver 0, 1 key): module timeseries not loaded"),
             "{detail}"
         );
         let empty = target(&[("h:1", list(&[]))]);
-        let (st, detail) = empty.row(&needs, true);
+        let (st, detail) = empty.row(&needs, &none, true);
         assert_eq!(st, RowStatus::Fail);
         assert!(detail.ends_with("; the target has no modules"), "{detail}");
         let refused = target(&[("h:1", Reply::Error(b"NOPERM".to_vec()))]);
-        let (st, detail) = refused.row(&needs, true);
+        let (st, detail) = refused.row(&needs, &none, true);
         assert_eq!(st, RowStatus::Warn);
         assert!(detail.contains("MODULE LIST refused on h:1"), "{detail}");
+        // Aux data is never imported: a warning, with or without module values.
+        let aux: BTreeSet<String> = ["ft_index0".to_string()].into();
+        let (st, detail) = t.row(&Needs::new(), &aux, true);
+        assert_eq!(st, RowStatus::Warn);
+        assert!(
+            detail
+                .starts_with("no module values; aux data of module type ft_index0 is not imported"),
+            "{detail}"
+        );
+        let mut json = Needs::new();
+        add_need(&mut json, id("ReJSON-RL", 3));
+        let (st, detail) = t.row(&json, &aux, true);
+        assert_eq!(st, RowStatus::Warn);
+        assert!(
+            detail.contains("module ReJSON loaded; aux data of"),
+            "{detail}"
+        );
     }
 }
