@@ -326,12 +326,16 @@ fn run_import(args: &ImportArgs) -> ExitCode {
                     r.errors as usize - r.error_messages.len()
                 );
             }
+            for w in &r.warnings {
+                eprintln!("rdbferry: warning: {w}");
+            }
             if args.json {
                 println!("{}", serde_json::to_string(&r).unwrap_or_default());
             } else if !common.quiet {
                 print!("{}", r.to_table());
             }
-            if r.errors > 0 {
+            // A warning here is a possible loss (a failover): never a silent exit 0.
+            if r.errors > 0 || !r.warnings.is_empty() {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS

@@ -226,6 +226,9 @@ pub struct ImportReport {
     pub error_messages: Vec<String>,
     /// Units sent again after a fault (dropped connection, target busy or loading).
     pub resent: u64,
+    /// What may have been lost without an error to show for it (a Cluster failover during
+    /// the import): the exit status is 1 when any.
+    pub warnings: Vec<String>,
     /// Reconnections to the target.
     pub reconnects: u64,
     /// Input bytes read.
@@ -1127,6 +1130,7 @@ pub fn import(
     };
     rep.written = stats.written;
     rep.resent = stats.resent;
+    rep.warnings = stats.warnings;
     rep.reconnects = stats.reconnects;
     rep.conflicts = stats.conflicts;
     rep.errors = stats.errors + local.errors;

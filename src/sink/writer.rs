@@ -199,6 +199,8 @@ pub struct WriteStats {
     pub reconnects: u64,
     /// Connections opened.
     pub connections: u64,
+    /// Possible losses the target did not report (a failover during the import).
+    pub warnings: Vec<String>,
     /// The first error messages, each naming its key.
     pub messages: Vec<String>,
 }
@@ -1105,10 +1107,44 @@ impl Link {
                     delay = (delay * 2).min(Duration::from_secs(2));
                     // A node that is gone may have been replaced (failover).
                     let _ = self.topo().refresh();
+                    self.note_failovers();
                     if let Some((_, hint)) = units.front_mut() {
                         *hint = None;
                     }
                 }
+            }
+        }
+    }
+
+    /// After a refresh of the slot map: a node we wrote to that is no longer a master failed
+    /// over. Its replica may lack writes it acknowledged (replication is asynchronous): the
+    /// import goes on, and says so.
+    fn note_failovers(&mut self) {
+        let Some(map) = &self.topo().cluster else {
+            return;
+        };
+        let masters: Vec<NodeAddr> = match map.read() {
+            Ok(m) => m.masters().to_vec(),
+            Err(_) => return,
+        };
+        let gone: Vec<NodeAddr> = self
+            .lost
+            .keys()
+            .filter(|n| !masters.contains(n))
+            .cloned()
+            .collect();
+        let Ok(mut st) = self.sh.stats.lock() else {
+            return;
+        };
+        for n in gone {
+            let w = format!(
+                "{n} stopped being a master during the import (failover): writes it \
+                 acknowledged just before may not have reached the replica that replaced it; \
+                 run `rdbferry verify` (or the import again with --on-conflict replace)"
+            );
+            if !st.warnings.contains(&w) {
+                tracing::warn!("{w}");
+                st.warnings.push(w);
             }
         }
     }
