@@ -111,7 +111,7 @@ impl Conn {
         };
         let tls = url.tls_config()?;
         let stream = net::connect(&url.host, url.port, tls.as_ref(), Duration::from_secs(10))
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(url.role.reword(e.to_string())))?;
         let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
         let mut conn = Conn {
             stream,
@@ -143,7 +143,10 @@ impl Conn {
             Some(Reply::Error(e)) => {
                 let e = String::from_utf8_lossy(e);
                 let hint = if e.starts_with("NOAUTH") {
-                    format!(" (give a password in the URL or in {PASSWORD_ENV})")
+                    format!(
+                        " (give a password in the URL or in {})",
+                        url.role.password_env()
+                    )
                 } else {
                     String::new()
                 };
@@ -199,7 +202,6 @@ impl Conn {
     /// Read the next `count` replies.
     pub fn recv(&mut self, count: usize) -> Result<Vec<Reply>> {
         let mut replies = Vec::with_capacity(count);
-        let mut chunk = vec![0u8; 256 << 10];
         while replies.len() < count {
             match parse_reply(&self.buf[self.start..]) {
                 Ok(Some((r, used))) => {
@@ -220,17 +222,19 @@ impl Conn {
                 self.buf.drain(..self.start);
                 self.start = 0;
             }
-            let n = self
-                .stream
-                .read(&mut chunk)
-                .map_err(|e| self.io("read failed", e))?;
+            // Read straight into the buffer's tail: no scratch buffer per call, since a live
+            // source reads its replies one key at a time.
+            let len = self.buf.len();
+            self.buf.resize(len + (256 << 10), 0);
+            let n = self.stream.read(&mut self.buf[len..]);
+            self.buf.truncate(len + *n.as_ref().unwrap_or(&0));
+            let n = n.map_err(|e| self.io("read failed", e))?;
             if n == 0 {
                 return Err(Error::Input {
                     path: self.name.clone(),
                     msg: "the server closed the connection".into(),
                 });
             }
-            self.buf.extend_from_slice(&chunk[..n]);
         }
         if self.start == self.buf.len() {
             self.buf.clear();
