@@ -42,7 +42,7 @@ use crate::resp::Reply;
 /// Keys asked for with one `SCAN`.
 const SCAN_COUNT: &str = "1000";
 /// Keys whose `DUMP` and TTL go in one pipelined batch; two batches are in flight.
-const BATCH: usize = 128;
+const BATCH: usize = 512;
 /// Redirections followed for one key.
 const MAX_REDIRECTS: usize = 5;
 

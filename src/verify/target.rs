@@ -44,6 +44,9 @@ impl Caps {
     }
 }
 
+/// Size of a connection's read buffer (it grows for a bigger reply, and shrinks back).
+const READ_BYTES: usize = 256 << 10;
+
 /// Commands gathered for one round trip, and the db each will run in.
 #[derive(Default)]
 pub struct Pipe {
@@ -91,8 +94,11 @@ impl Pipe {
 /// One connection to the target.
 pub struct Conn {
     stream: net::Stream,
+    /// Read buffer: `buf[start..end]` is read and not yet parsed; `buf` is all initialized,
+    /// so a read needs no zeroing.
     buf: Vec<u8>,
     start: usize,
+    end: usize,
     /// The URL, redacted: the name of the target in every message.
     pub name: String,
     /// What the server supports.
@@ -115,8 +121,9 @@ impl Conn {
         let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
         let mut conn = Conn {
             stream,
-            buf: Vec::with_capacity(256 << 10),
+            buf: vec![0; READ_BYTES],
             start: 0,
+            end: 0,
             name: name.clone(),
             caps: Caps::default(),
             db: 0,
@@ -203,7 +210,7 @@ impl Conn {
     pub fn recv(&mut self, count: usize) -> Result<Vec<Reply>> {
         let mut replies = Vec::with_capacity(count);
         while replies.len() < count {
-            match parse_reply(&self.buf[self.start..]) {
+            match parse_reply(&self.buf[self.start..self.end]) {
                 Ok(Some((r, used))) => {
                     self.start += used;
                     replies.push(r);
@@ -217,28 +224,34 @@ impl Conn {
                     });
                 }
             }
-            // Keep the buffer from growing: drop what has been parsed.
+            // Make room: move the unparsed part to the front; grow only when a reply is
+            // bigger than the buffer.
             if self.start > 0 {
-                self.buf.drain(..self.start);
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
                 self.start = 0;
             }
-            // Read straight into the buffer's tail: no scratch buffer per call, since a live
-            // source reads its replies one key at a time.
-            let len = self.buf.len();
-            self.buf.resize(len + (256 << 10), 0);
-            let n = self.stream.read(&mut self.buf[len..]);
-            self.buf.truncate(len + *n.as_ref().unwrap_or(&0));
-            let n = n.map_err(|e| self.io("read failed", e))?;
+            if self.end == self.buf.len() {
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+            let n = self
+                .stream
+                .read(&mut self.buf[self.end..])
+                .map_err(|e| self.io("read failed", e))?;
             if n == 0 {
                 return Err(Error::Input {
                     path: self.name.clone(),
                     msg: "the server closed the connection".into(),
                 });
             }
+            self.end += n;
         }
-        if self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+            // A big reply grew the buffer: give the memory back once it is parsed.
+            if self.buf.len() > 4 * READ_BYTES {
+                self.buf = vec![0; READ_BYTES];
+            }
         }
         Ok(replies)
     }
