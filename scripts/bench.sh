@@ -12,6 +12,11 @@
 #   3. Peak anonymous memory (RssAnon sampled every 10 ms by scripts/peak-rss.py; the pages of
 #      the memory-mapped input are file-backed and do not count) of check, inspect and
 #      convert --format jsonl on mixed, big-collections and huge-values. Target: < 64 MB.
+#   4. `rdbferry import` into an empty Redis 7.0 (fresh server per run) vs the same server's
+#      start-up load of the same RDB (target: import <= 2x the load) and vs `redis-cli --pipe`
+#      of the equivalent RESP (`convert --format resp`, target: import >= 1.5x faster); then
+#      `rdbferry verify` of the file against the imported server (target: <= 2x the import),
+#      and the import's peak anonymous memory (bounded whatever the file or value size).
 # Every figure is printed, and written to benches/results/YYYY-MM-DD.md (or --results PATH)
 # with the machine, the versions and the load average before and after.
 #
@@ -20,7 +25,7 @@
 # is less disturbed than wall time when the machine is shared.
 #
 # Usage: scripts/bench.sh [--keys N] [--rdbtools-keys N] [--runs N] [--skip-rdbtools]
-#                         [--skip-huge] [--skip-big] [--results PATH]
+#                         [--skip-huge] [--skip-big] [--skip-import] [--results PATH]
 # Needs: cargo, python3, redis-server and redis-cli (Debian: redis-server, redis-tools);
 # fetches the Redis 6.2 binary (scripts/fetch-old-servers.sh) and rdbtools (pip, into
 # .cache/rdbtools-venv) when the comparison with rdbtools runs.
@@ -34,6 +39,7 @@ RUNS=3
 SKIP_RDBTOOLS=0
 SKIP_HUGE=0
 SKIP_BIG=0
+SKIP_IMPORT=0
 RESULTS="benches/results/$(date -u +%Y-%m-%d).md"
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}"; }
@@ -45,6 +51,7 @@ while [ $# -gt 0 ]; do
         --skip-rdbtools) SKIP_RDBTOOLS=1; shift ;;
         --skip-huge) SKIP_HUGE=1; shift ;;
         --skip-big) SKIP_BIG=1; shift ;;
+        --skip-import) SKIP_IMPORT=1; shift ;;
         --results) RESULTS="$2"; shift 2 ;;
         -h|--help) usage 0 ;;
         *) echo "bench: unknown option $1" >&2; usage 2 ;;
@@ -168,6 +175,23 @@ redis_load_best() {
     LOAD_LOG_S="$best_log"; LOAD_PING_S="$best_ping"
 }
 
+# start_server: an empty redis-server 7.0 on a free port; sets PORT and PID.
+start_server() {
+    local dir i=0
+    dir="$(mktemp -d "${TMPDIR:-/tmp}/rdbferry-bench.XXXXXX")"; TMPDIRS+=("$dir")
+    PORT="$(free_port)"
+    redis-server --port "$PORT" --bind 127.0.0.1 --dir "$dir" --save "" --appendonly no \
+        --logfile "$dir/server.log" --proto-max-bulk-len 2gb >/dev/null 2>&1 &
+    PID=$!; SERVERS+=("$PID")
+    until [ "$(redis-cli -h 127.0.0.1 -p "$PORT" PING 2>/dev/null)" = PONG ]; do
+        kill -0 "$PID" 2>/dev/null || die "redis-server exited: $(tail -5 "$dir/server.log")"
+        sleep 0.01
+        i=$((i + 1)); [ "$i" -lt 3000 ] || die "redis-server did not start"
+    done
+}
+stop_server() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; }
+declare -A LOADS=()
+
 # --- header ---------------------------------------------------------------------------------
 CPU_MODEL="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
 MEM_GB="$(awk '/MemTotal/{printf "%.1f", $2/1048576}' /proc/meminfo)"
@@ -181,7 +205,7 @@ if [ "$SKIP_RDBTOOLS" = 0 ]; then
     row "- redis-server 6.2: $("$ROOT/.cache/servers/redis-6.2/redis-server" --version)"
     row "- rdbtools: $("$VENV/bin/pip" show rdbtools 2>/dev/null | sed -n 's/^Version: //p'), python-lzf $("$VENV/bin/pip" show python-lzf 2>/dev/null | sed -n 's/^Version: //p'), $("$VENV/bin/python" --version)"
 fi
-row "- options: --keys $KEYS --rdbtools-keys $RDBTOOLS_KEYS --runs $RUNS$([ "$SKIP_RDBTOOLS" = 1 ] && echo ' --skip-rdbtools')$([ "$SKIP_BIG" = 1 ] && echo ' --skip-big')$([ "$SKIP_HUGE" = 1 ] && echo ' --skip-huge')"
+row "- options: --keys $KEYS --rdbtools-keys $RDBTOOLS_KEYS --runs $RUNS$([ "$SKIP_RDBTOOLS" = 1 ] && echo ' --skip-rdbtools')$([ "$SKIP_BIG" = 1 ] && echo ' --skip-big')$([ "$SKIP_HUGE" = 1 ] && echo ' --skip-huge')$([ "$SKIP_IMPORT" = 1 ] && echo ' --skip-import')"
 row "- times: best of $RUNS runs (wall), with the CPU time (user+sys) of that run"
 row ""
 row "## Data"
@@ -203,6 +227,7 @@ for f in "$MIXED" "$BIG" "$HUGE"; do
     [ -n "$f" ] || continue
     note "load vs check: $(basename "$f")"
     redis_load_best redis-server "$f"
+    LOADS["$f"]="$LOAD_LOG_S"
     measure redis-check-rdb "$f"; RCR="$WALL"
     measure "$BIN" check --quiet "$f"; CHECK="$WALL"; CHECK_CPU="$CPU"
     size="$(stat -c %s "$f")"
@@ -253,6 +278,60 @@ for f in "$MIXED" "$BIG" "$HUGE"; do
     RUNS="$RUNS_SAVED"
     row "| $(basename "$f") | ${cells[0]} | ${cells[1]} | ${cells[2]} | ${WALL} s (${CPU} s) | $(awk -v k="$worst" 'BEGIN{print (k<65536) ? "meets" : "MISSES"}') |"
 done
+
+# --- 4. import and verify -------------------------------------------------------------------
+if [ "$SKIP_IMPORT" = 0 ]; then
+    row ""
+    row "## Import into an empty Redis 7.0, and verify"
+    row ""
+    row "Each import run goes into a fresh empty server; redis load is the start-up load of the same file (section 1). redis-cli --pipe replays \`convert --format resp\` of the same file into a fresh server (the RESP file is written first, untimed)."
+    row ""
+    row "| file | redis load | import wall (CPU) | import / load | target <= 2x | redis-cli --pipe | pipe / import | target >= 1.5x | verify wall (CPU) | verify / import | target <= 2x | import peak RssAnon |"
+    row "|---|---:|---:|---:|---|---:|---:|---|---:|---:|---|---:|"
+    for f in "$MIXED" "$BIG" "$HUGE"; do
+        [ -n "$f" ] || continue
+        note "import and verify: $(basename "$f")"
+        best=""; vbest=""
+        for ((k = 0; k < RUNS; k++)); do
+            start_server
+            j="$(python3 scripts/peak-rss.py --no-sample -- "$BIN" import --quiet "$f" --to "redis://127.0.0.1:$PORT")" \
+                || die "import of $f failed"
+            w="$(jget "$j" wall_s)"
+            if [ -z "$best" ] || awk -v a="$w" -v b="$best" 'BEGIN{exit !(a<b)}'; then
+                best="$w"; IMP_CPU="$(jget "$j" cpu_s)"
+            fi
+            j="$(python3 scripts/peak-rss.py --no-sample -- "$BIN" verify --quiet "$f" --to "redis://127.0.0.1:$PORT")" \
+                || die "verify of $f after the import found differences"
+            w="$(jget "$j" wall_s)"
+            if [ -z "$vbest" ] || awk -v a="$w" -v b="$vbest" 'BEGIN{exit !(a<b)}'; then
+                vbest="$w"; VER_CPU="$(jget "$j" cpu_s)"
+            fi
+            stop_server
+        done
+        IMP="$best"; VER="$vbest"
+        start_server
+        peak "$BIN" import --quiet "$f" --to "redis://127.0.0.1:$PORT"
+        stop_server
+        resp="$(mktemp "${TMPDIR:-/tmp}/rdbferry-bench-resp.XXXXXX")"; TMPDIRS+=("$resp")
+        "$BIN" convert --quiet --format resp -o "$resp" "$f"
+        pbest=""
+        for ((k = 0; k < RUNS; k++)); do
+            start_server
+            t0="$(date +%s.%N)"
+            redis-cli -h 127.0.0.1 -p "$PORT" --pipe < "$resp" >/dev/null 2>&1 || die "redis-cli --pipe failed"
+            t1="$(date +%s.%N)"
+            stop_server
+            w="$(calc "$t1-$t0" 3)"
+            if [ -z "$pbest" ] || awk -v a="$w" -v b="$pbest" 'BEGIN{exit !(a<b)}'; then pbest="$w"; fi
+        done
+        rm -f "$resp"
+        load="${LOADS[$f]}"
+        r_load="$(calc "$IMP/$load" 2)"
+        r_pipe="$(calc "$pbest/$IMP" 2)"
+        r_ver="$(calc "$VER/$IMP" 2)"
+        row "| $(basename "$f") | ${load} s | ${IMP} s (${IMP_CPU} s) | ${r_load}x | $(awk -v r="$r_load" 'BEGIN{print (r<=2) ? "meets" : "MISSES"}') | ${pbest} s | ${r_pipe}x | $(verdict "$r_pipe" 1.5) | ${VER} s (${VER_CPU} s) | ${r_ver}x | $(awk -v r="$r_ver" 'BEGIN{print (r<=2) ? "meets" : "MISSES"}') | $(calc "$ANON_KB/1024" 1) MB |"
+    done
+fi
 
 row ""
 row "- load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

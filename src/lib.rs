@@ -15,7 +15,8 @@
 //! - `cluster/`: Redis Cluster key slots, slot map and `MOVED`/`ASK` redirections.
 //! - `net/`: connections to a live Redis, plain TCP or TLS (rustls), for `sink/` and `verify/`.
 //! - `job/`: the loops behind each command (`check`, `inspect`, `convert`, `import`).
-//! - `verify/`: compares a source with a live Redis target (`verify`), over pipelined reads.
+//! - `verify/`: compares a source (a file, or a live server read with `SCAN` + `DUMP`) with a
+//!   live Redis target (`verify`), over pipelined reads.
 //! - `cli/` (in the binary): flags to configuration; nothing else.
 
 pub mod aof;

@@ -197,3 +197,92 @@ fn import_survives_a_resharding_in_progress() {
     assert_eq!(got.len(), want.len());
     assert!(got == want, "the cluster differs from the source");
 }
+
+/// Every key of the cluster's current masters (asked from `seed`), as [`key_digests`].
+fn masters_digests(seed: &str) -> std::collections::BTreeMap<Vec<u8>, support::KeyDigest> {
+    let url = rdbferry::sink::redis::TargetUrl::parse(seed, None).unwrap();
+    let map = rdbferry::cluster::SlotMap::discover(&url).unwrap();
+    let mut all = std::collections::BTreeMap::new();
+    for m in map.masters() {
+        let mut c = redis::Client::open(format!("redis://{m}/"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        all.extend(key_digests(&mut c));
+    }
+    all
+}
+
+/// A master killed mid-import: its replica takes over, the import follows the new slot map
+/// and finishes, but says (exit 1, a warning naming the node) that writes the old master
+/// acknowledged may not have reached the replica; the import again with `--on-conflict
+/// replace`, as the warning says, gives exactly the source.
+#[test]
+fn import_survives_a_failover_and_says_so() {
+    let src = RedisServer::start();
+    src.cli(&["DEBUG", "POPULATE", "150000", "k", "32"]);
+    src.cli(&[
+        "EVAL",
+        "for i = 1, 30000 do redis.call('RPUSH', 'list:' .. (i % 700), i) end",
+        "0",
+    ]);
+    let dump = src.save_and_copy_dump();
+    let mut sc = redis::Client::open(src.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let want = key_digests(&mut sc);
+
+    let mut cluster = RedisCluster::start_with_replicas(3, 1, 1000);
+    // Seed on node 1, so the URL stays valid when node 0 dies.
+    let seed = cluster.nodes()[1].url();
+    let input = dump.display().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rdbferry"))
+        .args([
+            "import",
+            &input,
+            "--to",
+            &seed,
+            "--json",
+            "-q",
+            "--retry-timeout",
+            "60",
+        ])
+        .args(["--pipeline", "100"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut c1 = cluster.conn(1);
+    loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the import ended before the kill"
+        );
+        let n: i64 = redis::cmd("DBSIZE").query(&mut c1).unwrap();
+        if n > 5_000 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    cluster.kill_node(0);
+    let o = child.wait_with_output().unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert_eq!(o.status.code(), Some(1), "stdout: {out}\nstderr: {err}");
+    let r: serde_json::Value = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("{e}: stdout: {out}\nstderr: {err}"));
+    assert_eq!(r["errors"], 0, "{r}");
+    let port0 = cluster.nodes()[0].port().to_string();
+    assert!(
+        r["warnings"][0].as_str().unwrap().contains(&port0) && err.contains("failover"),
+        "{r}\n{err}"
+    );
+    // The remedy the warning names.
+    import(&dump, &seed, &["--on-conflict", "replace"]);
+    let got = masters_digests(&seed);
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "the cluster differs from the source");
+}

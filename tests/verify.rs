@@ -1,7 +1,9 @@
 //! `rdbferry verify` against real servers: a server that loaded a dump at start-up is
 //! identical to it; changed values, deleted keys and moved TTLs are found (so the command
 //! cannot pass vacuously); filters, renames and db mapping; chunked big values; AOF inputs;
-//! authentication errors that never show the password.
+//! authentication errors that never show the password. Then a live `redis://` source read
+//! with SCAN + DUMP: the same checks, a 6.2 source against a 7.0 target, Cluster sources
+//! (with a slot half-migrated) and targets, source passwords and TLS.
 
 mod support;
 
@@ -9,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::{RedisServer, TempDir, TestCerts, require_old_server};
+use support::{RedisCluster, RedisServer, TempDir, TestCerts, require_old_server};
 
 fn testdata(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -19,11 +21,29 @@ fn testdata(p: &str) -> PathBuf {
 
 fn rdbferry(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rdbferry"));
-    c.args(args).env_remove("RDBFERRY_TO_PASSWORD");
+    c.args(args)
+        .env_remove("RDBFERRY_TO_PASSWORD")
+        .env_remove("RDBFERRY_FROM_PASSWORD");
     for (k, v) in env {
         c.env(k, v);
     }
     c.output().unwrap()
+}
+
+/// The run exited with `code` and printed each of `wants` (stdout or stderr).
+fn says(o: &Output, code: i32, wants: &[&str]) {
+    let all = text(o);
+    assert_eq!(o.status.code(), Some(code), "{all}");
+    for w in wants {
+        assert!(all.contains(w), "{w:?} not in {all}");
+    }
+}
+
+/// Run rdbferry: it must exit 1, print each of `wants`, and never print `secret`.
+fn fails_saying(args: &[&str], env: &[(&str, &str)], wants: &[&str], secret: &str) {
+    let o = rdbferry(args, env);
+    says(&o, 1, wants);
+    assert!(!text(&o).contains(secret), "{}", text(&o));
 }
 
 fn text(o: &Output) -> String {
@@ -47,14 +67,23 @@ fn server_with_dump(binary: &Path, dump: &Path, extra: &[&str]) -> (RedisServer,
     (server, dir)
 }
 
+/// [`server_with_dump`] on a TLS-only port ([`RedisServer::start_tls`]).
+fn tls_server_with_dump(certs: &TestCerts, dump: &Path) -> (RedisServer, TempDir) {
+    let dir = TempDir::new("verify-tls");
+    fs::copy(dump, dir.path().join("source.rdb")).unwrap();
+    let d = dir.path().display().to_string();
+    let server = RedisServer::start_tls(certs, &["--dir", &d, "--dbfilename", "source.rdb"]);
+    (server, dir)
+}
+
 /// `verify SOURCE --to URL --json ARGS...`: exit code and the parsed report (`None` when the
-/// command failed before reporting).
+/// command failed before reporting). SOURCE is a path or a `redis://` URL.
 fn verify_json(
-    source: &Path,
+    source: &dyn AsRef<std::ffi::OsStr>,
     url: &str,
     args: &[&str],
 ) -> (i32, Option<serde_json::Value>, Output) {
-    let src = source.display().to_string();
+    let src = source.as_ref().to_string_lossy().into_owned();
     let mut all = vec!["verify", &src, "--to", url, "--json", "--quiet"];
     all.extend_from_slice(args);
     let o = rdbferry(&all, &[]);
@@ -62,8 +91,9 @@ fn verify_json(
     (o.status.code().unwrap_or(-1), v, o)
 }
 
+/// The listed differences as (key, kind), sorted.
 fn diffs(v: &serde_json::Value) -> Vec<(String, String)> {
-    v["differences"]
+    let mut d: Vec<(String, String)> = v["differences"]
         .as_array()
         .unwrap()
         .iter()
@@ -73,7 +103,9 @@ fn diffs(v: &serde_json::Value) -> Vec<(String, String)> {
                 d["kind"].as_str().unwrap().to_string(),
             )
         })
-        .collect()
+        .collect();
+    d.sort();
+    d
 }
 
 #[test]
@@ -122,12 +154,13 @@ fn redis70_dump_is_identical_then_three_differences_are_found() {
     // The text report lists them and the summary; --max-diffs bounds the list.
     let src = dump.display().to_string();
     let o = rdbferry(&["verify", &src, "--to", &url, "--max-diffs", "1"], &[]);
-    assert_eq!(o.status.code(), Some(1));
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("... and 2 more differences"), "{out}");
-    assert!(
-        out.contains("3 differing (1 missing, 0 type, 1 value, 1 ttl)"),
-        "{out}"
+    says(
+        &o,
+        1,
+        &[
+            "... and 2 more differences",
+            "3 differing (1 missing, 0 type, 1 value, 1 ttl)",
+        ],
     );
 }
 
@@ -176,30 +209,51 @@ fn every_type_is_compared_scores_members_fields_and_stream_groups() {
     assert_eq!(t, "expected set, found string");
 }
 
+/// A 6.2 server that loaded a 6.2 dump is identical to it; as a live source (TTLs from
+/// `PTTL`) it is identical to a 7.0 target filled by `import`; a moved TTL and a changed
+/// value are found both ways.
 #[test]
-fn redis62_dump_against_a_62_server() {
+fn redis62_dump_against_a_62_server_and_as_a_source_against_70() {
     let Some(bin) = require_old_server("6.2") else {
         return;
     };
     let dump = testdata("redis-6.2/all-types.rdb");
     let (server, _dir) = server_with_dump(&bin, &dump, &[]);
-    let (code, rep, o) = verify_json(&dump, &server.url(), &[]);
-    let rep = rep.unwrap_or_else(|| panic!("{}", text(&o)));
-    assert_eq!(code, 0, "{}", text(&o));
-    assert_eq!(rep["keys_checked"], 56);
-    assert!(rep["target_version"].as_str().unwrap().starts_with("6.2"));
-    // PTTL-derived TTLs on 6.2: a moved TTL is still found.
+    let dst = imported(&dump, &[]);
+    let (file, live) = (dump.display().to_string(), server.url());
+    let runs = [(&file, server.url()), (&live, dst.url())];
+    for (src, to) in &runs {
+        let (code, rep, o) = verify_json(src, to, &[]);
+        let rep = rep.unwrap_or_else(|| panic!("{}", text(&o)));
+        assert_eq!(code, 0, "{}", text(&o));
+        assert_eq!(rep["keys_checked"], 56, "{}", text(&o));
+    }
+    let (_, rep, _) = verify_json(&file, &live, &[]);
+    assert!(
+        rep.unwrap()["target_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("6.2")
+    );
+    let (_, rep, _) = verify_json(&live, &dst.url(), &[]);
+    let rep = rep.unwrap();
+    assert!(rep["source_version"].as_str().unwrap().starts_with("6.2"));
+    assert!(rep["target_version"].as_str().unwrap().starts_with("7."));
+    // PTTL-derived TTLs on 6.2: a moved TTL is still found, on either side.
     server.cli(&["PEXPIREAT", "ttl:list", "9999999999999"]);
     server.cli(&["ZADD", "zset:small", "99", "newmember"]);
-    let (code, rep, o) = verify_json(&dump, &server.url(), &[]);
-    let rep = rep.unwrap_or_else(|| panic!("{}", text(&o)));
-    assert_eq!(code, 1);
-    let mut d = diffs(&rep);
-    d.sort();
-    assert_eq!(
-        d,
-        [("ttl:list", "ttl"), ("zset:small", "value")].map(|(a, b)| (a.to_string(), b.to_string()))
-    );
+    for (src, to) in &runs {
+        let (code, rep, o) = verify_json(src, to, &[]);
+        let rep = rep.unwrap_or_else(|| panic!("{}", text(&o)));
+        assert_eq!(code, 1, "{}", text(&o));
+        assert_eq!(
+            diffs(&rep),
+            pairs(&[("ttl:list", "ttl"), ("zset:small", "value")])
+        );
+    }
+    // And the other way: the 7.0 server as the source, the 6.2 one as the target.
+    let (code, _, o) = verify_json(&dst.url(), &live, &["--key", "string:*"]);
+    assert_eq!(code, 0, "{}", text(&o));
 }
 
 #[test]
@@ -422,15 +476,13 @@ fn wrong_password_is_a_clear_error_and_never_printed() {
         if json {
             args.push("--json");
         }
-        let o = rdbferry(&args, &[]);
-        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-        let all = text(&o);
-        assert!(all.contains("authentication failed"), "{all}");
-        assert!(
-            all.contains(&format!("redis://:***@127.0.0.1:{port}")),
-            "{all}"
+        let redacted = format!("redis://:***@127.0.0.1:{port}");
+        fails_saying(
+            &args,
+            &[],
+            &["authentication failed", &redacted],
+            "Wr0ng-pw-42",
         );
-        assert!(!all.contains("Wr0ng-pw-42"), "{all}");
     }
     // From the environment, wrong then right.
     let bare = format!("redis://127.0.0.1:{port}");
@@ -516,10 +568,7 @@ fn rdb_on_stdin_is_verified_and_aof_on_stdin_is_refused() {
 fn tls_target() {
     let certs = TestCerts::new();
     let dump = testdata("redis-7.0/all-types.rdb");
-    let dir = TempDir::new("verify-tls");
-    fs::copy(&dump, dir.path().join("source.rdb")).unwrap();
-    let d = dir.path().display().to_string();
-    let server = RedisServer::start_tls(&certs, &["--dir", &d, "--dbfilename", "source.rdb"]);
+    let (server, _dir) = tls_server_with_dump(&certs, &dump);
     let (url, ca, other) = (server.url(), certs.ca(), certs.other_ca());
     assert!(url.starts_with("rediss://"), "{url}");
 
@@ -580,4 +629,287 @@ fn plain_url_against_a_tls_port_says_so() {
     let (code, _, o) = verify_json(&testdata("redis-7.0/all-types.rdb"), &url, &[]);
     assert_eq!(code, 1, "{}", text(&o));
     assert!(text(&o).contains("use rediss://"), "{}", text(&o));
+}
+
+// A live source: `verify redis://... --to ...`.
+
+/// An empty Redis 7.0 into which `rdbferry import` loaded `dump` (the way users get there).
+fn imported(dump: &Path, extra: &[&str]) -> RedisServer {
+    let server = RedisServer::start();
+    let d = dump.display().to_string();
+    let url = server.url();
+    let mut args = vec!["import", &d, "--to", &url, "--quiet"];
+    args.extend_from_slice(extra);
+    let o = rdbferry(&args, &[]);
+    assert_eq!(o.status.code(), Some(0), "import: {}", text(&o));
+    server
+}
+
+/// The source and target of a finished migration: a Redis 7.0 that loaded
+/// `redis-7.0/all-types.rdb` at start-up (with the TempDir holding its copy), and an empty one
+/// that `rdbferry import` filled from the same file.
+fn live_pair() -> (RedisServer, TempDir, RedisServer) {
+    let dump = testdata("redis-7.0/all-types.rdb");
+    let (src, dir) = server_with_dump(Path::new("redis-server"), &dump, &[]);
+    (src, dir, imported(&dump, &[]))
+}
+
+fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+    p.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[test]
+fn live_source_is_identical_then_a_value_a_key_and_a_ttl_are_found() {
+    let (src, _dir, dst) = live_pair();
+    let (code, rep, o) = verify_json(&src.url(), &dst.url(), &[]);
+    let rep = rep.unwrap_or_else(|| panic!("{}", text(&o)));
+    assert_eq!(code, 0, "{}", text(&o));
+    assert_eq!(rep["keys_checked"], 57, "{}", text(&o));
+    assert_eq!(rep["source_version"], src.version());
+    assert_eq!(rep["source_vanished"], 0);
+
+    // On the target: a value changed deep inside a big list (compared in chunks), a key
+    // deleted in db 5, a TTL moved.
+    dst.cli(&["LSET", "list:quicklist", "1500", "changed"]);
+    dst.cli(&["-n", "5", "DEL", "db5:hash"]);
+    dst.cli(&["PEXPIREAT", "ttl:string", "9999999999999"]);
+    // On the source: a key deleted since the migration is no longer compared.
+    src.cli(&["DEL", "zset:small"]);
+    let (code, rep, o) = verify_json(&src.url(), &dst.url(), &[]);
+    let rep = rep.unwrap_or_else(|| panic!("{}", text(&o)));
+    assert_eq!(code, 1, "{}", text(&o));
+    assert_eq!(rep["keys_checked"], 56, "{}", text(&o));
+    assert_eq!(
+        diffs(&rep),
+        pairs(&[
+            ("db5:hash", "missing"),
+            ("list:quicklist", "value"),
+            ("ttl:string", "ttl"),
+        ])
+    );
+
+    // The text report names each key.
+    let o = rdbferry(&["verify", &src.url(), "--to", &dst.url()], &[]);
+    says(
+        &o,
+        1,
+        &[
+            "db0 list:quicklist: value: element 1500",
+            "db5 db5:hash: missing",
+            "db0 ttl:string: ttl",
+            "3 differing (1 missing, 0 type, 1 value, 1 ttl)",
+        ],
+    );
+}
+
+#[test]
+fn changes_on_the_source_after_the_migration_are_found() {
+    let (src, _dir, dst) = live_pair();
+    src.cli(&["HSET", "hash:small", "extra", "1"]);
+    src.cli(&["SET", "new:key", "v"]);
+    src.cli(&["-n", "5", "SADD", "db5:set", "another"]);
+    src.cli(&["PERSIST", "ttl:string"]);
+    let (code, rep, o) = verify_json(&src.url(), &dst.url(), &[]);
+    let rep = rep.unwrap_or_else(|| panic!("{}", text(&o)));
+    assert_eq!(code, 1, "{}", text(&o));
+    assert_eq!(
+        diffs(&rep),
+        pairs(&[
+            ("db5:set", "value"),
+            ("hash:small", "value"),
+            ("new:key", "missing"),
+            ("ttl:string", "ttl"),
+        ])
+    );
+}
+
+/// A Cluster source, with one slot half-migrated (its keys split between two nodes, the
+/// importing node answering MOVED for them until asked with ASKING); a standalone source
+/// against a Cluster target.
+#[test]
+fn cluster_source_and_cluster_target() {
+    let dump = testdata("redis-7.0/all-types.rdb");
+    let (plain, _dir) = server_with_dump(Path::new("redis-server"), &dump, &[]);
+    let cluster = RedisCluster::start(3);
+    for i in 0..20 {
+        plain.cli(&["SET", &format!("{{tag}}:{i}"), &format!("v{i}")]);
+    }
+    let copied = cluster.copy_from(&plain);
+    // db 0 of the dump holds 50 keys (db 1 and db 5 the rest).
+    assert_eq!(copied, 50 + 20);
+    let slot = cluster.key_slot("{tag}:0");
+    let from = cluster.owner(slot);
+    let to = (from + 1) % 3;
+    cluster.start_migration(slot, from, to);
+    let moved = cluster.migrate_keys(slot, from, to, 10);
+    assert_eq!(moved, 10);
+
+    let seed = cluster.seed_url();
+    let (code, rep, o) = verify_json(&seed, &plain.url(), &[]);
+    let rep = rep.unwrap_or_else(|| panic!("{}", text(&o)));
+    assert_eq!(code, 0, "{}", text(&o));
+    assert_eq!(rep["keys_checked"], 70, "{}", text(&o));
+    assert_eq!(rep["source_redirects"], 10, "{}", text(&o));
+
+    // The other way, a Cluster target: only db 0 exists there.
+    let (code, rep, o) = verify_json(&plain.url(), &seed, &["--db", "0"]);
+    let rep = rep.unwrap_or_else(|| panic!("{}", text(&o)));
+    assert_eq!(code, 0, "{}", text(&o));
+    assert_eq!(rep["keys_checked"], 70, "{}", text(&o));
+    let (code, _, o) = verify_json(&plain.url(), &seed, &[]);
+    assert_eq!(code, 1, "{}", text(&o));
+    assert!(text(&o).contains("only db 0"), "{}", text(&o));
+
+    // A change in the Cluster is found from both sides (one migrated key included).
+    let node = cluster.owner(cluster.key_slot("hash:small"));
+    cluster.cli_on(node, &["HSET", "hash:small", "extra", "1"]);
+    plain.cli(&["SET", "{tag}:3", "changed"]);
+    let (code, rep, o) = verify_json(&seed, &plain.url(), &[]);
+    assert_eq!(code, 1, "{}", text(&o));
+    assert_eq!(
+        diffs(&rep.unwrap()),
+        pairs(&[("hash:small", "value"), ("{tag}:3", "value")])
+    );
+    let (code, rep, o) = verify_json(&plain.url(), &seed, &["--db", "0"]);
+    assert_eq!(code, 1, "{}", text(&o));
+    assert_eq!(
+        diffs(&rep.unwrap()),
+        pairs(&[("hash:small", "value"), ("{tag}:3", "value")])
+    );
+}
+
+#[test]
+fn filters_db_map_and_renames_apply_to_a_live_source() {
+    let (src, _dir, dst) = live_pair();
+    let (s, d) = (src.url(), dst.url());
+    dst.cli(&["DEL", "zset:small"]);
+    let (code, rep, o) = verify_json(&s, &d, &["--key-regex", "^string:"]);
+    assert_eq!(code, 0, "{}", text(&o));
+    assert_eq!(rep.unwrap()["keys_checked"], 19);
+    let (code, rep, o) = verify_json(&s, &d, &["--key-regex", "^zset:"]);
+    assert_eq!(code, 1, "{}", text(&o));
+    assert_eq!(diffs(&rep.unwrap()), pairs(&[("zset:small", "missing")]));
+    let (code, _, o) = verify_json(&s, &d, &["--exclude-key", "zset:small"]);
+    assert_eq!(code, 0, "{}", text(&o));
+    let (code, rep, _) = verify_json(&s, &d, &["--type", "zset"]);
+    assert_eq!(code, 1);
+    assert_eq!(rep.unwrap()["missing"], 1);
+
+    // db 5 of the source checked in db 7 of the target.
+    for k in ["db5:hash", "db5:set", "db5:string"] {
+        dst.cli(&["-n", "5", "MOVE", k, "7"]);
+    }
+    let (code, rep, _) = verify_json(&s, &d, &["--db", "5"]);
+    assert_eq!(code, 1);
+    assert_eq!(rep.unwrap()["missing"], 3);
+    let (code, rep, o) = verify_json(&s, &d, &["--db", "5", "--db-map", "5=7"]);
+    assert_eq!(code, 0, "{}", text(&o));
+    assert_eq!(rep.unwrap()["keys_checked"], 3);
+    // A /db in the source URL reads that db only.
+    let (code, rep, o) = verify_json(&format!("{s}5"), &d, &["--db-map", "5=7"]);
+    assert_eq!(code, 0, "{}", text(&o));
+    assert_eq!(rep.unwrap()["keys_checked"], 3);
+
+    // A renamed prefix.
+    dst.cli(&["RENAME", "hash:small", "moved:small"]);
+    let (code, _, _) = verify_json(&s, &d, &["--key", "hash:small"]);
+    assert_eq!(code, 1);
+    let (code, _, o) = verify_json(&s, &d, &["--key", "hash:small", "--rename", "hash:=moved:"]);
+    assert_eq!(code, 0, "{}", text(&o));
+}
+
+#[test]
+fn source_password_errors_are_clear_and_never_print_it() {
+    let (src, _dir, dst) = live_pair();
+    src.cli(&["CONFIG", "SET", "requirepass", "Src-pw-91"]);
+    let port = src.port();
+    let wrong = format!("redis://:Wr0ng-src-pw@127.0.0.1:{port}");
+    let redacted = format!("redis://:***@127.0.0.1:{port}");
+    fails_saying(
+        &["verify", &wrong, "--to", &dst.url()],
+        &[],
+        &["authentication failed", &redacted],
+        "Wr0ng-src-pw",
+    );
+
+    // No password: the message names the source's variable, not the target's.
+    let bare = format!("redis://127.0.0.1:{port}");
+    let args = ["verify", &bare, "--to", &dst.url()];
+    fails_saying(
+        &args,
+        &[("RDBFERRY_TO_PASSWORD", "Src-pw-91")],
+        &["RDBFERRY_FROM_PASSWORD"],
+        "Src-pw-91",
+    );
+    fails_saying(
+        &args,
+        &[("RDBFERRY_FROM_PASSWORD", "Wr0ng-src-pw")],
+        &["authentication failed"],
+        "Wr0ng-src-pw",
+    );
+    let o = rdbferry(
+        &["verify", &bare, "--to", &dst.url()],
+        &[("RDBFERRY_FROM_PASSWORD", "Src-pw-91")],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!text(&o).contains("Src-pw-91"), "{}", text(&o));
+
+    // An ACL user without DUMP: an error naming the key's command, not a pass.
+    let acl = "-a Src-pw-91 --no-auth-warning ACL SETUSER nodump on >Us3r-pw ~* +@read +info +select -dump";
+    src.cli(&acl.split(' ').collect::<Vec<_>>());
+    let url = format!("redis://nodump:Us3r-pw@127.0.0.1:{port}");
+    fails_saying(
+        &["verify", &url, "--to", &dst.url()],
+        &[],
+        &["DUMP"],
+        "Us3r-pw",
+    );
+}
+
+#[test]
+fn tls_source() {
+    let certs = TestCerts::new();
+    let dump = testdata("redis-7.0/all-types.rdb");
+    let (src, _dir) = tls_server_with_dump(&certs, &dump);
+    let dst = imported(&dump, &[]);
+    let url = src.url();
+    assert!(url.starts_with("rediss://"), "{url}");
+    let (ca, other) = (certs.ca(), certs.other_ca());
+
+    let (code, rep, o) = verify_json(&url, &dst.url(), &["--from-tls-ca", &ca]);
+    let rep = rep.unwrap_or_else(|| panic!("{}", text(&o)));
+    assert_eq!(code, 0, "{}", text(&o));
+    assert_eq!(rep["keys_checked"], 57);
+    // --tls-ca is the target's: the source's certificate is then checked against the
+    // system roots and refused.
+    let (code, _, o) = verify_json(&url, &dst.url(), &["--from-tls-ca", &other]);
+    assert_eq!(code, 1, "{}", text(&o));
+    assert!(text(&o).contains("certificate"), "{}", text(&o));
+    let (code, _, o) = verify_json(&url, &dst.url(), &["--from-tls-insecure"]);
+    assert_eq!(code, 0, "{}", text(&o));
+    assert!(text(&o).contains("--from-tls-insecure"), "{}", text(&o));
+    // Source TLS flags for a file or a plain source are refused, not ignored.
+    let file = dump.display().to_string();
+    let (code, _, o) = verify_json(&file, &dst.url(), &["--from-tls-insecure"]);
+    assert_eq!(code, 1, "{}", text(&o));
+    assert!(text(&o).contains("--from-tls-"), "{}", text(&o));
+    let plain = format!("redis://127.0.0.1:{}", src.port());
+    let (code, _, o) = verify_json(&plain, &dst.url(), &["--from-tls-insecure"]);
+    assert_eq!(code, 1, "{}", text(&o));
+    assert!(text(&o).contains("rediss://"), "{}", text(&o));
+}
+
+#[test]
+fn unreachable_source_is_an_error_naming_it() {
+    let dst = RedisServer::start();
+    let port = support::free_port();
+    let url = format!("redis://u:Secr3t@127.0.0.1:{port}");
+    let o = rdbferry(&["verify", &url, "--to", &dst.url()], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let all = text(&o);
+    assert!(all.contains(&format!("127.0.0.1:{port}")), "{all}");
+    assert!(all.contains("cannot connect"), "{all}");
+    assert!(!all.contains("Secr3t"), "{all}");
 }

@@ -13,9 +13,10 @@ use rdbferry::job::inspect::InspectOptions;
 use rdbferry::job::{Common, check, convert, inspect};
 use rdbferry::net::TlsOptions;
 use rdbferry::rdb::ReadOptions;
+use rdbferry::sink::redis::Role;
 use rdbferry::transform::{Filter, FilterSpec};
 use rdbferry::verify::target::TargetUrl;
-use rdbferry::verify::{VerifyOptions, verify};
+use rdbferry::verify::{VerifyOptions, verify, verify_live};
 
 /// rdbferry: read, convert and move Redis RDB and AOF data.
 #[derive(Parser)]
@@ -76,16 +77,18 @@ enum Cmd {
     Import(Box<ImportArgs>),
     /// Compare every key of SOURCE with a live Redis target: present, same type, same value
     /// (compared decoded), TTL within a tolerance. Exit 0 when identical, 1 on any difference
-    /// or error. SOURCE is a file (RDB, AOF, appendonlydir, JSONL) or - for stdin; a live redis://
-    /// source is not supported yet. For AOF inputs only the RDB part's keys that no later
-    /// command touches are compared; the AOF commands themselves are not verified.
-    Verify(VerifyArgs),
+    /// or error. SOURCE is a file (RDB, AOF, appendonlydir, JSONL), - for stdin, or a live
+    /// redis:// or rediss:// server (standalone or Cluster, read with SCAN and DUMP). For AOF
+    /// inputs only the RDB part's keys that no later command touches are compared; the AOF
+    /// commands themselves are not verified.
+    Verify(Box<VerifyArgs>),
 }
 
 #[derive(Args)]
 struct VerifyArgs {
-    /// RDB file, AOF file, appendonlydir, JSONL (as convert writes it), or - for stdin (a
-    /// live redis:// source is not supported yet).
+    /// RDB file, AOF file, appendonlydir, JSONL (as convert writes it), - for stdin, or a live
+    /// server: redis://[user[:password]@]host[:port][/db], rediss:// for TLS (the password may
+    /// come from RDBFERRY_FROM_PASSWORD instead; /db reads only that db).
     source: String,
     /// Target: redis://[user[:password]@]host[:port][/db], rediss:// for TLS (the password
     /// may come from RDBFERRY_TO_PASSWORD instead). A /db maps source db 0 there.
@@ -93,6 +96,8 @@ struct VerifyArgs {
     to: String,
     #[command(flatten)]
     tls: TlsArgs,
+    #[command(flatten)]
+    from_tls: FromTlsArgs,
     /// Replace a key prefix: OLD=NEW (repeatable; first match wins).
     #[arg(long, value_name = "OLD=NEW")]
     rename: Vec<String>,
@@ -113,6 +118,22 @@ struct VerifyArgs {
 }
 
 impl VerifyArgs {
+    /// The live source, when SOURCE is a redis:// or rediss:// URL.
+    fn live_source(&self) -> Result<Option<TargetUrl>, Error> {
+        let s = &self.source;
+        if !(s.starts_with("redis://") || s.starts_with("rediss://")) {
+            if self.from_tls.is_set() {
+                return Err(Error::Usage(
+                    "--from-tls-* options are for a live rediss:// source, not a file".into(),
+                ));
+            }
+            return Ok(None);
+        }
+        let env_pw = std::env::var(Role::Source.password_env()).ok();
+        let url = TargetUrl::parse_as(s, env_pw, Role::Source)?;
+        Ok(Some(url.with_tls(&self.from_tls.build())?))
+    }
+
     fn build(&self) -> Result<VerifyOptions, Error> {
         let env_pw = std::env::var(rdbferry::verify::target::PASSWORD_ENV).ok();
         let target = TargetUrl::parse(&self.to, env_pw)?.with_tls(&self.tls.build())?;
@@ -326,12 +347,16 @@ fn run_import(args: &ImportArgs) -> ExitCode {
                     r.errors as usize - r.error_messages.len()
                 );
             }
+            for w in &r.warnings {
+                eprintln!("rdbferry: warning: {w}");
+            }
             if args.json {
                 println!("{}", serde_json::to_string(&r).unwrap_or_default());
             } else if !common.quiet {
                 print!("{}", r.to_table());
             }
-            if r.errors > 0 {
+            // A warning here is a possible loss (a failover): never a silent exit 0.
+            if r.errors > 0 || !r.warnings.is_empty() {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS
@@ -365,6 +390,45 @@ struct TlsArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+}
+
+/// TLS flags of `verify` for a live rediss:// source.
+#[derive(Args, Clone)]
+struct FromTlsArgs {
+    /// PEM bundle of the CAs that sign the source's certificate (default: the system's).
+    #[arg(long, value_name = "FILE")]
+    from_tls_ca: Option<PathBuf>,
+    /// Do not verify the source's certificate (encrypted, but not authenticated).
+    #[arg(long)]
+    from_tls_insecure: bool,
+    /// PEM client certificate, for a source that asks for one (with --from-tls-key).
+    #[arg(long, value_name = "FILE", requires = "from_tls_key")]
+    from_tls_cert: Option<PathBuf>,
+    /// PEM private key of --from-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "from_tls_cert")]
+    from_tls_key: Option<PathBuf>,
+}
+
+impl FromTlsArgs {
+    /// The options; warns once on stderr when the certificate will not be checked.
+    fn build(&self) -> TlsOptions {
+        if self.from_tls_insecure {
+            eprintln!(
+                "rdbferry: warning: --from-tls-insecure: the source's certificate is not \
+                 verified; anyone on the path can read the data"
+            );
+        }
+        TlsOptions {
+            ca: self.from_tls_ca.clone(),
+            insecure: self.from_tls_insecure,
+            cert: self.from_tls_cert.clone(),
+            key: self.from_tls_key.clone(),
+        }
+    }
+
+    fn is_set(&self) -> bool {
+        self.from_tls_ca.is_some() || self.from_tls_insecure || self.from_tls_cert.is_some()
+    }
 }
 
 impl TlsArgs {
@@ -582,8 +646,11 @@ pub fn run() -> ExitCode {
             let res = args
                 .common
                 .build()
-                .and_then(|c| Ok((c, args.build()?)))
-                .and_then(|(c, o)| verify(&args.source, &c, &o));
+                .and_then(|c| Ok((c, args.build()?, args.live_source()?)))
+                .and_then(|(c, o, live)| match live {
+                    Some(src) => verify_live(&src, &c, &o),
+                    None => verify(&args.source, &c, &o),
+                });
             match res {
                 Ok(r) => {
                     if args.json {

@@ -21,6 +21,68 @@ const DEFAULT_PORT: u16 = 6379;
 /// Environment variable that supplies the target password when the URL has none.
 pub const PASSWORD_ENV: &str = "RDBFERRY_TO_PASSWORD";
 
+/// Environment variable that supplies the password of a live source (`verify redis://...`)
+/// when its URL has none.
+pub const FROM_PASSWORD_ENV: &str = "RDBFERRY_FROM_PASSWORD";
+
+/// Which end of a job a URL names: the target (`--to`) or a live source. It only decides the
+/// words of messages (which flag, which password variable), never how the server is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// `--to URL`.
+    #[default]
+    Target,
+    /// A live source, such as `verify redis://... --to ...`.
+    Source,
+}
+
+impl Role {
+    /// The environment variable that may hold this URL's password.
+    pub fn password_env(self) -> &'static str {
+        match self {
+            Role::Target => PASSWORD_ENV,
+            Role::Source => FROM_PASSWORD_ENV,
+        }
+    }
+    /// How the user gave the URL, for messages.
+    fn what(self) -> &'static str {
+        match self {
+            Role::Target => "--to URL",
+            Role::Source => "source URL",
+        }
+    }
+    /// The prefix of its TLS flags.
+    fn tls_flags(self) -> &'static str {
+        match self {
+            Role::Target => "--tls-*",
+            Role::Source => "--from-tls-*",
+        }
+    }
+    /// A message of `net/` (which names the target's `--tls-*` flags) in this role's words.
+    pub fn reword(self, msg: String) -> String {
+        match self {
+            Role::Target => msg,
+            Role::Source => msg.replace("--tls-", "--from-tls-"),
+        }
+    }
+    /// [`Role::reword`] for the message of an error.
+    pub fn reword_err(self, e: Error) -> Error {
+        match (self, e) {
+            (Role::Target, e) => e,
+            (_, Error::Usage(m)) => Error::Usage(self.reword(m)),
+            (_, Error::Input { path, msg }) => Error::Input {
+                path,
+                msg: self.reword(msg),
+            },
+            (_, Error::Target { target, msg }) => Error::Target {
+                target,
+                msg: self.reword(msg),
+            },
+            (_, e) => e,
+        }
+    }
+}
+
 /// A parsed `redis://[user[:password]@]host[:port][/db]`, or `rediss://` for TLS.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TargetUrl {
@@ -39,6 +101,8 @@ pub struct TargetUrl {
     pub tls: bool,
     /// The `--tls-*` settings ([`TargetUrl::with_tls`]); the system's roots when not given.
     tls_config: Option<TlsConfig>,
+    /// Target or source: the words of messages.
+    pub role: Role,
 }
 
 impl std::fmt::Debug for TargetUrl {
@@ -69,10 +133,16 @@ fn percent_decode(s: &str) -> String {
 }
 
 impl TargetUrl {
-    /// Parse `url`; `env_password` (from `RDBFERRY_TO_PASSWORD`) is used when the URL has no
-    /// password. Errors never quote the password.
+    /// Parse a target URL; `env_password` (from `RDBFERRY_TO_PASSWORD`) is used when the URL
+    /// has no password. Errors never quote the password.
     pub fn parse(url: &str, env_password: Option<String>) -> Result<TargetUrl> {
-        let bad = |why: &str| Error::Usage(format!("bad --to URL {}: {why}", redact(url)));
+        TargetUrl::parse_as(url, env_password, Role::Target)
+    }
+
+    /// Parse `url` naming the `role` end of a job; `env_password` (from
+    /// [`Role::password_env`]) is used when the URL has no password.
+    pub fn parse_as(url: &str, env_password: Option<String>, role: Role) -> Result<TargetUrl> {
+        let bad = |why: &str| Error::Usage(format!("bad {} {}: {why}", role.what(), redact(url)));
         let (rest, tls) = if let Some(r) = url.strip_prefix("redis://") {
             (r, false)
         } else if let Some(r) = url.strip_prefix("rediss://") {
@@ -133,6 +203,7 @@ impl TargetUrl {
             explicit_db: !path.is_empty(),
             tls,
             tls_config: None,
+            role,
         })
     }
 
@@ -142,13 +213,14 @@ impl TargetUrl {
         if !self.tls {
             if options.is_set() {
                 return Err(Error::Usage(format!(
-                    "--tls-* options need a rediss:// URL, not {}",
+                    "{} options need a rediss:// URL, not {}",
+                    self.role.tls_flags(),
                     self.redacted()
                 )));
             }
             return Ok(self);
         }
-        self.tls_config = Some(TlsConfig::new(options)?);
+        self.tls_config = Some(TlsConfig::new(options).map_err(|e| self.role.reword_err(e))?);
         Ok(self)
     }
 
@@ -158,7 +230,9 @@ impl TargetUrl {
         match (&self.tls_config, self.tls) {
             (_, false) => Ok(None),
             (Some(c), true) => Ok(Some(c.clone())),
-            (None, true) => TlsConfig::new(&TlsOptions::default()).map(Some),
+            (None, true) => TlsConfig::new(&TlsOptions::default())
+                .map(Some)
+                .map_err(|e| self.role.reword_err(e)),
         }
     }
 
@@ -208,7 +282,7 @@ impl TargetUrl {
     /// Add a hint to an error of a plain connection before the server's first reply: a TLS
     /// port drops a client that speaks plain RESP, which looks like a reset connection.
     pub fn hint_tls(&self, e: Error) -> Error {
-        const HINT: &str = " (if the target serves TLS on this port, use rediss://)";
+        const HINT: &str = " (if the server serves TLS on this port, use rediss://)";
         match e {
             Error::Target { target, msg } if !self.tls => Error::Target {
                 target,
@@ -261,7 +335,7 @@ impl Conn {
             msg,
         };
         let stream = net::connect(&url.host, url.port, url.tls_config()?.as_ref(), timeout)
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| err(url.role.reword(e.to_string())))?;
         // The replies to AUTH and PING must come within `timeout`: a server that never
         // answers is an error, not a hang.
         let _ = stream.set_read_timeout(Some(timeout));
@@ -285,9 +359,12 @@ impl Conn {
         if let Some(args) = auth {
             if let Reply::Error(e) = c.call(&args).map_err(|e| url.hint_tls(e))? {
                 let hint = if url.password.is_none() {
-                    " (no password given: put it in the URL or in RDBFERRY_TO_PASSWORD)"
+                    format!(
+                        " (no password given: put it in the URL or in {})",
+                        url.role.password_env()
+                    )
                 } else {
-                    ""
+                    String::new()
                 };
                 return Err(c.err(format!(
                     "authentication failed: {}{hint}",
@@ -299,9 +376,12 @@ impl Conn {
         if let Reply::Error(e) = r {
             let e = String::from_utf8_lossy(&e).into_owned();
             let hint = if e.starts_with("NOAUTH") {
-                " (give a password in the URL or in RDBFERRY_TO_PASSWORD)"
+                format!(
+                    " (give a password in the URL or in {})",
+                    url.role.password_env()
+                )
             } else {
-                ""
+                String::new()
             };
             return Err(c.err(format!("{e}{hint}")));
         }

@@ -99,6 +99,13 @@ pub enum UnitKind {
     Commands,
     /// `FUNCTION LOAD`: "already exists" is a conflict.
     Function,
+    /// `MSET` (or, with `nx`, `MSETNX`) of `count` strings without TTL. When `MSETNX` sets
+    /// nothing, or the command is refused, its keys are sent again one by one (`SET k v
+    /// [NX]`), so that each conflict or error is told by name.
+    MultiSet {
+        /// `MSETNX`.
+        nx: bool,
+    },
 }
 
 /// Where a non-idempotent unit records that it ran: `SET key seq` inside its `MULTI`.
@@ -196,6 +203,8 @@ pub struct WriteStats {
     pub reconnects: u64,
     /// Connections opened.
     pub connections: u64,
+    /// Possible losses the target did not report (a failover during the import).
+    pub warnings: Vec<String>,
     /// The first error messages, each naming its key.
     pub messages: Vec<String>,
 }
@@ -602,6 +611,8 @@ enum Settled {
         ok: u64,
         errors: Vec<String>,
     },
+    /// An `MSETNX` that set nothing (or a refused `MSET`): its keys go again one by one.
+    Split,
 }
 
 /// Where units go: the one node of a standalone target, or the owner of each slot.
@@ -692,6 +703,8 @@ struct Link {
     /// Keys sent in parts whose earlier part failed.
     failed: HashSet<(u64, Vec<u8>)>,
     outs: HashMap<NodeAddr, Vec<u8>>,
+    /// Units to write before taking more from the queue (the keys of a split `MSETNX`).
+    pending: VecDeque<Unit>,
 }
 
 /// What [`Link::resend_one`] sends.
@@ -711,6 +724,7 @@ impl Link {
             again: VecDeque::new(),
             failed: HashSet::new(),
             outs: HashMap::new(),
+            pending: VecDeque::new(),
         }
     }
 
@@ -802,8 +816,11 @@ impl Link {
             if ready && self.again.is_empty() {
                 let m = match held.take() {
                     Some(m) => Some(m),
-                    None if self.inflight.is_empty() => rx.recv().ok(),
-                    None => rx.try_recv().ok(),
+                    None => match self.pending.pop_front() {
+                        Some(u) => Some(Msg::Unit(u)),
+                        None if self.inflight.is_empty() => rx.recv().ok(),
+                        None => rx.try_recv().ok(),
+                    },
                 };
                 match m {
                     Some(m) => {
@@ -817,8 +834,16 @@ impl Link {
                 }
             }
             if self.inflight.is_empty() {
-                if !open && self.again.is_empty() && held.is_none() {
+                if !open && self.again.is_empty() && held.is_none() && self.pending.is_empty() {
                     return;
+                }
+                if !open && !self.pending.is_empty() {
+                    // The queue is closed: write what is pending.
+                    if let Some(u) = self.pending.pop_front()
+                        && let Some(h) = self.write_batch(Msg::Unit(u), &rx)
+                    {
+                        held = Some(h);
+                    }
                 }
                 continue;
             }
@@ -897,7 +922,10 @@ impl Link {
                 Msg::Barrier(b) => batch.barriers.push(b),
             }
             if cmds < self.opts.pipeline && bytes < BATCH_BYTES {
-                next = rx.try_recv().ok();
+                next = match self.pending.pop_front() {
+                    Some(u) => Some(Msg::Unit(u)),
+                    None => rx.try_recv().ok(),
+                };
             }
         }
         if let Ok(mut q) = self.sh.queued.lock() {
@@ -991,6 +1019,10 @@ impl Link {
                     u.bytes = std::mem::take(&mut b.units[i].bytes);
                     self.again.push_back((u, redirect));
                 }
+                Settled::Split => {
+                    let units = split_mset(&b.units[i]);
+                    self.pending.extend(units);
+                }
                 s => {
                     let u = b.units[i].clone_meta();
                     self.apply(&u, s, &replies);
@@ -1041,6 +1073,13 @@ impl Link {
                 return;
             }
             match self.resend_one(u, hint.clone(), deadline) {
+                Ok((Settled::Split, _)) => {
+                    // Its keys, each sent (and checked) again.
+                    let (u, _) = units.pop_front().expect("front unit");
+                    for s in split_mset(&u).into_iter().rev() {
+                        units.push_front((s, None));
+                    }
+                }
                 Ok((s, replies)) => {
                     if let Ok(mut st) = self.sh.stats.lock() {
                         st.resent += 1;
@@ -1072,10 +1111,44 @@ impl Link {
                     delay = (delay * 2).min(Duration::from_secs(2));
                     // A node that is gone may have been replaced (failover).
                     let _ = self.topo().refresh();
+                    self.note_failovers();
                     if let Some((_, hint)) = units.front_mut() {
                         *hint = None;
                     }
                 }
+            }
+        }
+    }
+
+    /// After a refresh of the slot map: a node we wrote to that is no longer a master failed
+    /// over. Its replica may lack writes it acknowledged (replication is asynchronous): the
+    /// import goes on, and says so.
+    fn note_failovers(&mut self) {
+        let Some(map) = &self.topo().cluster else {
+            return;
+        };
+        let masters: Vec<NodeAddr> = match map.read() {
+            Ok(m) => m.masters().to_vec(),
+            Err(_) => return,
+        };
+        let gone: Vec<NodeAddr> = self
+            .lost
+            .keys()
+            .filter(|n| !masters.contains(n))
+            .cloned()
+            .collect();
+        let Ok(mut st) = self.sh.stats.lock() else {
+            return;
+        };
+        for n in gone {
+            let w = format!(
+                "{n} stopped being a master during the import (failover): writes it \
+                 acknowledged just before may not have reached the replica that replaced it; \
+                 run `rdbferry verify` (or the import again with --on-conflict replace)"
+            );
+            if !st.warnings.contains(&w) {
+                tracing::warn!("{w}");
+                st.warnings.push(w);
             }
         }
     }
@@ -1334,6 +1407,7 @@ impl Link {
                 &u.label,
                 format!("redirected to {} and not written", r.addr()),
             ),
+            Settled::Split => error(&mut st, &u.label, "internal: unsplit MSET".into()),
             Settled::Group { ok, errors } => {
                 st.written += ok;
                 for e in errors {
@@ -1402,6 +1476,27 @@ impl Unit {
             module: self.module.clone(),
         }
     }
+}
+
+/// The keys of an `MSET`/`MSETNX` unit as one `SET k v [NX]` unit each.
+fn split_mset(u: &Unit) -> Vec<Unit> {
+    let nx = matches!(u.kind, UnitKind::MultiSet { nx: true });
+    let mut out = Vec::new();
+    for c in commands_of(&u.bytes) {
+        for kv in c.get(1..).unwrap_or_default().chunks(2) {
+            let [k, v] = kv else { continue };
+            let mut bytes = Vec::with_capacity(k.len() + v.len() + 48);
+            if nx {
+                write_command(&mut bytes, &[b"SET", k, v, b"NX"]);
+            } else {
+                write_command(&mut bytes, &[b"SET", k, v]);
+            }
+            let mut s = Unit::new(u.db, k.clone(), bytes, 1, UnitKind::Set { nx }, u.route);
+            s.slot = u.slot;
+            out.push(s);
+        }
+    }
+    out
 }
 
 /// The commands of encoded bytes, as owned arguments.
@@ -1516,6 +1611,10 @@ fn settle(u: &Unit, replies: &[Reply]) -> Settled {
         UnitKind::Set { nx } => match replies.first() {
             Some(Reply::Nil) if nx => Settled::Exists("key"),
             Some(Reply::Error(e)) => Settled::Failed(error_text(e)),
+            _ => Settled::Written,
+        },
+        UnitKind::MultiSet { .. } => match replies.first() {
+            Some(Reply::Integer(0)) | Some(Reply::Error(_)) => Settled::Split,
             _ => Settled::Written,
         },
         UnitKind::Function => match replies.first() {

@@ -1,10 +1,12 @@
-//! `verify`: compare every key of a source (RDB, AOF, appendonlydir, JSONL, stdin) with a live
-//! Redis target, after filters, renames and db mapping.
+//! `verify`: compare every key of a source (RDB, AOF, appendonlydir, JSONL, stdin, or a live
+//! `redis://` server) with a live Redis target, after filters, renames and db mapping.
 //!
 //! A sink-side stage of the pipeline, but one that reads: source values are decoded with the
 //! library (so encodings may differ between source and target) and compared with what the
 //! target answers to pipelined, batched commands over one connection ([`target::Conn`]) per
-//! server:
+//! server. A live source ([`verify_live`], module `source`) is read with `SCAN`, then `DUMP`
+//! and the TTL of each key; each payload becomes a [`KeyRecord`] like a file's record, so the
+//! comparison below is the same for every source. The target is read with:
 //!
 //! - every key: `TYPE`, `PEXPIRETIME` (7.0+; `PTTL` before), and its size (`STRLEN`, `LLEN`,
 //!   `SCARD`, `ZCARD`, `HLEN`, `XLEN`);
@@ -22,13 +24,16 @@
 //! reads batched to the master of its slot, and `MOVED` / `ASK` followed (`route`), so a verify
 //! during or after a resharding works; only db 0 exists there.
 //!
-//! Not here: a live `redis://` source, TLS. AOF commands are not replayed:
+//! Not here: a consistent snapshot of a live source (a key that changes there during the run
+//! is compared as `DUMP` returned it; one deleted after `SCAN` is counted as vanished), and
+//! replicas. AOF commands are not replayed:
 //! for AOF inputs (and JSONL files with command lines) only the keys of the RDB part (preamble
 //! or base) that no later command mentions are compared, and the report says so. Keys whose
 //! TTL has run out by the time they
 //! are compared are counted as expired, never as differences.
 
 mod route;
+mod source;
 pub mod target;
 
 use std::collections::{BTreeMap, HashSet};
@@ -140,6 +145,15 @@ pub struct VerifyReport {
     pub aof_keys_skipped: u64,
     /// Cluster `MOVED` and `ASK` redirections followed (the key was read again there).
     pub redirects: u64,
+    /// Live source: its server version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_version: Option<String>,
+    /// Live source: keys `SCAN` listed that were gone when read (deleted or expired since):
+    /// not compared.
+    pub source_vanished: u64,
+    /// Live Cluster source: keys read again on another node after `MOVED` / `ASK` (their
+    /// slot moved after `SCAN`).
+    pub source_redirects: u64,
     /// The listed differences (at most `--max-diffs`).
     pub differences: Vec<Difference>,
     /// Differences found but not listed.
@@ -1589,22 +1603,14 @@ impl Verifier<'_> {
     }
 }
 
-/// Compare `input` with the target in `opts`. Differences are in the report, not errors; an
-/// error is a failure to read the input or to talk to the target.
-pub fn verify(input_name: &str, common: &Common, opts: &VerifyOptions) -> Result<VerifyReport> {
-    let start = Instant::now();
-    if input_name.starts_with("redis://") || input_name.starts_with("rediss://") {
-        return Err(Error::Usage(
-            "verify cannot read a live redis:// source yet; save it first (redis-cli --rdb FILE) and verify the file".into(),
-        ));
-    }
-    let input = Input::open(input_name)?;
+/// Connect to the target and open a verifier for the source named `name`.
+fn open_verifier<'o>(name: &str, opts: &'o VerifyOptions) -> Result<Verifier<'o>> {
     let mut conn = Conn::open(&opts.target)?;
     let v = conn.caps.version;
     let caps = conn.caps;
     let target = conn.name.clone();
-    let mut rep = VerifyReport {
-        input: input_name.to_string(),
+    let rep = VerifyReport {
+        input: name.to_string(),
         target: target.clone(),
         target_version: format!("{}.{}.{}", v.0, v.1, v.2),
         ..Default::default()
@@ -1616,54 +1622,22 @@ pub fn verify(input_name: &str, common: &Common, opts: &VerifyOptions) -> Result
     } else {
         (vec![Lane::new(conn)], None)
     };
-    // AOF inputs: first learn which keys the commands touch, so that only the RDB part's
-    // untouched keys are compared (replaying the commands is not done here).
-    let touched = if matches!(input.kind, Kind::Aof | Kind::AofDir | Kind::Jsonl) {
-        let mut t = Touched::default();
-        input.walk(&common.read, &mut |ev, _| {
-            if let Event::Command { args, .. } = ev {
-                t.add(args);
-            }
-            Ok(())
-        })?;
-        Some(t)
-    } else {
-        None
-    };
-    let stdin = input.kind == Kind::Stdin;
-    let mut ver = Verifier {
+    Ok(Verifier {
         lanes,
         router,
         caps,
         target,
         opts,
-        name: input_name.to_string(),
-        rep: std::mem::take(&mut rep),
-        touched,
+        name: name.to_string(),
+        rep,
+        touched: None,
         retry: Vec::new(),
         type_lookups: Vec::new(),
-    };
-    let mut progress = Progress::new(input.size, input_name, common.quiet);
-    let walked = input.walk(&common.read, &mut |ev, pos| {
-        match ev {
-            Event::Rdb(Record::Key(k)) => {
-                ver.key(k, common)?;
-                progress.tick(pos, 1);
-            }
-            Event::Command { .. } => {
-                if stdin {
-                    return Err(Error::Usage(
-                        "verify cannot compare an AOF read from stdin; give its path".into(),
-                    ));
-                }
-                ver.rep.aof_commands += 1;
-            }
-            _ => {}
-        }
-        Ok(())
-    });
-    progress.finish();
-    walked?;
+    })
+}
+
+/// Compare what is still in flight, then write the report's notes.
+fn finish(mut ver: Verifier<'_>, start: Instant) -> Result<VerifyReport> {
     ver.drain()?;
     ver.resolve_types()?;
     let mut rep = ver.rep;
@@ -1685,8 +1659,92 @@ pub fn verify(input_name: &str, common: &Common, opts: &VerifyOptions) -> Result
             rep.field_ttls_unchecked
         ));
     }
+    if rep.source_vanished > 0 {
+        rep.notes.push(format!(
+            "{} keys listed by SCAN were gone from the source when read (deleted or expired since): not compared",
+            rep.source_vanished
+        ));
+    }
     rep.elapsed_s = start.elapsed().as_secs_f64();
     Ok(rep)
+}
+
+/// Compare `input` with the target in `opts`. Differences are in the report, not errors; an
+/// error is a failure to read the input or to talk to the target.
+///
+/// A `redis://` or `rediss://` input is a live source, read by [`verify_live`] (with the
+/// default TLS settings and no password from the environment: build the URL with
+/// [`TargetUrl::parse_as`] and call [`verify_live`] for more).
+pub fn verify(input_name: &str, common: &Common, opts: &VerifyOptions) -> Result<VerifyReport> {
+    if input_name.starts_with("redis://") || input_name.starts_with("rediss://") {
+        let src = TargetUrl::parse_as(input_name, None, crate::sink::redis::Role::Source)?;
+        return verify_live(&src, common, opts);
+    }
+    let start = Instant::now();
+    let input = Input::open(input_name)?;
+    let mut ver = open_verifier(input_name, opts)?;
+    // AOF inputs: first learn which keys the commands touch, so that only the RDB part's
+    // untouched keys are compared (replaying the commands is not done here).
+    if matches!(input.kind, Kind::Aof | Kind::AofDir | Kind::Jsonl) {
+        let mut t = Touched::default();
+        input.walk(&common.read, &mut |ev, _| {
+            if let Event::Command { args, .. } = ev {
+                t.add(args);
+            }
+            Ok(())
+        })?;
+        ver.touched = Some(t);
+    }
+    let stdin = input.kind == Kind::Stdin;
+    let mut progress = Progress::new(input.size, input_name, common.quiet);
+    let walked = input.walk(&common.read, &mut |ev, pos| {
+        match ev {
+            Event::Rdb(Record::Key(k)) => {
+                ver.key(k, common)?;
+                progress.tick(pos, 1);
+            }
+            Event::Command { .. } => {
+                if stdin {
+                    return Err(Error::Usage(
+                        "verify cannot compare an AOF read from stdin; give its path".into(),
+                    ));
+                }
+                ver.rep.aof_commands += 1;
+            }
+            _ => {}
+        }
+        Ok(())
+    });
+    progress.finish();
+    walked?;
+    finish(ver, start)
+}
+
+/// Compare a live source (a standalone server, or every master of a Cluster) with the target
+/// in `opts`: every key `SCAN` finds there, read with `DUMP` and its TTL and decoded like a
+/// record of a file (see `source`), then compared as [`verify`] compares a file's keys. Keys
+/// gone from the source by the time they are read are counted (`source_vanished`), not
+/// reported.
+pub fn verify_live(
+    source: &TargetUrl,
+    common: &Common,
+    opts: &VerifyOptions,
+) -> Result<VerifyReport> {
+    let start = Instant::now();
+    let mut src = source::LiveSource::open(source)?;
+    let mut ver = open_verifier(&src.name, opts)?;
+    ver.rep.source_version = Some(src.version.clone());
+    let mut progress = Progress::new(None, &src.name, common.quiet);
+    let walked = src.walk(common, &mut |rec, bytes| {
+        ver.key(rec, common)?;
+        progress.tick(bytes, 1);
+        Ok(())
+    });
+    progress.finish();
+    let scanned = walked?;
+    ver.rep.source_vanished = scanned.vanished;
+    ver.rep.source_redirects = scanned.redirects;
+    finish(ver, start)
 }
 
 #[cfg(test)]

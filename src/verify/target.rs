@@ -44,6 +44,9 @@ impl Caps {
     }
 }
 
+/// Size of a connection's read buffer (it grows for a bigger reply, and shrinks back).
+const READ_BYTES: usize = 256 << 10;
+
 /// Commands gathered for one round trip, and the db each will run in.
 #[derive(Default)]
 pub struct Pipe {
@@ -91,8 +94,11 @@ impl Pipe {
 /// One connection to the target.
 pub struct Conn {
     stream: net::Stream,
+    /// Read buffer: `buf[start..end]` is read and not yet parsed; `buf` is all initialized,
+    /// so a read needs no zeroing.
     buf: Vec<u8>,
     start: usize,
+    end: usize,
     /// The URL, redacted: the name of the target in every message.
     pub name: String,
     /// What the server supports.
@@ -111,12 +117,13 @@ impl Conn {
         };
         let tls = url.tls_config()?;
         let stream = net::connect(&url.host, url.port, tls.as_ref(), Duration::from_secs(10))
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(url.role.reword(e.to_string())))?;
         let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
         let mut conn = Conn {
             stream,
-            buf: Vec::with_capacity(256 << 10),
+            buf: vec![0; READ_BYTES],
             start: 0,
+            end: 0,
             name: name.clone(),
             caps: Caps::default(),
             db: 0,
@@ -143,7 +150,10 @@ impl Conn {
             Some(Reply::Error(e)) => {
                 let e = String::from_utf8_lossy(e);
                 let hint = if e.starts_with("NOAUTH") {
-                    format!(" (give a password in the URL or in {PASSWORD_ENV})")
+                    format!(
+                        " (give a password in the URL or in {})",
+                        url.role.password_env()
+                    )
                 } else {
                     String::new()
                 };
@@ -199,9 +209,8 @@ impl Conn {
     /// Read the next `count` replies.
     pub fn recv(&mut self, count: usize) -> Result<Vec<Reply>> {
         let mut replies = Vec::with_capacity(count);
-        let mut chunk = vec![0u8; 256 << 10];
         while replies.len() < count {
-            match parse_reply(&self.buf[self.start..]) {
+            match parse_reply(&self.buf[self.start..self.end]) {
                 Ok(Some((r, used))) => {
                     self.start += used;
                     replies.push(r);
@@ -215,14 +224,19 @@ impl Conn {
                     });
                 }
             }
-            // Keep the buffer from growing: drop what has been parsed.
+            // Make room: move the unparsed part to the front; grow only when a reply is
+            // bigger than the buffer.
             if self.start > 0 {
-                self.buf.drain(..self.start);
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
                 self.start = 0;
+            }
+            if self.end == self.buf.len() {
+                self.buf.resize(self.buf.len() * 2, 0);
             }
             let n = self
                 .stream
-                .read(&mut chunk)
+                .read(&mut self.buf[self.end..])
                 .map_err(|e| self.io("read failed", e))?;
             if n == 0 {
                 return Err(Error::Input {
@@ -230,11 +244,14 @@ impl Conn {
                     msg: "the server closed the connection".into(),
                 });
             }
-            self.buf.extend_from_slice(&chunk[..n]);
+            self.end += n;
         }
-        if self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+            // A big reply grew the buffer: give the memory back once it is parsed.
+            if self.buf.len() > 4 * READ_BYTES {
+                self.buf = vec![0; READ_BYTES];
+            }
         }
         Ok(replies)
     }

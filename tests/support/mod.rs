@@ -319,6 +319,12 @@ impl RedisServer {
         panic!("redis-server {version}: no free port after 5 tries; last log:\n{last_log}");
     }
 
+    /// Kill the server (SIGKILL) and leave it down.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Kill the server (SIGKILL: no chance to save), leave it down for `down`, then start it
     /// again on the same port, in the same directory, with the same arguments (a server with
     /// `--appendonly yes` reloads its AOF). Returns once it answers PING.
@@ -623,7 +629,19 @@ const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
 impl RedisCluster {
     /// Start `n` (at least 3) masters and join them into one cluster.
     pub fn start(n: usize) -> RedisCluster {
-        assert!(n >= 3, "redis-cli --cluster create wants 3 masters or more");
+        RedisCluster::start_with_replicas(n, 0, 5000)
+    }
+
+    /// Start `masters` masters with `replicas` replicas each (nodes `masters..` are the
+    /// replicas, as `redis-cli --cluster create` assigns them), and a node timeout of
+    /// `timeout_ms` (how soon a replica takes over a failed master).
+    pub fn start_with_replicas(masters: usize, replicas: usize, timeout_ms: u32) -> RedisCluster {
+        let n = masters * (replicas + 1);
+        assert!(
+            masters >= 3,
+            "redis-cli --cluster create wants 3 masters or more"
+        );
+        let timeout = timeout_ms.to_string();
         let nodes: Vec<RedisServer> = (0..n)
             .map(|_| {
                 RedisServer::start_with(
@@ -634,7 +652,12 @@ impl RedisCluster {
                         "--cluster-config-file",
                         "nodes.conf",
                         "--cluster-node-timeout",
-                        "5000",
+                        &timeout,
+                        // Replicas sync at once, and may take over however long ago that was.
+                        "--repl-diskless-sync-delay",
+                        "0",
+                        "--cluster-replica-validity-factor",
+                        "0",
                     ],
                 )
             })
@@ -647,7 +670,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("cannot run redis-cli --cluster create: {e}"));
@@ -659,6 +682,9 @@ impl RedisCluster {
         );
         let cluster = RedisCluster { nodes };
         cluster.wait_ok();
+        if replicas > 0 {
+            cluster.wait_replicas_synced();
+        }
         cluster
     }
 
@@ -684,6 +710,22 @@ impl RedisCluster {
         }
     }
 
+    /// Wait until every replica's link to its master is up (its first sync is done).
+    pub fn wait_replicas_synced(&self) {
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        loop {
+            let ready = self.nodes.iter().all(|s| {
+                let info = s.cli(&["INFO", "replication"]);
+                !info.contains("role:slave") || info.contains("master_link_status:up")
+            });
+            if ready {
+                return;
+            }
+            assert!(Instant::now() < deadline, "replicas not synced");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `redis://127.0.0.1:PORT/` of the first node: where a client starts.
     pub fn seed_url(&self) -> String {
         self.nodes[0].url()
@@ -691,6 +733,12 @@ impl RedisCluster {
 
     pub fn nodes(&self) -> &[RedisServer] {
         &self.nodes
+    }
+
+    /// Kill node `i` (SIGKILL) and leave it down: its replica takes over after the node
+    /// timeout.
+    pub fn kill_node(&mut self, i: usize) {
+        self.nodes[i].kill();
     }
 
     /// [`RedisServer::cli`] on node `node`.
