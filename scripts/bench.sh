@@ -181,7 +181,8 @@ start_server() {
     dir="$(mktemp -d "${TMPDIR:-/tmp}/rdbferry-bench.XXXXXX")"; TMPDIRS+=("$dir")
     PORT="$(free_port)"
     redis-server --port "$PORT" --bind 127.0.0.1 --dir "$dir" --save "" --appendonly no \
-        --logfile "$dir/server.log" --proto-max-bulk-len 2gb >/dev/null 2>&1 &
+        --logfile "$dir/server.log" --proto-max-bulk-len 2gb --client-query-buffer-limit 4gb \
+        >/dev/null 2>&1 &
     PID=$!; SERVERS+=("$PID")
     until [ "$(redis-cli -h 127.0.0.1 -p "$PORT" PING 2>/dev/null)" = PONG ]; do
         kill -0 "$PID" 2>/dev/null || die "redis-server exited: $(tail -5 "$dir/server.log")"

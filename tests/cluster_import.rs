@@ -237,7 +237,7 @@ fn import_survives_a_failover_and_says_so() {
     // Seed on node 1, so the URL stays valid when node 0 dies.
     let seed = cluster.nodes()[1].url();
     let input = dump.display().to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rdbferry"))
+    let child = Command::new(env!("CARGO_BIN_EXE_rdbferry"))
         .args([
             "import",
             &input,
@@ -253,8 +253,20 @@ fn import_survives_a_failover_and_says_so() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Killed if the test fails before the import ends (no orphan left running).
+    struct Running(Option<std::process::Child>);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            if let Some(c) = &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let mut running = Running(Some(child));
     let mut c1 = cluster.conn(1);
     loop {
+        let child = running.0.as_mut().expect("running import");
         assert!(
             child.try_wait().unwrap().is_none(),
             "the import ended before the kill"
@@ -266,7 +278,12 @@ fn import_survives_a_failover_and_says_so() {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     cluster.kill_node(0);
-    let o = child.wait_with_output().unwrap();
+    let o = running
+        .0
+        .take()
+        .expect("running import")
+        .wait_with_output()
+        .unwrap();
     let (out, err) = (
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr),

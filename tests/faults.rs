@@ -22,8 +22,26 @@ fn durable_target() -> RedisServer {
     )
 }
 
-fn spawn_import(input: &Path, target: &RedisServer, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_rdbferry"))
+/// A running import, killed if the test fails before it ends (no orphan left spinning).
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Running {
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("running import")
+    }
+}
+
+fn spawn_import(input: &Path, target: &RedisServer, extra: &[&str]) -> Running {
+    let child = Command::new(env!("CARGO_BIN_EXE_rdbferry"))
         .arg("import")
         .arg(input)
         .args([
@@ -39,11 +57,16 @@ fn spawn_import(input: &Path, target: &RedisServer, extra: &[&str]) -> Child {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Running(Some(child))
 }
 
-fn finish(child: Child) -> (Option<i32>, String, String) {
-    let o = child.wait_with_output().unwrap();
+fn finish(mut r: Running) -> (Option<i32>, String, String) {
+    let o =
+        r.0.take()
+            .expect("running import")
+            .wait_with_output()
+            .unwrap();
     (
         o.status.code(),
         String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -61,7 +84,7 @@ fn conn(s: &RedisServer) -> redis::Connection {
 /// Wait until `probe` on the target says the import is under way (the child must not have
 /// finished: that would make the test vacuous).
 fn wait_for_progress(
-    child: &mut Child,
+    run: &mut Running,
     target: &RedisServer,
     probe: impl Fn(&mut redis::Connection) -> bool,
 ) {
@@ -69,7 +92,7 @@ fn wait_for_progress(
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         assert!(
-            child.try_wait().unwrap().is_none(),
+            run.child().try_wait().unwrap().is_none(),
             "the import ended before the fault could be injected: make the data bigger"
         );
         if probe(&mut c) {

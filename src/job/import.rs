@@ -1416,8 +1416,8 @@ fn import_one(
 }
 
 /// Most keys, and bytes, in one `MSET`.
-const MSET_KEYS: usize = 128;
-const MSET_BYTES: usize = 256 << 10;
+const MSET_KEYS: usize = 512;
+const MSET_BYTES: usize = 1 << 20;
 
 /// Strings without TTL gathered into one `MSET` (`MSETNX` with `--on-conflict fail|skip`):
 /// one command for many keys costs the target far less than a `SET` each. When `MSETNX`

@@ -50,7 +50,7 @@ pub const WINDOW: usize = 2;
 const BATCH_BYTES: usize = 4 << 20;
 
 /// Most bytes of queued units, over all connections.
-const QUEUE_BYTES: usize = 64 << 20;
+const QUEUE_BYTES: usize = 16 << 20;
 
 /// How long a reply may take before the connection is taken for dead.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
