@@ -1803,8 +1803,8 @@ fn stream_rewrite(ctx: &Ctx<'_>, rec: &KeyRecord<'_>, writer: &Writer) -> Result
     ps.ship(true)
 }
 
-/// A big string as `SET tmp chunk`, `APPEND tmp chunk`..., `[PEXPIREAT tmp ms]` into the part
-/// sender: never more than a chunk of it in memory.
+/// A big string as `SETRANGE tmp len-1 "\0"`, `SETRANGE tmp offset chunk`...,
+/// `[PEXPIREAT tmp ms]` into the part sender: never more than a chunk of it in memory.
 fn stream_string(
     ctx: &Ctx<'_>,
     rec: &KeyRecord<'_>,
@@ -1816,13 +1816,29 @@ fn stream_string(
         .value()
         .map_err(|e| crate::rdb::Error::from_decode("", Some(&rec.key), e))?;
     let chunk = ctx.chunk.max(1);
-    let first = std::cell::Cell::new(true);
+    let total = match &value {
+        Value::String(s) => s.len() as u64,
+        Value::BigString(l) => l.len,
+        _ => 0,
+    };
+    // The whole string is allocated once (SETRANGE at its last byte), then each chunk is
+    // written in place at its offset: no reallocation as it grows (APPEND would copy it again
+    // and again), and a chunk written twice gives the same bytes.
+    let offset = std::cell::Cell::new(0u64);
     let mut cmd = Vec::with_capacity(chunk + 128);
     let mut put = |c: &[u8], ps: &mut PartSender<'_>| -> std::io::Result<()> {
         cmd.clear();
-        let name: &[u8] = if first.get() { b"SET" } else { b"APPEND" };
-        write_command(&mut cmd, &[name, tmp, c]);
-        first.set(false);
+        if total == 0 {
+            write_command(&mut cmd, &[b"SET", tmp, b""]);
+        } else {
+            if offset.get() == 0 {
+                let last = (total - 1).to_string();
+                write_command(&mut cmd, &[b"SETRANGE", tmp, last.as_bytes(), b"\0"]);
+            }
+            let at = offset.get().to_string();
+            write_command(&mut cmd, &[b"SETRANGE", tmp, at.as_bytes(), c]);
+        }
+        offset.set(offset.get() + c.len() as u64);
         ps.write_all(&cmd)
     };
     let stopped = |ps: &mut PartSender<'_>, e: std::io::Error| -> Error {
@@ -1864,7 +1880,7 @@ fn stream_string(
                 }
                 crate::rdb::cursor::StreamError::Io(e) => Error::io("<memory>", e),
             })?;
-            if !buf.is_empty() || first.get() {
+            if !buf.is_empty() || offset.get() == 0 {
                 put(&buf, ps).map_err(|e| stopped(ps, e))?;
             }
         }

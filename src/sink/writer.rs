@@ -872,7 +872,14 @@ impl Link {
         while let Some(m) = next.take() {
             match m {
                 Msg::Unit(u) => {
-                    let ordered = matches!(u.kind, UnitKind::Part { .. } | UnitKind::Commands);
+                    // Parts of a big key are pipelined on a standalone target (a part refused
+                    // "for now" there fails its key, see `read_front`); on a Cluster, where
+                    // MOVED and ASK are routine, they go one at a time like AOF groups.
+                    let ordered = match u.kind {
+                        UnitKind::Commands => true,
+                        UnitKind::Part { .. } => self.topo().cluster.is_some(),
+                        _ => false,
+                    };
                     if ordered && (!self.inflight.is_empty() || !batch.units.is_empty()) {
                         held = Some(Msg::Unit(u));
                         break;
@@ -1008,7 +1015,17 @@ impl Link {
             if let Ok(mut st) = self.sh.stats.lock() {
                 st.commands += commands;
             }
-            let s = settle(&b.units[i], &replies);
+            let mut s = settle(&b.units[i], &replies);
+            if let (Settled::Again(msg), UnitKind::Part { .. }, None) =
+                (&s, b.units[i].kind, &self.sh.topo.cluster)
+            {
+                // Later parts of the key may already have run: the key cannot be finished
+                // in order, so it fails (named, its half-built state removed).
+                s = Settled::Failed(format!(
+                    "{msg}: refused in the middle of the key, whose later parts were already \
+                     sent; the key was not imported"
+                ));
+            }
             match s {
                 Settled::Again(_) | Settled::Redirected(_) => {
                     let redirect = match s {
