@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use support::{RedisCluster, RedisServer, key_digests};
+use support::{RedisCluster, RedisServer, Running, key_digests};
 
 fn testdata(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -253,22 +253,11 @@ fn import_survives_a_failover_and_says_so() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Killed if the test fails before the import ends (no orphan left running).
-    struct Running(Option<std::process::Child>);
-    impl Drop for Running {
-        fn drop(&mut self) {
-            if let Some(c) = &mut self.0 {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
     let mut running = Running(Some(child));
     let mut c1 = cluster.conn(1);
     loop {
-        let child = running.0.as_mut().expect("running import");
         assert!(
-            child.try_wait().unwrap().is_none(),
+            running.child().try_wait().unwrap().is_none(),
             "the import ended before the kill"
         );
         let n: i64 = redis::cmd("DBSIZE").query(&mut c1).unwrap();
@@ -278,12 +267,7 @@ fn import_survives_a_failover_and_says_so() {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     cluster.kill_node(0);
-    let o = running
-        .0
-        .take()
-        .expect("running import")
-        .wait_with_output()
-        .unwrap();
+    let o = running.finish();
     let (out, err) = (
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr),

@@ -8,10 +8,10 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::RedisServer;
+use support::{RedisServer, Running};
 
 /// A server that fsyncs every write before answering, so nothing acknowledged is lost when
 /// it is killed.
@@ -20,24 +20,6 @@ fn durable_target() -> RedisServer {
         Path::new("redis-server"),
         &["--appendonly", "yes", "--appendfsync", "always"],
     )
-}
-
-/// A running import, killed if the test fails before it ends (no orphan left spinning).
-struct Running(Option<Child>);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Running {
-    fn child(&mut self) -> &mut Child {
-        self.0.as_mut().expect("running import")
-    }
 }
 
 fn spawn_import(input: &Path, target: &RedisServer, extra: &[&str]) -> Running {
@@ -61,12 +43,8 @@ fn spawn_import(input: &Path, target: &RedisServer, extra: &[&str]) -> Running {
     Running(Some(child))
 }
 
-fn finish(mut r: Running) -> (Option<i32>, String, String) {
-    let o =
-        r.0.take()
-            .expect("running import")
-            .wait_with_output()
-            .unwrap();
+fn finish(r: Running) -> (Option<i32>, String, String) {
+    let o = r.finish();
     (
         o.status.code(),
         String::from_utf8_lossy(&o.stdout).into_owned(),

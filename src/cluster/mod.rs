@@ -21,4 +21,4 @@ mod slot;
 
 pub use map::{NodeAddr, SlotMap, show_ranges};
 pub use redirect::{Redirect, parse_redirect};
-pub use slot::{CrossSlot, SLOTS, command_slot, crc16, key_slot, tmp_key_for};
+pub use slot::{CrossSlot, SLOTS, command_slot, crc16, key_slot, slot_tag, tmp_key_for};

@@ -82,6 +82,16 @@ fn tag_numbers() -> &'static [u32] {
     })
 }
 
+/// A hash tag (without braces) whose slot is `slot`: `rdbferry-tmp-N`, from the same table
+/// as [`tmp_key_for`]; `None` only if the table missed the slot (a unit test says it never
+/// does).
+pub fn slot_tag(slot: u16) -> Option<String> {
+    match tag_numbers().get(slot as usize) {
+        Some(&n) if n != u32::MAX => Some(format!("rdbferry-tmp-{n}")),
+        _ => None,
+    }
+}
+
 /// A temporary key name that hashes to the same slot as `key` (the rewrite path builds a key
 /// under it and renames it into place; `RENAME` across slots is refused by a Cluster).
 ///
@@ -316,6 +326,10 @@ mod tests {
     #[test]
     fn every_slot_has_a_tmp_tag() {
         assert!(tag_numbers().iter().all(|&n| n != u32::MAX));
+        for slot in [0, 1, 12182, SLOTS - 1] {
+            let tag = slot_tag(slot).unwrap();
+            assert_eq!(key_slot(format!("x{{{tag}}}y").as_bytes()), slot);
+        }
     }
 
     #[test]

@@ -414,19 +414,11 @@ impl Ctx<'_> {
         if let Some(why) = module.and_then(|id| self.modules.refusal(id)) {
             return Ok(Prepared::Refused(why));
         }
-        if !self.cluster
-            && rec.expire_ms.is_none()
-            && let Some(u) = self.plain_set(rec, db, &key)?
-        {
-            // The key and value back out of the SET (cheap next to what MSET saves).
-            let mut args = Vec::new();
-            if let Ok(Some(_)) = crate::resp::parse_command(&u.bytes, &mut args)
-                && args.len() >= 3
-            {
-                return Ok(Prepared::Plain(db, args[1].to_vec(), args[2].to_vec()));
+        if let Some(v) = self.plain_value(rec)? {
+            if !self.cluster && rec.expire_ms.is_none() {
+                return Ok(Prepared::Plain(db, key.into_owned(), v.into_owned()));
             }
-        }
-        if let Some(mut u) = self.plain_set(rec, db, &key)? {
+            let mut u = self.plain_set(rec, db, &key, &v);
             u.slot = self.slot_of(&key);
             return Ok(Prepared::Unit(u, false));
         }
@@ -520,11 +512,11 @@ impl Ctx<'_> {
         Ok(Prepared::Unit(u, restore))
     }
 
-    /// A string key as one `SET key value [NX] [PXAT ms]`: one atomic command, cheaper for
-    /// the target than RESTORE (which checks a CRC and parses a payload). Not in `--mode
+    /// The value of a string key that goes as one `SET key value [NX] [PXAT ms]` (or, without
+    /// TTL, in an `MSET`): one atomic command, cheaper for the target than RESTORE (which checks a CRC and parses a payload). Not in `--mode
     /// restore`, not when the record carries LRU/LFU data (only RESTORE sets them), not on
     /// targets before 6.2 (no PXAT), not for strings longer than a chunk.
-    fn plain_set(&self, rec: &KeyRecord<'_>, db: u64, key: &[u8]) -> Result<Option<Unit>> {
+    fn plain_value<'r>(&self, rec: &KeyRecord<'r>) -> Result<Option<std::borrow::Cow<'r, [u8]>>> {
         if rec.type_id != crate::rdb::types::type_id::STRING
             || self.opts.mode == Mode::Restore
             || !self.set_pxat
@@ -540,12 +532,14 @@ impl Ctx<'_> {
         let Value::String(v) = value else {
             return Ok(None);
         };
-        if v.len() > self.chunk {
-            return Ok(None);
-        }
+        Ok((v.len() <= self.chunk).then_some(v))
+    }
+
+    /// `SET key value [NX] [PXAT ms]` for a value [`Ctx::plain_value`] gave.
+    fn plain_set(&self, rec: &KeyRecord<'_>, db: u64, key: &[u8], v: &[u8]) -> Unit {
         let nx = self.opts.on_conflict != OnConflict::Replace;
         let ms;
-        let mut args: Vec<&[u8]> = vec![b"SET", key, &v];
+        let mut args: Vec<&[u8]> = vec![b"SET", key, v];
         if nx {
             args.push(b"NX");
         }
@@ -555,14 +549,14 @@ impl Ctx<'_> {
         }
         let mut bytes = Vec::with_capacity(v.len() + key.len() + 64);
         write_command(&mut bytes, &args);
-        Ok(Some(Unit::new(
+        Unit::new(
             db,
             key.to_vec(),
             bytes,
             1,
             UnitKind::Set { nx },
             route(db, key),
-        )))
+        )
     }
 
     /// The rewrite path: see the module doc. `Ok(Err(why))` refuses the key before sending.
@@ -1508,14 +1502,6 @@ fn run_id() -> u64 {
     nanos ^ (u64::from(std::process::id()) << 40)
 }
 
-/// A short hash tag whose key slot is `slot` (found by counting: about 16k CRCs).
-fn slot_tag(slot: u16) -> String {
-    (0u32..)
-        .map(|n| n.to_string())
-        .find(|t| crate::cluster::key_slot(format!("{{{t}}}").as_bytes()) == slot)
-        .unwrap_or_default()
-}
-
 /// The key the marker of AOF command groups lives under (one per db).
 pub const AOF_MARKER: &[u8] = b"rdbferry:import-marker";
 
@@ -1538,11 +1524,9 @@ struct AofGroup {
     replies: usize,
     label: Vec<u8>,
     in_tx: bool,
-    /// On a Cluster: the slot of the group's commands (a group never spans two), and the
-    /// tag that puts its marker in that slot.
+    /// On a Cluster: the slot of the group's commands (a group never spans two).
     cluster: bool,
     slot: Option<u16>,
-    tags: std::collections::HashMap<u16, String>,
 }
 
 impl AofGroup {
@@ -1550,7 +1534,6 @@ impl AofGroup {
         AofGroup {
             cluster,
             slot: None,
-            tags: std::collections::HashMap::new(),
             run,
             seq: 0,
             db: 0,
@@ -1613,12 +1596,9 @@ impl AofGroup {
     }
 
     /// The marker key: one per db, or per slot on a Cluster.
-    fn marker_key(&mut self) -> Vec<u8> {
-        match (self.cluster, self.slot) {
-            (true, Some(slot)) => {
-                let tag = self.tags.entry(slot).or_insert_with(|| slot_tag(slot));
-                [AOF_MARKER, b":{", tag.as_bytes(), b"}"].concat()
-            }
+    fn marker_key(&self) -> Vec<u8> {
+        match (self.cluster, self.slot.and_then(crate::cluster::slot_tag)) {
+            (true, Some(tag)) => [AOF_MARKER, b":{", tag.as_bytes(), b"}"].concat(),
             _ => AOF_MARKER.to_vec(),
         }
     }

@@ -456,9 +456,7 @@ fn delete_keys(
         if !seen.insert((db, key)) {
             continue;
         }
-        let mut probe = Unit::new(*db, key.clone(), Vec::new(), 0, UnitKind::Restore, 0);
-        probe.slot = topo.cluster.as_ref().map(|_| key_slot(key));
-        let Some(node) = topo.node_for(&probe) else {
+        let Some(node) = topo.node_for_key(key, None) else {
             return Err(Error::Target {
                 target: topo.seed.addr(),
                 msg: format!(
@@ -624,11 +622,16 @@ struct Topology {
 impl Topology {
     /// The node a unit goes to (None: its slot has no owner).
     fn node_for(&self, u: &Unit) -> Option<NodeAddr> {
+        self.node_for_key(&u.label, u.slot)
+    }
+
+    /// The node of `key` (of slot `slot` when known; None: the slot has no owner).
+    fn node_for_key(&self, key: &[u8], slot: Option<u16>) -> Option<NodeAddr> {
         match &self.cluster {
             None => Some(NodeAddr::new(self.seed.host.clone(), self.seed.port)),
             Some(map) => {
                 let map = map.read().ok()?;
-                let i = map.owner(u.slot.unwrap_or(0))?;
+                let i = map.owner(slot.unwrap_or_else(|| key_slot(key)))?;
                 map.masters().get(i).cloned()
             }
         }

@@ -519,6 +519,35 @@ fn spawn(mut cmd: Command, dir: &Path, binary: &Path) -> Child {
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()))
 }
 
+/// A child process (an import under test) killed if the test fails before it ends, so no
+/// orphan is left running.
+pub struct Running(pub Option<Child>);
+
+impl Running {
+    /// The running child.
+    pub fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("running process")
+    }
+
+    /// Wait for it and take its output.
+    pub fn finish(mut self) -> std::process::Output {
+        self.0
+            .take()
+            .expect("running process")
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("cannot wait for the process: {e}"))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         // SIGKILL to this child's pid only, then reap it so no zombie is left.
