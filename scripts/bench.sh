@@ -12,8 +12,10 @@
 #   3. Peak anonymous memory (RssAnon sampled every 10 ms by scripts/peak-rss.py; the pages of
 #      the memory-mapped input are file-backed and do not count) of check, inspect and
 #      convert --format jsonl on mixed, big-collections and huge-values. Target: < 64 MB.
-#   4. `rdbferry import` into an empty Redis 7.0 (fresh server per run) vs the same server's
-#      start-up load of the same RDB (target: import <= 2x the load) and vs `redis-cli --pipe`
+#   4. `rdbferry import` into an empty Redis 7.0 (fresh server per run; `--via auto` takes
+#      the full sync there, and `--via commands` is timed too, for targets that rule it out)
+#      vs the same server's start-up load of the same RDB (target: import <= 2x the load) and
+#      vs `redis-cli --pipe`
 #      of the equivalent RESP (`convert --format resp`, target: import >= 1.5x faster); then
 #      `rdbferry verify` of the file against the imported server (target: <= 2x the import),
 #      and the import's peak anonymous memory (bounded whatever the file or value size).
@@ -287,16 +289,18 @@ if [ "$SKIP_IMPORT" = 0 ]; then
     row ""
     row "Each import run goes into a fresh empty server; redis load is the start-up load of the same file (section 1). redis-cli --pipe replays \`convert --format resp\` of the same file into a fresh server (the RESP file is written first, untimed)."
     row ""
-    row "| file | redis load | import wall (CPU) | import / load | target <= 2x | redis-cli --pipe | pipe / import | target >= 1.5x | verify wall (CPU) | verify / import | target <= 2x | import peak RssAnon |"
-    row "|---|---:|---:|---:|---|---:|---:|---|---:|---:|---|---:|"
+    row "| file | redis load | import wall (CPU) | via | import / load | target <= 2x | redis-cli --pipe | pipe / import | target >= 1.5x | verify wall (CPU) | verify / import | target <= 2x | import peak RssAnon | --via commands wall (CPU) | commands / load | pipe / commands |"
+    row "|---|---:|---:|---|---:|---|---:|---:|---|---:|---:|---|---:|---:|---:|---:|"
     for f in "$MIXED" "$BIG" "$HUGE"; do
         [ -n "$f" ] || continue
         note "import and verify: $(basename "$f")"
         best=""; vbest=""
         for ((k = 0; k < RUNS; k++)); do
             start_server
-            j="$(python3 scripts/peak-rss.py --no-sample -- "$BIN" import --quiet "$f" --to "redis://127.0.0.1:$PORT")" \
+            summary="$(mktemp "${TMPDIR:-/tmp}/rdbferry-bench-summary.XXXXXX")"; TMPDIRS+=("$summary")
+            j="$(python3 scripts/peak-rss.py --no-sample --stdout "$summary" -- "$BIN" import --quiet --json "$f" --to "redis://127.0.0.1:$PORT")" \
                 || die "import of $f failed"
+            VIA="$(jget "$(cat "$summary")" via)"
             w="$(jget "$j" wall_s)"
             if [ -z "$best" ] || awk -v a="$w" -v b="$best" 'BEGIN{exit !(a<b)}'; then
                 best="$w"; IMP_CPU="$(jget "$j" cpu_s)"
@@ -310,6 +314,17 @@ if [ "$SKIP_IMPORT" = 0 ]; then
             stop_server
         done
         IMP="$best"; VER="$vbest"
+        cbest=""
+        for ((k = 0; k < RUNS; k++)); do
+            start_server
+            j="$(python3 scripts/peak-rss.py --no-sample -- "$BIN" import --quiet --via commands "$f" --to "redis://127.0.0.1:$PORT")" \
+                || die "import --via commands of $f failed"
+            w="$(jget "$j" wall_s)"
+            if [ -z "$cbest" ] || awk -v a="$w" -v b="$cbest" 'BEGIN{exit !(a<b)}'; then
+                cbest="$w"; CMD_CPU="$(jget "$j" cpu_s)"
+            fi
+            stop_server
+        done
         start_server
         peak "$BIN" import --quiet "$f" --to "redis://127.0.0.1:$PORT"
         stop_server
@@ -330,7 +345,7 @@ if [ "$SKIP_IMPORT" = 0 ]; then
         r_load="$(calc "$IMP/$load" 2)"
         r_pipe="$(calc "$pbest/$IMP" 2)"
         r_ver="$(calc "$VER/$IMP" 2)"
-        row "| $(basename "$f") | ${load} s | ${IMP} s (${IMP_CPU} s) | ${r_load}x | $(awk -v r="$r_load" 'BEGIN{print (r<=2) ? "meets" : "MISSES"}') | ${pbest} s | ${r_pipe}x | $(verdict "$r_pipe" 1.5) | ${VER} s (${VER_CPU} s) | ${r_ver}x | $(awk -v r="$r_ver" 'BEGIN{print (r<=2) ? "meets" : "MISSES"}') | $(calc "$ANON_KB/1024" 1) MB |"
+        row "| $(basename "$f") | ${load} s | ${IMP} s (${IMP_CPU} s) | ${VIA} | ${r_load}x | $(awk -v r="$r_load" 'BEGIN{print (r<=2) ? "meets" : "MISSES"}') | ${pbest} s | ${r_pipe}x | $(verdict "$r_pipe" 1.5) | ${VER} s (${VER_CPU} s) | ${r_ver}x | $(awk -v r="$r_ver" 'BEGIN{print (r<=2) ? "meets" : "MISSES"}') | $(calc "$ANON_KB/1024" 1) MB | ${cbest} s (${CMD_CPU} s) | $(calc "$cbest/$load" 2)x | $(calc "$pbest/$cbest" 2)x |"
     done
 fi
 

@@ -11,10 +11,12 @@
 //! - `input/`: recognises an input (RDB, AOF, appendonlydir, JSONL, stdin) and walks it as
 //!   events.
 //! - `transform/`: filters (db, key globs and regexes, types).
-//! - `sink/`: outputs: JSON lines, RESP commands, statistics, a live Redis target.
+//! - `sink/`: outputs: JSON lines, RESP commands, RDB streams, statistics, a live Redis target
+//!   (pipelined commands, or a full sync where rdbferry plays the master).
 //! - `cluster/`: Redis Cluster key slots, slot map and `MOVED`/`ASK` redirections.
 //! - `net/`: connections to a live Redis, plain TCP or TLS (rustls), for `sink/` and `verify/`.
-//! - `job/`: the loops behind each command (`check`, `inspect`, `convert`, `import`).
+//! - `job/`: the loops behind each command (`check`, `inspect`, `convert`, `import`, and
+//!   `fullsync`, import's fast path for an empty target).
 //! - `verify/`: compares a source (a file, or a live server read with `SCAN` + `DUMP`) with a
 //!   live Redis target (`verify`), over pipelined reads.
 //! - `cli/` (in the binary): flags to configuration; nothing else.

@@ -33,6 +33,10 @@ fn spawn_import(input: &Path, target: &RedisServer, extra: &[&str]) -> Running {
             "-q",
             "--retry-timeout",
             "60",
+            // The writer's faults are under test: a full sync has its own test
+            // (import_fullsync.rs).
+            "--via",
+            "commands",
         ])
         .args(extra)
         .env_remove("RDBFERRY_TO_PASSWORD")

@@ -80,9 +80,17 @@ const DUMPS: [&str; 3] = [
 #[test]
 fn every_dump_restores_into_7_0() {
     for dump in DUMPS {
+        // (auto into an empty target is a full sync, tested in import_fullsync.rs; the
+        // command path's auto is forced here.)
         for mode in ["auto", "restore"] {
             let s = RedisServer::start();
-            let r = import(&testdata(dump), &s, &["--mode", mode], 0);
+            let r = import(
+                &testdata(dump),
+                &s,
+                &["--mode", mode, "--via", "commands"],
+                0,
+            );
+            assert_eq!(r["via"], "commands");
             assert_eq!(s.digest(), expect_digest(dump), "{dump} --mode {mode}");
             if mode == "restore" {
                 assert_eq!(r["rewritten"], 0, "{dump}: {r}");
@@ -380,7 +388,9 @@ fn value_over_proto_max_bulk_len_goes_in_chunks() {
     // cannot exist on this target at all (Redis checks APPEND and SETRANGE results against
     // proto-max-bulk-len too): a clear error naming the key, and no half-built key.
     let dst = RedisServer::start_with(Path::new("redis-server"), &["--proto-max-bulk-len", "1mb"]);
-    let r = import(&dump, &dst, &["--on-error", "skip"], 1);
+    // (A full sync would load the string: a loader does not check proto-max-bulk-len. The
+    // command path is under test here.)
+    let r = import(&dump, &dst, &["--on-error", "skip", "--via", "commands"], 1);
     assert_eq!(r["rewritten"], 2, "{r}");
     assert_eq!(dst.cli(&["EXISTS", "big:string"]), "0");
     assert_eq!(r["errors"], 1, "{r}");
@@ -588,6 +598,7 @@ fn big_values_go_in_parts() {
             connections: 2,
             pipeline: 50,
             retry_for: std::time::Duration::from_secs(10),
+            via: import::Via::Commands,
         };
         let common = Common {
             quiet: true,
@@ -1069,7 +1080,7 @@ fn big_strings_go_in_parts() {
     let dump = src.save_and_copy_dump().display().to_string();
     for mode in ["auto", "rewrite"] {
         let s = RedisServer::start();
-        let r = import(&dump, &s, &["--mode", mode], 0);
+        let r = import(&dump, &s, &["--mode", mode, "--via", "commands"], 0);
         // The compressed one is a small record: RESTORE takes it as it is in auto mode.
         let want = if mode == "auto" { 1 } else { 2 };
         assert_eq!(r["rewritten"], want, "{r}");

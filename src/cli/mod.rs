@@ -204,6 +204,12 @@ struct ImportArgs {
     /// reconnecting and resending for this many seconds before giving up.
     #[arg(long, default_value_t = 60)]
     retry_timeout: u64,
+    /// How keys reach the target. full-sync: the target loads the input itself, as a replica
+    /// of rdbferry, then is detached (only an empty standalone target, one RDB input; the
+    /// fastest way). commands: RESTORE and rewrite commands. auto: full sync when it may be
+    /// used, else commands.
+    #[arg(long, value_enum, default_value_t = ViaArg::Auto)]
+    via: ViaArg,
     /// Read and prepare everything, write nothing.
     #[arg(long)]
     dry_run: bool,
@@ -225,6 +231,13 @@ enum ModeArg {
     Auto,
     Restore,
     Rewrite,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ViaArg {
+    Auto,
+    FullSync,
+    Commands,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -297,6 +310,11 @@ impl ImportArgs {
                 connections: self.connections,
                 pipeline: self.pipeline,
                 retry_for: std::time::Duration::from_secs(self.retry_timeout),
+                via: match self.via {
+                    ViaArg::Auto => import::Via::Auto,
+                    ViaArg::FullSync => import::Via::FullSync,
+                    ViaArg::Commands => import::Via::Commands,
+                },
             },
         ))
     }

@@ -1,4 +1,8 @@
-//! `import`: replay RDB and AOF inputs into a live standalone Redis.
+//! `import`: replay RDB and AOF inputs into a live standalone Redis or Redis Cluster.
+//!
+//! First choice, for an empty standalone target and one RDB input: the full sync of
+//! `job::fullsync` (the target loads the file itself). Everything below is the command path,
+//! taken when that is ruled out (`--via commands`, or its preconditions) or given up.
 //!
 //! Pipeline: each input is walked with [`batch::walk`]; rayon workers turn every key into a
 //! [`Unit`] (a `RESTORE`, or the commands of the rewrite path) in parallel, and the units go,
@@ -46,8 +50,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+pub use super::fullsync::Via;
 use super::modules::{self, Needs, RowStatus, TargetModules};
-use super::{Common, batch};
+use super::{Common, batch, fullsync};
 use crate::cluster::{SlotMap, show_ranges};
 use crate::error::{Error, Result};
 use crate::input::{Event, Input, Kind};
@@ -126,6 +131,8 @@ pub struct ImportOptions {
     pub pipeline: usize,
     /// How long to keep reconnecting and resending after a fault (`--retry-timeout`).
     pub retry_for: std::time::Duration,
+    /// `--via`: full sync when the target allows it, or commands.
+    pub via: Via,
 }
 
 impl ImportOptions {
@@ -173,10 +180,13 @@ pub struct Precheck {
     /// Target RDB version.
     pub target_rdb_version: u32,
     #[serde(skip)]
-    info: Option<TargetInfo>,
+    pub(super) info: Option<TargetInfo>,
     /// What `MODULE LIST` said on each node, for refusing module keys at import time.
     #[serde(skip)]
     modules: TargetModules,
+    /// What the scan of the inputs found (for the full sync's sizing hints).
+    #[serde(skip)]
+    pub(super) scan: Scan,
 }
 
 impl Precheck {
@@ -212,6 +222,14 @@ impl Precheck {
 pub struct ImportReport {
     /// Target (redacted URL).
     pub target: String,
+    /// How the keys went: `full-sync` (the target loaded them as a replica of rdbferry) or
+    /// `commands`.
+    pub via: String,
+    /// Why a full sync was not used (`--via auto`), when it was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub full_sync_declined: Option<String>,
+    /// Keys the target loaded by full sync.
+    pub synced: u64,
     /// Keys read from the inputs.
     pub keys_read: u64,
     /// Keys, commands and functions written.
@@ -261,21 +279,31 @@ impl ImportReport {
     /// The summary as a text table.
     pub fn to_table(&self) -> String {
         let mut s = String::new();
-        let rows: [(&str, String); 12] = [
+        let via = match &self.full_sync_declined {
+            Some(why) => format!("{} (no full sync: {why})", self.via),
+            None => self.via.clone(),
+        };
+        let written = if self.via == "full-sync" {
+            format!(
+                "{} ({} by full sync, {} functions)",
+                self.written, self.synced, self.functions
+            )
+        } else {
+            format!(
+                "{} ({} restored, {} rewritten, {} commands, {} functions){}",
+                self.written,
+                self.restored,
+                self.rewritten,
+                self.commands,
+                self.functions,
+                if self.dry_run { " [dry run]" } else { "" }
+            )
+        };
+        let rows: [(&str, String); 13] = [
             ("target", self.target.clone()),
+            ("via", via),
             ("keys read", self.keys_read.to_string()),
-            (
-                "written",
-                format!(
-                    "{} ({} restored, {} rewritten, {} commands, {} functions){}",
-                    self.written,
-                    self.restored,
-                    self.rewritten,
-                    self.commands,
-                    self.functions,
-                    if self.dry_run { " [dry run]" } else { "" }
-                ),
-            ),
+            ("written", written),
             ("filtered", self.filtered.to_string()),
             ("expired", self.expired.to_string()),
             ("conflicts", self.conflicts.to_string()),
@@ -311,7 +339,10 @@ pub fn min_rdb_version(t: u8, dialect: Dialect) -> Option<u32> {
     })
 }
 
-fn apply_rename<'k>(rename: &[(Vec<u8>, Vec<u8>)], key: &'k [u8]) -> std::borrow::Cow<'k, [u8]> {
+pub(super) fn apply_rename<'k>(
+    rename: &[(Vec<u8>, Vec<u8>)],
+    key: &'k [u8],
+) -> std::borrow::Cow<'k, [u8]> {
     for (old, new) in rename {
         if let Some(rest) = key.strip_prefix(old.as_slice()) {
             let mut k = new.clone();
@@ -322,7 +353,7 @@ fn apply_rename<'k>(rename: &[(Vec<u8>, Vec<u8>)], key: &'k [u8]) -> std::borrow
     key.into()
 }
 
-fn route(db: u64, key: &[u8]) -> u64 {
+pub(super) fn route(db: u64, key: &[u8]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     db.hash(&mut h);
     key.hash(&mut h);
@@ -663,8 +694,8 @@ impl Ctx<'_> {
 }
 
 /// What a scan of the inputs found, for the precheck.
-#[derive(Debug, Default)]
-struct Scan {
+#[derive(Debug, Clone, Default)]
+pub(super) struct Scan {
     bytes: u64,
     keys: u64,
     dbs: BTreeSet<u64>,
@@ -681,6 +712,25 @@ struct Scan {
     /// Module types with aux data (MODULE_AUX records), which is not imported.
     module_aux: BTreeSet<String>,
     scanned: bool,
+    /// Keys that will be written (kept, not expired) per target db: (keys, keys with a TTL).
+    pub(super) per_db: BTreeMap<u64, (u64, u64)>,
+    /// Function libraries.
+    pub(super) functions: u64,
+}
+
+impl Scan {
+    /// Keys that will be written.
+    pub(super) fn keys(&self) -> u64 {
+        self.keys
+    }
+    /// Whether every input was read (stdin is not scanned).
+    pub(super) fn scanned(&self) -> bool {
+        self.scanned
+    }
+    /// Whether any key has a module value, or the input module aux data.
+    pub(super) fn has_modules(&self) -> bool {
+        !self.modules.is_empty() || !self.module_aux.is_empty()
+    }
 }
 
 fn scan(inputs: &[String], common: &Common, opts: &ImportOptions, target_rdb: u32) -> Result<Scan> {
@@ -715,6 +765,11 @@ fn scan(inputs: &[String], common: &Common, opts: &ImportOptions, target_rdb: u3
                     {
                         modules::add_need(&mut s.modules, id);
                     }
+                    if k.expire_ms.is_none_or(|ms| ms > now) {
+                        let e = s.per_db.entry(opts.target_db(k.db)).or_default();
+                        e.0 += 1;
+                        e.1 += k.expire_ms.is_some() as u64;
+                    }
                     // JSONL keys take the rewrite path anyway, but in --mode restore.
                     let restored = !k.synthetic || opts.mode == Mode::Restore;
                     if restored
@@ -731,6 +786,7 @@ fn scan(inputs: &[String], common: &Common, opts: &ImportOptions, target_rdb: u3
                 Event::Rdb(Record::ModuleAux { id, .. }) => {
                     s.module_aux.insert(id.name());
                 }
+                Event::Rdb(Record::Function { .. }) => s.functions += 1,
                 _ => {}
             }
             Ok(())
@@ -1079,13 +1135,25 @@ pub fn precheck(inputs: &[String], common: &Common, opts: &ImportOptions) -> Res
             format!("biggest value {} within {}", mb(sc.biggest), mb(p)),
         ),
     });
-    Ok(Precheck {
+    let mut pre = Precheck {
         checks,
         target_version: info.version.clone(),
         target_rdb_version: info.rdb_version,
         info: Some(info),
         modules: target_modules,
-    })
+        scan: sc,
+    };
+    let via = match (opts.via, fullsync::precondition(inputs, opts, &pre)) {
+        (Via::Commands, _) => "commands (--via commands)".to_string(),
+        (_, None) => "full sync: the target loads the file itself as a replica of rdbferry, then is detached (if it still allows it)".into(),
+        (Via::FullSync, Some(why)) => {
+            pre.checks.push(row("via", Status::Fail, format!("--via full-sync is ruled out: {why}")));
+            return Ok(pre);
+        }
+        (Via::Auto, Some(why)) => format!("commands (no full sync: {why})"),
+    };
+    pre.checks.push(row("via", Status::Ok, via));
+    Ok(pre)
 }
 
 /// `MODULE LIST` of a standalone target, or of every master of a Cluster (a key's module
@@ -1117,6 +1185,16 @@ pub fn import(
     pre: &Precheck,
 ) -> Result<ImportReport> {
     let start = Instant::now();
+    let mut declined = None;
+    if opts.via != Via::Commands {
+        match fullsync::import(inputs, common, opts, pre, start)? {
+            Ok(rep) => return Ok(rep),
+            Err(why) if opts.via == Via::FullSync => {
+                return Err(Error::Usage(format!("--via full-sync: {why}")));
+            }
+            Err(why) => declined = Some(why),
+        }
+    }
     let info = pre.info.clone().unwrap_or_default();
     // A Cluster: the writer sends each key to its slot's master and follows MOVED/ASK.
     let map = if info.cluster && !opts.dry_run {
@@ -1166,6 +1244,8 @@ pub fn import(
     };
     let mut rep = ImportReport {
         target: opts.to.redacted(),
+        via: "commands".into(),
+        full_sync_declined: declined,
         dry_run: opts.dry_run,
         ..Default::default()
     };
@@ -1207,7 +1287,7 @@ pub fn import(
     }
 }
 
-fn refuse(local: &mut WriteStats, what: &str, label: &[u8], db: u64, msg: &str) {
+pub(super) fn refuse(local: &mut WriteStats, what: &str, label: &[u8], db: u64, msg: &str) {
     local.errors += 1;
     if local.messages.len() < crate::sink::writer::MAX_MESSAGES {
         local
@@ -1423,6 +1503,9 @@ struct MsetGroup {
     body: Vec<u8>,
     first: Vec<u8>,
     n: usize,
+    /// Hashes of the keys in the group: a key seen twice (an input with a duplicated key)
+    /// starts a new group, or `MSETNX` would set the second value over the first unseen.
+    keys: std::collections::HashSet<u64>,
 }
 
 impl MsetGroup {
@@ -1433,16 +1516,19 @@ impl MsetGroup {
             body: Vec::new(),
             first: Vec::new(),
             n: 0,
+            keys: Default::default(),
         }
     }
 
     /// Add a key; the group so far when it is full or of another db.
     fn push(&mut self, db: u64, key: &[u8], value: &[u8]) -> Option<Unit> {
-        let out = if self.n > 0 && db != self.db {
+        let h = route(db, key);
+        let out = if self.n > 0 && (db != self.db || self.keys.contains(&h)) {
             self.take()
         } else {
             None
         };
+        self.keys.insert(h);
         if self.n == 0 {
             self.db = db;
             self.first = key.to_vec();
@@ -1488,6 +1574,7 @@ impl MsetGroup {
         );
         u.count = self.n as u64;
         self.n = 0;
+        self.keys.clear();
         Some(u)
     }
 }
@@ -1875,7 +1962,7 @@ fn stream_string(
 }
 
 /// Whether a `major.minor.patch` version is at least `major.minor`.
-fn version_at_least(v: &str, major: u32, minor: u32) -> bool {
+pub(super) fn version_at_least(v: &str, major: u32, minor: u32) -> bool {
     let mut it = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     (it.next().unwrap_or(0), it.next().unwrap_or(0)) >= (major, minor)
 }

@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod check;
 pub mod convert;
+pub mod fullsync;
 pub mod import;
 pub mod inspect;
 pub mod modules;

@@ -245,6 +245,14 @@ impl Stream {
         self.socket().set_read_timeout(t)
     }
 
+    /// The local end of a plain TCP connection (`None` over TLS).
+    pub fn local_tcp_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Stream::Tcp(s) => s.local_addr().ok(),
+            Stream::Tls(_) => None,
+        }
+    }
+
     fn socket(&self) -> &TcpStream {
         match self {
             Stream::Tcp(s) => s,

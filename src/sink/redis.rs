@@ -409,6 +409,31 @@ impl Conn {
         &self.name
     }
 
+    /// The local address of a plain TCP connection: where the target reaches this host
+    /// (`None` over TLS).
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.stream.local_tcp_addr()
+    }
+
+    /// `INFO section` as fields (an error reply is an error).
+    pub fn info(&mut self, section: &str) -> Result<BTreeMap<String, String>> {
+        match self.call(&[b"INFO", section.as_bytes()])? {
+            Reply::Error(e) => Err(self.err(format!("INFO: {}", String::from_utf8_lossy(&e)))),
+            r => Ok(r.as_bytes().map(info_fields).unwrap_or_default()),
+        }
+    }
+
+    /// `CONFIG GET name` (`None` when refused or unknown).
+    pub fn config_get(&mut self, name: &str) -> Result<Option<String>> {
+        let r = self.call(&[b"CONFIG", b"GET", name.as_bytes()])?;
+        let v = match &r {
+            Reply::Array(a) => a.get(1).and_then(|r| r.as_bytes()),
+            Reply::Map(m) => m.first().and_then(|(_, v)| v.as_bytes()),
+            _ => None,
+        };
+        Ok(v.map(|b| String::from_utf8_lossy(b).into_owned()))
+    }
+
     /// `SELECT db` then `DBSIZE`.
     pub fn dbsize(&mut self, db: u64) -> Result<u64> {
         self.select(db)?;

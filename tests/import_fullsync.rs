@@ -1,0 +1,361 @@
+//! `rdbferry import --via full-sync|auto`: an empty standalone target loads the input itself
+//! as a replica of rdbferry (`job::fullsync`). Every testdata dump reaches its digest that
+//! way; filters, renames, db mapping and expired keys give what the command path gives; a
+//! duplicated key, a corrupt value, a non-empty target or a refused setting leave the target
+//! as it was (alive, a master, empty) and auto mode then writes with commands; a target that
+//! dies during the sync is an error, not a hang.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rdbferry::rdb::encoder::{RdbWriter, value};
+use support::{RedisServer, Running, require_old_server};
+
+fn testdata(p: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(p)
+        .display()
+        .to_string()
+}
+
+fn expect_digest(p: &str) -> String {
+    let text = std::fs::read_to_string(testdata(&format!("{p}.expect.json"))).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["debug_digest"].as_str().unwrap().to_string()
+}
+
+fn rdbferry(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rdbferry"))
+        .args(args)
+        .env_remove("RDBFERRY_TO_PASSWORD")
+        .output()
+        .unwrap()
+}
+
+/// `import INPUT --to URL --json -q EXTRA...`: the summary (if any), stderr, and the exit code.
+fn import(input: &str, url: &str, extra: &[&str]) -> (serde_json::Value, String, Option<i32>) {
+    let mut args = vec!["import", input, "--to", url, "--json", "-q"];
+    args.extend_from_slice(extra);
+    let o = rdbferry(&args);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let v = serde_json::from_str(out.trim()).unwrap_or(serde_json::Value::Null);
+    (v, err, o.status.code())
+}
+
+/// The target is alive, a master again, and holds nothing.
+fn untouched(s: &RedisServer) {
+    assert_eq!(s.cli(&["PING"]), "PONG");
+    assert!(s.cli(&["INFO", "replication"]).contains("role:master"));
+    assert_eq!(s.cli(&["INFO", "keyspace"]).trim(), "# Keyspace");
+}
+
+/// A file written by our encoder, under the cargo target dir.
+fn write_rdb(name: &str, data: &[u8]) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fullsync");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(format!("{}-{name}", std::process::id()));
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+#[test]
+fn every_dump_loads_by_full_sync() {
+    for dump in [
+        "redis-7.0/all-types.rdb",
+        "redis-6.2/all-types.rdb",
+        "redis-6.0/all-types.rdb",
+    ] {
+        let s = RedisServer::start();
+        let (r, err, code) = import(&testdata(dump), &s.url(), &["--via", "full-sync"]);
+        assert_eq!(code, Some(0), "{dump}: {err}");
+        assert_eq!(r["via"], "full-sync", "{r}");
+        assert_eq!(r["synced"], r["keys_read"], "{r}");
+        assert_eq!(s.digest(), expect_digest(dump), "{dump}");
+        assert!(s.cli(&["INFO", "replication"]).contains("role:master"));
+        // The server takes writes again.
+        s.cli(&["SET", "after", "1"]);
+        s.cli(&["DEL", "after"]);
+        let v = rdbferry(&["verify", &testdata(dump), "--to", &s.url(), "-q"]);
+        assert_eq!(
+            v.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&v.stderr)
+        );
+        if dump.starts_with("redis-7.0") {
+            // Libraries go by FUNCTION LOAD after the load.
+            assert_eq!(r["functions"], 1, "{r}");
+            assert!(s.cli(&["FUNCTION", "LIST"]).contains("rdbferrylib"));
+        }
+    }
+    // auto picks it for an empty target.
+    let s = RedisServer::start();
+    let (r, err, code) = import(&testdata("redis-7.0/all-types.rdb"), &s.url(), &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(r["via"], "full-sync", "{r}");
+}
+
+#[test]
+fn password_target_and_6_2() {
+    let s = RedisServer::start();
+    s.cli(&["CONFIG", "SET", "requirepass", "s3cret"]);
+    let url = format!("redis://:s3cret@127.0.0.1:{}", s.port());
+    let (r, err, code) = import(
+        &testdata("redis-7.0/all-types.rdb"),
+        &url,
+        &["--via", "full-sync"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(r["via"], "full-sync");
+    assert!(!err.contains("s3cret") && !r.to_string().contains("s3cret"));
+    let Some(bin) = require_old_server("6.2") else {
+        return;
+    };
+    let s = RedisServer::start_with(&bin, &[]);
+    let dump = "redis-6.2/all-types.rdb";
+    let (r, err, code) = import(&testdata(dump), &s.url(), &["--via", "full-sync"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(r["via"], "full-sync");
+    assert_eq!(s.digest(), expect_digest(dump));
+    // A 7.0 file is newer than 6.2 loads: auto takes commands, full-sync says why not.
+    let s = RedisServer::start_with(&bin, &[]);
+    let (_, err, code) = import(
+        &testdata("redis-7.0/all-types.rdb"),
+        &s.url(),
+        &["--via", "full-sync", "--exclude-key", "list:plain"],
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("cannot load a v10 file"), "{err}");
+    untouched(&s);
+}
+
+/// Keys in db 0 and 1, one already expired, one with a TTL to come.
+fn mixed_file() -> PathBuf {
+    let mut w = RdbWriter::new(9);
+    w.select_db(0)
+        .key(b"user:1", None, &value::string(b"alice", false))
+        .key(
+            b"user:2",
+            Some(4_102_444_800_000),
+            &value::string(b"bob", false),
+        )
+        .key(b"gone", Some(1_000), &value::string(b"old", false))
+        .key(b"list", None, &value::list_ziplist(&[b"a", b"b", b"c"]))
+        .select_db(1)
+        .key(b"user:3", None, &value::hash_ziplist(&[(b"f", b"v")]))
+        .key(b"other", None, &value::set_intset(&[1, 2, 3]));
+    write_rdb("mixed.rdb", &w.finish())
+}
+
+#[test]
+fn filters_renames_and_db_map_match_the_command_path() {
+    let file = mixed_file();
+    let file = file.to_str().unwrap();
+    let flags = ["--key", "user:*", "--rename", "user:=u:", "--db-map", "1=3"];
+    let by_sync = RedisServer::start();
+    let mut extra = vec!["--via", "full-sync"];
+    extra.extend_from_slice(&flags);
+    let (r, err, code) = import(file, &by_sync.url(), &extra);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(r["via"], "full-sync");
+    assert_eq!(r["synced"], 3, "{r}");
+    assert_eq!(r["filtered"], 3, "{r}");
+    let by_commands = RedisServer::start();
+    let mut extra = vec!["--via", "commands"];
+    extra.extend_from_slice(&flags);
+    let (r, err, code) = import(file, &by_commands.url(), &extra);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(r["via"], "commands");
+    assert_eq!(by_sync.digest(), by_commands.digest());
+    assert_eq!(by_sync.cli(&["-n", "3", "HGET", "u:3", "f"]), "v");
+    assert_eq!(by_sync.cli(&["GET", "u:1"]), "alice");
+    assert!(by_sync.cli(&["PEXPIRETIME", "u:2"]) == "4102444800000");
+
+    // The expired key is counted, not loaded.
+    let s = RedisServer::start();
+    let (r, err, code) = import(file, &s.url(), &["--via", "full-sync"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(r["expired"], 1, "{r}");
+    assert_eq!(r["synced"], 5, "{r}");
+    assert_eq!(s.cli(&["EXISTS", "gone"]), "0");
+    assert_eq!(s.cli(&["DBSIZE"]), "3");
+}
+
+#[test]
+fn a_duplicated_key_never_reaches_the_loader() {
+    let mut w = RdbWriter::new(9);
+    w.select_db(0)
+        .key(b"a", None, &value::string(b"1", false))
+        .key(b"dup", None, &value::string(b"first", false))
+        .key(b"b", None, &value::string(b"2", false))
+        .key(b"dup", None, &value::string(b"second", false));
+    let file = write_rdb("dup.rdb", &w.finish());
+    let file = file.to_str().unwrap();
+    let s = RedisServer::start();
+    let (_, err, code) = import(file, &s.url(), &["--via", "full-sync"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("key \"dup\" (db 0): appears twice"), "{err}");
+    untouched(&s);
+    // auto falls back to commands, which report the second one as a conflict.
+    let (r, err, code) = import(file, &s.url(), &[]);
+    assert_eq!(r["via"], "commands", "{r} {err}");
+    assert!(
+        r["full_sync_declined"]
+            .as_str()
+            .unwrap()
+            .contains("appears twice"),
+        "{r}"
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(
+        r["conflicts"].as_u64().unwrap() + r["errors"].as_u64().unwrap(),
+        1,
+        "{r}"
+    );
+    assert_eq!(s.cli(&["GET", "dup"]), "first");
+    assert_eq!(s.cli(&["DBSIZE"]), "3");
+}
+
+#[test]
+fn a_corrupt_value_never_reaches_the_loader() {
+    // A ziplist whose header claims more bytes than it has, after a valid key.
+    let mut bad = value::list_ziplist(&[b"x", b"y"]);
+    // bytes = length prefix + ziplist; the ziplist's zlbytes field follows the length byte.
+    bad.bytes[1] = bad.bytes[1].wrapping_add(7);
+    let mut w = RdbWriter::new(9);
+    w.select_db(0)
+        .key(b"good", None, &value::string(b"ok", false))
+        .key(b"broken", None, &bad);
+    let file = write_rdb("corrupt.rdb", &w.finish());
+    let file = file.to_str().unwrap();
+    let s = RedisServer::start();
+    let (_, err, code) = import(file, &s.url(), &["--via", "full-sync"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("key \"broken\""), "{err}");
+    untouched(&s);
+    // auto: commands, and the bad key is named; with --on-error skip the good one lands.
+    let (r, err, code) = import(file, &s.url(), &["--on-error", "skip"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(r["via"], "commands", "{r}");
+    assert!(err.contains("broken"), "{err}");
+    assert_eq!(s.cli(&["GET", "good"]), "ok");
+}
+
+#[test]
+fn a_target_with_data_or_settings_it_needs_is_left_to_commands() {
+    let dump = testdata("redis-7.0/all-types.rdb");
+    // A key in a db the input does not even use: a full sync would flush it.
+    let s = RedisServer::start();
+    s.cli(&["-n", "9", "SET", "keep", "me"]);
+    let (_, err, code) = import(&dump, &s.url(), &["--via", "full-sync"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not empty"), "{err}");
+    let (r, err, code) = import(&dump, &s.url(), &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(r["via"], "commands", "{r}");
+    assert_eq!(s.cli(&["-n", "9", "GET", "keep"]), "me");
+
+    // A function on the target would be dropped too.
+    let s = RedisServer::start();
+    s.cli(&[
+        "FUNCTION",
+        "LOAD",
+        "#!lua name=mine\nredis.register_function('f', function() return 1 end)",
+    ]);
+    let (_, err, code) = import(&dump, &s.url(), &["--via", "full-sync"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("has functions"), "{err}");
+
+    // Diskless loading could not be abandoned safely.
+    let s = RedisServer::start_with(
+        Path::new("redis-server"),
+        &["--repl-diskless-load", "swapdb"],
+    );
+    let (_, err, code) = import(&dump, &s.url(), &["--via", "full-sync"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("repl-diskless-load is swapdb"), "{err}");
+    untouched(&s);
+
+    // Explicit modes, a dry run, and AOF input take commands.
+    let s = RedisServer::start();
+    for extra in [&["--mode", "restore"][..], &["--dry-run"][..]] {
+        let mut a = vec!["--via", "full-sync"];
+        a.extend_from_slice(extra);
+        let (_, err, code) = import(&dump, &s.url(), &a);
+        assert_eq!(code, Some(1), "{extra:?}");
+        assert!(err.contains("--via full-sync is ruled out"), "{err}");
+    }
+    let (_, err, code) = import(
+        &testdata("redis-7.0/appendonlydir"),
+        &s.url(),
+        &["--via", "full-sync"],
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not an RDB file"), "{err}");
+    untouched(&s);
+}
+
+/// About 40 MB of keys, so that the sync takes a moment.
+fn big_file() -> PathBuf {
+    let mut w = RdbWriter::new(9);
+    w.select_db(0);
+    let v = vec![b'v'; 400];
+    for i in 0..100_000 {
+        w.key(
+            format!("key:{i}").as_bytes(),
+            None,
+            &value::string(&v, false),
+        );
+    }
+    write_rdb("big.rdb", &w.finish())
+}
+
+#[test]
+fn a_target_that_dies_during_the_sync_is_an_error() {
+    let file = big_file();
+    let mut s = RedisServer::start();
+    let mut run = Running(Some(
+        Command::new(env!("CARGO_BIN_EXE_rdbferry"))
+            .args([
+                "import",
+                file.to_str().unwrap(),
+                "--to",
+                &s.url(),
+                "-q",
+                "--via",
+                "full-sync",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    // Kill the target as soon as it is a replica of rdbferry.
+    let start = Instant::now();
+    loop {
+        let info = s.cli(&["INFO", "replication"]);
+        if info.contains("role:slave") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "never became a replica"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    s.kill();
+    let start = Instant::now();
+    while run.child().try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(60), "import hangs");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = run.finish();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{}", s.port())), "{err}");
+}
