@@ -10,21 +10,25 @@
 //! How, step by step:
 //! 1. Whether it may: `--via auto|full-sync`, `--mode auto`, no `--dry-run`, one RDB input
 //!    (not an AOF, JSONL or stdin) of a version the target loads, no module data, a plain-TCP
-//!    standalone target of Redis 6.2+ (for `CLIENT PAUSE WRITE`) that is a master with
-//!    `repl-diskless-load disabled`, no functions, and every db empty: a full sync replaces
-//!    everything the target holds, so anything there rules it out. A failed precheck rules it
-//!    out too.
+//!    standalone target of Redis 6.2+ (for `CLIENT PAUSE WRITE`) that is a master, with no
+//!    functions and every db empty: a full sync replaces everything the target holds, so
+//!    anything there rules it out. A failed precheck rules it out too.
 //! 2. Claim: `CLIENT PAUSE WRITE` (writes of other clients wait), check every db is empty,
 //!    `REPLICAOF <this host> <port>`, `CLIENT UNPAUSE`. Writes that waited are then refused
 //!    (`READONLY`), not lost.
-//! 3. Stream: the replica connects ([`Master`]); each record is checked on rayon workers
-//!    (its value walked whole, its encoding one the target loads) and written in file order.
+//! 3. Stream: `repl-diskless-load` is set to `on-empty-db` for the sync if it was
+//!    `disabled`, so the target loads from the socket as the stream arrives instead of writing
+//!    it to disk first (it is put back after). The replica connects ([`Master`]); each record
+//!    is checked on rayon workers (its value walked whole, its encoding one the target loads)
+//!    before a byte of it is written, in file order.
 //!    Keys are checked for duplicates against a table of their hashes (a Redis loader aborts
 //!    on a duplicated key); its size is fixed from the precheck's count, at most 128 MB.
 //! 4. Anything wrong before the end mark (a bad or duplicated key, the replica not
 //!    connecting, a refused command): the transfer is abandoned, which leaves the target as it
-//!    was (`sink::fullsync` says why), `REPLICAOF NO ONE`, and the import goes on with commands
-//!    (`--via auto`), which report bad keys by name as usual; `--via full-sync` stops instead.
+//!    was (`sink::fullsync` says why: no bad byte was sent, so the loader sees a short read, not
+//!    corruption), `REPLICAOF NO ONE`, the target is checked empty, and the import goes on with
+//!    commands (`--via auto`), which report bad keys by name as usual; `--via full-sync` stops
+//!    instead.
 //! 5. After the end mark: wait until the target says its link is up (loaded), `REPLICAOF NO
 //!    ONE`, then compare its key counts per db with what was sent, and load the function
 //!    libraries with `FUNCTION LOAD` (a bad library is then an error naming it, where a
@@ -95,8 +99,8 @@ pub(super) fn import(
     }
     let mut ctl = Conn::open(&opts.to, Duration::from_secs(10))?;
     ctl.set_read_timeout(Some(Duration::from_secs(10)));
-    let ip = match target_facts(&mut ctl, pre) {
-        Ok(ip) => ip,
+    let (ip, load_setting) = match target_facts(&mut ctl, pre) {
+        Ok(x) => x,
         Err(why) => return Ok(Err(why)),
     };
     let master = match Master::listen(ip) {
@@ -106,10 +110,13 @@ pub(super) fn import(
     if let Err(why) = claim(&mut ctl, master.addr())? {
         return Ok(Err(why));
     }
-    // The target is now our replica: every way out below detaches it.
+    // The target is now our replica: every way out below detaches it (and puts back
+    // repl-diskless-load if it was changed).
+    let restore = diskless(&mut ctl, &load_setting)?;
+    let restore = restore.as_deref();
     let transfer = match master.accept(CONNECT_TIMEOUT) {
         Ok(t) => t,
-        Err(e) => return release(&mut ctl, e.to_string()),
+        Err(e) => return release(&mut ctl, e.to_string(), restore),
     };
     let mut rep = ImportReport {
         target: opts.to.redacted(),
@@ -120,7 +127,7 @@ pub(super) fn import(
         &input, data, common, opts, pre, target_rdb, transfer, &mut rep,
     ) {
         Ok(s) => s,
-        Err(why) => return release(&mut ctl, why),
+        Err(why) => return release(&mut ctl, why, restore),
     };
     let Sent {
         linked,
@@ -128,7 +135,7 @@ pub(super) fn import(
         functions,
     } = sent;
     let loaded = wait_loaded(&mut ctl, &linked);
-    let detached = detach(&mut ctl);
+    let detached = detach(&mut ctl, restore);
     linked.close();
     loaded?;
     detached?;
@@ -221,8 +228,12 @@ pub(super) fn precondition(
     Some(why.into())
 }
 
-/// Check what only the target can tell; returns the address it reaches us at.
-fn target_facts(ctl: &mut Conn, pre: &Precheck) -> std::result::Result<std::net::IpAddr, String> {
+/// Check what only the target can tell; returns the address it reaches us at and its
+/// `repl-diskless-load`.
+fn target_facts(
+    ctl: &mut Conn,
+    pre: &Precheck,
+) -> std::result::Result<(std::net::IpAddr, String), String> {
     let e = |e: Error| e.to_string();
     let ip = ctl
         .local_addr()
@@ -232,15 +243,10 @@ fn target_facts(ctl: &mut Conn, pre: &Precheck) -> std::result::Result<std::net:
     if repl.get("role").is_none_or(|r| r != "master") {
         return Err("the target is not a master".into());
     }
-    match ctl.config_get("repl-diskless-load").map_err(e)?.as_deref() {
-        Some("disabled") => {}
-        Some(v) => {
-            return Err(format!(
-                "the target's repl-diskless-load is {v} (a full sync is only abandoned safely with 'disabled')"
-            ));
-        }
-        None => return Err("CONFIG GET repl-diskless-load refused".into()),
-    }
+    let load_setting = ctl
+        .config_get("repl-diskless-load")
+        .map_err(e)?
+        .ok_or("CONFIG GET repl-diskless-load refused")?;
     let dbs: u64 = ctl
         .config_get("databases")
         .map_err(e)?
@@ -258,7 +264,19 @@ fn target_facts(ctl: &mut Conn, pre: &Precheck) -> std::result::Result<std::net:
             _ => return Err("FUNCTION LIST refused".into()),
         }
     }
-    Ok(ip)
+    Ok((ip, load_setting))
+}
+
+/// A replica with `repl-diskless-load disabled` writes the whole stream to disk (and fsyncs
+/// it) before it starts loading; `on-empty-db` loads from the socket as it arrives, so the
+/// transfer and the load overlap. The target is empty (checked under the pause), so it is
+/// set for the sync; the returned value is what to put back after.
+fn diskless(ctl: &mut Conn, setting: &str) -> Result<Option<String>> {
+    if setting != "disabled" {
+        return Ok(None);
+    }
+    let r = ctl.call(&[b"CONFIG", b"SET", b"repl-diskless-load", b"on-empty-db"])?;
+    Ok(reply_error(&r).is_none().then(|| setting.to_string()))
 }
 
 fn reply_error(r: &Reply) -> Option<String> {
@@ -292,25 +310,35 @@ fn claim(ctl: &mut Conn, at: std::net::SocketAddr) -> Result<std::result::Result
     if outcome.is_ok()
         && let Err(e) = unpaused
     {
-        let _ = detach(ctl);
+        let _ = detach(ctl, None);
         return Err(e);
     }
     Ok(outcome)
 }
 
-/// `REPLICAOF NO ONE`.
-fn detach(ctl: &mut Conn) -> Result<()> {
+/// `REPLICAOF NO ONE`, and `repl-diskless-load` back to `restore` if it was changed.
+fn detach(ctl: &mut Conn, restore: Option<&str>) -> Result<()> {
     let r = ctl.call(&[b"REPLICAOF", b"NO", b"ONE"])?;
-    match reply_error(&r) {
-        Some(e) => Err(ctl.err(format!("REPLICAOF NO ONE: {e}"))),
-        None => Ok(()),
+    if let Some(e) = reply_error(&r) {
+        return Err(ctl.err(format!("REPLICAOF NO ONE: {e}")));
     }
+    if let Some(v) = restore {
+        let r = ctl.call(&[b"CONFIG", b"SET", b"repl-diskless-load", v.as_bytes()])?;
+        if let Some(e) = reply_error(&r) {
+            return Err(ctl.err(format!("CONFIG SET repl-diskless-load {v}: {e}")));
+        }
+    }
+    Ok(())
 }
 
 /// Detach a target that got no end mark, and make sure it is still empty: then commands can
 /// take over.
-fn release(ctl: &mut Conn, why: String) -> Result<std::result::Result<ImportReport, String>> {
-    detach(ctl)?;
+fn release(
+    ctl: &mut Conn,
+    why: String,
+    restore: Option<&str>,
+) -> Result<std::result::Result<ImportReport, String>> {
+    detach(ctl, restore)?;
     let ks = ctl.info("keyspace")?;
     if let Some(db) = ks.keys().find(|k| k.starts_with("db")) {
         return Err(ctl.err(format!(

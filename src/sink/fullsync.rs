@@ -12,10 +12,14 @@
 //! the RDB, and the mark again. The mark form lets us stream an RDB whose length we do not know
 //! in advance; a replica that did not announce `capa eof` is refused.
 //!
-//! Why the transfer can be abandoned safely: a replica whose `repl-diskless-load` is
-//! `disabled` (the default) writes the payload to a temporary file and flushes its data only
-//! once the end mark has arrived. Until [`Transfer::end`] sends the mark, [`Transfer::abort`]
-//! leaves the target as it was; the caller checks that setting before it starts.
+//! Why the transfer can be abandoned safely (checked against Redis 7.0's `replication.c` and
+//! `rdb.c`): until [`Transfer::end`] sends the mark, closing the connection
+//! ([`Transfer::abort`]) is a short read to the replica, never corruption, as long as every
+//! byte sent so far belongs to well-formed records (the caller checks each record before it
+//! writes it). A replica loading from disk (`repl-diskless-load disabled`) then drops its
+//! temporary file and keeps its data; one loading from the socket (`on-empty-db`, `swapdb`)
+//! discards what it had loaded. A loader that meets a corrupt record, on the other hand,
+//! stops the server: hence the checks before the bytes go.
 //!
 //! What it deliberately does not do: send a replication stream of commands after the RDB
 //! (the target is detached with `REPLICAOF NO ONE` once it has loaded), or serve more than
