@@ -315,12 +315,12 @@ fn a_target_with_data_or_settings_it_needs_is_left_to_commands() {
     untouched(&s);
 }
 
-/// About 40 MB of keys, so that the sync takes a moment.
+/// About 80 MB of keys, so that the sync takes a moment.
 fn big_file() -> PathBuf {
     let mut w = RdbWriter::new(9);
     w.select_db(0);
     let v = vec![b'v'; 400];
-    for i in 0..100_000 {
+    for i in 0..200_000 {
         w.key(
             format!("key:{i}").as_bytes(),
             None,
@@ -334,7 +334,51 @@ fn big_file() -> PathBuf {
 fn a_target_that_dies_during_the_sync_is_an_error() {
     let file = big_file();
     let mut s = RedisServer::start();
-    let mut run = Running(Some(
+    let run = spawn_sync(&file, &s);
+    wait_replica(&s);
+    s.kill();
+    let o = finish_within(run, Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{}", s.port())), "{err}");
+}
+
+/// Ctrl-C during the sync never leaves the target a replica of nobody.
+#[test]
+fn an_interrupted_sync_detaches_the_target() {
+    let file = big_file();
+    let s = RedisServer::start();
+    let mut run = spawn_sync(&file, &s);
+    wait_replica(&s);
+    let pid = run.child().id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let o = finish_within(run, Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        s.cli(&["INFO", "replication"]).contains("role:master"),
+        "{err}"
+    );
+    // Either the stream was abandoned (exit 1, nothing written), or the load was already
+    // under way and was waited for (exit 0, everything there).
+    eprintln!("interrupted import: exit {:?}", o.status.code());
+    match o.status.code() {
+        Some(1) => {
+            assert!(err.contains("interrupted"), "{err}");
+            untouched(&s);
+        }
+        Some(0) => assert_eq!(s.cli(&["DBSIZE"]), "200000"),
+        c => panic!("exit {c:?}: {err}"),
+    }
+}
+
+fn spawn_sync(file: &Path, s: &RedisServer) -> Running {
+    Running(Some(
         Command::new(env!("CARGO_BIN_EXE_rdbferry"))
             .args([
                 "import",
@@ -349,28 +393,26 @@ fn a_target_that_dies_during_the_sync_is_an_error() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
-    ));
-    // Kill the target as soon as it is a replica of rdbferry.
+    ))
+}
+
+/// Until the target is a replica of rdbferry.
+fn wait_replica(s: &RedisServer) {
     let start = Instant::now();
-    loop {
-        let info = s.cli(&["INFO", "replication"]);
-        if info.contains("role:slave") {
-            break;
-        }
+    while !s.cli(&["INFO", "replication"]).contains("role:slave") {
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "never became a replica"
         );
         std::thread::sleep(Duration::from_millis(2));
     }
-    s.kill();
+}
+
+fn finish_within(mut run: Running, limit: Duration) -> Output {
     let start = Instant::now();
     while run.child().try_wait().unwrap().is_none() {
-        assert!(start.elapsed() < Duration::from_secs(60), "import hangs");
+        assert!(start.elapsed() < limit, "import hangs");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let o = run.finish();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains(&format!("127.0.0.1:{}", s.port())), "{err}");
+    run.finish()
 }

@@ -107,6 +107,9 @@ pub(super) fn import(
         Ok(m) => m,
         Err(e) => return Ok(Err(e.to_string())),
     };
+    // From the claim on, Ctrl-C (or SIGTERM, SIGHUP) must not leave the target a replica of
+    // nobody: it detaches it first (see `interrupt`).
+    let _armed = interrupt::arm();
     if let Err(why) = claim(&mut ctl, master.addr())? {
         return Ok(Err(why));
     }
@@ -114,9 +117,9 @@ pub(super) fn import(
     // repl-diskless-load if it was changed).
     let restore = diskless(&mut ctl, &load_setting)?;
     let restore = restore.as_deref();
-    let transfer = match master.accept(CONNECT_TIMEOUT) {
+    let transfer = match master.accept(CONNECT_TIMEOUT, &interrupt::hit) {
         Ok(t) => t,
-        Err(e) => return release(&mut ctl, e.to_string(), restore),
+        Err(e) => return interrupted(release(&mut ctl, e.to_string(), restore)),
     };
     let mut rep = ImportReport {
         target: opts.to.redacted(),
@@ -127,7 +130,7 @@ pub(super) fn import(
         &input, data, common, opts, pre, target_rdb, transfer, &mut rep,
     ) {
         Ok(s) => s,
-        Err(why) => return release(&mut ctl, why, restore),
+        Err(why) => return interrupted(release(&mut ctl, why, restore)),
     };
     let Sent {
         linked,
@@ -161,6 +164,64 @@ pub(super) fn import(
     rep.bytes = data.len() as u64;
     rep.elapsed_s = start.elapsed().as_secs_f64();
     Ok(Ok(rep))
+}
+
+/// After an interruption the import stops, rather than go on with commands.
+fn interrupted(
+    r: Result<std::result::Result<ImportReport, String>>,
+) -> Result<std::result::Result<ImportReport, String>> {
+    match r {
+        Ok(Err(_)) if interrupt::hit() => Err(Error::Usage(
+            "interrupted: the full sync was abandoned and the target detached, empty as before"
+                .into(),
+        )),
+        r => r,
+    }
+}
+
+/// Signals while the target is our replica. A replica whose master is gone stays read-only
+/// and keeps reconnecting forever, so the first Ctrl-C, SIGTERM or SIGHUP only asks the full
+/// sync to stop: the stream is abandoned and the target detached (a load under way cannot
+/// be stopped: it is waited for, then the target is detached). A second one exits at once.
+/// Outside a full sync a signal exits as it would without the handler.
+mod interrupt {
+    use std::sync::Once;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static ARMED: AtomicBool = AtomicBool::new(false);
+    static HIT: AtomicBool = AtomicBool::new(false);
+    static INSTALL: Once = Once::new();
+
+    /// Disarms when dropped.
+    pub struct Armed;
+
+    impl Drop for Armed {
+        fn drop(&mut self) {
+            ARMED.store(false, Ordering::SeqCst);
+        }
+    }
+
+    pub fn arm() -> Armed {
+        INSTALL.call_once(|| {
+            // If another handler is installed already, it keeps its behaviour.
+            let _ = ctrlc::set_handler(|| {
+                if ARMED.load(Ordering::SeqCst) && !HIT.swap(true, Ordering::SeqCst) {
+                    eprintln!(
+                        "rdbferry: interrupted: detaching the target from the full sync first (again to quit at once)"
+                    );
+                } else {
+                    std::process::exit(130);
+                }
+            });
+        });
+        ARMED.store(true, Ordering::SeqCst);
+        Armed
+    }
+
+    /// Whether a stop was asked for.
+    pub fn hit() -> bool {
+        HIT.load(Ordering::SeqCst)
+    }
 }
 
 /// Why the inputs, options or precheck rule a full sync out, if they do.
@@ -491,6 +552,10 @@ fn stream(
         |ev, prep, pos| {
             match (ev, prep) {
                 (Event::Rdb(Record::Key(k)), Some(p)) => {
+                    if interrupt::hit() {
+                        why = Some("interrupted".into());
+                        return Err(stop());
+                    }
                     progress.tick(pos, 1);
                     rep.keys_read += 1;
                     match p {

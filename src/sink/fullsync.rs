@@ -105,17 +105,22 @@ impl Master {
         self.addr
     }
 
-    /// Wait up to `timeout` for the replica, answer its handshake and start a full sync: the
-    /// returned [`Transfer`] takes the RDB bytes. The listener is closed here, so a replica
-    /// that comes back (after a failed load) finds nobody.
-    pub fn accept(self, timeout: Duration) -> Result<Transfer, SyncError> {
+    /// Wait up to `timeout` for the replica (or until `cancelled` says so), answer its
+    /// handshake and start a full sync: the returned [`Transfer`] takes the RDB bytes. The
+    /// listener is closed here, so a replica that comes back (after a failed load) finds
+    /// nobody.
+    pub fn accept(
+        self,
+        timeout: Duration,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Transfer, SyncError> {
         let deadline = Instant::now() + timeout;
         self.listener.set_nonblocking(true).map_err(io("listen"))?;
         let (sock, peer) = loop {
             match self.listener.accept() {
                 Ok(x) => break x,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if Instant::now() >= deadline {
+                    if Instant::now() >= deadline || cancelled() {
                         return Err(SyncError::NoReplica(self.addr, timeout));
                     }
                     std::thread::sleep(Duration::from_millis(5));
