@@ -233,6 +233,24 @@ fn a_duplicated_key_never_reaches_the_loader() {
 }
 
 #[test]
+fn a_set_with_a_member_twice_never_reaches_the_loader() {
+    // Plain encodings a loader rejects by stopping the server.
+    let mut w = RdbWriter::new(9);
+    w.select_db(0)
+        .key(b"ok", None, &value::plain_list(2, &[b"a", b"b"]))
+        .key(b"twice", None, &value::plain_list(2, &[b"a", b"b", b"a"]));
+    let file = write_rdb("dupmember.rdb", &w.finish());
+    let s = RedisServer::start();
+    let (_, err, code) = import(file.to_str().unwrap(), &s.url(), &["--via", "full-sync"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("key \"twice\" (db 0): a member appears twice"),
+        "{err}"
+    );
+    untouched(&s);
+}
+
+#[test]
 fn a_corrupt_value_never_reaches_the_loader() {
     // A ziplist whose header claims more bytes than it has, after a valid key.
     let mut bad = value::list_ziplist(&[b"x", b"y"]);
@@ -316,7 +334,7 @@ fn a_target_with_data_or_settings_it_needs_is_left_to_commands() {
 }
 
 /// About 80 MB of keys, so that the sync takes a moment.
-fn big_file() -> PathBuf {
+fn big_file(name: &str) -> PathBuf {
     let mut w = RdbWriter::new(9);
     w.select_db(0);
     let v = vec![b'v'; 400];
@@ -327,15 +345,15 @@ fn big_file() -> PathBuf {
             &value::string(&v, false),
         );
     }
-    write_rdb("big.rdb", &w.finish())
+    write_rdb(name, &w.finish())
 }
 
 #[test]
 fn a_target_that_dies_during_the_sync_is_an_error() {
-    let file = big_file();
+    let file = big_file("big-killed.rdb");
     let mut s = RedisServer::start();
-    let run = spawn_sync(&file, &s);
-    wait_replica(&s);
+    let mut run = spawn_sync(&file, &s);
+    wait_replica(&s, &mut run);
     s.kill();
     let o = finish_within(run, Duration::from_secs(60));
     let err = String::from_utf8_lossy(&o.stderr);
@@ -346,10 +364,10 @@ fn a_target_that_dies_during_the_sync_is_an_error() {
 /// Ctrl-C during the sync never leaves the target a replica of nobody.
 #[test]
 fn an_interrupted_sync_detaches_the_target() {
-    let file = big_file();
+    let file = big_file("big-interrupted.rdb");
     let s = RedisServer::start();
     let mut run = spawn_sync(&file, &s);
-    wait_replica(&s);
+    wait_replica(&s, &mut run);
     let pid = run.child().id().to_string();
     assert!(
         Command::new("kill")
@@ -397,9 +415,13 @@ fn spawn_sync(file: &Path, s: &RedisServer) -> Running {
 }
 
 /// Until the target is a replica of rdbferry.
-fn wait_replica(s: &RedisServer) {
+fn wait_replica(s: &RedisServer, run: &mut Running) {
     let start = Instant::now();
     while !s.cli(&["INFO", "replication"]).contains("role:slave") {
+        assert!(
+            run.child().try_wait().unwrap().is_none(),
+            "the import ended before the target became a replica"
+        );
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "never became a replica"

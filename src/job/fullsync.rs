@@ -462,6 +462,9 @@ fn prepare(
         }
         Ok(_) => {}
     }
+    if let Some(what) = duplicate_member(k) {
+        return no(format!("{what} appears twice in the value"));
+    }
     // A loader stops the server on a duplicated key, where RESTORE reports a conflict.
     match seen.insert(route(db, &name)) {
         Some(false) => {}
@@ -475,6 +478,36 @@ fn prepare(
         std::borrow::Cow::Borrowed(_) => None,
     };
     Prep::Keep { db, renamed }
+}
+
+/// Whether a plainly encoded set, sorted set or hash has a member (or field) twice: a
+/// loader stops the server on that ("Duplicate set members detected"), where `RESTORE` only
+/// refuses the payload. Compact encodings (listpack, ziplist, intset) are checked by Redis
+/// only with `sanitize-dump-payload yes`, and are not here either. Members are compared by a
+/// 64-bit hash: two different ones that collide only send the import to commands.
+fn duplicate_member(k: &KeyRecord<'_>) -> Option<&'static str> {
+    use crate::rdb::types::type_id;
+    let (step, what) = match k.type_id {
+        type_id::SET => (1, "a member"),
+        type_id::ZSET | type_id::ZSET_2 => (2, "a member"),
+        type_id::HASH => (2, "a field"),
+        _ => return None,
+    };
+    let Ok(crate::rdb::Value::Coll(c)) = k.value() else {
+        return None;
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (i, e) in c.elements().enumerate() {
+        if i % step != 0 {
+            continue;
+        }
+        // A bad element was refused by the validation already.
+        let e = e.ok()?;
+        if !seen.insert(route(0, &e.to_bytes())) {
+            return Some(what);
+        }
+    }
+    None
 }
 
 /// The (db, name) hashes of the keys sent so far: an open-addressing table of 64-bit hashes
