@@ -455,14 +455,14 @@ fn prepare(
     // A loader stops the server on a malformed value, where RESTORE only refuses it: walk
     // every value whole first. An empty collection is dropped by a loader (the counts would
     // not match): leave such files to commands too.
-    match k.validate() {
+    let elements = match k.validate() {
         Err(e) => return no(format!("corrupt value at byte {:#x}: {}", e.offset, e.kind)),
         Ok(0) if !matches!(k.data_type(), DataType::Stream | DataType::String) => {
             return no("empty collection".into());
         }
-        Ok(_) => {}
-    }
-    if let Some(what) = duplicate_member(k) {
+        Ok(n) => n,
+    };
+    if let Some(what) = duplicate_member(k, elements) {
         return no(format!("{what} appears twice in the value"));
     }
     // A loader stops the server on a duplicated key, where RESTORE reports a conflict.
@@ -484,8 +484,11 @@ fn prepare(
 /// loader stops the server on that ("Duplicate set members detected"), where `RESTORE` only
 /// refuses the payload. Compact encodings (listpack, ziplist, intset) are checked by Redis
 /// only with `sanitize-dump-payload yes`, and are not here either. Members are compared by a
-/// 64-bit hash: two different ones that collide only send the import to commands.
-fn duplicate_member(k: &KeyRecord<'_>) -> Option<&'static str> {
+/// 64-bit hash in an open-addressing table reused per thread (these are the biggest values,
+/// so this is on the hot path): two different members that collide only send the import to
+/// commands, never a wrong result.
+fn duplicate_member(k: &KeyRecord<'_>, elements: u64) -> Option<&'static str> {
+    use crate::rdb::Elem;
     use crate::rdb::types::type_id;
     let (step, what) = match k.type_id {
         type_id::SET => (1, "a member"),
@@ -496,18 +499,63 @@ fn duplicate_member(k: &KeyRecord<'_>) -> Option<&'static str> {
     let Ok(crate::rdb::Value::Coll(c)) = k.value() else {
         return None;
     };
-    let mut seen = std::collections::HashSet::new();
-    for (i, e) in c.elements().enumerate() {
-        if i % step != 0 {
-            continue;
-        }
-        // A bad element was refused by the validation already.
-        let e = e.ok()?;
-        if !seen.insert(route(0, &e.to_bytes())) {
-            return Some(what);
-        }
+    thread_local! {
+        static TABLE: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    None
+    TABLE.with_borrow_mut(|t| {
+        let cap = ((elements / step as u64).max(8) * 2).next_power_of_two() as usize;
+        t.clear();
+        t.resize(cap, 0);
+        let mask = cap - 1;
+        for (i, e) in c.elements().enumerate() {
+            if i % step != 0 {
+                continue;
+            }
+            // A bad element was refused by the validation already.
+            let h = match e.ok()? {
+                Elem::Bytes(b) => member_hash(&b),
+                Elem::Int(n) => member_hash(itoa::Buffer::new().format(n).as_bytes()),
+                other => member_hash(&other.to_bytes()),
+            };
+            let mut j = h as usize & mask;
+            loop {
+                match t[j] {
+                    0 => {
+                        t[j] = h;
+                        break;
+                    }
+                    x if x == h => return Some(what),
+                    _ => j = (j + 1) & mask,
+                }
+            }
+        }
+        None
+    })
+}
+
+/// A fast 64-bit hash of a member (multiply-rotate over 8-byte words, then a finalizer so
+/// the low bits index the table well); never 0, which marks a free slot.
+fn member_hash(b: &[u8]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h = b.len() as u64;
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        h = (h.rotate_left(5) ^ w).wrapping_mul(K);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+    }
+    // murmur3's fmix64
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    h.max(1)
 }
 
 /// The (db, name) hashes of the keys sent so far: an open-addressing table of 64-bit hashes
