@@ -913,3 +913,113 @@ fn unreachable_source_is_an_error_naming_it() {
     assert!(all.contains("cannot connect"), "{all}");
     assert!(!all.contains("Secr3t"), "{all}");
 }
+
+// `--via snapshot`: the target's own RDB, compared by digest.
+
+/// `verify --json` of `dump` against `s` with `extra`: the report and the exit code.
+fn report(dump: &Path, s: &RedisServer, extra: &[&str]) -> (serde_json::Value, Option<i32>) {
+    let (code, v, o) = verify_json(&dump, &s.url(), extra);
+    (v.unwrap_or_else(|| panic!("{}", text(&o))), Some(code))
+}
+
+#[test]
+fn snapshot_of_every_imported_dump_is_identical() {
+    for dump in [
+        "redis-7.0/all-types.rdb",
+        "redis-6.2/all-types.rdb",
+        "redis-6.0/all-types.rdb",
+    ] {
+        let dump = testdata(dump);
+        // Both import paths: full sync, and commands (other encodings on the target).
+        for via in ["full-sync", "commands"] {
+            let s = imported(&dump, &["--via", via]);
+            let (r, code) = report(&dump, &s, &["--via", "snapshot"]);
+            assert_eq!(code, Some(0), "{r}");
+            assert_eq!(r["via"], "snapshot", "{r}");
+            assert!(r["keys_checked"].as_u64().unwrap() > 50, "{r}");
+            // The settings changed for the snapshot are back.
+            assert!(s.cli(&["CONFIG", "GET", "rdbcompression"]).ends_with("yes"));
+            assert!(
+                s.cli(&["CONFIG", "GET", "repl-diskless-sync-delay"])
+                    .ends_with('5')
+            );
+        }
+    }
+}
+
+#[test]
+fn snapshot_differences_are_then_named_key_by_key() {
+    let dump = testdata("redis-7.0/all-types.rdb");
+    // One change of each kind; the snapshot differs, and the key-by-key pass names it.
+    for (change, want) in [
+        (&["SET", "string:raw", "changed"][..], "value_diffs"),
+        (&["DEL", "hash:small"][..], "missing"),
+        (&["SADD", "set:small", "extra-member"][..], "value_diffs"),
+        (&["ZADD", "zset:small", "99", "a"][..], "value_diffs"),
+        (
+            &["PEXPIREAT", "string:raw", "4102444800000"][..],
+            "ttl_diffs",
+        ),
+    ] {
+        let s = imported(&dump, &[]);
+        s.cli(change);
+        let (r, code) = report(&dump, &s, &[]);
+        assert_eq!(code, Some(1), "{change:?}: {r}");
+        assert_eq!(r["via"], "commands", "{r}");
+        assert!(r["snapshot"].as_str().unwrap().contains("differs"), "{r}");
+        assert!(r[want].as_u64().unwrap() >= 1, "{change:?}: {r}");
+    }
+    // A TTL moved within the tolerance: the snapshot differs, the keys do not.
+    let s = imported(&dump, &[]);
+    let at: i64 = s.cli(&["PEXPIRETIME", "ttl:string"]).parse().unwrap();
+    assert!(at > 0);
+    s.cli(&["PEXPIREAT", "ttl:string", &(at + 1000).to_string()]);
+    let (r, code) = report(&dump, &s, &[]);
+    assert_eq!(code, Some(0), "{r}");
+    assert_eq!(r["via"], "commands", "{r}");
+}
+
+#[test]
+fn snapshot_is_not_used_where_it_cannot_tell() {
+    let dump = testdata("redis-7.0/all-types.rdb");
+    let s = imported(&dump, &[]);
+    // Filters: the target holds other keys too.
+    let (r, code) = report(&dump, &s, &["--key", "string:*"]);
+    assert_eq!(code, Some(0), "{r}");
+    assert_eq!(r["via"], "commands");
+    assert!(r["snapshot"].as_str().unwrap().contains("filters"), "{r}");
+    let o = rdbferry(
+        &[
+            "verify",
+            &dump.display().to_string(),
+            "--to",
+            &s.url(),
+            "--via",
+            "snapshot",
+            "--key",
+            "x",
+        ],
+        &[],
+    );
+    says(&o, 1, &["--via snapshot: filters"]);
+    // A user without SYNC rights: key by key.
+    s.cli(&[
+        "ACL", "SETUSER", "reader", "on", ">pw", "~*", "+@all", "-sync", "-psync",
+    ]);
+    let url = format!("redis://reader:pw@127.0.0.1:{}", s.port());
+    let o = rdbferry(
+        &[
+            "verify",
+            &dump.display().to_string(),
+            "--to",
+            &url,
+            "--json",
+            "-q",
+        ],
+        &[],
+    );
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(o.status.code(), Some(0), "{r}");
+    assert_eq!(r["via"], "commands", "{r}");
+    assert!(!text(&o).contains(":pw@"), "{}", text(&o));
+}

@@ -110,6 +110,12 @@ struct VerifyArgs {
     /// Differences listed; the rest are only counted.
     #[arg(long, default_value_t = 50, value_name = "N")]
     max_diffs: usize,
+    /// How the target is read. snapshot: rdbferry asks the target for an RDB (as a replica
+    /// does, with SYNC) and compares it with an RDB file by digest, key by key only if they
+    /// differ (the fastest way; needs SYNC rights). commands: key by key. auto: snapshot when
+    /// the source is one RDB file without filters and the target gives one, else key by key.
+    #[arg(long, value_enum, default_value_t = VerifyViaArg::Auto)]
+    via: VerifyViaArg,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -161,6 +167,11 @@ impl VerifyArgs {
             db_map,
             ttl_tolerance_ms: (self.ttl_tolerance * 1000.0) as i64,
             max_diffs: self.max_diffs,
+            via: match self.via {
+                VerifyViaArg::Auto => rdbferry::verify::snapshot::Via::Auto,
+                VerifyViaArg::Snapshot => rdbferry::verify::snapshot::Via::Snapshot,
+                VerifyViaArg::Commands => rdbferry::verify::snapshot::Via::Commands,
+            },
         })
     }
 }
@@ -231,6 +242,13 @@ enum ModeArg {
     Auto,
     Restore,
     Rewrite,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum VerifyViaArg {
+    Auto,
+    Snapshot,
+    Commands,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

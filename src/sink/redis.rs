@@ -496,6 +496,14 @@ impl Conn {
         }
     }
 
+    /// Send `bytes` and give up the connection: the stream, and what was read past the last
+    /// reply (for a protocol that is not replies from here on, as `SYNC`'s payload).
+    pub fn send_raw_and_detach(mut self, bytes: &[u8]) -> Result<(net::Stream, Vec<u8>)> {
+        self.send(bytes)?;
+        let rest = self.buf[self.start..].to_vec();
+        Ok((self.stream, rest))
+    }
+
     /// Send one command and read its reply.
     pub fn call(&mut self, args: &[&[u8]]) -> Result<Reply> {
         let mut out = Vec::new();

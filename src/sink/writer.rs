@@ -902,11 +902,35 @@ impl Link {
                             continue;
                         }
                     };
+                    // A db switch is never pipelined ahead of a unit: a SELECT refused as
+                    // BUSY could be followed by the unit running, once the server is free, in
+                    // the old db. So the unit waits until nothing is in flight, and SELECT
+                    // is sent alone and answered first.
+                    let idle = self.inflight.is_empty() && batch.units.is_empty();
                     let sel = match self.conn_to(&node) {
+                        Ok(c) if c.db == Some(u.db) => false,
+                        Ok(_) if !idle => {
+                            // Counted again when it is taken.
+                            taken -= u.bytes.len();
+                            held = Some(Msg::Unit(u));
+                            break;
+                        }
                         Ok(c) => {
-                            let sel = c.db != Some(u.db);
-                            c.db = Some(u.db);
-                            sel
+                            let n = u.db.to_string();
+                            match c.conn.call(&[b"SELECT", n.as_bytes()]) {
+                                Ok(r) if !r.is_error() => {
+                                    c.db = Some(u.db);
+                                    false
+                                }
+                                // Refused or lost: the one-at-a-time path selects and
+                                // retries (and reconnects).
+                                _ => {
+                                    c.db = None;
+                                    diverted = true;
+                                    self.again.push_back((u, None));
+                                    continue;
+                                }
+                            }
                         }
                         Err(_) => {
                             diverted = true;
@@ -992,6 +1016,11 @@ impl Link {
                 if b.selects[i]
                     && let Reply::Error(e) = nc.conn.read_reply()?
                 {
+                    // A busy or loading target refuses SELECT too: not now, so the link is
+                    // dropped and what was sent goes again.
+                    if transient_reply(&e) {
+                        return Err(nc.conn.err(String::from_utf8_lossy(&e).into_owned()));
+                    }
                     return Err(Error::Usage(format!(
                         "{}: SELECT {}: {}",
                         nc.conn.name(),
@@ -1185,6 +1214,11 @@ impl Link {
         let nc = self.conn_to(node)?;
         if nc.db != Some(db) {
             if let Reply::Error(e) = nc.conn.call(&[b"SELECT", db.to_string().as_bytes()])? {
+                if transient_reply(&e) {
+                    return Err(Fail::Link(
+                        nc.conn.err(String::from_utf8_lossy(&e).into_owned()),
+                    ));
+                }
                 return Err(Fail::Fatal(
                     nc.conn
                         .err(format!("SELECT {db}: {}", String::from_utf8_lossy(&e))),

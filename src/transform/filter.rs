@@ -55,6 +55,15 @@ fn globs(patterns: &[String]) -> Result<Option<GlobSet>> {
 }
 
 impl Filter {
+    /// Whether every key passes (no filter flag was given).
+    pub fn keeps_all(&self) -> bool {
+        self.dbs.is_empty()
+            && self.include.is_none()
+            && self.include_re.is_none()
+            && self.exclude.is_none()
+            && self.types.is_empty()
+    }
+
     /// Compile the flags.
     pub fn new(spec: &FilterSpec) -> Result<Filter> {
         let include_re = if spec.key_regexes.is_empty() {

@@ -1,6 +1,12 @@
 //! `verify`: compare every key of a source (RDB, AOF, appendonlydir, JSONL, stdin, or a live
 //! `redis://` server) with a live Redis target, after filters, renames and db mapping.
 //!
+//! First, for one RDB file without filters and a standalone target: the target's own snapshot
+//! (`snapshot`: rdbferry asks for it as a replica does) is compared with the file by an
+//! order-independent digest; when they agree, that is the answer. When they differ, or no
+//! snapshot can be had, the keys are compared one by one as below, which names every
+//! difference and applies the TTL tolerance.
+//!
 //! A sink-side stage of the pipeline, but one that reads: source values are decoded with the
 //! library (so encodings may differ between source and target) and compared with what the
 //! target answers to pipelined, batched commands over one connection ([`target::Conn`]) per
@@ -33,6 +39,7 @@
 //! are compared are counted as expired, never as differences.
 
 mod route;
+pub mod snapshot;
 mod source;
 pub mod target;
 
@@ -67,6 +74,8 @@ pub struct VerifyOptions {
     pub ttl_tolerance_ms: i64,
     /// Differences listed in the report (the rest are only counted).
     pub max_diffs: usize,
+    /// `--via`: a snapshot of the target first, or key by key only.
+    pub via: snapshot::Via,
 }
 
 impl VerifyOptions {
@@ -121,6 +130,12 @@ pub struct VerifyReport {
     pub target: String,
     /// Target server version.
     pub target_version: String,
+    /// How the target was read: `snapshot` (one RDB from the target, compared by digest) or
+    /// `commands` (key by key).
+    pub via: String,
+    /// Why no snapshot was used, or that it differed (then keys were compared one by one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
     /// Keys compared.
     pub keys_checked: u64,
     /// Keys with at least one difference.
@@ -190,6 +205,9 @@ impl VerifyReport {
         }
         for n in &self.notes {
             s += &format!("note: {n}\n");
+        }
+        if let Some(n) = &self.snapshot {
+            s += &format!("note: no snapshot comparison: {n}\n");
         }
         s += &format!(
             "{}: {} against {} (redis {}): {} keys checked, {} differing ({} missing, {} type, {} value, {} ttl), {} expired skipped, {:.3} s\n",
@@ -1613,6 +1631,7 @@ fn open_verifier<'o>(name: &str, opts: &'o VerifyOptions) -> Result<Verifier<'o>
         input: name.to_string(),
         target: target.clone(),
         target_version: format!("{}.{}.{}", v.0, v.1, v.2),
+        via: "commands".into(),
         ..Default::default()
     };
     // A Cluster is detected, never asked: one lane per master then.
@@ -1682,7 +1701,69 @@ pub fn verify(input_name: &str, common: &Common, opts: &VerifyOptions) -> Result
     }
     let start = Instant::now();
     let input = Input::open(input_name)?;
+    let mut snapshot_note = None;
+    if opts.via != snapshot::Via::Commands {
+        let why = if input.kind != Kind::Rdb {
+            Some("the input is not an RDB file".to_string())
+        } else if !common.filter.keeps_all() {
+            Some("filters (the target may hold other keys)".into())
+        } else {
+            None
+        };
+        let outcome = match why {
+            Some(w) => Err(w),
+            None => {
+                let now = now_ms();
+                let cancel = std::sync::atomic::AtomicBool::new(false);
+                let stop = || cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                let (src, tgt) = std::thread::scope(|sc| {
+                    let t = sc.spawn(|| {
+                        let r = snapshot::target_digest(opts, now, &cancel);
+                        if !matches!(r, Ok(Ok(_))) {
+                            stop();
+                        }
+                        r
+                    });
+                    let src = snapshot::source_digest(&input, common, opts, now, &cancel);
+                    if src.is_err() {
+                        stop();
+                    }
+                    (src, t.join())
+                });
+                // Any failure here leaves the comparison to the key-by-key path, which
+                // reports a bad input or an unreachable target in its own words.
+                match (src, tgt) {
+                    (_, Ok(Ok(Err(w)))) if w != "given up" => Err(w),
+                    (_, Ok(Err(e))) => Err(e.to_string()),
+                    (Err(e), _) => Err(e.to_string()),
+                    (_, Err(_)) => Err("snapshot reader failed".into()),
+                    (_, Ok(Ok(Err(w)))) => Err(w),
+                    (Ok(src), Ok(Ok(Ok(t)))) if t.same(&src) => Ok((src, t)),
+                    (Ok(src), Ok(Ok(Ok(t)))) => Err(format!(
+                        "the target's snapshot differs ({} keys there, {} in the file): compared key by key",
+                        t.keys, src.keys
+                    )),
+                }
+            }
+        };
+        match outcome {
+            Ok((src, _)) => {
+                let ver = open_verifier(input_name, opts)?;
+                let mut rep = ver.rep;
+                rep.via = "snapshot".into();
+                rep.keys_checked = src.keys;
+                rep.expired_skipped = src.expired;
+                rep.elapsed_s = start.elapsed().as_secs_f64();
+                return Ok(rep);
+            }
+            Err(w) if opts.via == snapshot::Via::Snapshot && !w.contains("differs") => {
+                return Err(Error::Usage(format!("--via snapshot: {w}")));
+            }
+            Err(w) => snapshot_note = Some(w),
+        }
+    }
     let mut ver = open_verifier(input_name, opts)?;
+    ver.rep.snapshot = snapshot_note;
     // AOF inputs: first learn which keys the commands touch, so that only the RDB part's
     // untouched keys are compared (replaying the commands is not done here).
     if matches!(input.kind, Kind::Aof | Kind::AofDir | Kind::Jsonl) {
@@ -1818,6 +1899,7 @@ mod tests {
             db_map: vec![(1, 9)],
             ttl_tolerance_ms: 0,
             max_diffs: 1,
+            via: snapshot::Via::Commands,
         };
         assert_eq!(o.map_key(b"a:x"), b"b:x");
         assert_eq!(o.map_key(b"c:x"), b"c:x");

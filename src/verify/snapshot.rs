@@ -1,0 +1,524 @@
+//! `verify --via snapshot`: compare a whole RDB file with a standalone target in one pass over
+//! each, by an order-independent digest, instead of reading the target key by key.
+//!
+//! Why: reading 2 million keys back with pipelined commands costs the target about twice
+//! what loading them did (the first lookup of each key alone is a cache miss), while asking
+//! it for a snapshot costs a fork and a save in a child process. rdbferry connects as a
+//! replica (`REPLCONF capa eof`, `REPLCONF rdb-only 1`, `SYNC`), reads the RDB the target
+//! streams, and decodes both sides with the same code.
+//!
+//! The digest of a key covers its target db, name, type, absolute expiry and its value as
+//! `verify` decodes it for comparison (encodings may differ): strings, lists and stream entries
+//! in order; set members, zset (member, score) pairs and hash (field, value, field expiry)
+//! triples as sums, so that their order does not matter; for streams also the last id and every
+//! group's name, last delivered id and pending entries per consumer. A side's digest is the
+//! count of its keys and the wrapping sum of their 128-bit digests ([`H`]).
+//! Keys whose TTL has run out at the start are left out of both sides.
+//!
+//! Equal digests mean identical data (short of a 128-bit collision, or someone crafting one:
+//! this is a check against mistakes, not an adversary). Different digests, or a target that
+//! cannot be snapshotted (no `SYNC` rights, a Cluster, a value over the 64 MB record cap), send
+//! the caller to the key-by-key comparison, which names the differences.
+//!
+//! What it deliberately does not do: AOF inputs (the commands would have to be replayed), live
+//! sources, filters (the target may hold other keys), TTL tolerance (after an import the
+//! absolute expiries are equal; when they are not, the key-by-key comparison applies it).
+
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::{BIG, Chunk, StreamMeta, VerifyOptions, walk_chunks};
+use crate::error::{Error, Result};
+use crate::input::{Event, Input};
+use crate::job::Common;
+use crate::rdb::Elem;
+use crate::rdb::value::{Tuples, zset_pairs};
+use crate::rdb::{DataType, KeyRecord, Record, StreamReader, Value};
+use crate::resp::Reply;
+use crate::sink::redis::Conn;
+
+/// `--via` of `verify`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// A snapshot when the input and target allow it, key by key otherwise or on a difference.
+    Auto,
+    /// A snapshot (then key by key on a difference), or an error saying why not.
+    Snapshot,
+    /// Key by key.
+    Commands,
+}
+
+/// The largest record of the target's snapshot held in memory: an input with a bigger value
+/// is compared key by key (its values are read in chunks there).
+pub const MAX_RECORD: usize = 16 << 20;
+
+/// The keys of one side: how many, and the sum of their digests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Digest {
+    /// Keys (not expired at the start).
+    pub keys: u64,
+    /// Wrapping sum of their 128-bit digests.
+    pub sum: u128,
+    /// Keys left out because expired.
+    pub expired: u64,
+}
+
+impl Digest {
+    fn add(&mut self, d: Option<u128>) {
+        match d {
+            Some(d) => {
+                self.keys += 1;
+                self.sum = self.sum.wrapping_add(d);
+            }
+            None => self.expired += 1,
+        }
+    }
+    /// Same keys, same values.
+    pub fn same(&self, other: &Digest) -> bool {
+        self.keys == other.keys && self.sum == other.sum
+    }
+}
+
+/// A fast streaming 128-bit hash: two multiply-rotate lanes over 8-byte words, finished with
+/// murmur3's mixer. Bytes fed in several calls hash as if fed at once. Good against mistakes
+/// (a different value, a missing key), not against someone crafting a collision.
+struct H {
+    a: u64,
+    b: u64,
+    tail: [u8; 8],
+    n: usize,
+    len: u64,
+}
+
+const K1: u64 = 0x9e37_79b9_7f4a_7c15;
+const K2: u64 = 0xc2b2_ae3d_27d4_eb4f;
+
+fn fmix64(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+impl H {
+    fn new(tag: u8) -> H {
+        H {
+            a: K1 ^ u64::from(tag),
+            b: K2.rotate_left(u32::from(tag)),
+            tail: [0; 8],
+            n: 0,
+            len: 0,
+        }
+    }
+    #[inline]
+    fn mix(&mut self, w: u64) {
+        self.a = (self.a ^ w).wrapping_mul(K1).rotate_left(27);
+        self.b = (self.b.rotate_left(19) ^ w)
+            .wrapping_mul(K2)
+            .wrapping_add(self.a);
+    }
+    fn raw(&mut self, mut x: &[u8]) {
+        self.len += x.len() as u64;
+        if self.n > 0 {
+            let k = (8 - self.n).min(x.len());
+            self.tail[self.n..self.n + k].copy_from_slice(&x[..k]);
+            self.n += k;
+            x = &x[k..];
+            if self.n < 8 {
+                return;
+            }
+            let w = u64::from_le_bytes(self.tail);
+            self.mix(w);
+            self.n = 0;
+        }
+        let mut words = x.chunks_exact(8);
+        for c in &mut words {
+            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            self.mix(w);
+        }
+        let rest = words.remainder();
+        self.tail[..rest.len()].copy_from_slice(rest);
+        self.n = rest.len();
+    }
+    fn bytes(&mut self, x: &[u8]) {
+        self.u64(x.len() as u64);
+        self.raw(x);
+    }
+    fn u64(&mut self, x: u64) {
+        self.raw(&x.to_le_bytes());
+    }
+    fn u128(&mut self, x: u128) {
+        self.raw(&x.to_le_bytes());
+    }
+    fn finish(&self) -> u128 {
+        let mut t = [0u8; 8];
+        t[..self.n].copy_from_slice(&self.tail[..self.n]);
+        let w = u64::from_le_bytes(t) ^ self.len.rotate_left(32);
+        let a = fmix64(self.a ^ w.wrapping_mul(K2));
+        let b = fmix64(self.b ^ w.wrapping_mul(K1) ^ a.rotate_left(17));
+        (u128::from(a) << 64) | u128::from(b)
+    }
+}
+
+fn type_code(t: DataType) -> u64 {
+    match t {
+        DataType::String => 1,
+        DataType::List => 2,
+        DataType::Set => 3,
+        DataType::ZSet => 4,
+        DataType::Hash => 5,
+        DataType::Stream => 6,
+        DataType::Module => 7,
+    }
+}
+
+/// The digest of `rec` stored as `key` in `db`; `None` when its TTL has run out at `now`.
+pub fn key_digest(db: u64, key: &[u8], rec: &KeyRecord<'_>, now: i64) -> Result<Option<u128>> {
+    if rec.expire_ms.is_some_and(|ms| ms <= now) {
+        return Ok(None);
+    }
+    let dec = |e: crate::rdb::DecodeError| {
+        Error::from(crate::rdb::Error::from_decode("snapshot", Some(key), e))
+    };
+    let v = rec.value().map_err(dec)?;
+    let mut h = H::new(b'k');
+    h.u64(db);
+    h.bytes(key);
+    h.u64(type_code(rec.data_type()));
+    h.u64(rec.expire_ms.map_or(u64::MAX, |ms| ms as u64));
+    let mut ordered = H::new(b'o');
+    let mut sum = 0u128;
+    value_digest(&v, rec, now, &dec, &mut ordered, &mut sum)?;
+    if let Value::Stream(s) = &v {
+        let m = StreamMeta::of(s);
+        ordered.u64(m.last_id.ms);
+        ordered.u64(m.last_id.seq);
+        let mut groups: Vec<_> = m.groups.iter().collect();
+        groups.sort_by(|a, b| a.name.cmp(&b.name));
+        for g in groups {
+            ordered.bytes(&g.name);
+            ordered.u64(g.last_id.ms);
+            ordered.u64(g.last_id.seq);
+            ordered.u64(g.pending);
+            for (c, n) in &g.consumers {
+                ordered.bytes(c);
+                ordered.u64(*n);
+            }
+        }
+    }
+    h.u128(ordered.finish());
+    h.u128(sum);
+    Ok(Some(h.finish()))
+}
+
+/// An element as the bytes a client sees (integers as decimal text), length-prefixed.
+fn put(h: &mut H, e: &Elem<'_>) {
+    match e {
+        Elem::Bytes(b) => h.bytes(b),
+        Elem::Int(n) => h.bytes(itoa::Buffer::new().format(*n).as_bytes()),
+        other => h.bytes(&other.to_bytes()),
+    }
+}
+
+/// Feed a value into `ordered` (strings, lists, stream entries, module bytes) and `sum`
+/// (members, pairs and fields, whose order does not count), without copying elements.
+fn value_digest(
+    v: &Value<'_>,
+    rec: &KeyRecord<'_>,
+    now: i64,
+    dec: &dyn Fn(crate::rdb::DecodeError) -> Error,
+    ordered: &mut H,
+    sum: &mut u128,
+) -> Result<()> {
+    let mut add = |x: H| *sum = sum.wrapping_add(x.finish());
+    match v {
+        Value::String(s) => ordered.raw(s),
+        Value::BigString(l) => l
+            .for_each_chunk(&mut |c| {
+                ordered.raw(c);
+                Ok(())
+            })
+            .map_err(|e| match e {
+                crate::rdb::cursor::StreamError::Decode(e) => dec(e),
+                crate::rdb::cursor::StreamError::Io(e) => Error::Usage(e.to_string()),
+            })?,
+        Value::Module(_) => ordered.bytes(rec.raw),
+        Value::Coll(c) => {
+            let elems = c.elements();
+            match c.data_type() {
+                DataType::List => {
+                    for e in elems {
+                        let e = e.map_err(dec)?;
+                        put(ordered, &e);
+                    }
+                }
+                DataType::Set => {
+                    for e in elems {
+                        let e = e.map_err(dec)?;
+                        let mut x = H::new(b's');
+                        put(&mut x, &e);
+                        add(x);
+                    }
+                }
+                DataType::ZSet => {
+                    for p in zset_pairs(elems) {
+                        let (m, score) = p.map_err(dec)?;
+                        let mut x = H::new(b'z');
+                        put(&mut x, &m);
+                        x.u64(score.to_bits());
+                        add(x);
+                    }
+                }
+                _ if c.has_field_ttls() => {
+                    for t in Tuples::<'_, 3>(elems) {
+                        let [f, val, at] = t.map_err(dec)?;
+                        let at = at.as_i64().filter(|&ms| ms > 0);
+                        if at.is_some_and(|ms| ms <= now) {
+                            continue;
+                        }
+                        let mut x = H::new(b'h');
+                        put(&mut x, &f);
+                        put(&mut x, &val);
+                        x.u64(at.map_or(u64::MAX, |ms| ms as u64));
+                        add(x);
+                    }
+                }
+                _ => {
+                    for t in Tuples::<'_, 2>(elems) {
+                        let [f, val] = t.map_err(dec)?;
+                        let mut x = H::new(b'h');
+                        put(&mut x, &f);
+                        put(&mut x, &val);
+                        x.u64(u64::MAX);
+                        add(x);
+                    }
+                }
+            }
+        }
+        Value::Stream(_) => {
+            walk_chunks(v, now, BIG, dec, &mut |c, _| {
+                if let Chunk::Stream(entries) = c {
+                    for e in entries {
+                        ordered.u64(e.id.ms);
+                        ordered.u64(e.id.seq);
+                        ordered.u64(e.fields.len() as u64);
+                        for (f, val) in &e.fields {
+                            ordered.bytes(f);
+                            ordered.bytes(val);
+                        }
+                    }
+                }
+                Ok(true)
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// The digest of an RDB input as the target should hold it (`--db-map`, `--rename`). Stops
+/// when `cancel` is set, and sets it on a value too big for a snapshot.
+pub fn source_digest(
+    input: &Input,
+    common: &Common,
+    opts: &VerifyOptions,
+    now: i64,
+    cancel: &AtomicBool,
+) -> Result<Digest> {
+    let mut d = Digest::default();
+    crate::job::batch::walk(
+        input,
+        &common.read,
+        |k| {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::Usage("snapshot comparison given up".into()));
+            }
+            if k.serialized_len() > MAX_RECORD as u64 {
+                cancel.store(true, Ordering::Relaxed);
+                return Err(Error::Usage(format!(
+                    "a value over {} MB (compared in chunks instead)",
+                    MAX_RECORD >> 20
+                )));
+            }
+            key_digest(opts.map_db(k.db), &opts.map_key(&k.key), k, now)
+        },
+        |ev, r, _| {
+            if let (Event::Rdb(Record::Key(_)), Some(r)) = (ev, r) {
+                d.add(r);
+            }
+            Ok(())
+        },
+    )?;
+    Ok(d)
+}
+
+/// The digest of the target's snapshot. `Ok(Err(why))`: no snapshot could be had, or
+/// `cancel` was set meanwhile.
+pub fn target_digest(
+    opts: &VerifyOptions,
+    now: i64,
+    cancel: &AtomicBool,
+) -> Result<std::result::Result<Digest, String>> {
+    let mut c = Conn::open(&opts.target, Duration::from_secs(10))?;
+    c.set_read_timeout(Some(Duration::from_secs(60)));
+    let refused = |r: &Reply| match r {
+        Reply::Error(e) => Some(String::from_utf8_lossy(e).into_owned()),
+        _ => None,
+    };
+    let info = c.info("server")?;
+    if info.get("redis_mode").is_some_and(|m| m != "standalone") {
+        return Ok(Err("a Cluster target".into()));
+    }
+    // A diskless sync waits repl-diskless-sync-delay (5 s by default) for more replicas:
+    // none is coming, so the delay goes to 0 for this sync and back after.
+    let delay = match c.config_get("repl-diskless-sync")?.as_deref() {
+        Some("yes") => c
+            .config_get("repl-diskless-sync-delay")?
+            .filter(|d| d != "0"),
+        _ => None,
+    };
+    if delay.is_some()
+        && refused(&c.call(&[b"CONFIG", b"SET", b"repl-diskless-sync-delay", b"0"])?).is_some()
+    {
+        return Ok(Err("CONFIG SET repl-diskless-sync-delay refused".into()));
+    }
+    // LZF-compressing every value is most of what the save costs the target (about 40% of
+    // this comparison on 2 million small keys): off for this snapshot, back after.
+    let compress = c
+        .config_get("rdbcompression")?
+        .filter(|v| v == "yes")
+        .filter(|_| {
+            matches!(
+                c.call(&[b"CONFIG", b"SET", b"rdbcompression", b"no"]),
+                Ok(r) if refused(&r).is_none()
+            )
+        });
+    let r = read_snapshot(c, opts, now, cancel);
+    let mut restore: Vec<(&[u8], String)> = Vec::new();
+    if let Some(d) = delay {
+        restore.push((b"repl-diskless-sync-delay", d));
+    }
+    if let Some(v) = compress {
+        restore.push((b"rdbcompression", v));
+    }
+    if !restore.is_empty() {
+        let mut c = Conn::open(&opts.target, Duration::from_secs(10))?;
+        for (name, v) in restore {
+            let r = c.call(&[b"CONFIG", b"SET", name, v.as_bytes()])?;
+            if let Some(e) = refused(&r) {
+                let name = String::from_utf8_lossy(name);
+                return Err(c.err(format!("CONFIG SET {name} {v}: {e}")));
+            }
+        }
+    }
+    r
+}
+
+fn read_snapshot(
+    mut c: Conn,
+    opts: &VerifyOptions,
+    now: i64,
+    cancel: &AtomicBool,
+) -> Result<std::result::Result<Digest, String>> {
+    let name = opts.target.addr();
+    if let Reply::Error(e) = c.call(&[b"REPLCONF", b"capa", b"eof"])? {
+        return Ok(Err(format!("REPLCONF: {}", String::from_utf8_lossy(&e))));
+    }
+    // 7.0+: no command stream after the RDB. Older servers refuse it; SYNC still works.
+    let _ = c.call(&[b"REPLCONF", b"rdb-only", b"1"])?;
+    let (stream, rest) = c.send_raw_and_detach(b"SYNC\r\n")?;
+    let mut r = std::io::BufReader::new(std::io::Read::chain(std::io::Cursor::new(rest), stream));
+    // Newlines keep the link alive while the target forks and saves; then the bulk header.
+    let header = loop {
+        let mut line = Vec::new();
+        (&mut r)
+            .take(1024)
+            .read_until_newline(&mut line)
+            .map_err(|e| Error::io(&name, e))?;
+        let line = String::from_utf8_lossy(&line).trim().to_string();
+        if line.is_empty() {
+            continue;
+        }
+        break line;
+    };
+    let limit = if let Some(mark) = header.strip_prefix("$EOF:") {
+        if mark.len() != 40 {
+            return Ok(Err(format!("SYNC: bad EOF mark {header:?}")));
+        }
+        u64::MAX
+    } else if let Some(n) = header.strip_prefix('$').and_then(|n| n.parse::<u64>().ok()) {
+        n
+    } else {
+        return Ok(Err(format!("SYNC: {header}")));
+    };
+    let mut rdb =
+        StreamReader::new(r.take(limit), &format!("{name} (snapshot)")).max_record(MAX_RECORD);
+    let mut d = Digest::default();
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(Err("given up".into()));
+        }
+        match rdb.next_record() {
+            Ok(Some(Record::Key(k))) => d.add(key_digest(k.db, &k.key, &k, now)?),
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) => return Ok(Err(e.to_string())),
+        }
+    }
+    Ok(Ok(d))
+}
+
+trait ReadLine {
+    fn read_until_newline(&mut self, out: &mut Vec<u8>) -> std::io::Result<()>;
+}
+
+impl<R: Read> ReadLine for R {
+    /// One byte at a time: only the header line is read this way.
+    fn read_until_newline(&mut self, out: &mut Vec<u8>) -> std::io::Result<()> {
+        let mut b = [0u8; 1];
+        loop {
+            if self.read(&mut b)? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed before the snapshot",
+                ));
+            }
+            if b[0] == b'\n' {
+                return Ok(());
+            }
+            out.push(b[0]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_does_not_depend_on_how_bytes_are_fed() {
+        let data: Vec<u8> = (0..100u8).collect();
+        let mut whole = H::new(1);
+        whole.raw(&data);
+        for cut in [0, 1, 7, 8, 9, 50, 99, 100] {
+            let mut parts = H::new(1);
+            parts.raw(&data[..cut]);
+            parts.raw(&data[cut..]);
+            assert_eq!(parts.finish(), whole.finish(), "cut at {cut}");
+        }
+        let mut other = H::new(1);
+        other.raw(&data[..99]);
+        assert_ne!(other.finish(), whole.finish());
+        let mut tagged = H::new(2);
+        tagged.raw(&data);
+        assert_ne!(tagged.finish(), whole.finish());
+        // Length-prefixed pieces: ("ab", "c") is not ("a", "bc").
+        let (mut x, mut y) = (H::new(0), H::new(0));
+        x.bytes(b"ab");
+        x.bytes(b"c");
+        y.bytes(b"a");
+        y.bytes(b"bc");
+        assert_ne!(x.finish(), y.finish());
+    }
+}
