@@ -18,7 +18,8 @@
 //! - `job/`: the loops behind each command (`check`, `inspect`, `convert`, `import`, and
 //!   `fullsync`, import's fast path for an empty target).
 //! - `verify/`: compares a source (a file, or a live server read with `SCAN` + `DUMP`) with a
-//!   live Redis target (`verify`), over pipelined reads.
+//!   live Redis target (`verify`): by digest against the target's own snapshot first, else
+//!   over pipelined reads key by key.
 //! - `cli/` (in the binary): flags to configuration; nothing else.
 
 pub mod aof;
