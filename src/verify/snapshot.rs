@@ -12,7 +12,8 @@
 //! in order; set members, zset (member, score) pairs and hash (field, value, field expiry)
 //! triples as sums, so that their order does not matter; for streams also the last id and every
 //! group's name, last delivered id and pending entries per consumer. A side's digest is the
-//! count of its keys and the wrapping sum of their 128-bit digests ([`H`]).
+//! count of its keys and the wrapping sum of their 128-bit digests (a fast streaming hash,
+//! `H` below).
 //! Keys whose TTL has run out at the start are left out of both sides.
 //!
 //! Equal digests mean identical data (short of a 128-bit collision, or someone crafting one:
