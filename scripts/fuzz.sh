@@ -17,7 +17,7 @@ secs="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(rdb_reader rdb_stream aof_reader manifest resp blobs jsonl_reader)
+    targets=(rdb_reader rdb_stream aof_reader manifest resp blobs jsonl_reader replica_handshake)
 fi
 
 if ! cargo +nightly --version >/dev/null 2>&1; then

@@ -210,16 +210,21 @@ impl Master {
 }
 
 /// One command from the replica: a RESP array of bulk strings, or an inline line. Lines,
-/// argument counts and sizes are bounded: a handshake is small.
-fn read_command(r: &mut impl BufRead) -> std::io::Result<Vec<Vec<u8>>> {
+/// argument counts and sizes are bounded: a handshake is small. (Public for the fuzz target
+/// `replica_handshake`: whoever connects to the listener sends these bytes.)
+pub fn read_command(r: &mut impl BufRead) -> std::io::Result<Vec<Vec<u8>>> {
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
     let line = read_line(r)?;
     let Some(n) = line.strip_prefix(b"*") else {
-        return Ok(line
+        let args: Vec<Vec<u8>> = line
             .split(|&b| b == b' ')
             .filter(|a| !a.is_empty())
             .map(|a| a.to_vec())
-            .collect());
+            .collect();
+        if args.len() > 32 {
+            return Err(bad("too many arguments"));
+        }
+        return Ok(args);
     };
     let n: usize = std::str::from_utf8(n)
         .ok()
@@ -360,6 +365,8 @@ mod tests {
             vec![b"REPLCONF".to_vec(), b"capa".to_vec(), b"eof".to_vec()]
         );
         assert!(read_command(&mut r).is_err());
+        let mut wide: &[u8] = &[b"a ".repeat(40), b"\r\n".to_vec()].concat();
+        assert!(read_command(&mut wide).is_err());
         let mut big: &[u8] = b"*99999\r\n";
         assert!(read_command(&mut big).is_err());
         let mut huge: &[u8] = b"*1\r\n$999999999\r\n";
