@@ -251,6 +251,30 @@ fn a_set_with_a_member_twice_never_reaches_the_loader() {
 }
 
 #[test]
+fn values_a_loader_would_stop_on_never_reach_it() {
+    // An old ziplist hash with a field twice (Redis 7.0 checks those deeply at load), and a
+    // zipmap whose count byte is 255 (corpus: HDT3213 zipmap_big_len; Redis takes 254 only).
+    let mut zipmap = value::hash_zipmap(&[(b"a", b"1"), (b"b", b"2")]);
+    // bytes = blob length, then the zipmap: its first byte is the count.
+    zipmap.bytes[1] = 255;
+    for (name, v) in [
+        ("twice", value::hash_ziplist(&[(b"f", b"1"), (b"f", b"2")])),
+        ("zipmap", zipmap),
+    ] {
+        let mut w = RdbWriter::new(3);
+        w.select_db(0)
+            .key(b"ok", None, &value::string(b"1", false))
+            .key(name.as_bytes(), None, &v);
+        let file = write_rdb(&format!("{name}.rdb"), &w.finish());
+        let s = RedisServer::start();
+        let (_, err, code) = import(file.to_str().unwrap(), &s.url(), &["--via", "full-sync"]);
+        assert_eq!(code, Some(1), "{name}");
+        assert!(err.contains(&format!("key \"{name}\"")), "{err}");
+        untouched(&s);
+    }
+}
+
+#[test]
 fn a_corrupt_value_never_reaches_the_loader() {
     // A ziplist whose header claims more bytes than it has, after a valid key.
     let mut bad = value::list_ziplist(&[b"x", b"y"]);

@@ -465,6 +465,9 @@ fn prepare(
     if let Some(what) = duplicate_member(k, elements) {
         return no(format!("{what} appears twice in the value"));
     }
+    if let Some(why) = zipmap_header(k) {
+        return no(why.into());
+    }
     // A loader stops the server on a duplicated key, where RESTORE reports a conflict.
     match seen.insert(route(db, &name)) {
         Some(false) => {}
@@ -480,24 +483,25 @@ fn prepare(
     Prep::Keep { db, renamed }
 }
 
-/// Whether a plainly encoded set, sorted set or hash has a member (or field) twice: a
-/// loader stops the server on that ("Duplicate set members detected"), where `RESTORE` only
-/// refuses the payload. Compact encodings (listpack, ziplist, intset) are checked by Redis
-/// only with `sanitize-dump-payload yes`, and are not here either. Members are compared by a
+/// Whether a set, sorted set or hash has a member (or field) twice, in any encoding: a loader
+/// stops the server on that ("Duplicate set members detected"; Redis 7.0 also checks old
+/// ziplist zsets and hashes this way, and asserts when it converts a compact value with a
+/// repeated member to a hash table), where `RESTORE` only refuses the payload. Members are
+/// compared by a
 /// 64-bit hash in an open-addressing table reused per thread (these are the biggest values,
 /// so this is on the hot path): two different members that collide only send the import to
 /// commands, never a wrong result.
 fn duplicate_member(k: &KeyRecord<'_>, elements: u64) -> Option<&'static str> {
     use crate::rdb::Elem;
-    use crate::rdb::types::type_id;
-    let (step, what) = match k.type_id {
-        type_id::SET => (1, "a member"),
-        type_id::ZSET | type_id::ZSET_2 => (2, "a member"),
-        type_id::HASH => (2, "a field"),
-        _ => return None,
-    };
     let Ok(crate::rdb::Value::Coll(c)) = k.value() else {
         return None;
+    };
+    let (step, what) = match k.data_type() {
+        DataType::Set => (1, "a member"),
+        DataType::ZSet => (2, "a member"),
+        DataType::Hash if c.has_field_ttls() => (3, "a field"),
+        DataType::Hash => (2, "a field"),
+        _ => return None,
     };
     thread_local! {
         static TABLE: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -556,6 +560,28 @@ fn member_hash(b: &[u8]) -> u64 {
     h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     h ^= h >> 33;
     h.max(1)
+}
+
+/// Redis checks a zipmap (RDB 2-3 hashes) deeply at load: its first byte must be its entry
+/// count, or 254 for "count it" (Redis 7.0 `zipmapValidateIntegrity`; anything else stops a
+/// loading server).
+fn zipmap_header(k: &KeyRecord<'_>) -> Option<&'static str> {
+    if k.type_id != crate::rdb::types::type_id::HASH_ZIPMAP {
+        return None;
+    }
+    let mut cur = crate::rdb::cursor::Cursor::new(k.raw, k.value_offset);
+    let Ok(blob) = cur.string() else {
+        return Some("unreadable zipmap");
+    };
+    let pairs = match k.value() {
+        Ok(crate::rdb::Value::Coll(c)) => c.elements().count() / 2,
+        _ => return Some("unreadable zipmap"),
+    };
+    match blob.first() {
+        Some(254) => None,
+        Some(&n) if usize::from(n) == pairs => None,
+        _ => Some("zipmap header count does not match its entries"),
+    }
 }
 
 /// The (db, name) hashes of the keys sent so far: an open-addressing table of 64-bit hashes
