@@ -674,9 +674,8 @@ impl Topology {
 /// A written batch whose replies are not all read.
 struct Batch {
     units: Vec<Unit>,
-    /// The node each unit was written to, and whether a SELECT went before it.
+    /// The node each unit was written to.
     nodes: Vec<NodeAddr>,
-    selects: Vec<bool>,
     /// The first unit not settled.
     next: usize,
     barriers: Vec<SyncSender<()>>,
@@ -862,7 +861,6 @@ impl Link {
         let mut batch = Batch {
             units: Vec::new(),
             nodes: Vec::new(),
-            selects: Vec::new(),
             next: 0,
             barriers: Vec::new(),
         };
@@ -907,46 +905,28 @@ impl Link {
                     // the old db. So the unit waits until nothing is in flight, and SELECT
                     // is sent alone and answered first.
                     let idle = self.inflight.is_empty() && batch.units.is_empty();
-                    let sel = match self.conn_to(&node) {
-                        Ok(c) if c.db == Some(u.db) => false,
+                    let selected = match self.conn_to(&node) {
+                        Ok(c) if c.db == Some(u.db) => Ok(()),
                         Ok(_) if !idle => {
                             // Counted again when it is taken.
                             taken -= u.bytes.len();
                             held = Some(Msg::Unit(u));
                             break;
                         }
-                        Ok(c) => {
-                            let n = u.db.to_string();
-                            match c.conn.call(&[b"SELECT", n.as_bytes()]) {
-                                Ok(r) if !r.is_error() => {
-                                    c.db = Some(u.db);
-                                    false
-                                }
-                                // Refused or lost: the one-at-a-time path selects and
-                                // retries (and reconnects).
-                                _ => {
-                                    c.db = None;
-                                    diverted = true;
-                                    self.again.push_back((u, None));
-                                    continue;
-                                }
-                            }
-                        }
-                        Err(_) => {
-                            diverted = true;
-                            self.again.push_back((u, None));
-                            continue;
-                        }
+                        Ok(_) => self.select(&node, u.db),
+                        Err(e) => Err(e),
                     };
-                    let out = self.outs.entry(node.clone()).or_default();
-                    if sel {
-                        write_command(out, &[b"SELECT", u.db.to_string().as_bytes()]);
-                        cmds += 1;
+                    if selected.is_err() {
+                        // Refused or lost: the one-at-a-time path connects, selects and
+                        // retries.
+                        diverted = true;
+                        self.again.push_back((u, None));
+                        continue;
                     }
+                    let out = self.outs.entry(node.clone()).or_default();
                     cmds += u.replies;
                     out.extend_from_slice(&u.bytes);
                     bytes += u.bytes.len();
-                    batch.selects.push(sel);
                     batch.nodes.push(node);
                     batch.units.push(u);
                     if ordered {
@@ -1013,21 +993,6 @@ impl Link {
                 return;
             };
             let read = (|| -> Result<()> {
-                if b.selects[i]
-                    && let Reply::Error(e) = nc.conn.read_reply()?
-                {
-                    // A busy or loading target refuses SELECT too: not now, so the link is
-                    // dropped and what was sent goes again.
-                    if transient_reply(&e) {
-                        return Err(nc.conn.err(String::from_utf8_lossy(&e).into_owned()));
-                    }
-                    return Err(Error::Usage(format!(
-                        "{}: SELECT {}: {}",
-                        nc.conn.name(),
-                        b.units[i].db,
-                        String::from_utf8_lossy(&e)
-                    )));
-                }
                 replies.clear();
                 for _ in 0..b.units[i].replies {
                     replies.push(nc.conn.read_reply()?);
@@ -1041,8 +1006,7 @@ impl Link {
                 }
                 return;
             }
-            let commands = replies.len() as u64 + u64::from(b.selects[i]);
-            b.selects[i] = false;
+            let commands = replies.len() as u64;
             b.next += 1;
             if let Ok(mut st) = self.sh.stats.lock() {
                 st.commands += commands;
@@ -1211,21 +1175,8 @@ impl Link {
         step: Step<'_>,
         n: usize,
     ) -> Result<Vec<Reply>, Fail> {
+        self.select(node, db)?;
         let nc = self.conn_to(node)?;
-        if nc.db != Some(db) {
-            if let Reply::Error(e) = nc.conn.call(&[b"SELECT", db.to_string().as_bytes()])? {
-                if transient_reply(&e) {
-                    return Err(Fail::Link(
-                        nc.conn.err(String::from_utf8_lossy(&e).into_owned()),
-                    ));
-                }
-                return Err(Fail::Fatal(
-                    nc.conn
-                        .err(format!("SELECT {db}: {}", String::from_utf8_lossy(&e))),
-                ));
-            }
-            nc.db = Some(db);
-        }
         if ask {
             nc.conn.call(&[b"ASKING"])?;
         }
@@ -1245,6 +1196,30 @@ impl Link {
             st.commands += n as u64;
         }
         Ok(replies)
+    }
+
+    /// `SELECT db` on the connection to `node`, alone and answered, unless it is there already.
+    /// The connection must have nothing in flight. A busy or loading target refuses SELECT
+    /// too: that is "not now" (reconnect and resend), anything else stops the import.
+    fn select(&mut self, node: &NodeAddr, db: u64) -> Result<(), Fail> {
+        let nc = self.conn_to(node)?;
+        if nc.db == Some(db) {
+            return Ok(());
+        }
+        nc.db = None;
+        if let Reply::Error(e) = nc.conn.call(&[b"SELECT", db.to_string().as_bytes()])? {
+            let text = String::from_utf8_lossy(&e);
+            return Err(if transient_reply(&e) {
+                Fail::Link(nc.conn.err(text.into_owned()))
+            } else {
+                Fail::Fatal(nc.conn.err(format!("SELECT {db}: {text}")))
+            });
+        }
+        nc.db = Some(db);
+        if let Ok(mut st) = self.sh.stats.lock() {
+            st.commands += 1;
+        }
+        Ok(())
     }
 
     /// Send a unit that may already have run, so that it cannot run twice; "not now" and
