@@ -17,6 +17,7 @@
 //! - `net/`: connections to a live Redis, plain TCP or TLS (rustls), for `sink/` and `verify/`.
 //! - `job/`: the loops behind each command (`check`, `inspect`, `convert`, `import`, and
 //!   `fullsync`, import's fast path for an empty target).
+//! - `hash.rs`: fast hashes for digests and repeat checks (not cryptographic).
 //! - `verify/`: compares a source (a file, or a live server read with `SCAN` + `DUMP`) with a
 //!   live Redis target (`verify`): by digest against the target's own snapshot first, else
 //!   over pipelined reads key by key.
@@ -25,6 +26,7 @@
 pub mod aof;
 pub mod cluster;
 pub mod error;
+pub mod hash;
 pub mod input;
 pub mod job;
 pub mod net;

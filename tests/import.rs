@@ -9,21 +9,9 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use support::{RedisServer, TempDir, TestCerts, free_port, require_old_server};
-
-fn testdata(p: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata")
-        .join(p)
-        .display()
-        .to_string()
-}
-
-fn expect_digest(p: &str) -> String {
-    let text = std::fs::read_to_string(testdata(&format!("{p}.expect.json"))).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["debug_digest"].as_str().unwrap().to_string()
-}
+use support::{
+    RedisServer, TempDir, TestCerts, expect_digest, free_port, require_old_server, testdata,
+};
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rdbferry"));

@@ -12,21 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use rdbferry::rdb::encoder::{RdbWriter, value};
-use support::{RedisServer, Running, require_old_server};
-
-fn testdata(p: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata")
-        .join(p)
-        .display()
-        .to_string()
-}
-
-fn expect_digest(p: &str) -> String {
-    let text = std::fs::read_to_string(testdata(&format!("{p}.expect.json"))).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["debug_digest"].as_str().unwrap().to_string()
-}
+use support::{RedisServer, Running, expect_digest, require_old_server, testdata};
 
 fn rdbferry(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rdbferry"))

@@ -86,17 +86,13 @@ pub(super) fn import(
     if let Some(why) = precondition(inputs, opts, pre) {
         return Ok(Err(why));
     }
+    // `precondition` made sure: one RDB file, of a version the target loads.
     let input = Input::open(&inputs[0])?;
     let Some(data) = input.rdb_bytes() else {
         return Ok(Err("the input is not an RDB file".into()));
     };
     let target_rdb = pre.info.as_ref().map(|i| i.rdb_version).unwrap_or(0);
     let version = RdbReader::new(data, &input.name)?.version();
-    if version.dialect != Dialect::Redis || version.number > target_rdb {
-        return Ok(Err(format!(
-            "the target (RDB {target_rdb}) cannot load a {version} file"
-        )));
-    }
     let mut ctl = Conn::open(&opts.to, Duration::from_secs(10))?;
     ctl.set_read_timeout(Some(Duration::from_secs(10)));
     let (ip, load_setting) = match target_facts(&mut ctl, pre) {
@@ -127,7 +123,7 @@ pub(super) fn import(
         ..Default::default()
     };
     let sent = match stream(
-        &input, data, common, opts, pre, target_rdb, transfer, &mut rep,
+        &input, version, common, opts, pre, target_rdb, transfer, &mut rep,
     ) {
         Ok(s) => s,
         Err(why) => return interrupted(release(&mut ctl, why, restore)),
@@ -139,7 +135,7 @@ pub(super) fn import(
     } = sent;
     let loaded = wait_loaded(&mut ctl, &linked);
     let detached = detach(&mut ctl, restore);
-    linked.close();
+    drop(linked);
     loaded?;
     detached?;
     check_counts(&mut ctl, &per_db)?;
@@ -336,32 +332,24 @@ fn diskless(ctl: &mut Conn, setting: &str) -> Result<Option<String>> {
     if setting != "disabled" {
         return Ok(None);
     }
-    let r = ctl.call(&[b"CONFIG", b"SET", b"repl-diskless-load", b"on-empty-db"])?;
-    Ok(reply_error(&r).is_none().then(|| setting.to_string()))
-}
-
-fn reply_error(r: &Reply) -> Option<String> {
-    match r {
-        Reply::Error(e) => Some(String::from_utf8_lossy(e).into_owned()),
-        _ => None,
-    }
+    let set = ctl.config_set("repl-diskless-load", "on-empty-db")?;
+    Ok(set.is_ok().then(|| setting.to_string()))
 }
 
 /// Make the target our replica, if it is still empty. Other clients' writes wait meanwhile,
 /// so none can slip in between the check and `REPLICAOF` (and be flushed by the sync).
 fn claim(ctl: &mut Conn, at: std::net::SocketAddr) -> Result<std::result::Result<(), String>> {
     let r = ctl.call(&[b"CLIENT", b"PAUSE", b"10000", b"WRITE"])?;
-    if let Some(e) = reply_error(&r) {
+    if let Some(e) = r.error_text() {
         return Ok(Err(format!("CLIENT PAUSE WRITE: {e}")));
     }
     let outcome = (|| -> Result<std::result::Result<(), String>> {
-        let ks = ctl.info("keyspace")?;
-        if let Some(db) = ks.keys().find(|k| k.starts_with("db")) {
-            return Ok(Err(format!("the target is not empty ({db})")));
+        if let Some((db, n)) = ctl.keyspace()?.into_iter().next() {
+            return Ok(Err(format!("the target is not empty (db{db}: {n} keys)")));
         }
         let (host, port) = (at.ip().to_string(), at.port().to_string());
         let r = ctl.call(&[b"REPLICAOF", host.as_bytes(), port.as_bytes()])?;
-        Ok(match reply_error(&r) {
+        Ok(match r.error_text() {
             Some(e) => Err(format!("REPLICAOF: {e}")),
             None => Ok(()),
         })
@@ -380,14 +368,13 @@ fn claim(ctl: &mut Conn, at: std::net::SocketAddr) -> Result<std::result::Result
 /// `REPLICAOF NO ONE`, and `repl-diskless-load` back to `restore` if it was changed.
 fn detach(ctl: &mut Conn, restore: Option<&str>) -> Result<()> {
     let r = ctl.call(&[b"REPLICAOF", b"NO", b"ONE"])?;
-    if let Some(e) = reply_error(&r) {
+    if let Some(e) = r.error_text() {
         return Err(ctl.err(format!("REPLICAOF NO ONE: {e}")));
     }
-    if let Some(v) = restore {
-        let r = ctl.call(&[b"CONFIG", b"SET", b"repl-diskless-load", v.as_bytes()])?;
-        if let Some(e) = reply_error(&r) {
-            return Err(ctl.err(format!("CONFIG SET repl-diskless-load {v}: {e}")));
-        }
+    if let Some(v) = restore
+        && let Err(e) = ctl.config_set("repl-diskless-load", v)?
+    {
+        return Err(ctl.err(format!("CONFIG SET repl-diskless-load {v}: {e}")));
     }
     Ok(())
 }
@@ -400,10 +387,9 @@ fn release(
     restore: Option<&str>,
 ) -> Result<std::result::Result<ImportReport, String>> {
     detach(ctl, restore)?;
-    let ks = ctl.info("keyspace")?;
-    if let Some(db) = ks.keys().find(|k| k.starts_with("db")) {
+    if let Some((db, n)) = ctl.keyspace()?.into_iter().next() {
         return Err(ctl.err(format!(
-            "after an abandoned full sync ({why}) the target holds keys ({db}); nothing more was written"
+            "after an abandoned full sync ({why}) the target holds keys (db{db}: {n}); nothing more was written"
         )));
     }
     Ok(Err(why))
@@ -517,9 +503,9 @@ fn duplicate_member(k: &KeyRecord<'_>, elements: u64) -> Option<&'static str> {
             }
             // A bad element was refused by the validation already.
             let h = match e.ok()? {
-                Elem::Bytes(b) => member_hash(&b),
-                Elem::Int(n) => member_hash(itoa::Buffer::new().format(n).as_bytes()),
-                other => member_hash(&other.to_bytes()),
+                Elem::Bytes(b) => crate::hash::hash64(&b),
+                Elem::Int(n) => crate::hash::hash64(itoa::Buffer::new().format(n).as_bytes()),
+                other => crate::hash::hash64(&other.to_bytes()),
             };
             let mut j = h as usize & mask;
             loop {
@@ -535,31 +521,6 @@ fn duplicate_member(k: &KeyRecord<'_>, elements: u64) -> Option<&'static str> {
         }
         None
     })
-}
-
-/// A fast 64-bit hash of a member (multiply-rotate over 8-byte words, then a finalizer so
-/// the low bits index the table well); never 0, which marks a free slot.
-fn member_hash(b: &[u8]) -> u64 {
-    const K: u64 = 0x517c_c1b7_2722_0a95;
-    let mut h = b.len() as u64;
-    let mut chunks = b.chunks_exact(8);
-    for c in &mut chunks {
-        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        h = (h.rotate_left(5) ^ w).wrapping_mul(K);
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut w = [0u8; 8];
-        w[..rest.len()].copy_from_slice(rest);
-        h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
-    }
-    // murmur3's fmix64
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^= h >> 33;
-    h.max(1)
 }
 
 /// Redis checks a zipmap (RDB 2-3 hashes) deeply at load: its first byte must be its entry
@@ -632,7 +593,7 @@ impl Seen {
 #[allow(clippy::too_many_arguments)]
 fn stream(
     input: &Input,
-    data: &[u8],
+    version: crate::rdb::Version,
     common: &Common,
     opts: &ImportOptions,
     pre: &Precheck,
@@ -640,9 +601,6 @@ fn stream(
     transfer: Transfer,
     rep: &mut ImportReport,
 ) -> std::result::Result<Sent, String> {
-    let version = RdbReader::new(data, &input.name)
-        .map_err(|e| e.to_string())?
-        .version();
     let peer = transfer.peer();
     let mut out = RdbCopy::new(transfer, version).map_err(|e| format!("send to {peer}: {e}"))?;
     let now = now_ms();
@@ -742,12 +700,9 @@ fn wait_loaded(ctl: &mut Conn, linked: &Linked) -> Result<()> {
 
 /// After the load: each db holds what was sent, less keys that have expired since.
 fn check_counts(ctl: &mut Conn, per_db: &BTreeMap<u64, (u64, u64)>) -> Result<()> {
-    let ks = ctl.info("keyspace")?;
+    let ks = ctl.keyspace()?;
     for (&db, &(keys, ttl)) in per_db {
-        let have: u64 = ks
-            .get(&format!("db{db}"))
-            .and_then(|v| v.split(',').next()?.strip_prefix("keys=")?.parse().ok())
-            .unwrap_or(0);
+        let have = ks.get(&db).copied().unwrap_or(0);
         if have > keys || have + ttl < keys {
             return Err(ctl.err(format!(
                 "after the full sync db {db} holds {have} keys, but {keys} were sent ({ttl} with a TTL)"

@@ -760,12 +760,11 @@ fn scan(inputs: &[String], common: &Common, opts: &ImportOptions, target_rdb: u3
                     if k.synthetic {
                         s.jsonl = true;
                     }
-                    if let Some(id) = modules::module_type(k)
-                        && k.expire_ms.is_none_or(|ms| ms > now)
-                    {
-                        modules::add_need(&mut s.modules, id);
-                    }
+                    // What will be written: keys not expired yet.
                     if k.expire_ms.is_none_or(|ms| ms > now) {
+                        if let Some(id) = modules::module_type(k) {
+                            modules::add_need(&mut s.modules, id);
+                        }
                         let e = s.per_db.entry(opts.target_db(k.db)).or_default();
                         e.0 += 1;
                         e.1 += k.expire_ms.is_some() as u64;

@@ -280,6 +280,14 @@ impl Reply {
         matches!(self, Reply::Error(_))
     }
 
+    /// The text of an error reply (`None` for any other reply).
+    pub fn error_text(&self) -> Option<String> {
+        match self {
+            Reply::Error(e) => Some(String::from_utf8_lossy(e).into_owned()),
+            _ => None,
+        }
+    }
+
     /// The bytes of a status line or bulk string.
     pub fn as_bytes(&self) -> Option<&[u8]> {
         match self {

@@ -14,7 +14,7 @@
 //!
 //! Why the transfer can be abandoned safely (checked against Redis 7.0's `replication.c` and
 //! `rdb.c`): until [`Transfer::end`] sends the mark, closing the connection
-//! ([`Transfer::abort`]) is a short read to the replica, never corruption, as long as every
+//! (dropping the [`Transfer`]) is a short read to the replica, never corruption, as long as every
 //! byte sent so far belongs to well-formed records (the caller checks each record before it
 //! writes it). A replica loading from disk (`repl-diskless-load disabled`) then drops its
 //! temporary file and keeps its data; one loading from the socket (`on-empty-db`, `swapdb`)
@@ -25,7 +25,7 @@
 //! (the target is detached with `REPLICAOF NO ONE` once it has loaded), or serve more than
 //! one replica.
 
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -134,7 +134,7 @@ impl Master {
         sock.set_read_timeout(Some(Duration::from_secs(10)))
             .map_err(io("accept"))?;
         let mut reader = BufReader::new(sock.try_clone().map_err(io("accept"))?);
-        let mut w = sock.try_clone().map_err(io("accept"))?;
+        let mut w = &sock;
         let bad = |msg: String| SyncError::Handshake { peer, msg };
         let mut eof_capa = false;
         loop {
@@ -199,7 +199,6 @@ impl Master {
             flag.store(true, Ordering::SeqCst);
         });
         Ok(Transfer {
-            out: BufWriter::with_capacity(1 << 20, w),
             sock,
             mark,
             peer,
@@ -262,9 +261,10 @@ fn read_line(r: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
     Ok(line)
 }
 
-/// A full sync under way: what is written goes to the replica.
+/// A full sync under way: what is written goes to the replica (unbuffered: the writer above,
+/// [`super::rdb::RdbCopy`], writes in big pieces). Dropped before [`Transfer::end`], it
+/// closes the connection: the transfer is abandoned.
 pub struct Transfer {
-    out: BufWriter<TcpStream>,
     sock: TcpStream,
     mark: [u8; 40],
     peer: SocketAddr,
@@ -274,13 +274,10 @@ pub struct Transfer {
 
 impl Write for Transfer {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.out.write(buf)
-    }
-    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        self.out.write_all(buf)
+        (&self.sock).write(buf)
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
+        Ok(())
     }
 }
 
@@ -291,25 +288,18 @@ impl Transfer {
     }
 
     /// Send the end mark: the replica now flushes its data and loads what it got. The
-    /// connection stays open (the replica's link to its master) until [`Linked::close`].
+    /// connection stays open (the replica's link to its master) until the [`Linked`] is dropped.
     pub fn end(mut self) -> Result<Linked, SyncError> {
-        let mark = self.mark;
-        self.out.write_all(&mark).map_err(io("send"))?;
-        self.out.flush().map_err(io("send"))?;
+        (&self.sock).write_all(&self.mark).map_err(io("send"))?;
         Ok(Linked {
             sock: self.sock.try_clone().map_err(io("send"))?,
             closed: self.closed.clone(),
             drain: self.drain.take(),
         })
     }
-
-    /// Give up before the end mark: the replica drops the partial payload and keeps its
-    /// data.
-    pub fn abort(self) {
-        let _ = self.sock.shutdown(std::net::Shutdown::Both);
-    }
 }
 
+/// Giving up before the end mark: the replica drops the partial payload and keeps its data.
 impl Drop for Transfer {
     fn drop(&mut self) {
         if let Some(d) = self.drain.take() {
@@ -331,15 +321,9 @@ impl Linked {
     pub fn closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
     }
-    /// Close the link.
-    pub fn close(mut self) {
-        let _ = self.sock.shutdown(std::net::Shutdown::Both);
-        if let Some(d) = self.drain.take() {
-            let _ = d.join();
-        }
-    }
 }
 
+/// Dropping the link closes it.
 impl Drop for Linked {
     fn drop(&mut self) {
         let _ = self.sock.shutdown(std::net::Shutdown::Both);

@@ -423,6 +423,24 @@ impl Conn {
         }
     }
 
+    /// Keys per db (`INFO keyspace`; dbs without keys are absent).
+    pub fn keyspace(&mut self) -> Result<BTreeMap<u64, u64>> {
+        Ok(keyspace_of(&self.info("keyspace")?))
+    }
+
+    /// `CONFIG SET name value`; `Ok(Err(reply))` when the server refused it.
+    pub fn config_set(
+        &mut self,
+        name: &str,
+        value: &str,
+    ) -> Result<std::result::Result<(), String>> {
+        let r = self.call(&[b"CONFIG", b"SET", name.as_bytes(), value.as_bytes()])?;
+        Ok(match r.error_text() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        })
+    }
+
     /// `CONFIG GET name` (`None` when refused or unknown).
     pub fn config_get(&mut self, name: &str) -> Result<Option<String>> {
         let r = self.call(&[b"CONFIG", b"GET", name.as_bytes()])?;
@@ -558,6 +576,17 @@ fn info_fields(text: &[u8]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Keys per db from `INFO` fields (`db0:keys=12,expires=0,...`); dbs without keys are absent.
+fn keyspace_of(info: &BTreeMap<String, String>) -> BTreeMap<u64, u64> {
+    info.iter()
+        .filter_map(|(k, v)| {
+            let db = k.strip_prefix("db")?.parse().ok()?;
+            let keys = v.split(',').next()?.strip_prefix("keys=")?.parse().ok()?;
+            Some((db, keys))
+        })
+        .collect()
+}
+
 fn config_get(c: &mut Conn, name: &str) -> Result<Option<u64>> {
     // ACL users without +config get an error: tolerated, the check is then skipped.
     Ok(match c.call(&[b"CONFIG", b"GET", name.as_bytes()])? {
@@ -625,14 +654,7 @@ impl TargetInfo {
             Some(v) => rdb_version_of(v),
             None => 6,
         };
-        let keyspace = info
-            .iter()
-            .filter_map(|(k, v)| {
-                let db = k.strip_prefix("db")?.parse().ok()?;
-                let keys = v.split(',').next()?.strip_prefix("keys=")?.parse().ok()?;
-                Some((db, keys))
-            })
-            .collect();
+        let keyspace = keyspace_of(&info);
         Ok(TargetInfo {
             version,
             rdb_version,

@@ -1703,63 +1703,21 @@ pub fn verify(input_name: &str, common: &Common, opts: &VerifyOptions) -> Result
     let input = Input::open(input_name)?;
     let mut snapshot_note = None;
     if opts.via != snapshot::Via::Commands {
-        let why = if input.kind != Kind::Rdb {
-            Some("the input is not an RDB file".to_string())
-        } else if !common.filter.keeps_all() {
-            Some("filters (the target may hold other keys)".into())
-        } else {
-            None
-        };
-        let outcome = match why {
-            Some(w) => Err(w),
-            None => {
-                let now = now_ms();
-                let cancel = std::sync::atomic::AtomicBool::new(false);
-                let stop = || cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-                let (src, tgt) = std::thread::scope(|sc| {
-                    let t = sc.spawn(|| {
-                        let r = snapshot::target_digest(opts, now, &cancel);
-                        if !matches!(r, Ok(Ok(_))) {
-                            stop();
-                        }
-                        r
-                    });
-                    let src = snapshot::source_digest(&input, common, opts, now, &cancel);
-                    if src.is_err() {
-                        stop();
-                    }
-                    (src, t.join())
-                });
-                // Any failure here leaves the comparison to the key-by-key path, which
-                // reports a bad input or an unreachable target in its own words.
-                match (src, tgt) {
-                    (_, Ok(Ok(Err(w)))) if w != "given up" => Err(w),
-                    (_, Ok(Err(e))) => Err(e.to_string()),
-                    (Err(e), _) => Err(e.to_string()),
-                    (_, Err(_)) => Err("snapshot reader failed".into()),
-                    (_, Ok(Ok(Err(w)))) => Err(w),
-                    (Ok(src), Ok(Ok(Ok(t)))) if t.same(&src) => Ok((src, t)),
-                    (Ok(src), Ok(Ok(Ok(t)))) => Err(format!(
-                        "the target's snapshot differs ({} keys there, {} in the file): compared key by key",
-                        t.keys, src.keys
-                    )),
-                }
-            }
-        };
-        match outcome {
-            Ok((src, _)) => {
-                let ver = open_verifier(input_name, opts)?;
-                let mut rep = ver.rep;
+        match snapshot::compare(&input, common, opts) {
+            snapshot::Compared::Same(src) => {
+                let mut rep = open_verifier(input_name, opts)?.rep;
                 rep.via = "snapshot".into();
                 rep.keys_checked = src.keys;
                 rep.expired_skipped = src.expired;
                 rep.elapsed_s = start.elapsed().as_secs_f64();
                 return Ok(rep);
             }
-            Err(w) if opts.via == snapshot::Via::Snapshot && !w.contains("differs") => {
+            snapshot::Compared::Unavailable(w) if opts.via == snapshot::Via::Snapshot => {
                 return Err(Error::Usage(format!("--via snapshot: {w}")));
             }
-            Err(w) => snapshot_note = Some(w),
+            snapshot::Compared::Differs(w) | snapshot::Compared::Unavailable(w) => {
+                snapshot_note = Some(w);
+            }
         }
     }
     let mut ver = open_verifier(input_name, opts)?;

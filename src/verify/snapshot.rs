@@ -12,8 +12,7 @@
 //! in order; set members, zset (member, score) pairs and hash (field, value, field expiry)
 //! triples as sums, so that their order does not matter; for streams also the last id and every
 //! group's name, last delivered id and pending entries per consumer. A side's digest is the
-//! count of its keys and the wrapping sum of their 128-bit digests (a fast streaming hash,
-//! `H` below).
+//! count of its keys and the wrapping sum of their 128-bit digests ([`crate::hash::Hash128`]).
 //! Keys whose TTL has run out at the start are left out of both sides.
 //!
 //! Equal digests mean identical data (short of a 128-bit collision, or someone crafting one:
@@ -25,12 +24,13 @@
 //! sources, filters (the target may hold other keys), TTL tolerance (after an import the
 //! absolute expiries are equal; when they are not, the key-by-key comparison applies it).
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::{BIG, Chunk, StreamMeta, VerifyOptions, walk_chunks};
 use crate::error::{Error, Result};
+use crate::hash::Hash128;
 use crate::input::{Event, Input};
 use crate::job::Common;
 use crate::rdb::Elem;
@@ -81,88 +81,6 @@ impl Digest {
     }
 }
 
-/// A fast streaming 128-bit hash: two multiply-rotate lanes over 8-byte words, finished with
-/// murmur3's mixer. Bytes fed in several calls hash as if fed at once. Good against mistakes
-/// (a different value, a missing key), not against someone crafting a collision.
-struct H {
-    a: u64,
-    b: u64,
-    tail: [u8; 8],
-    n: usize,
-    len: u64,
-}
-
-const K1: u64 = 0x9e37_79b9_7f4a_7c15;
-const K2: u64 = 0xc2b2_ae3d_27d4_eb4f;
-
-fn fmix64(mut h: u64) -> u64 {
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
-}
-
-impl H {
-    fn new(tag: u8) -> H {
-        H {
-            a: K1 ^ u64::from(tag),
-            b: K2.rotate_left(u32::from(tag)),
-            tail: [0; 8],
-            n: 0,
-            len: 0,
-        }
-    }
-    #[inline]
-    fn mix(&mut self, w: u64) {
-        self.a = (self.a ^ w).wrapping_mul(K1).rotate_left(27);
-        self.b = (self.b.rotate_left(19) ^ w)
-            .wrapping_mul(K2)
-            .wrapping_add(self.a);
-    }
-    fn raw(&mut self, mut x: &[u8]) {
-        self.len += x.len() as u64;
-        if self.n > 0 {
-            let k = (8 - self.n).min(x.len());
-            self.tail[self.n..self.n + k].copy_from_slice(&x[..k]);
-            self.n += k;
-            x = &x[k..];
-            if self.n < 8 {
-                return;
-            }
-            let w = u64::from_le_bytes(self.tail);
-            self.mix(w);
-            self.n = 0;
-        }
-        let mut words = x.chunks_exact(8);
-        for c in &mut words {
-            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-            self.mix(w);
-        }
-        let rest = words.remainder();
-        self.tail[..rest.len()].copy_from_slice(rest);
-        self.n = rest.len();
-    }
-    fn bytes(&mut self, x: &[u8]) {
-        self.u64(x.len() as u64);
-        self.raw(x);
-    }
-    fn u64(&mut self, x: u64) {
-        self.raw(&x.to_le_bytes());
-    }
-    fn u128(&mut self, x: u128) {
-        self.raw(&x.to_le_bytes());
-    }
-    fn finish(&self) -> u128 {
-        let mut t = [0u8; 8];
-        t[..self.n].copy_from_slice(&self.tail[..self.n]);
-        let w = u64::from_le_bytes(t) ^ self.len.rotate_left(32);
-        let a = fmix64(self.a ^ w.wrapping_mul(K2));
-        let b = fmix64(self.b ^ w.wrapping_mul(K1) ^ a.rotate_left(17));
-        (u128::from(a) << 64) | u128::from(b)
-    }
-}
-
 fn type_code(t: DataType) -> u64 {
     match t {
         DataType::String => 1,
@@ -184,38 +102,21 @@ pub fn key_digest(db: u64, key: &[u8], rec: &KeyRecord<'_>, now: i64) -> Result<
         Error::from(crate::rdb::Error::from_decode("snapshot", Some(key), e))
     };
     let v = rec.value().map_err(dec)?;
-    let mut h = H::new(b'k');
+    let mut h = Hash128::new(b'k');
     h.u64(db);
     h.bytes(key);
     h.u64(type_code(rec.data_type()));
     h.u64(rec.expire_ms.map_or(u64::MAX, |ms| ms as u64));
-    let mut ordered = H::new(b'o');
+    let mut ordered = Hash128::new(b'o');
     let mut sum = 0u128;
     value_digest(&v, rec, now, &dec, &mut ordered, &mut sum)?;
-    if let Value::Stream(s) = &v {
-        let m = StreamMeta::of(s);
-        ordered.u64(m.last_id.ms);
-        ordered.u64(m.last_id.seq);
-        let mut groups: Vec<_> = m.groups.iter().collect();
-        groups.sort_by(|a, b| a.name.cmp(&b.name));
-        for g in groups {
-            ordered.bytes(&g.name);
-            ordered.u64(g.last_id.ms);
-            ordered.u64(g.last_id.seq);
-            ordered.u64(g.pending);
-            for (c, n) in &g.consumers {
-                ordered.bytes(c);
-                ordered.u64(*n);
-            }
-        }
-    }
     h.u128(ordered.finish());
     h.u128(sum);
     Ok(Some(h.finish()))
 }
 
 /// An element as the bytes a client sees (integers as decimal text), length-prefixed.
-fn put(h: &mut H, e: &Elem<'_>) {
+fn put(h: &mut Hash128, e: &Elem<'_>) {
     match e {
         Elem::Bytes(b) => h.bytes(b),
         Elem::Int(n) => h.bytes(itoa::Buffer::new().format(*n).as_bytes()),
@@ -223,17 +124,18 @@ fn put(h: &mut H, e: &Elem<'_>) {
     }
 }
 
-/// Feed a value into `ordered` (strings, lists, stream entries, module bytes) and `sum`
-/// (members, pairs and fields, whose order does not count), without copying elements.
+/// Feed a value into `ordered` (strings, lists, stream entries and metadata, module bytes)
+/// and `sum` (members, pairs and fields, whose order does not count), without copying
+/// elements.
 fn value_digest(
     v: &Value<'_>,
     rec: &KeyRecord<'_>,
     now: i64,
     dec: &dyn Fn(crate::rdb::DecodeError) -> Error,
-    ordered: &mut H,
+    ordered: &mut Hash128,
     sum: &mut u128,
 ) -> Result<()> {
-    let mut add = |x: H| *sum = sum.wrapping_add(x.finish());
+    let mut add = |x: Hash128| *sum = sum.wrapping_add(x.finish());
     match v {
         Value::String(s) => ordered.raw(s),
         Value::BigString(l) => l
@@ -258,7 +160,7 @@ fn value_digest(
                 DataType::Set => {
                     for e in elems {
                         let e = e.map_err(dec)?;
-                        let mut x = H::new(b's');
+                        let mut x = Hash128::new(b's');
                         put(&mut x, &e);
                         add(x);
                     }
@@ -266,7 +168,7 @@ fn value_digest(
                 DataType::ZSet => {
                     for p in zset_pairs(elems) {
                         let (m, score) = p.map_err(dec)?;
-                        let mut x = H::new(b'z');
+                        let mut x = Hash128::new(b'z');
                         put(&mut x, &m);
                         x.u64(score.to_bits());
                         add(x);
@@ -279,7 +181,7 @@ fn value_digest(
                         if at.is_some_and(|ms| ms <= now) {
                             continue;
                         }
-                        let mut x = H::new(b'h');
+                        let mut x = Hash128::new(b'h');
                         put(&mut x, &f);
                         put(&mut x, &val);
                         x.u64(at.map_or(u64::MAX, |ms| ms as u64));
@@ -289,7 +191,7 @@ fn value_digest(
                 _ => {
                     for t in Tuples::<'_, 2>(elems) {
                         let [f, val] = t.map_err(dec)?;
-                        let mut x = H::new(b'h');
+                        let mut x = Hash128::new(b'h');
                         put(&mut x, &f);
                         put(&mut x, &val);
                         x.u64(u64::MAX);
@@ -298,7 +200,7 @@ fn value_digest(
                 }
             }
         }
-        Value::Stream(_) => {
+        Value::Stream(s) => {
             walk_chunks(v, now, BIG, dec, &mut |c, _| {
                 if let Chunk::Stream(entries) = c {
                     for e in entries {
@@ -313,6 +215,21 @@ fn value_digest(
                 }
                 Ok(true)
             })?;
+            let m = StreamMeta::of(s);
+            ordered.u64(m.last_id.ms);
+            ordered.u64(m.last_id.seq);
+            let mut groups: Vec<_> = m.groups.iter().collect();
+            groups.sort_by(|a, b| a.name.cmp(&b.name));
+            for g in groups {
+                ordered.bytes(&g.name);
+                ordered.u64(g.last_id.ms);
+                ordered.u64(g.last_id.seq);
+                ordered.u64(g.pending);
+                for (c, n) in &g.consumers {
+                    ordered.bytes(c);
+                    ordered.u64(*n);
+                }
+            }
         }
     }
     Ok(())
@@ -354,19 +271,15 @@ pub fn source_digest(
     Ok(d)
 }
 
-/// The digest of the target's snapshot. `Ok(Err(why))`: no snapshot could be had, or
-/// `cancel` was set meanwhile.
+/// The digest of the target's snapshot. `Ok(Err(why))`: no snapshot could be had;
+/// `Ok(Ok(None))`: given up because `cancel` was set meanwhile.
 pub fn target_digest(
     opts: &VerifyOptions,
     now: i64,
     cancel: &AtomicBool,
-) -> Result<std::result::Result<Digest, String>> {
+) -> Result<std::result::Result<Option<Digest>, String>> {
     let mut c = Conn::open(&opts.target, Duration::from_secs(10))?;
     c.set_read_timeout(Some(Duration::from_secs(60)));
-    let refused = |r: &Reply| match r {
-        Reply::Error(e) => Some(String::from_utf8_lossy(e).into_owned()),
-        _ => None,
-    };
     let info = c.info("server")?;
     if info.get("redis_mode").is_some_and(|m| m != "standalone") {
         return Ok(Err("a Cluster target".into()));
@@ -379,9 +292,7 @@ pub fn target_digest(
             .filter(|d| d != "0"),
         _ => None,
     };
-    if delay.is_some()
-        && refused(&c.call(&[b"CONFIG", b"SET", b"repl-diskless-sync-delay", b"0"])?).is_some()
-    {
+    if delay.is_some() && c.config_set("repl-diskless-sync-delay", "0")?.is_err() {
         return Ok(Err("CONFIG SET repl-diskless-sync-delay refused".into()));
     }
     // LZF-compressing every value is most of what the save costs the target (about 40% of
@@ -389,26 +300,19 @@ pub fn target_digest(
     let compress = c
         .config_get("rdbcompression")?
         .filter(|v| v == "yes")
-        .filter(|_| {
-            matches!(
-                c.call(&[b"CONFIG", b"SET", b"rdbcompression", b"no"]),
-                Ok(r) if refused(&r).is_none()
-            )
-        });
+        .filter(|_| matches!(c.config_set("rdbcompression", "no"), Ok(Ok(()))));
     let r = read_snapshot(c, opts, now, cancel);
-    let mut restore: Vec<(&[u8], String)> = Vec::new();
-    if let Some(d) = delay {
-        restore.push((b"repl-diskless-sync-delay", d));
-    }
-    if let Some(v) = compress {
-        restore.push((b"rdbcompression", v));
-    }
+    let restore: Vec<(&str, String)> = [
+        ("repl-diskless-sync-delay", delay),
+        ("rdbcompression", compress),
+    ]
+    .into_iter()
+    .filter_map(|(name, v)| Some((name, v?)))
+    .collect();
     if !restore.is_empty() {
         let mut c = Conn::open(&opts.target, Duration::from_secs(10))?;
         for (name, v) in restore {
-            let r = c.call(&[b"CONFIG", b"SET", name, v.as_bytes()])?;
-            if let Some(e) = refused(&r) {
-                let name = String::from_utf8_lossy(name);
+            if let Err(e) = c.config_set(name, &v)? {
                 return Err(c.err(format!("CONFIG SET {name} {v}: {e}")));
             }
         }
@@ -421,7 +325,7 @@ fn read_snapshot(
     opts: &VerifyOptions,
     now: i64,
     cancel: &AtomicBool,
-) -> Result<std::result::Result<Digest, String>> {
+) -> Result<std::result::Result<Option<Digest>, String>> {
     let name = opts.target.addr();
     if let Reply::Error(e) = c.call(&[b"REPLCONF", b"capa", b"eof"])? {
         return Ok(Err(format!("REPLCONF: {}", String::from_utf8_lossy(&e))));
@@ -433,10 +337,13 @@ fn read_snapshot(
     // Newlines keep the link alive while the target forks and saves; then the bulk header.
     let header = loop {
         let mut line = Vec::new();
-        (&mut r)
+        let n = (&mut r)
             .take(1024)
-            .read_until_newline(&mut line)
+            .read_until(b'\n', &mut line)
             .map_err(|e| Error::io(&name, e))?;
+        if n == 0 {
+            return Ok(Err("SYNC: the connection closed before the snapshot".into()));
+        }
         let line = String::from_utf8_lossy(&line).trim().to_string();
         if line.is_empty() {
             continue;
@@ -458,7 +365,7 @@ fn read_snapshot(
     let mut d = Digest::default();
     loop {
         if cancel.load(Ordering::Relaxed) {
-            return Ok(Err("given up".into()));
+            return Ok(Ok(None));
         }
         match rdb.next_record() {
             Ok(Some(Record::Key(k))) => d.add(key_digest(k.db, &k.key, &k, now)?),
@@ -467,59 +374,56 @@ fn read_snapshot(
             Err(e) => return Ok(Err(e.to_string())),
         }
     }
-    Ok(Ok(d))
+    Ok(Ok(Some(d)))
 }
 
-trait ReadLine {
-    fn read_until_newline(&mut self, out: &mut Vec<u8>) -> std::io::Result<()>;
+/// What comparing the file with a snapshot of the target found.
+pub enum Compared {
+    /// Same keys, same values: the file's digest.
+    Same(Digest),
+    /// They differ (the caller compares key by key to say how).
+    Differs(String),
+    /// No comparison was possible, and why.
+    Unavailable(String),
 }
 
-impl<R: Read> ReadLine for R {
-    /// One byte at a time: only the header line is read this way.
-    fn read_until_newline(&mut self, out: &mut Vec<u8>) -> std::io::Result<()> {
-        let mut b = [0u8; 1];
-        loop {
-            if self.read(&mut b)? == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "connection closed before the snapshot",
-                ));
-            }
-            if b[0] == b'\n' {
-                return Ok(());
-            }
-            out.push(b[0]);
-        }
+/// Compare an RDB input with a snapshot of the target: both digests are computed at once,
+/// and whichever side fails first stops the other.
+pub fn compare(input: &Input, common: &Common, opts: &VerifyOptions) -> Compared {
+    if input.kind != crate::input::Kind::Rdb {
+        return Compared::Unavailable("the input is not an RDB file".into());
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hash_does_not_depend_on_how_bytes_are_fed() {
-        let data: Vec<u8> = (0..100u8).collect();
-        let mut whole = H::new(1);
-        whole.raw(&data);
-        for cut in [0, 1, 7, 8, 9, 50, 99, 100] {
-            let mut parts = H::new(1);
-            parts.raw(&data[..cut]);
-            parts.raw(&data[cut..]);
-            assert_eq!(parts.finish(), whole.finish(), "cut at {cut}");
+    if !common.filter.keeps_all() {
+        return Compared::Unavailable("filters (the target may hold other keys)".into());
+    }
+    let now = super::now_ms();
+    let cancel = AtomicBool::new(false);
+    let stop = || cancel.store(true, Ordering::Relaxed);
+    let (src, tgt) = std::thread::scope(|sc| {
+        let t = sc.spawn(|| {
+            let r = target_digest(opts, now, &cancel);
+            if !matches!(r, Ok(Ok(Some(_)))) {
+                stop();
+            }
+            r
+        });
+        let src = source_digest(input, common, opts, now, &cancel);
+        if src.is_err() {
+            stop();
         }
-        let mut other = H::new(1);
-        other.raw(&data[..99]);
-        assert_ne!(other.finish(), whole.finish());
-        let mut tagged = H::new(2);
-        tagged.raw(&data);
-        assert_ne!(tagged.finish(), whole.finish());
-        // Length-prefixed pieces: ("ab", "c") is not ("a", "bc").
-        let (mut x, mut y) = (H::new(0), H::new(0));
-        x.bytes(b"ab");
-        x.bytes(b"c");
-        y.bytes(b"a");
-        y.bytes(b"bc");
-        assert_ne!(x.finish(), y.finish());
+        (src, t.join())
+    });
+    // The side that failed for its own reason says why (the other was only given up).
+    match (src, tgt) {
+        (_, Ok(Ok(Err(why)))) => Compared::Unavailable(why),
+        (_, Ok(Err(e))) => Compared::Unavailable(e.to_string()),
+        (_, Err(_)) => Compared::Unavailable("snapshot reader failed".into()),
+        (Err(e), _) => Compared::Unavailable(e.to_string()),
+        (Ok(_), Ok(Ok(Ok(None)))) => Compared::Unavailable("snapshot given up".into()),
+        (Ok(src), Ok(Ok(Ok(Some(t))))) if t.same(&src) => Compared::Same(src),
+        (Ok(src), Ok(Ok(Ok(Some(t))))) => Compared::Differs(format!(
+            "the target's snapshot differs ({} keys there, {} in the file): compared key by key",
+            t.keys, src.keys
+        )),
     }
 }

@@ -13,7 +13,8 @@
 //! and the harness's own `PING` and [`RedisServer::cli`] then go through `redis-cli --tls`.
 //!
 //! Older servers (6.2, 6.0) come from `scripts/fetch-old-servers.sh`; see [`old_server`] and
-//! [`require_old_server`]. This module deliberately knows nothing about rdbferry itself.
+//! [`require_old_server`]. This module deliberately knows nothing about rdbferry itself
+//! (only where the repository keeps its `testdata/`).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -32,6 +33,22 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_PORT: u16 = 55535;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// `testdata/P` of this repository, as a path string.
+pub fn testdata(p: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(p)
+        .display()
+        .to_string()
+}
+
+/// The `DEBUG DIGEST` the server that wrote `testdata/P` reported (from `P.expect.json`).
+pub fn expect_digest(p: &str) -> String {
+    let text = fs::read_to_string(testdata(&format!("{p}.expect.json"))).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["debug_digest"].as_str().unwrap().to_string()
+}
 
 /// A directory under the system temp dir, removed on drop. (A few lines instead of a
 /// `tempfile` dev-dependency.)
