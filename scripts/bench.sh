@@ -109,15 +109,13 @@ fi
 # --- helpers --------------------------------------------------------------------------------
 # measure CMD...: run CMD $RUNS times; sets WALL, CPU (user+sys of the fastest run).
 measure() {
-    local i best="" j w c
+    local i j
+    RUN_WALL=""
     for ((i = 0; i < RUNS; i++)); do
         j="$(python3 scripts/peak-rss.py --no-sample -- "$@")" || die "failed: $*"
-        w="$(jget "$j" wall_s)"; c="$(jget "$j" cpu_s)"
-        if [ -z "$best" ] || awk -v a="$w" -v b="$best" 'BEGIN{exit !(a<b)}'; then
-            best="$w"; CPU="$c"
-        fi
+        keep_best RUN "$j"
     done
-    WALL="$best"
+    WALL="$RUN_WALL"; CPU="$RUN_CPU"
 }
 # peak CMD...: one run with the sampler; sets ANON_KB, MAXRSS_KB.
 peak() {
@@ -126,6 +124,15 @@ peak() {
     ANON_KB="$(jget "$j" rss_anon_kb)"; MAXRSS_KB="$(jget "$j" max_rss_kb)"
 }
 jget() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
+# keep_best NAME JSON: NAME_WALL and NAME_CPU keep the fastest run (peak-rss.py's JSON) so far.
+keep_best() {
+    local wall_var="$1_WALL" cpu_var="$1_CPU" w
+    w="$(jget "$2" wall_s)"
+    if [ -z "${!wall_var:-}" ] || awk -v a="$w" -v b="${!wall_var}" 'BEGIN{exit !(a<b)}'; then
+        printf -v "$wall_var" '%s' "$w"
+        printf -v "$cpu_var" '%s' "$(jget "$2" cpu_s)"
+    fi
+}
 calc() { awk "BEGIN{printf \"%.${2:-2}f\", $1}"; }
 meta() { jget "$(cat "$1.json")" "$2"; }
 mb() { calc "$1/1e6" 1; }
@@ -295,43 +302,31 @@ if [ "$SKIP_IMPORT" = 0 ]; then
     for f in "$MIXED" "$BIG" "$HUGE"; do
         [ -n "$f" ] || continue
         note "import and verify: $(basename "$f")"
-        best=""; vbest=""
+        IMP_WALL=""; VER_WALL=""; CMD_WALL=""; CVER_WALL=""
         for ((k = 0; k < RUNS; k++)); do
             start_server
             summary="$(mktemp "${TMPDIR:-/tmp}/rdbferry-bench-summary.XXXXXX")"; TMPDIRS+=("$summary")
             j="$(python3 scripts/peak-rss.py --no-sample --stdout "$summary" -- "$BIN" import --quiet --json "$f" --to "redis://127.0.0.1:$PORT")" \
                 || die "import of $f failed"
             VIA="$(jget "$(cat "$summary")" via)"
-            w="$(jget "$j" wall_s)"
-            if [ -z "$best" ] || awk -v a="$w" -v b="$best" 'BEGIN{exit !(a<b)}'; then
-                best="$w"; IMP_CPU="$(jget "$j" cpu_s)"
-            fi
+            keep_best IMP "$j"
             j="$(python3 scripts/peak-rss.py --no-sample -- "$BIN" verify --quiet "$f" --to "redis://127.0.0.1:$PORT")" \
                 || die "verify of $f after the import found differences"
-            w="$(jget "$j" wall_s)"
-            if [ -z "$vbest" ] || awk -v a="$w" -v b="$vbest" 'BEGIN{exit !(a<b)}'; then
-                vbest="$w"; VER_CPU="$(jget "$j" cpu_s)"
-            fi
+            keep_best VER "$j"
             stop_server
         done
-        IMP="$best"; VER="$vbest"
-        cbest=""; cvbest=""
+        IMP="$IMP_WALL"; VER="$VER_WALL"
         for ((k = 0; k < RUNS; k++)); do
             start_server
             j="$(python3 scripts/peak-rss.py --no-sample -- "$BIN" import --quiet --via commands "$f" --to "redis://127.0.0.1:$PORT")" \
                 || die "import --via commands of $f failed"
-            w="$(jget "$j" wall_s)"
-            if [ -z "$cbest" ] || awk -v a="$w" -v b="$cbest" 'BEGIN{exit !(a<b)}'; then
-                cbest="$w"; CMD_CPU="$(jget "$j" cpu_s)"
-            fi
+            keep_best CMD "$j"
             j="$(python3 scripts/peak-rss.py --no-sample -- "$BIN" verify --quiet --via commands "$f" --to "redis://127.0.0.1:$PORT")" \
                 || die "verify --via commands of $f found differences"
-            w="$(jget "$j" wall_s)"
-            if [ -z "$cvbest" ] || awk -v a="$w" -v b="$cvbest" 'BEGIN{exit !(a<b)}'; then
-                cvbest="$w"; CVER_CPU="$(jget "$j" cpu_s)"
-            fi
+            keep_best CVER "$j"
             stop_server
         done
+        cbest="$CMD_WALL"; cvbest="$CVER_WALL"
         start_server
         peak "$BIN" import --quiet "$f" --to "redis://127.0.0.1:$PORT"
         stop_server
