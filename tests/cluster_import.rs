@@ -153,12 +153,7 @@ fn import_survives_a_resharding_in_progress() {
         "local v = string.rep('y', 300) for i = 1, 40000 do redis.call('RPUSH', 'big{0}', v .. i) end",
         "0",
     ]);
-    let dump = src.save_and_copy_dump();
-    let mut sc = redis::Client::open(src.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let want = key_digests(&mut sc);
+    let (dump, want) = dump_and_digests(&src);
 
     let cluster = Arc::new(RedisCluster::start(3));
     let done = Arc::new(AtomicBool::new(false));
@@ -199,6 +194,21 @@ fn import_survives_a_resharding_in_progress() {
 }
 
 /// Every key of the cluster's current masters (asked from `seed`), as [`key_digests`].
+/// The source's dump (saved and copied) and its keys' digests.
+fn dump_and_digests(
+    src: &RedisServer,
+) -> (
+    PathBuf,
+    std::collections::BTreeMap<Vec<u8>, support::KeyDigest>,
+) {
+    let dump = src.save_and_copy_dump();
+    let mut c = redis::Client::open(src.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    (dump, key_digests(&mut c))
+}
+
 fn masters_digests(seed: &str) -> std::collections::BTreeMap<Vec<u8>, support::KeyDigest> {
     let url = rdbferry::sink::redis::TargetUrl::parse(seed, None).unwrap();
     let map = rdbferry::cluster::SlotMap::discover(&url).unwrap();
@@ -226,12 +236,7 @@ fn import_survives_a_failover_and_says_so() {
         "for i = 1, 30000 do redis.call('RPUSH', 'list:' .. (i % 700), i) end",
         "0",
     ]);
-    let dump = src.save_and_copy_dump();
-    let mut sc = redis::Client::open(src.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let want = key_digests(&mut sc);
+    let (dump, want) = dump_and_digests(&src);
 
     let mut cluster = RedisCluster::start_with_replicas(3, 1, 1000);
     // Seed on node 1, so the URL stays valid when node 0 dies.
