@@ -493,10 +493,9 @@ fn duplicate_member(k: &KeyRecord<'_>, elements: u64) -> Option<&'static str> {
         static TABLE: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     TABLE.with_borrow_mut(|t| {
-        let cap = ((elements / step as u64).max(8) * 2).next_power_of_two() as usize;
-        t.clear();
-        t.resize(cap, 0);
-        let mask = cap - 1;
+        // `elements` counts members (tuples), not elements; it is only a size hint: the
+        // table doubles whenever it is half full, so probing always finds a free slot.
+        let mut set = MemberSet::new(t, elements);
         for (i, e) in c.elements().enumerate() {
             if i % step != 0 {
                 continue;
@@ -507,20 +506,71 @@ fn duplicate_member(k: &KeyRecord<'_>, elements: u64) -> Option<&'static str> {
                 Elem::Int(n) => crate::hash::hash64(itoa::Buffer::new().format(n).as_bytes()),
                 other => crate::hash::hash64(&other.to_bytes()),
             };
-            let mut j = h as usize & mask;
-            loop {
-                match t[j] {
-                    0 => {
-                        t[j] = h;
-                        break;
-                    }
-                    x if x == h => return Some(what),
-                    _ => j = (j + 1) & mask,
-                }
+            if set.insert(h) {
+                return Some(what);
             }
         }
         None
     })
+}
+
+/// An open-addressing set of 64-bit member hashes over a reused buffer, kept at most half
+/// full (it doubles and rehashes), so a probe always ends.
+struct MemberSet<'t> {
+    t: &'t mut Vec<u64>,
+    len: usize,
+}
+
+/// A table grown for a huge value is not kept for the next one (8 MB at most stays).
+impl Drop for MemberSet<'_> {
+    fn drop(&mut self) {
+        if self.t.len() > 1 << 20 {
+            *self.t = Vec::new();
+        }
+    }
+}
+
+impl<'t> MemberSet<'t> {
+    fn new(t: &'t mut Vec<u64>, hint: u64) -> MemberSet<'t> {
+        let cap = (usize::try_from(hint)
+            .unwrap_or(usize::MAX)
+            .clamp(8, 1 << 24)
+            * 2)
+        .next_power_of_two();
+        t.clear();
+        t.resize(cap, 0);
+        MemberSet { t, len: 0 }
+    }
+
+    /// Add `h`; whether it was there already.
+    fn insert(&mut self, h: u64) -> bool {
+        let h = h.max(1); // 0 marks a free slot
+        if (self.len + 1) * 2 > self.t.len() {
+            self.grow();
+        }
+        let mask = self.t.len() - 1;
+        let mut j = h as usize & mask;
+        loop {
+            match self.t[j] {
+                0 => {
+                    self.t[j] = h;
+                    self.len += 1;
+                    return false;
+                }
+                x if x == h => return true,
+                _ => j = (j + 1) & mask,
+            }
+        }
+    }
+
+    fn grow(&mut self) {
+        let old = std::mem::take(&mut *self.t);
+        self.t.resize(old.len() * 2, 0);
+        self.len = 0;
+        for h in old.into_iter().filter(|&h| h != 0) {
+            self.insert(h);
+        }
+    }
 }
 
 /// Redis checks a zipmap (RDB 2-3 hashes) deeply at load: its first byte must be its entry
@@ -715,6 +765,24 @@ fn check_counts(ctl: &mut Conn, per_db: &BTreeMap<u64, (u64, u64)>) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 8, 1: every size, around each power of two included, ends and tells repeats.
+    #[test]
+    fn issue8_member_set_never_fills_up() {
+        let mut buf = Vec::new();
+        for n in (1..=2100u64).chain((3..=17).flat_map(|k| [(1 << k) - 1, 1 << k, (1 << k) + 1])) {
+            for hint in [0, n / 3, n, n * 2] {
+                let mut set = MemberSet::new(&mut buf, hint);
+                for i in 0..n {
+                    assert!(
+                        !set.insert(crate::hash::hash64(&i.to_le_bytes())),
+                        "{n}/{hint}"
+                    );
+                }
+                assert!(set.insert(crate::hash::hash64(&(n / 2).to_le_bytes())));
+            }
+        }
+    }
 
     #[test]
     fn seen_tells_repeats_and_fills_up() {
