@@ -11,6 +11,10 @@ pub enum Error {
     /// A corrupt or unreadable AOF.
     #[error(transparent)]
     Aof(#[from] crate::aof::AofError),
+    /// A live server failed, refused, stalled or could not be reached (named by its
+    /// redacted address).
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
     /// A JSON lines input with a line that is not what `convert --format jsonl` writes.
     #[error(transparent)]
     Jsonl(#[from] crate::input::jsonl::JsonlError),
@@ -45,6 +49,21 @@ pub enum Error {
 }
 
 impl Error {
+    /// A failure about the server `target` (its redacted address) that is not a transport
+    /// error: what the job found there.
+    pub fn target(target: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Target {
+            target: target.into(),
+            msg: msg.into(),
+        }
+    }
+
+    /// Whether a live server's connection failed or it said "not now" (see
+    /// [`crate::net::NetError::is_transient`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Net(e) if e.is_transient())
+    }
+
     /// Wrap an I/O error with the path it concerns.
     pub fn io(path: impl Into<String>, err: std::io::Error) -> Self {
         Error::Io {

@@ -3,36 +3,40 @@
 //!
 //! # Layout
 //!
-//! The code is a one-way pipeline, source → transform → sink, one folder per stage:
+//! The code is a one-way pipeline, source → transform → sink, in layers that only point
+//! down (a module uses the ones above it in this list, never one below):
 //!
-//! - `rdb/`: RDB reader (zero-copy, pull-based) and encoder; CRC-64, LZF, every inner encoding.
-//! - `resp/`: the RESP protocol: command parser and writer.
-//! - `aof/`: AOF files: plain, with an RDB preamble, and multi-part directories.
+//! - bottom, the formats and pure helpers: `rdb/` (RDB reader, zero-copy and pull-based, and
+//!   encoder; CRC-64, LZF, every inner encoding), `resp/` (RESP commands and replies, the
+//!   incremental reply decoder), `aof/` (plain, RDB preamble, multi-part directories),
+//!   `keyslot.rs` (Cluster key slots), `hash.rs` (fast non-cryptographic hashes), `text.rs`
+//!   (how keys appear in messages), `time.rs` (the wall clock);
 //! - `input/`: recognises an input (RDB, AOF, appendonlydir, JSONL, stdin) and walks it as
-//!   events.
-//! - `transform/`: filters (db, key globs and regexes, types).
-//! - `sink/`: outputs: JSON lines, RESP commands, RDB streams, statistics, a live Redis target
-//!   (pipelined commands, or a full sync where rdbferry plays the master).
-//! - `cluster/`: Redis Cluster key slots, slot map and `MOVED`/`ASK` redirections.
-//! - `net/`: connections to a live Redis, plain TCP or TLS (rustls), for `sink/` and `verify/`.
+//!   events;
+//! - `transform/`: filters, and the command-key table;
+//! - `net/`: the one live-Redis layer: URLs, TCP/TLS, AUTH, one connection type with
+//!   deadlines and capped replies, `INFO`/`CONFIG` helpers, Cluster topology and
+//!   `MOVED`/`ASK`;
+//! - `sink/`: outputs: JSON lines, RESP commands, RDB streams, statistics, the pipelined
+//!   writer into a live Redis, and the master side of a full sync;
 //! - `job/`: the loops behind each command (`check`, `inspect`, `convert`, `import`, and
-//!   `fullsync`, import's fast path for an empty target).
-//! - `hash.rs`: fast hashes for digests and repeat checks (not cryptographic).
-//! - `verify/`: compares a source (a file, or a live server read with `SCAN` + `DUMP`) with a
-//!   live Redis target (`verify`): by digest against the target's own snapshot first, else
-//!   over pipelined reads key by key.
+//!   `fullsync`, import's fast path for an empty target); `verify/`: compares a source (a
+//!   file, or a live server read with `SCAN` + `DUMP`) with a live target, by digest against
+//!   the target's own snapshot first, else key by key;
 //! - `cli/` (in the binary): flags to configuration; nothing else.
 
 pub mod aof;
-pub mod cluster;
 pub mod error;
 pub mod hash;
 pub mod input;
 pub mod job;
+pub mod keyslot;
 pub mod net;
 pub mod progress;
 pub mod rdb;
 pub mod resp;
 pub mod sink;
+pub mod text;
+pub mod time;
 pub mod transform;
 pub mod verify;

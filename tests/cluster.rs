@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use rdbferry::cluster::{SlotMap, key_slot, tmp_key_for};
-use rdbferry::sink::redis::TargetUrl;
+use rdbferry::keyslot::{key_slot, tmp_key_for};
+use rdbferry::net::RedisUrl;
+use rdbferry::net::cluster::SlotMap;
 use support::{RedisCluster, RedisServer, TempDir, key_digests};
 
 fn testdata(p: &str) -> PathBuf {
@@ -118,7 +119,7 @@ fn key_slots_and_tmp_keys_agree_with_cluster_keyslot() {
 #[test]
 fn slot_map_follows_a_moved_slot_and_names_uncovered_ranges() {
     let cluster = RedisCluster::start(3);
-    let seed = TargetUrl::parse(&cluster.seed_url(), None).unwrap();
+    let seed = RedisUrl::parse(&cluster.seed_url(), None).unwrap();
     let map = SlotMap::discover(&seed).unwrap();
     assert_eq!(map.masters().len(), 3);
     assert!(map.uncovered().is_empty());

@@ -210,8 +210,8 @@ fn dump_and_digests(
 }
 
 fn masters_digests(seed: &str) -> std::collections::BTreeMap<Vec<u8>, support::KeyDigest> {
-    let url = rdbferry::sink::redis::TargetUrl::parse(seed, None).unwrap();
-    let map = rdbferry::cluster::SlotMap::discover(&url).unwrap();
+    let url = rdbferry::net::RedisUrl::parse(seed, None).unwrap();
+    let map = rdbferry::net::cluster::SlotMap::discover(&url).unwrap();
     let mut all = std::collections::BTreeMap::new();
     for m in map.masters() {
         let mut c = redis::Client::open(format!("redis://{m}/"))

@@ -566,14 +566,14 @@ fn dry_run_and_precheck_write_nothing() {
 fn big_values_go_in_parts() {
     use rdbferry::job::Common;
     use rdbferry::job::import::{self, ImportOptions, Mode, OnConflict};
-    use rdbferry::sink::redis::TargetUrl;
+    use rdbferry::net::RedisUrl;
     for (dump, conflict) in [
         ("redis-7.0/all-types.rdb", OnConflict::Fail),
         ("redis-6.2/all-types.rdb", OnConflict::Replace),
     ] {
         let s = RedisServer::start();
         let opts = ImportOptions {
-            to: TargetUrl::parse(&s.url(), None).unwrap(),
+            to: RedisUrl::parse(&s.url(), None).unwrap(),
             mode: Mode::Rewrite,
             on_conflict: conflict,
             stop_on_error: true,

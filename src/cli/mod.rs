@@ -11,11 +11,11 @@ use rdbferry::job::convert::{ConvertOptions, Format};
 use rdbferry::job::import::{self, ImportOptions, Mode, OnConflict};
 use rdbferry::job::inspect::InspectOptions;
 use rdbferry::job::{Common, check, convert, inspect};
+use rdbferry::net::RedisUrl;
 use rdbferry::net::TlsOptions;
+use rdbferry::net::url::{PASSWORD_ENV, Role};
 use rdbferry::rdb::ReadOptions;
-use rdbferry::sink::redis::Role;
 use rdbferry::transform::{Filter, FilterSpec};
-use rdbferry::verify::target::TargetUrl;
 use rdbferry::verify::{VerifyOptions, verify, verify_live};
 
 /// rdbferry: read, convert and move Redis RDB and AOF data.
@@ -120,12 +120,14 @@ struct VerifyArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    net: NetArgs,
+    #[command(flatten)]
     common: CommonArgs,
 }
 
 impl VerifyArgs {
     /// The live source, when SOURCE is a redis:// or rediss:// URL.
-    fn live_source(&self) -> Result<Option<TargetUrl>, Error> {
+    fn live_source(&self) -> Result<Option<RedisUrl>, Error> {
         let s = &self.source;
         if !(s.starts_with("redis://") || s.starts_with("rediss://")) {
             if self.from_tls.is_set() {
@@ -136,13 +138,18 @@ impl VerifyArgs {
             return Ok(None);
         }
         let env_pw = std::env::var(Role::Source.password_env()).ok();
-        let url = TargetUrl::parse_as(s, env_pw, Role::Source)?;
-        Ok(Some(url.with_tls(&self.from_tls.build())?))
+        let url = RedisUrl::parse_as(s, env_pw, Role::Source)?;
+        Ok(Some(
+            url.with_tls(&self.from_tls.build())?
+                .with_timeout(self.net.timeout()?),
+        ))
     }
 
     fn build(&self) -> Result<VerifyOptions, Error> {
-        let env_pw = std::env::var(rdbferry::verify::target::PASSWORD_ENV).ok();
-        let target = TargetUrl::parse(&self.to, env_pw)?.with_tls(&self.tls.build())?;
+        let env_pw = std::env::var(PASSWORD_ENV).ok();
+        let target = RedisUrl::parse(&self.to, env_pw)?
+            .with_tls(&self.tls.build())?
+            .with_timeout(self.net.timeout()?);
         let mut renames = Vec::new();
         for r in &self.rename {
             let (a, b) = r
@@ -234,7 +241,30 @@ struct ImportArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    net: NetArgs,
+    #[command(flatten)]
     common: CommonArgs,
+}
+
+/// Network flags of every command that talks to a live server.
+#[derive(Args, Clone)]
+struct NetArgs {
+    /// Deadline, in seconds, of each connect, read and write on a live server (a server
+    /// that stalls longer is an error naming it and what was awaited).
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    timeout: f64,
+}
+
+impl NetArgs {
+    fn timeout(&self) -> Result<std::time::Duration, Error> {
+        if !(self.timeout.is_finite() && self.timeout > 0.0 && self.timeout <= 86_400.0) {
+            return Err(Error::Usage(format!(
+                "--timeout {}: give a number of seconds above 0",
+                self.timeout
+            )));
+        }
+        Ok(std::time::Duration::from_secs_f64(self.timeout))
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -280,11 +310,9 @@ fn split_pair(s: &str, flag: &str) -> Result<(String, String), Error> {
 impl ImportArgs {
     fn build(&self) -> Result<(Common, ImportOptions), Error> {
         let common = self.common.build()?;
-        let to = rdbferry::sink::redis::TargetUrl::parse(
-            &self.to,
-            std::env::var("RDBFERRY_TO_PASSWORD").ok(),
-        )?
-        .with_tls(&self.tls.build())?;
+        let to = RedisUrl::parse(&self.to, std::env::var("RDBFERRY_TO_PASSWORD").ok())?
+            .with_tls(&self.tls.build())?
+            .with_timeout(self.net.timeout()?);
         let mut rename = Vec::new();
         for r in &self.renames {
             let (a, b) = split_pair(r, "--rename")?;

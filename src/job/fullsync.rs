@@ -50,14 +50,15 @@ use super::import::{
 use super::{Common, modules};
 use crate::error::{Error, Result};
 use crate::input::{Event, Input, Kind};
+use crate::net::Conn;
 use crate::progress::Progress;
 use crate::rdb::{DataType, Dialect, KeyRecord, RdbReader, Record};
 use crate::resp::Reply;
 use crate::sink::fullsync::{Linked, Master, Transfer};
 use crate::sink::rdb::RdbCopy;
-use crate::sink::redis::{Conn, show};
 use crate::sink::stats::now_ms;
 use crate::sink::writer::WriteStats;
+use crate::text::quoted as show;
 
 /// `--via`: how `import` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -93,8 +94,7 @@ pub(super) fn import(
     };
     let target_rdb = pre.info.as_ref().map(|i| i.rdb_version).unwrap_or(0);
     let version = RdbReader::new(data, &input.name)?.version();
-    let mut ctl = Conn::open(&opts.to, Duration::from_secs(10))?;
-    ctl.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut ctl = Conn::open(&opts.to)?;
     let (ip, load_setting) = match target_facts(&mut ctl, pre) {
         Ok(x) => x,
         Err(why) => return Ok(Err(why)),
@@ -291,7 +291,7 @@ fn target_facts(
     ctl: &mut Conn,
     pre: &Precheck,
 ) -> std::result::Result<(std::net::IpAddr, String), String> {
-    let e = |e: Error| e.to_string();
+    let e = |e: crate::net::NetError| e.to_string();
     let ip = ctl
         .local_addr()
         .map(|a| a.ip())
@@ -360,7 +360,7 @@ fn claim(ctl: &mut Conn, at: std::net::SocketAddr) -> Result<std::result::Result
         && let Err(e) = unpaused
     {
         let _ = detach(ctl, None);
-        return Err(e);
+        return Err(e.into());
     }
     Ok(outcome)
 }
@@ -369,12 +369,15 @@ fn claim(ctl: &mut Conn, at: std::net::SocketAddr) -> Result<std::result::Result
 fn detach(ctl: &mut Conn, restore: Option<&str>) -> Result<()> {
     let r = ctl.call(&[b"REPLICAOF", b"NO", b"ONE"])?;
     if let Some(e) = r.error_text() {
-        return Err(ctl.err(format!("REPLICAOF NO ONE: {e}")));
+        return Err(Error::target(ctl.name(), format!("REPLICAOF NO ONE: {e}")));
     }
     if let Some(v) = restore
         && let Err(e) = ctl.config_set("repl-diskless-load", v)?
     {
-        return Err(ctl.err(format!("CONFIG SET repl-diskless-load {v}: {e}")));
+        return Err(Error::target(
+            ctl.name(),
+            format!("CONFIG SET repl-diskless-load {v}: {e}"),
+        ));
     }
     Ok(())
 }
@@ -388,9 +391,12 @@ fn release(
 ) -> Result<std::result::Result<ImportReport, String>> {
     detach(ctl, restore)?;
     if let Some((db, n)) = ctl.keyspace()?.into_iter().next() {
-        return Err(ctl.err(format!(
-            "after an abandoned full sync ({why}) the target holds keys (db{db}: {n}); nothing more was written"
-        )));
+        return Err(Error::target(
+            ctl.name(),
+            format!(
+                "after an abandoned full sync ({why}) the target holds keys (db{db}: {n}); nothing more was written"
+            ),
+        ));
     }
     Ok(Err(why))
 }
@@ -727,9 +733,10 @@ fn stream(
 fn wait_loaded(ctl: &mut Conn, linked: &Linked) -> Result<()> {
     loop {
         let repl = ctl.info("replication").map_err(|e| {
-            ctl.err(format!(
-                "lost the target while it loaded the full sync: {e}"
-            ))
+            Error::target(
+                ctl.name(),
+                format!("lost the target while it loaded the full sync: {e}"),
+            )
         })?;
         let up = repl.get("master_link_status").is_some_and(|v| v == "up");
         let syncing = repl
@@ -739,9 +746,9 @@ fn wait_loaded(ctl: &mut Conn, linked: &Linked) -> Result<()> {
             return Ok(());
         }
         if linked.closed() {
-            return Err(ctl.err(
-                "the target dropped the full sync while loading it (see its log); nothing is known to be loaded"
-                    .into(),
+            return Err(Error::target(
+                ctl.name(),
+                "the target dropped the full sync while loading it (see its log); nothing is known to be loaded",
             ));
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -754,9 +761,12 @@ fn check_counts(ctl: &mut Conn, per_db: &BTreeMap<u64, (u64, u64)>) -> Result<()
     for (&db, &(keys, ttl)) in per_db {
         let have = ks.get(&db).copied().unwrap_or(0);
         if have > keys || have + ttl < keys {
-            return Err(ctl.err(format!(
-                "after the full sync db {db} holds {have} keys, but {keys} were sent ({ttl} with a TTL)"
-            )));
+            return Err(Error::target(
+                ctl.name(),
+                format!(
+                    "after the full sync db {db} holds {have} keys, but {keys} were sent ({ttl} with a TTL)"
+                ),
+            ));
         }
     }
     Ok(())

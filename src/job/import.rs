@@ -53,20 +53,21 @@ use serde::Serialize;
 pub use super::fullsync::Via;
 use super::modules::{self, Needs, RowStatus, TargetModules};
 use super::{Common, batch, fullsync};
-use crate::cluster::{SlotMap, show_ranges};
 use crate::error::{Error, Result};
 use crate::input::{Event, Input, Kind};
+use crate::net::cluster::{SlotMap, show_ranges};
+use crate::net::{Conn, RedisUrl, ServerInfo as TargetInfo};
 use crate::progress::Progress;
 use crate::rdb::{Dialect, KeyRecord, Record, Value};
 use crate::resp::write_command;
 use crate::sink::Sink;
-use crate::sink::redis::{Conn, TargetInfo, TargetUrl, show};
 use crate::sink::resp::RespSink;
 use crate::sink::stats::now_ms;
 use crate::sink::writer::{
     ConflictRule, Marker, Unit, UnitKind, WriteStats, Writer, WriterOptions, library_name,
     marker_value,
 };
+use crate::text::quoted as show;
 
 /// Input records bigger than this are rebuilt without MULTI (see the module doc).
 pub const MULTI_MAX: u64 = 64 << 20;
@@ -105,7 +106,7 @@ pub enum OnConflict {
 #[derive(Debug, Clone)]
 pub struct ImportOptions {
     /// The target.
-    pub to: TargetUrl,
+    pub to: RedisUrl,
     /// How keys are written.
     pub mode: Mode,
     /// What an existing key gets.
@@ -360,7 +361,7 @@ pub(super) fn route(db: u64, key: &[u8]) -> u64 {
     h.finish()
 }
 
-pub use crate::sink::redis::tmp_key;
+pub use crate::keyslot::tmp_key_for as tmp_key;
 
 fn count_commands(buf: &[u8]) -> Result<usize> {
     let mut n = 0;
@@ -421,7 +422,7 @@ impl Ctx<'_> {
 
     /// A key's Cluster slot (None on a standalone target).
     fn slot_of(&self, key: &[u8]) -> Option<u16> {
-        self.cluster.then(|| crate::cluster::key_slot(key))
+        self.cluster.then(|| crate::keyslot::key_slot(key))
     }
 
     fn prepare(&self, rec: &KeyRecord<'_>) -> Result<Prepared> {
@@ -900,7 +901,7 @@ fn cluster_rows(map: &SlotMap) -> Vec<Check> {
         row(
             "slots covered",
             Status::Ok,
-            format!("all {} slots have a master", crate::cluster::SLOTS),
+            format!("all {} slots have a master", crate::keyslot::SLOTS),
         )
     } else {
         let n: u32 = uncovered.iter().map(|&(a, b)| u32::from(b - a) + 1).sum();
@@ -965,17 +966,17 @@ fn cluster_data_rows(map: &SlotMap, opts: &ImportOptions, sc: &Scan) -> Result<V
     let mut memory = Vec::new();
     let (mut refused, mut over) = (false, false);
     for (i, m) in map.masters().iter().enumerate() {
-        let mut c = Conn::open(&m.url(&opts.to), std::time::Duration::from_secs(10))?;
+        let mut c = Conn::open(&m.url(&opts.to))?;
         let n = c.dbsize(0)?;
         if n > 0 {
             keys += n;
             busy.push(format!("{m}: {n}"));
         }
         let info = TargetInfo::query(&mut c)?;
-        let owned = (0..crate::cluster::SLOTS)
+        let owned = (0..crate::keyslot::SLOTS)
             .filter(|&s| map.owner(s) == Some(i))
             .count() as u64;
-        let share = sc.bytes * owned / u64::from(crate::cluster::SLOTS);
+        let share = sc.bytes * owned / u64::from(crate::keyslot::SLOTS);
         match (
             info.maxmemory,
             memory_fits(info.maxmemory, info.used_memory, share),
@@ -1022,7 +1023,7 @@ fn cluster_data_rows(map: &SlotMap, opts: &ImportOptions, sc: &Scan) -> Result<V
 /// Connect to the target and check it against the inputs (see the module doc). An
 /// unreachable target or a refused password is an error, not a row.
 pub fn precheck(inputs: &[String], common: &Common, opts: &ImportOptions) -> Result<Precheck> {
-    let mut conn = Conn::open(&opts.to, std::time::Duration::from_secs(10))?;
+    let mut conn = Conn::open(&opts.to)?;
     let info = TargetInfo::query(&mut conn)?;
     let mut checks = vec![row(
         "connect",
@@ -1159,7 +1160,7 @@ pub fn precheck(inputs: &[String], common: &Common, opts: &ImportOptions) -> Res
 /// must be on the master of its slot).
 fn query_modules(
     conn: &mut Conn,
-    to: &TargetUrl,
+    to: &RedisUrl,
     cluster: Option<&SlotMap>,
 ) -> Result<TargetModules> {
     let mut t = TargetModules::default();
@@ -1167,7 +1168,7 @@ fn query_modules(
         None => t.query(conn, &to.addr())?,
         Some(map) => {
             for m in map.masters() {
-                let mut c = Conn::open(&m.url(to), std::time::Duration::from_secs(10))?;
+                let mut c = Conn::open(&m.url(to))?;
                 t.query(&mut c, &m.to_string())?;
             }
         }
@@ -1215,7 +1216,7 @@ pub fn import(
         cluster: info.cluster,
         function_slots: match &map {
             Some(m) => (0..m.masters().len())
-                .filter_map(|i| (0..crate::cluster::SLOTS).find(|&s| m.owner(s) == Some(i)))
+                .filter_map(|i| (0..crate::keyslot::SLOTS).find(|&s| m.owner(s) == Some(i)))
                 .map(Some)
                 .collect(),
             None => vec![None],
@@ -1415,7 +1416,7 @@ fn import_one(
                         return Ok(());
                     }
                     if !ctx.opts.rename.is_empty()
-                        && crate::transform::filter::command_key(args).is_some()
+                        && crate::transform::commands::command_key(args).is_some()
                     {
                         return Err(Error::Usage(
                             "--rename does not apply to AOF commands yet; import the AOF without --rename".into(),
@@ -1435,7 +1436,7 @@ fn import_one(
                         let name = args.first().copied().unwrap_or_default();
                         let control = name.eq_ignore_ascii_case(b"MULTI")
                             || name.eq_ignore_ascii_case(b"EXEC");
-                        let why = match crate::cluster::command_slot(args) {
+                        let why = match crate::transform::commands::command_slot(args) {
                             _ if control => None,
                             _ if tdb != 0 => Some(format!(
                                 "a Cluster has only db 0; map db {db} there with --db-map {db}=0"
@@ -1683,7 +1684,7 @@ impl AofGroup {
 
     /// The marker key: one per db, or per slot on a Cluster.
     fn marker_key(&self) -> Vec<u8> {
-        match (self.cluster, self.slot.and_then(crate::cluster::slot_tag)) {
+        match (self.cluster, self.slot.and_then(crate::keyslot::slot_tag)) {
             (true, Some(tag)) => [AOF_MARKER, b":{", tag.as_bytes(), b"}"].concat(),
             _ => AOF_MARKER.to_vec(),
         }

@@ -4,7 +4,6 @@
 //! - `jsonl`: one JSON object per key (`convert --format jsonl`).
 //! - `resp`: the Redis commands that rebuild the dataset (`convert --format resp`).
 //! - `stats`: counters and top-N lists for `check` and `inspect`.
-//! - `redis`: a live Redis target: URL, connection, handshake.
 //! - `writer`: the pipelined writer behind `import`, with retries.
 //! - `rdb`: an RDB stream of records copied from an input (what a full sync sends).
 //! - `fullsync`: the master side of replication, for an `import` the target loads itself.
@@ -12,7 +11,6 @@
 pub mod fullsync;
 pub mod jsonl;
 pub mod rdb;
-pub mod redis;
 pub mod resp;
 pub mod stats;
 pub mod writer;

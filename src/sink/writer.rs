@@ -38,10 +38,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::redis::{Conn, TargetUrl, show, tmp_key};
-use crate::cluster::{NodeAddr, Redirect, SlotMap, key_slot, parse_redirect};
 use crate::error::{Error, Result};
+use crate::keyslot::key_slot;
+use crate::keyslot::tmp_key_for as tmp_key;
+use crate::net::cluster::{NodeAddr, Redirect, SlotMap, parse_redirect};
+use crate::net::error::transient_reply;
+use crate::net::{Conn, NetError, RedisUrl};
 use crate::resp::{Reply, parse_command, write_command};
+use crate::text::quoted as show;
 
 /// Batches written and not yet read, per connection.
 pub const WINDOW: usize = 2;
@@ -51,9 +55,6 @@ const BATCH_BYTES: usize = 4 << 20;
 
 /// Most bytes of queued units, over all connections.
 const QUEUE_BYTES: usize = 16 << 20;
-
-/// How long a reply may take before the connection is taken for dead.
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Most error messages kept.
 pub const MAX_MESSAGES: usize = 100;
@@ -270,7 +271,7 @@ pub struct Writer {
 impl Writer {
     /// Open the writer on `url`: `opts.connections` lanes on a standalone target, that
     /// many per master on a Cluster (`cluster`: its slot map).
-    pub fn open(url: &TargetUrl, opts: WriterOptions, cluster: Option<SlotMap>) -> Result<Writer> {
+    pub fn open(url: &RedisUrl, opts: WriterOptions, cluster: Option<SlotMap>) -> Result<Writer> {
         let lanes =
             opts.connections.max(1) * cluster.as_ref().map_or(1, |m| m.masters().len().max(1));
         let shared = Arc::new(Shared {
@@ -295,7 +296,7 @@ impl Writer {
             if shared.topo.cluster.is_none() {
                 // Standalone: connect now, so a refused connection fails the import at once.
                 let node = NodeAddr::new(url.host.clone(), url.port);
-                let c = Conn::open(url, Duration::from_secs(10))?;
+                let c = Conn::open(url)?;
                 link.attach(&node, c).map_err(|f| match f {
                     Fail::Link(e) | Fail::Fatal(e) => e,
                 })?;
@@ -428,17 +429,17 @@ fn run_id(c: &mut Conn) -> Result<Option<String>> {
 }
 
 /// Open a connection, retrying while the target cannot be reached or is loading.
-fn open_retrying(url: &TargetUrl, retry_for: Duration) -> Result<Conn> {
+fn open_retrying(url: &RedisUrl, retry_for: Duration) -> Result<Conn> {
     let deadline = Instant::now() + retry_for;
     let mut delay = Duration::from_millis(100);
     loop {
-        match Conn::open(url, Duration::from_secs(10)) {
+        match Conn::open(url) {
             Ok(c) => return Ok(c),
-            Err(e) if transient_error(&e) && Instant::now() < deadline => {
+            Err(e) if e.is_transient() && Instant::now() < deadline => {
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -474,11 +475,14 @@ fn delete_keys(
         };
         for args in [&[b"SELECT", db.to_string().as_bytes()][..], &[b"DEL", key]] {
             if let Reply::Error(e) = c.call(args)? {
-                return Err(c.err(format!(
-                    "cannot delete the {what} {}: {}",
-                    show(key),
-                    String::from_utf8_lossy(&e)
-                )));
+                return Err(Error::target(
+                    c.name(),
+                    format!(
+                        "cannot delete the {what} {}: {}",
+                        show(key),
+                        String::from_utf8_lossy(&e)
+                    ),
+                ));
             }
         }
     }
@@ -556,7 +560,7 @@ enum Fail {
 
 impl From<Error> for Fail {
     fn from(e: Error) -> Fail {
-        if transient_error(&e) {
+        if e.is_transient() {
             Fail::Link(e)
         } else {
             Fail::Fatal(e)
@@ -564,33 +568,10 @@ impl From<Error> for Fail {
     }
 }
 
-/// Whether an error from [`Conn`] is about the connection (or a target not ready yet)
-/// rather than about what we sent or who we are.
-fn transient_error(e: &Error) -> bool {
-    match e {
-        Error::Target { msg, .. } => {
-            [
-                "cannot connect",
-                "cannot resolve",
-                "connection closed",
-                "read failed",
-                "write failed",
-            ]
-            .iter()
-            .any(|p| msg.starts_with(p))
-                || transient_reply(msg.as_bytes())
-        }
-        _ => false,
+impl From<NetError> for Fail {
+    fn from(e: NetError) -> Fail {
+        Fail::from(Error::from(e))
     }
-}
-
-/// Error replies that mean "not now": the command did not run.
-fn transient_reply(e: &[u8]) -> bool {
-    let word = e.split(|&b| b == b' ').next().unwrap_or_default();
-    matches!(
-        word,
-        b"LOADING" | b"BUSY" | b"TRYAGAIN" | b"MASTERDOWN" | b"CLUSTERDOWN"
-    )
 }
 
 /// A unit once its replies are read.
@@ -615,7 +596,7 @@ enum Settled {
 
 /// Where units go: the one node of a standalone target, or the owner of each slot.
 struct Topology {
-    seed: TargetUrl,
+    seed: RedisUrl,
     cluster: Option<RwLock<SlotMap>>,
 }
 
@@ -637,7 +618,7 @@ impl Topology {
         }
     }
 
-    fn url_of(&self, n: &NodeAddr) -> TargetUrl {
+    fn url_of(&self, n: &NodeAddr) -> RedisUrl {
         match &self.cluster {
             None => self.seed.clone(),
             Some(_) => n.url(&self.seed),
@@ -737,7 +718,6 @@ impl Link {
     /// Start using `c` for `node`: read timeout, `CLIENT ID`, restart check, and the end of
     /// the connection it replaces.
     fn attach(&mut self, node: &NodeAddr, mut c: Conn) -> Result<(), Fail> {
-        c.set_read_timeout(Some(READ_TIMEOUT));
         let id = match c.call(&[b"CLIENT", b"ID"])? {
             Reply::Integer(n) => Some(n),
             _ => None,
@@ -764,7 +744,7 @@ impl Link {
     fn conn_to(&mut self, node: &NodeAddr) -> Result<&mut NodeConn, Fail> {
         if !self.conns.contains_key(node) {
             let url = self.topo().url_of(node);
-            let c = Conn::open(&url, Duration::from_secs(10))?;
+            let c = Conn::open(&url)?;
             self.attach(node, c)?;
             if let Ok(mut st) = self.sh.stats.lock() {
                 st.connections += 1;
@@ -968,7 +948,7 @@ impl Link {
         }
         self.inflight.push_back(batch);
         if let Err(e) = res {
-            self.link_failed(e);
+            self.link_failed(e.into());
         }
         held
     }
@@ -1210,9 +1190,12 @@ impl Link {
         if let Reply::Error(e) = nc.conn.call(&[b"SELECT", db.to_string().as_bytes()])? {
             let text = String::from_utf8_lossy(&e);
             return Err(if transient_reply(&e) {
-                Fail::Link(nc.conn.err(text.into_owned()))
+                Fail::Link(Error::target(nc.conn.name(), text.into_owned()))
             } else {
-                Fail::Fatal(nc.conn.err(format!("SELECT {db}: {text}")))
+                Fail::Fatal(Error::target(
+                    nc.conn.name(),
+                    format!("SELECT {db}: {text}"),
+                ))
             });
         }
         nc.db = Some(db);

@@ -41,7 +41,6 @@
 mod route;
 pub mod snapshot;
 mod source;
-pub mod target;
 
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -49,23 +48,23 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::cluster::Redirect;
 use crate::error::{Error, Result};
 use crate::input::{Event, Input, Kind};
 use crate::job::Common;
+use crate::net::cluster::Redirect;
+use crate::net::{Conn, Pipe, RedisUrl, Version as Caps};
 use crate::progress::Progress;
 use crate::rdb::stream::{StreamEntry, StreamId, StreamValue};
 use crate::rdb::value::{Tuples, zset_pairs};
 use crate::rdb::{DataType, DecodeError, KeyRecord, Record, Value};
 use crate::resp::Reply;
 use route::{Dest, Router, find_redirect};
-use target::{Caps, Conn, Pipe, TargetUrl};
 
 /// What to compare against, and how.
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
     /// The target.
-    pub target: TargetUrl,
+    pub target: RedisUrl,
     /// `--rename OLD=NEW`: key prefixes replaced, first match wins.
     pub renames: Vec<(Vec<u8>, Vec<u8>)>,
     /// `--db-map SRC=DST`.
@@ -665,7 +664,7 @@ impl Check {
     /// command per key), the size, and stream metadata.
     fn push_head(&self, p: &mut Pipe, caps: Caps) {
         let k = self.key.as_slice();
-        if caps.pexpiretime() {
+        if caps.has_pexpiretime() {
             p.push(&[b"PEXPIRETIME", k]);
         } else {
             p.push(&[b"PTTL", k]);
@@ -743,7 +742,7 @@ impl Check {
         let now = now_ms();
         let found = match r.first() {
             Some(Reply::Integer(-1)) => None,
-            Some(Reply::Integer(t)) if caps.pexpiretime() => Some(*t),
+            Some(Reply::Integer(t)) if caps.has_pexpiretime() => Some(*t),
             Some(Reply::Integer(t)) => Some(now + *t),
             other => {
                 return Err(format!(
@@ -896,7 +895,7 @@ fn push_chunk(p: &mut Pipe, key: &[u8], c: &Chunk, caps: Caps) -> usize {
             p.push(&[b"LRANGE", key, a.as_bytes(), b.as_bytes()]);
         }
         Chunk::Set(items) if !items.is_empty() => {
-            if caps.multi_member() {
+            if caps.has_multi_member() {
                 let mut args: Vec<&[u8]> = vec![b"SMISMEMBER", key];
                 args.extend(items.iter().map(|m| m.as_slice()));
                 p.push(&args);
@@ -907,7 +906,7 @@ fn push_chunk(p: &mut Pipe, key: &[u8], c: &Chunk, caps: Caps) -> usize {
             }
         }
         Chunk::ZSet(items) if !items.is_empty() => {
-            if caps.multi_member() {
+            if caps.has_multi_member() {
                 let mut args: Vec<&[u8]> = vec![b"ZMSCORE", key];
                 args.extend(items.iter().map(|(m, _)| m.as_slice()));
                 p.push(&args);
@@ -926,7 +925,7 @@ fn push_chunk(p: &mut Pipe, key: &[u8], c: &Chunk, caps: Caps) -> usize {
             let mut args: Vec<&[u8]> = vec![b"HMGET", key];
             args.extend(items.iter().map(|(f, _, _)| f.as_slice()));
             p.push(&args);
-            if caps.field_ttls() && items.iter().any(|(_, _, x)| x.is_some()) {
+            if caps.has_field_ttls() && items.iter().any(|(_, _, x)| x.is_some()) {
                 let n = items.len().to_string();
                 let mut args: Vec<&[u8]> = vec![b"HPEXPIRETIME", key, b"FIELDS", n.as_bytes()];
                 args.extend(items.iter().map(|(f, _, _)| f.as_slice()));
@@ -1331,7 +1330,7 @@ impl Verifier<'_> {
         }
         if let Value::Coll(c) = &v
             && c.has_field_ttls()
-            && !self.caps.field_ttls()
+            && !self.caps.has_field_ttls()
         {
             self.rep.field_ttls_unchecked += 1;
         }
@@ -1390,7 +1389,7 @@ impl Verifier<'_> {
             return Ok(());
         }
         let pipe = std::mem::take(&mut l.pipe);
-        l.conn.send(&pipe)?;
+        l.conn.send_pipe(&pipe)?;
         l.conn.db = l.pipe_db;
         let sent = Sent {
             queued: std::mem::take(&mut l.queued),
@@ -1597,7 +1596,7 @@ impl Verifier<'_> {
                 };
                 let n = push_chunk(&mut p, &key, &c, caps);
                 if n > 0 {
-                    conn.send(&p)?;
+                    conn.send_pipe(&p)?;
                 }
                 settle_prev(prev.replace((c, n)), conn, &mut found, &mut failed)?;
                 Ok(found.is_none() && failed.is_none())
@@ -1624,13 +1623,12 @@ impl Verifier<'_> {
 /// Connect to the target and open a verifier for the source named `name`.
 fn open_verifier<'o>(name: &str, opts: &'o VerifyOptions) -> Result<Verifier<'o>> {
     let mut conn = Conn::open(&opts.target)?;
-    let v = conn.caps.version;
-    let caps = conn.caps;
-    let target = conn.name.clone();
+    let caps = conn.version()?;
+    let target = opts.target.redacted();
     let rep = VerifyReport {
         input: name.to_string(),
         target: target.clone(),
-        target_version: format!("{}.{}.{}", v.0, v.1, v.2),
+        target_version: caps.to_string(),
         via: "commands".into(),
         ..Default::default()
     };
@@ -1693,10 +1691,10 @@ fn finish(mut ver: Verifier<'_>, start: Instant) -> Result<VerifyReport> {
 ///
 /// A `redis://` or `rediss://` input is a live source, read by [`verify_live`] (with the
 /// default TLS settings and no password from the environment: build the URL with
-/// [`TargetUrl::parse_as`] and call [`verify_live`] for more).
+/// [`RedisUrl::parse_as`] and call [`verify_live`] for more).
 pub fn verify(input_name: &str, common: &Common, opts: &VerifyOptions) -> Result<VerifyReport> {
     if input_name.starts_with("redis://") || input_name.starts_with("rediss://") {
-        let src = TargetUrl::parse_as(input_name, None, crate::sink::redis::Role::Source)?;
+        let src = RedisUrl::parse_as(input_name, None, crate::net::url::Role::Source)?;
         return verify_live(&src, common, opts);
     }
     let start = Instant::now();
@@ -1765,7 +1763,7 @@ pub fn verify(input_name: &str, common: &Common, opts: &VerifyOptions) -> Result
 /// gone from the source by the time they are read are counted (`source_vanished`), not
 /// reported.
 pub fn verify_live(
-    source: &TargetUrl,
+    source: &RedisUrl,
     common: &Common,
     opts: &VerifyOptions,
 ) -> Result<VerifyReport> {
@@ -1852,7 +1850,7 @@ mod tests {
     #[test]
     fn renames_and_db_map() {
         let o = VerifyOptions {
-            target: TargetUrl::parse("redis://h/4", None).unwrap(),
+            target: RedisUrl::parse("redis://h/4", None).unwrap(),
             renames: vec![(b"a:".to_vec(), b"b:".to_vec())],
             db_map: vec![(1, 9)],
             ttl_tolerance_ms: 0,

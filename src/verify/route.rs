@@ -15,10 +15,11 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
-use super::target::{Conn, Pipe, TargetUrl};
 use super::{Check, Lane, Verifier, push_chunk, quoted};
-use crate::cluster::{NodeAddr, Redirect, SlotMap, key_slot, parse_redirect};
 use crate::error::{Error, Result};
+use crate::keyslot::key_slot;
+use crate::net::cluster::{NodeAddr, Redirect, SlotMap, parse_redirect};
+use crate::net::{Conn, Pipe, RedisUrl};
 use crate::rdb::{DecodeError, Value};
 use crate::resp::Reply;
 
@@ -34,7 +35,7 @@ pub(super) struct Dest {
 
 /// The Cluster's slot map and the lanes of its masters.
 pub(super) struct Router {
-    seed: TargetUrl,
+    seed: RedisUrl,
     map: SlotMap,
     /// Lane of each master of `map`.
     lane_of: Vec<usize>,
@@ -67,7 +68,7 @@ pub(super) fn find_redirect(replies: &[Reply]) -> Option<Redirect> {
 
 impl Router {
     /// Read the slot map from the seed and open a lane to each master.
-    pub(super) fn open(seed: &TargetUrl) -> Result<(Vec<Lane>, Router)> {
+    pub(super) fn open(seed: &RedisUrl) -> Result<(Vec<Lane>, Router)> {
         let map = SlotMap::discover(seed)?;
         if map.masters().is_empty() {
             return Err(Error::Input {

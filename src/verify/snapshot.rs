@@ -26,18 +26,17 @@
 
 use std::io::{BufRead, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use super::{BIG, Chunk, StreamMeta, VerifyOptions, walk_chunks};
 use crate::error::{Error, Result};
 use crate::hash::Hash128;
 use crate::input::{Event, Input};
 use crate::job::Common;
+use crate::net::Conn;
 use crate::rdb::Elem;
 use crate::rdb::value::{Tuples, zset_pairs};
 use crate::rdb::{DataType, KeyRecord, Record, StreamReader, Value};
 use crate::resp::Reply;
-use crate::sink::redis::Conn;
 
 /// `--via` of `verify`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,8 +277,7 @@ pub fn target_digest(
     now: i64,
     cancel: &AtomicBool,
 ) -> Result<std::result::Result<Option<Digest>, String>> {
-    let mut c = Conn::open(&opts.target, Duration::from_secs(10))?;
-    c.set_read_timeout(Some(Duration::from_secs(60)));
+    let mut c = Conn::open(&opts.target)?;
     let info = c.info("server")?;
     if info.get("redis_mode").is_some_and(|m| m != "standalone") {
         return Ok(Err("a Cluster target".into()));
@@ -310,10 +308,13 @@ pub fn target_digest(
     .filter_map(|(name, v)| Some((name, v?)))
     .collect();
     if !restore.is_empty() {
-        let mut c = Conn::open(&opts.target, Duration::from_secs(10))?;
+        let mut c = Conn::open(&opts.target)?;
         for (name, v) in restore {
             if let Err(e) = c.config_set(name, &v)? {
-                return Err(c.err(format!("CONFIG SET {name} {v}: {e}")));
+                return Err(Error::target(
+                    c.name(),
+                    format!("CONFIG SET {name} {v}: {e}"),
+                ));
             }
         }
     }
@@ -332,7 +333,8 @@ fn read_snapshot(
     }
     // 7.0+: no command stream after the RDB. Older servers refuse it; SYNC still works.
     let _ = c.call(&[b"REPLCONF", b"rdb-only", b"1"])?;
-    let (stream, rest) = c.send_raw_and_detach(b"SYNC\r\n")?;
+    c.send(b"SYNC\r\n")?;
+    let (stream, rest) = c.into_parts();
     let mut r = std::io::BufReader::new(std::io::Read::chain(std::io::Cursor::new(rest), stream));
     // Newlines keep the link alive while the target forks and saves; then the bulk header.
     let header = loop {
