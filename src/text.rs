@@ -18,6 +18,16 @@ pub fn quoted(b: &[u8]) -> String {
     format!("\"{}\"", Printable(b))
 }
 
+/// A value in a message: quoted like a key, but cut at 64 bytes (`"abc"...(1000 bytes)`).
+pub fn excerpt(b: &[u8]) -> String {
+    let p = printable(&b[..b.len().min(64)]);
+    if b.len() > 64 {
+        format!("\"{p}\"...({} bytes)", b.len())
+    } else {
+        format!("\"{p}\"")
+    }
+}
+
 /// [`printable`] as a `Display` value (no allocation when formatted into a message).
 pub struct Printable<'a>(pub &'a [u8]);
 

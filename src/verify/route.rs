@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
-use super::{Check, Lane, Verifier, push_chunk, quoted};
+use super::{Check, Lane, Verifier, push_chunk};
 use crate::error::{Error, Result};
 use crate::keyslot::key_slot;
 use crate::net::cluster::{NodeAddr, Redirect, SlotMap, parse_redirect};
@@ -127,7 +127,7 @@ impl Verifier<'_> {
         if c.db != 0 {
             return Err(self.target_err(format!(
                 "key {} of db {} goes to db {}, but a Cluster has only db 0 (map it with --db-map {}=0, or filter with --db)",
-                quoted(&c.src_key),
+                crate::text::excerpt(&c.src_key),
                 c.src_db,
                 c.db,
                 c.src_db
@@ -138,7 +138,7 @@ impl Verifier<'_> {
             Some(i) => Ok(r.lane_of[i]),
             None => Err(self.target_err(format!(
                 "key {}: slot {slot} has no master in the Cluster",
-                quoted(&c.key)
+                crate::text::excerpt(&c.key)
             ))),
         }
     }
@@ -214,7 +214,7 @@ impl Verifier<'_> {
                     None => {
                         return Err(self.target_err(format!(
                             "key {}: slot {slot} has no master in the Cluster",
-                            quoted(key)
+                            crate::text::excerpt(key)
                         )));
                     }
                 }
@@ -239,7 +239,7 @@ impl Verifier<'_> {
         }
         Err(self.target_err(format!(
             "key {}: still redirected after {MAX_REDIRECTS} tries (last: {last})",
-            quoted(key)
+            crate::text::excerpt(key)
         )))
     }
 
@@ -283,7 +283,7 @@ impl Verifier<'_> {
         }
         Err(self.target_err(format!(
             "key {}: its slot kept moving while it was compared ({MAX_REDIRECTS} tries)",
-            quoted(&check.key)
+            crate::text::excerpt(&check.key)
         )))
     }
 }

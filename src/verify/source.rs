@@ -329,7 +329,7 @@ impl LiveSource {
             &self.name,
             format!(
                 "key {}: still redirected after {MAX_REDIRECTS} tries",
-                super::quoted(key)
+                crate::text::excerpt(key)
             ),
         ))
     }
@@ -352,7 +352,7 @@ impl LiveSource {
                 return Ok(());
             }
             other => {
-                let q = super::quoted(key);
+                let q = crate::text::excerpt(key);
                 return Err(err(node, format!("DUMP {q} in db {db}: {}", text(&other))));
             }
         };
@@ -364,7 +364,7 @@ impl LiveSource {
                 return Ok(());
             }
             Err(Some(e)) => {
-                let q = super::quoted(key);
+                let q = crate::text::excerpt(key);
                 return Err(err(node, format!("TTL of {q} in db {db}: {e}")));
             }
         };
