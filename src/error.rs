@@ -34,6 +34,10 @@ pub enum Error {
         /// What is wrong.
         msg: String,
     },
+    /// Stopped on request (Ctrl-C, SIGTERM, SIGHUP), after putting back what the run had
+    /// changed on a server.
+    #[error("interrupted")]
+    Cancelled,
     /// Bad flags or arguments.
     #[error("{0}")]
     Usage(String),
@@ -46,6 +50,12 @@ pub enum Error {
         /// What went wrong.
         msg: String,
     },
+}
+
+impl From<crate::cancel::Cancelled> for Error {
+    fn from(_: crate::cancel::Cancelled) -> Self {
+        Error::Cancelled
+    }
 }
 
 impl Error {

@@ -10,15 +10,18 @@
 //!   encoder; CRC-64, LZF, every inner encoding), `resp/` (RESP commands and replies, the
 //!   incremental reply decoder), `aof/` (plain, RDB preamble, multi-part directories),
 //!   `keyslot.rs` (Cluster key slots), `hash.rs` (fast non-cryptographic hashes), `text.rs`
-//!   (how keys appear in messages), `time.rs` (the wall clock);
+//!   (how keys appear in messages), `time.rs` (the wall clock), `cancel.rs` (the stop token
+//!   every long loop checks);
 //! - `input/`: recognises an input (RDB, AOF, appendonlydir, JSONL, stdin) and walks it as
 //!   events;
 //! - `transform/`: filters, and the command-key table;
 //! - `net/`: the one live-Redis layer: URLs, TCP/TLS, AUTH, one connection type with
 //!   deadlines and capped replies, `INFO`/`CONFIG` helpers, Cluster topology and
 //!   `MOVED`/`ASK`;
+//! - `repl/`: the replication protocol, master side (the full sync `import` serves) and
+//!   replica side (the snapshot `verify` reads);
 //! - `sink/`: outputs: JSON lines, RESP commands, RDB streams, statistics, the pipelined
-//!   writer into a live Redis, and the master side of a full sync;
+//!   writer into a live Redis;
 //! - `job/`: the loops behind each command (`check`, `inspect`, `convert`, `import`, and
 //!   `fullsync`, import's fast path for an empty target); `verify/`: compares a source (a
 //!   file, or a live server read with `SCAN` + `DUMP`) with a live target, by digest against
@@ -26,6 +29,7 @@
 //! - `cli/` (in the binary): flags to configuration; nothing else.
 
 pub mod aof;
+pub mod cancel;
 pub mod error;
 pub mod hash;
 pub mod input;
@@ -34,6 +38,7 @@ pub mod keyslot;
 pub mod net;
 pub mod progress;
 pub mod rdb;
+pub mod repl;
 pub mod resp;
 pub mod sink;
 pub mod text;

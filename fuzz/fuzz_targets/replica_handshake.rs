@@ -1,9 +1,9 @@
-//! The commands a replica sends to rdbferry's full-sync listener (`sink::fullsync`), read one
+//! The commands a replica sends to rdbferry's full-sync listener (`repl::master`), read one
 //! after the other from arbitrary bytes: no panic, no allocation beyond the bounds.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rdbferry::sink::fullsync::read_command;
+use rdbferry::repl::master::read_command;
 
 fuzz_target!(|data: &[u8]| {
     let mut r = data;

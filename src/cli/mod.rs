@@ -3,10 +3,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::OnceLock;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use rdbferry::cancel::Cancel;
 use rdbferry::error::Error;
+use rdbferry::job::changes;
 use rdbferry::job::convert::{ConvertOptions, Format};
 use rdbferry::job::import::{self, ImportOptions, Mode, OnConflict};
 use rdbferry::job::inspect::InspectOptions;
@@ -82,6 +85,29 @@ enum Cmd {
     /// inputs only the RDB part's keys that no later command touches are compared; the AOF
     /// commands themselves are not verified.
     Verify(Box<VerifyArgs>),
+    /// Put a target back after an interrupted run: detach a target left a replica of a full
+    /// sync that is gone (`kill -9`), and put back every setting rdbferry changed on it (what
+    /// the target's claim record and this host's journal say). Exit 1 when something could
+    /// not be put back.
+    Recover(Box<RecoverArgs>),
+}
+
+#[derive(Args)]
+struct RecoverArgs {
+    /// The server: redis://[user[:password]@]host[:port] (the password may come from
+    /// RDBFERRY_TO_PASSWORD instead).
+    #[arg(long)]
+    to: String,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// Also when the full sync into it still seems to be running (its link is up).
+    #[arg(long)]
+    force: bool,
+    /// Print what was done as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    net: NetArgs,
 }
 
 #[derive(Args)]
@@ -116,6 +142,10 @@ struct VerifyArgs {
     /// the source is one RDB file without filters and the target gives one, else key by key.
     #[arg(long, value_enum, default_value_t = VerifyViaArg::Auto)]
     via: VerifyViaArg,
+    /// How long, in seconds, the target may take to save and start sending its snapshot
+    /// (--via snapshot|auto) before verify gives up on it.
+    #[arg(long, default_value_t = 3600.0, value_name = "SECS")]
+    save_timeout: f64,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -179,6 +209,7 @@ impl VerifyArgs {
                 VerifyViaArg::Snapshot => rdbferry::verify::snapshot::Via::Snapshot,
                 VerifyViaArg::Commands => rdbferry::verify::snapshot::Via::Commands,
             },
+            save_within: seconds("--save-timeout", self.save_timeout)?,
         })
     }
 }
@@ -257,14 +288,18 @@ struct NetArgs {
 
 impl NetArgs {
     fn timeout(&self) -> Result<std::time::Duration, Error> {
-        if !(self.timeout.is_finite() && self.timeout > 0.0 && self.timeout <= 86_400.0) {
-            return Err(Error::Usage(format!(
-                "--timeout {}: give a number of seconds above 0",
-                self.timeout
-            )));
-        }
-        Ok(std::time::Duration::from_secs_f64(self.timeout))
+        seconds("--timeout", self.timeout)
     }
+}
+
+/// A duration flag in seconds: above 0, at most a day.
+fn seconds(flag: &str, secs: f64) -> Result<std::time::Duration, Error> {
+    if !(secs.is_finite() && secs > 0.0 && secs <= 86_400.0) {
+        return Err(Error::Usage(format!(
+            "{flag} {secs}: give a number of seconds above 0 (at most a day)"
+        )));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -369,17 +404,11 @@ impl ImportArgs {
 fn run_import(args: &ImportArgs) -> ExitCode {
     let (common, opts) = match args.build() {
         Ok(x) => x,
-        Err(e) => {
-            fail(&e);
-            return ExitCode::from(2);
-        }
+        Err(e) => return usage(&e),
     };
     let pre = match import::precheck(&args.inputs, &common, &opts) {
         Ok(p) => p,
-        Err(e) => {
-            fail(&e);
-            return ExitCode::from(1);
-        }
+        Err(e) => return fail(&e),
     };
     if args.precheck {
         if args.json {
@@ -426,10 +455,7 @@ fn run_import(args: &ImportArgs) -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
-        Err(e) => {
-            fail(&e);
-            ExitCode::from(1)
-        }
+        Err(e) => fail(&e),
     }
 }
 
@@ -553,12 +579,207 @@ impl CommonArgs {
                 ignore_checksum: self.ignore_checksum,
             },
             quiet: self.quiet,
+            cancel: cancel_token(),
         })
     }
 }
 
-fn fail(e: &Error) {
+/// Print an error; the exit code for it: 130 when the run was interrupted (Ctrl-C,
+/// SIGTERM, SIGHUP), 1 otherwise.
+fn fail(e: &Error) -> ExitCode {
+    if matches!(e, Error::Cancelled) {
+        eprintln!("rdbferry: interrupted");
+        return ExitCode::from(130);
+    }
     eprintln!("rdbferry: error: {e}");
+    ExitCode::from(1)
+}
+
+/// Print a usage error; exit code 2.
+fn usage(e: &Error) -> ExitCode {
+    eprintln!("rdbferry: error: {e}");
+    ExitCode::from(2)
+}
+
+/// The run's cancel token, set by the first Ctrl-C, SIGTERM or SIGHUP: every loop of the
+/// library checks it and stops within a second, after putting back what the run changed on
+/// a server. A second signal exits at once (code 130).
+fn cancel_token() -> Cancel {
+    static TOKEN: OnceLock<Cancel> = OnceLock::new();
+    TOKEN
+        .get_or_init(|| {
+            let token = Cancel::new();
+            let t = token.clone();
+            let _ = ctrlc::set_handler(move || {
+                if t.is_cancelled() {
+                    std::process::exit(130);
+                }
+                eprintln!(
+                    "rdbferry: interrupted: stopping, and putting back what this run changed \
+                     on a server (again to quit at once)"
+                );
+                t.cancel();
+            });
+            token
+        })
+        .clone()
+}
+
+fn run_check(inputs: &[String], json: bool, common: &CommonArgs) -> ExitCode {
+    let common = match common.build() {
+        Ok(c) => c,
+        Err(e) => return usage(&e),
+    };
+    let mut code = ExitCode::SUCCESS;
+    for name in inputs {
+        match check::check(name, &common) {
+            Ok(r) if json => println!("{}", serde_json::to_string(&r).unwrap_or_default()),
+            Ok(r) => println!("{}", check_line(&r)),
+            Err(e) => code = fail(&e),
+        }
+        if common.cancel.is_cancelled() {
+            return ExitCode::from(130);
+        }
+    }
+    code
+}
+
+/// The one-line summary of `check`.
+fn check_line(r: &check::CheckReport) -> String {
+    let dbs: Vec<String> = r
+        .keys_per_db
+        .iter()
+        .map(|(db, n)| format!("db{db}: {n}"))
+        .collect();
+    let mut line = format!(
+        "{}: OK, RDB {} (redis-ver {}), {} keys ({}), {} with a TTL",
+        r.input,
+        r.rdb_version.as_deref().unwrap_or("none"),
+        r.redis_ver.as_deref().unwrap_or("-"),
+        r.keys,
+        if dbs.is_empty() {
+            "empty".into()
+        } else {
+            dbs.join(", ")
+        },
+        r.keys_with_ttl,
+    );
+    if r.functions > 0 {
+        line += &format!(", {} functions", r.functions);
+    }
+    if r.commands > 0 {
+        line += &format!(", {} AOF commands", r.commands);
+    }
+    if let Some((at, n)) = r.ignored_tail {
+        line += &format!(", {n} bytes after EOF at byte {at} ignored");
+    }
+    if let Some(at) = r.truncated_at {
+        line += &format!(", truncated AOF tail ignored from byte {at}");
+    }
+    line + &format!(", {:.3} s, {:.1} MB/s", r.elapsed_s, r.mb_per_s())
+}
+
+fn run_inspect(input: &str, opts: &InspectOptions, json: bool, common: &CommonArgs) -> ExitCode {
+    let res = common
+        .build()
+        .and_then(|c| inspect::inspect(input, &c, opts));
+    match res {
+        Ok(r) if json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&r.to_json()).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            print!("{}", r.to_table());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn run_convert(inputs: &[String], opts: &ConvertOptions, common: &CommonArgs) -> ExitCode {
+    let common = match common.build() {
+        Ok(c) => c,
+        Err(e) => return usage(&e),
+    };
+    let mut code = ExitCode::SUCCESS;
+    for r in convert::convert(inputs, &common, opts) {
+        match r {
+            Ok(r) => {
+                if inputs.len() > 1 && !common.quiet {
+                    eprintln!(
+                        "{} -> {}: {} keys, {} commands",
+                        r.input, r.output, r.keys, r.commands
+                    );
+                }
+            }
+            Err(Error::Io { err, .. }) if err.kind() == std::io::ErrorKind::BrokenPipe => {
+                // `rdbferry convert ... | head`: the reader went away; not an error.
+            }
+            Err(e) => code = fail(&e),
+        }
+    }
+    code
+}
+
+fn run_verify(args: &VerifyArgs) -> ExitCode {
+    let res = args
+        .common
+        .build()
+        .and_then(|c| Ok((c, args.build()?, args.live_source()?)))
+        .and_then(|(c, o, live)| match live {
+            Some(src) => verify_live(&src, &c, &o),
+            None => verify(&args.source, &c, &o),
+        });
+    match res {
+        Ok(r) => {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            } else {
+                print!("{}", r.to_text());
+            }
+            if r.identical() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn run_recover(args: &RecoverArgs) -> ExitCode {
+    let url = RedisUrl::parse(&args.to, std::env::var(PASSWORD_ENV).ok())
+        .and_then(|u| u.with_tls(&args.tls.build()))
+        .and_then(|u| Ok(u.with_timeout(args.net.timeout()?)));
+    let url = match url {
+        Ok(u) => u,
+        Err(e) => return usage(&e),
+    };
+    match changes::recover(&url, args.force) {
+        Ok(r) => {
+            if args.json {
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            } else if r.actions.is_empty() && r.left.is_empty() {
+                println!("{}: nothing of rdbferry's to put back", r.server);
+            } else {
+                for a in &r.actions {
+                    println!("{}: {a}", r.server);
+                }
+            }
+            for l in &r.left {
+                eprintln!("rdbferry: error: {}: could not put back {l}", r.server);
+            }
+            if r.left.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => fail(&e),
+    }
 }
 
 /// Parse arguments and run; returns the process exit code.
@@ -570,94 +791,14 @@ pub fn run() -> ExitCode {
             inputs,
             json,
             common,
-        } => {
-            let common = match common.build() {
-                Ok(c) => c,
-                Err(e) => {
-                    fail(&e);
-                    return ExitCode::from(2);
-                }
-            };
-            let mut ok = true;
-            for name in &inputs {
-                match check::check(name, &common) {
-                    Ok(r) if json => {
-                        println!("{}", serde_json::to_string(&r).unwrap_or_default());
-                    }
-                    Ok(r) => {
-                        let dbs: Vec<String> = r
-                            .keys_per_db
-                            .iter()
-                            .map(|(db, n)| format!("db{db}: {n}"))
-                            .collect();
-                        let mut line = format!(
-                            "{}: OK, RDB {} (redis-ver {}), {} keys ({}), {} with a TTL",
-                            r.input,
-                            r.rdb_version.as_deref().unwrap_or("none"),
-                            r.redis_ver.as_deref().unwrap_or("-"),
-                            r.keys,
-                            if dbs.is_empty() {
-                                "empty".into()
-                            } else {
-                                dbs.join(", ")
-                            },
-                            r.keys_with_ttl,
-                        );
-                        if r.functions > 0 {
-                            line += &format!(", {} functions", r.functions);
-                        }
-                        if r.commands > 0 {
-                            line += &format!(", {} AOF commands", r.commands);
-                        }
-                        if let Some((at, n)) = r.ignored_tail {
-                            line += &format!(", {n} bytes after EOF at byte {at} ignored");
-                        }
-                        if let Some(at) = r.truncated_at {
-                            line += &format!(", truncated AOF tail ignored from byte {at}");
-                        }
-                        line += &format!(", {:.3} s, {:.1} MB/s", r.elapsed_s, r.mb_per_s());
-                        println!("{line}");
-                    }
-                    Err(e) => {
-                        ok = false;
-                        fail(&e);
-                    }
-                }
-            }
-            if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
+        } => run_check(&inputs, json, &common),
         Cmd::Inspect {
             input,
             top,
             json,
             prefix_depth,
             common,
-        } => {
-            let res = common
-                .build()
-                .and_then(|c| inspect::inspect(&input, &c, &InspectOptions { top, prefix_depth }));
-            match res {
-                Ok(r) if json => {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&r.to_json()).unwrap_or_default()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Ok(r) => {
-                    print!("{}", r.to_table());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    fail(&e);
-                    ExitCode::from(1)
-                }
-            }
-        }
+        } => run_inspect(&input, &InspectOptions { top, prefix_depth }, json, &common),
         Cmd::Convert {
             inputs,
             format,
@@ -665,13 +806,6 @@ pub fn run() -> ExitCode {
             skip_expired,
             common,
         } => {
-            let common = match common.build() {
-                Ok(c) => c,
-                Err(e) => {
-                    fail(&e);
-                    return ExitCode::from(2);
-                }
-            };
             let opts = ConvertOptions {
                 format: match format {
                     FormatArg::Jsonl => Format::Jsonl,
@@ -680,59 +814,9 @@ pub fn run() -> ExitCode {
                 output,
                 skip_expired,
             };
-            let mut ok = true;
-            for r in convert::convert(&inputs, &common, &opts) {
-                match r {
-                    Ok(r) => {
-                        if inputs.len() > 1 && !common.quiet {
-                            eprintln!(
-                                "{} -> {}: {} keys, {} commands",
-                                r.input, r.output, r.keys, r.commands
-                            );
-                        }
-                    }
-                    Err(Error::Io { err, .. }) if err.kind() == std::io::ErrorKind::BrokenPipe => {
-                        // `rdbferry convert ... | head`: the reader went away; not an error.
-                    }
-                    Err(e) => {
-                        ok = false;
-                        fail(&e);
-                    }
-                }
-            }
-            if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
+            run_convert(&inputs, &opts, &common)
         }
-        Cmd::Verify(args) => {
-            let res = args
-                .common
-                .build()
-                .and_then(|c| Ok((c, args.build()?, args.live_source()?)))
-                .and_then(|(c, o, live)| match live {
-                    Some(src) => verify_live(&src, &c, &o),
-                    None => verify(&args.source, &c, &o),
-                });
-            match res {
-                Ok(r) => {
-                    if args.json {
-                        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
-                    } else {
-                        print!("{}", r.to_text());
-                    }
-                    if r.identical() {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::from(1)
-                    }
-                }
-                Err(e) => {
-                    fail(&e);
-                    ExitCode::from(1)
-                }
-            }
-        }
+        Cmd::Verify(args) => run_verify(&args),
+        Cmd::Recover(args) => run_recover(&args),
     }
 }

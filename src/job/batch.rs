@@ -7,9 +7,10 @@
 
 use rayon::prelude::*;
 
+use super::Common;
 use crate::error::Result;
 use crate::input::{Event, Input, Walked};
-use crate::rdb::{KeyRecord, RdbReader, ReadOptions, Record};
+use crate::rdb::{KeyRecord, RdbReader, Record};
 
 /// Records per batch, and the serialized bytes after which a batch is closed early.
 const BATCH_RECORDS: usize = 4096;
@@ -76,13 +77,24 @@ where
 }
 
 /// Walk `input`, running `work` on each key (in parallel batches for an RDB file, in order
-/// otherwise) and `sink` on every event in input order, with the key's result.
-pub fn walk<T, W, S>(input: &Input, read: &ReadOptions, work: W, mut sink: S) -> Result<Walked>
+/// otherwise) and `sink` on every event in input order, with the key's result. Stops with
+/// [`crate::error::Error::Cancelled`] once `common.cancel` is set: every worker checks it
+/// before each record.
+pub fn walk<T, W, S>(input: &Input, common: &Common, work: W, mut sink: S) -> Result<Walked>
 where
     T: Send,
     W: Fn(&KeyRecord<'_>) -> Result<T> + Sync,
     S: FnMut(Event<'_, '_>, Option<T>, u64) -> Result<()>,
 {
+    let (read, cancel) = (&common.read, &common.cancel);
+    let work = |k: &KeyRecord<'_>| {
+        cancel.check()?;
+        work(k)
+    };
+    let mut sink = |ev: Event<'_, '_>, r: Option<T>, pos: u64| {
+        cancel.check()?;
+        sink(ev, r, pos)
+    };
     let Some(data) = input.rdb_bytes() else {
         return input.walk(read, &mut |ev, pos| {
             let r = match &ev {

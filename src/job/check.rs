@@ -61,7 +61,7 @@ pub fn check(name: &str, common: &Common) -> Result<CheckReport> {
             .map_err(|e| RdbError::from_decode(name, Some(&k.key), e))?;
         Ok(())
     };
-    let walked = batch::walk(&input, &common.read, validate, |ev, _, pos| {
+    let walked = batch::walk(&input, common, validate, |ev, _, pos| {
         match ev {
             Event::Rdb(Record::Key(k)) => {
                 if common.filter.keep(k.db, &k.key, k.data_type()) {

@@ -106,7 +106,7 @@ pub fn convert_to(
             Ok(None)
         }
     };
-    let res = batch::walk(&input, &common.read, encode, |ev, encoded, pos| {
+    let res = batch::walk(&input, common, encode, |ev, encoded, pos| {
         match ev {
             Event::Rdb(Record::Key(k)) => {
                 progress.tick(pos, 1);

@@ -46,7 +46,7 @@ pub fn inspect(name: &str, common: &Common, opts: &InspectOptions) -> Result<Ins
         Ok(k.validate()
             .map_err(|e| RdbError::from_decode(name, Some(&k.key), e))?)
     };
-    let walked = batch::walk(&input, &common.read, count, |ev, n, pos| {
+    let walked = batch::walk(&input, common, count, |ev, n, pos| {
         match ev {
             Event::Rdb(Record::Key(k)) => {
                 if common.filter.keep(k.db, &k.key, k.data_type()) {

@@ -2,13 +2,13 @@
 //! the filters into a sink; the CLI only builds their configuration and prints their reports.
 
 pub mod batch;
+pub mod changes;
 pub mod check;
 pub mod convert;
-pub mod fullsync;
 pub mod import;
 pub mod inspect;
-pub mod modules;
 
+use crate::cancel::Cancel;
 use crate::rdb::ReadOptions;
 use crate::transform::Filter;
 
@@ -21,4 +21,6 @@ pub struct Common {
     pub read: ReadOptions,
     /// No progress bar.
     pub quiet: bool,
+    /// Set when the run must stop (the binary's signal handler).
+    pub cancel: Cancel,
 }

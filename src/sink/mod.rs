@@ -6,9 +6,7 @@
 //! - `stats`: counters and top-N lists for `check` and `inspect`.
 //! - `writer`: the pipelined writer behind `import`, with retries.
 //! - `rdb`: an RDB stream of records copied from an input (what a full sync sends).
-//! - `fullsync`: the master side of replication, for an `import` the target loads itself.
 
-pub mod fullsync;
 pub mod jsonl;
 pub mod rdb;
 pub mod resp;

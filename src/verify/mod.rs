@@ -76,6 +76,8 @@ pub struct VerifyOptions {
     pub max_diffs: usize,
     /// `--via`: a snapshot of the target first, or key by key only.
     pub via: snapshot::Via,
+    /// How long the target may take to start sending its snapshot (`--save-timeout`).
+    pub save_within: std::time::Duration,
 }
 
 impl VerifyOptions {
@@ -1700,6 +1702,7 @@ pub fn verify(input_name: &str, common: &Common, opts: &VerifyOptions) -> Result
     if matches!(input.kind, Kind::Aof | Kind::AofDir | Kind::Jsonl) {
         let mut t = Touched::default();
         input.walk(&common.read, &mut |ev, _| {
+            common.cancel.check()?;
             if let Event::Command { args, .. } = ev {
                 t.add(args);
             }
@@ -1710,6 +1713,7 @@ pub fn verify(input_name: &str, common: &Common, opts: &VerifyOptions) -> Result
     let stdin = input.kind == Kind::Stdin;
     let mut progress = Progress::new(input.size, input_name, common.quiet);
     let walked = input.walk(&common.read, &mut |ev, pos| {
+        common.cancel.check()?;
         match ev {
             Event::Rdb(Record::Key(k)) => {
                 ver.key(k, common)?;
@@ -1831,6 +1835,7 @@ mod tests {
             ttl_tolerance_ms: 0,
             max_diffs: 1,
             via: snapshot::Via::Commands,
+            save_within: std::time::Duration::from_secs(1),
         };
         assert_eq!(o.map_key(b"a:x"), b"b:x");
         assert_eq!(o.map_key(b"c:x"), b"c:x");

@@ -24,7 +24,6 @@
 //! sources, filters (the target may hold other keys), TTL tolerance (after an import the
 //! absolute expiries are equal; when they are not, the key-by-key comparison applies it).
 
-use std::io::{BufRead, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{BIG, Chunk, StreamMeta, VerifyOptions, walk_chunks};
@@ -32,11 +31,11 @@ use crate::error::{Error, Result};
 use crate::hash::Hash128;
 use crate::input::{Event, Input};
 use crate::job::Common;
-use crate::net::Conn;
+use crate::net::{Conn, NetErrorKind};
 use crate::rdb::Elem;
 use crate::rdb::value::{Tuples, zset_pairs};
 use crate::rdb::{DataType, KeyRecord, Record, StreamReader, Value};
-use crate::resp::Reply;
+use crate::repl::replica::{self, SyncRequest};
 
 /// `--via` of `verify`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,7 +245,7 @@ pub fn source_digest(
     let mut d = Digest::default();
     crate::job::batch::walk(
         input,
-        &common.read,
+        common,
         |k| {
             if cancel.load(Ordering::Relaxed) {
                 return Err(Error::Usage("snapshot comparison given up".into()));
@@ -322,48 +321,31 @@ pub fn target_digest(
 }
 
 fn read_snapshot(
-    mut c: Conn,
+    c: Conn,
     opts: &VerifyOptions,
     now: i64,
     cancel: &AtomicBool,
 ) -> Result<std::result::Result<Option<Digest>, String>> {
-    let name = opts.target.addr();
-    if let Reply::Error(e) = c.call(&[b"REPLCONF", b"capa", b"eof"])? {
-        return Ok(Err(format!("REPLCONF: {}", String::from_utf8_lossy(&e))));
-    }
-    // 7.0+: no command stream after the RDB. Older servers refuse it; SYNC still works.
-    let _ = c.call(&[b"REPLCONF", b"rdb-only", b"1"])?;
-    c.send(b"SYNC\r\n")?;
-    let (stream, rest) = c.into_parts();
-    let mut r = std::io::BufReader::new(std::io::Read::chain(std::io::Cursor::new(rest), stream));
-    // Newlines keep the link alive while the target forks and saves; then the bulk header.
-    let header = loop {
-        let mut line = Vec::new();
-        let n = (&mut r)
-            .take(1024)
-            .read_until(b'\n', &mut line)
-            .map_err(|e| Error::io(&name, e))?;
-        if n == 0 {
-            return Ok(Err("SYNC: the connection closed before the snapshot".into()));
-        }
-        let line = String::from_utf8_lossy(&line).trim().to_string();
-        if line.is_empty() {
-            continue;
-        }
-        break line;
+    let name = c.name().to_string();
+    let req = SyncRequest {
+        rdb_only: true,
+        save_within: opts.save_within,
     };
-    let limit = if let Some(mark) = header.strip_prefix("$EOF:") {
-        if mark.len() != 40 {
-            return Ok(Err(format!("SYNC: bad EOF mark {header:?}")));
+    let payload = match replica::sync(c, req) {
+        Ok(p) => p,
+        // A refusal (no SYNC rights, a server that says no) rules the snapshot out; a dead
+        // or stalled link is the run's error.
+        Err(e)
+            if matches!(
+                e.kind,
+                NetErrorKind::Refused { .. } | NetErrorKind::Unexpected { .. }
+            ) =>
+        {
+            return Ok(Err(e.to_string()));
         }
-        u64::MAX
-    } else if let Some(n) = header.strip_prefix('$').and_then(|n| n.parse::<u64>().ok()) {
-        n
-    } else {
-        return Ok(Err(format!("SYNC: {header}")));
+        Err(e) => return Err(e.into()),
     };
-    let mut rdb =
-        StreamReader::new(r.take(limit), &format!("{name} (snapshot)")).max_record(MAX_RECORD);
+    let mut rdb = StreamReader::new(payload, &format!("{name} (snapshot)")).max_record(MAX_RECORD);
     let mut d = Digest::default();
     loop {
         if cancel.load(Ordering::Relaxed) {

@@ -197,6 +197,7 @@ impl LiveSource {
         }
         let mut cursor = b"0".to_vec();
         loop {
+            w.common.cancel.check()?;
             let mut p = Pipe::default();
             p.push(&[b"SCAN", &cursor, b"COUNT", SCAN_COUNT.as_bytes()]);
             let r = conn.exec(&p)?;
