@@ -17,6 +17,7 @@
 //! - `net/`: connections to a live Redis, plain TCP or TLS (rustls), for `sink/` and `verify/`.
 //! - `job/`: the loops behind each command (`check`, `inspect`, `convert`, `import`, and
 //!   `fullsync`, import's fast path for an empty target).
+//! - `sigsafe.rs`: tables a signal handler may read (mapped inputs, temporary output files).
 //! - `hash.rs`: fast hashes for digests and repeat checks (not cryptographic).
 //! - `verify/`: compares a source (a file, or a live server read with `SCAN` + `DUMP`) with a
 //!   live Redis target (`verify`): by digest against the target's own snapshot first, else
@@ -33,6 +34,7 @@ pub mod net;
 pub mod progress;
 pub mod rdb;
 pub mod resp;
+pub mod sigsafe;
 pub mod sink;
 pub mod transform;
 pub mod verify;

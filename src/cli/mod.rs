@@ -1,5 +1,8 @@
 //! Command-line front end: parses flags with `clap`, builds job configurations, prints
-//! reports. No loop over entries lives here; that is the library's job.
+//! reports, installs the signal handlers (`signals`). No loop over entries lives here; that is
+//! the library's job.
+
+mod signals;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,7 +66,8 @@ enum Cmd {
         /// Output format.
         #[arg(long, value_enum)]
         format: FormatArg,
-        /// Output file (one input) or directory (several inputs); stdout by default.
+        /// Output file (one input) or directory (several inputs); stdout by default or with
+        /// -o -. A file is replaced only once it is complete; an input is never overwritten.
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
         /// Leave out keys whose TTL has already passed.
@@ -535,6 +539,7 @@ fn fail(e: &Error) {
 
 /// Parse arguments and run; returns the process exit code.
 pub fn run() -> ExitCode {
+    signals::install();
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Import(args) => run_import(&args),

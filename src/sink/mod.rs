@@ -3,12 +3,14 @@
 //!
 //! - `jsonl`: one JSON object per key (`convert --format jsonl`).
 //! - `resp`: the Redis commands that rebuild the dataset (`convert --format resp`).
+//! - `file`: output files written whole or not at all (temporary file, fsync, rename).
 //! - `stats`: counters and top-N lists for `check` and `inspect`.
 //! - `redis`: a live Redis target: URL, connection, handshake.
 //! - `writer`: the pipelined writer behind `import`, with retries.
 //! - `rdb`: an RDB stream of records copied from an input (what a full sync sends).
 //! - `fullsync`: the master side of replication, for an `import` the target loads itself.
 
+pub mod file;
 pub mod fullsync;
 pub mod jsonl;
 pub mod rdb;

@@ -1,0 +1,231 @@
+//! Files rdbferry writes and reads, under the things that go wrong on real machines (issue 8):
+//! an output that is one of the inputs, a run that fails or is interrupted half way, and an
+//! input that changes while it is read. Each test failed on the code before its fix.
+
+mod support;
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{Running, TempDir, testdata};
+
+fn rdbferry(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rdbferry"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Asserts that `path` holds `want`, without printing whole files when it does not.
+fn assert_holds(path: &Path, want: &[u8]) {
+    let got = fs::read(path).unwrap();
+    assert!(
+        got == want,
+        "{}: {} bytes, starting {:?}; want {} bytes, starting {:?}",
+        path.display(),
+        got.len(),
+        String::from_utf8_lossy(&got[..got.len().min(60)]),
+        want.len(),
+        String::from_utf8_lossy(&want[..want.len().min(60)]),
+    );
+}
+
+/// A copy of `testdata/redis-7.0/all-types.rdb` in `dir`.
+fn rdb_copy(dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    fs::copy(testdata("redis-7.0/all-types.rdb"), &p).unwrap();
+    p
+}
+
+/// Issue 8 ("convert -o destroys data"): `convert X -o X` truncated X to 0 bytes before reading it.
+/// The same file is refused before anything is opened for writing, whether named directly, through
+/// a symlink or a hard link; the input is left as it was.
+#[test]
+fn issue8_convert_refuses_an_output_that_is_the_input() {
+    let dir = TempDir::new("same-file");
+    let input = rdb_copy(dir.path(), "self.rdb");
+    let before = fs::read(&input).unwrap();
+    let link = dir.path().join("link.rdb");
+    std::os::unix::fs::symlink(&input, &link).unwrap();
+    let hard = dir.path().join("hard.rdb");
+    fs::hard_link(&input, &hard).unwrap();
+    for out in [&input, &link, &hard] {
+        for format in ["jsonl", "resp"] {
+            let o = rdbferry(&["convert", s(&input), "--format", format, "-o", s(out)]);
+            let e = stderr(&o);
+            assert_eq!(o.status.code(), Some(1), "-o {}: {e}", out.display());
+            assert!(e.contains("same file") && e.contains("self.rdb"), "{e}");
+            assert_holds(&input, &before);
+        }
+    }
+    // The input given through the link, the output by its real name.
+    let o = rdbferry(&["convert", s(&link), "--format", "jsonl", "-o", s(&input)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_holds(&input, &before);
+    assert_eq!(names(dir.path()), ["hard.rdb", "link.rdb", "self.rdb"]);
+}
+
+/// Issue 8 ("convert -o destroys data"): an output that is a file of an input appendonlydir is
+/// refused as well, and so is one of several outputs in `-o DIR` that would overwrite an input.
+#[test]
+fn issue8_convert_refuses_an_output_inside_an_input_appendonlydir() {
+    let dir = TempDir::new("same-file-aofdir");
+    let aof = dir.path().join("appendonlydir");
+    fs::create_dir(&aof).unwrap();
+    let src = Path::new(&testdata("redis-7.0/appendonlydir")).to_path_buf();
+    for name in names(&src) {
+        fs::copy(src.join(&name), aof.join(&name)).unwrap();
+    }
+    let incr = aof.join("appendonly.aof.2.incr.aof");
+    let before = fs::read(&incr).unwrap();
+    let o = rdbferry(&["convert", s(&aof), "--format", "resp", "-o", s(&incr)]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("same file"), "{e}");
+    assert_holds(&incr, &before);
+
+    // Two inputs into `-o DIR`: the second one's output would be DIR/x.rdb.jsonl = the first.
+    let out = dir.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let victim = rdb_copy(&out, "x.rdb.jsonl");
+    let before = fs::read(&victim).unwrap();
+    let other = rdb_copy(dir.path(), "x.rdb");
+    let o = rdbferry(&[
+        "convert",
+        s(&victim),
+        s(&other),
+        "--format",
+        "jsonl",
+        "-o",
+        s(&out),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("same file"), "{}", stderr(&o));
+    assert_holds(&victim, &before);
+    assert_eq!(names(&out), ["x.rdb.jsonl"], "nothing else was written");
+}
+
+/// Issue 8 ("convert -o destroys data"): a corrupt input exited 1 but left a partial output where
+/// the previous file was. Now the previous file stays as it was and no temporary file is left; a
+/// good run replaces it whole.
+#[test]
+fn issue8_convert_failure_keeps_the_previous_output() {
+    let dir = TempDir::new("keep-previous");
+    let data = fs::read(testdata("redis-7.0/all-types.rdb")).unwrap();
+    let corrupt = dir.path().join("corrupt.rdb");
+    fs::write(&corrupt, &data[..data.len() * 3 / 4]).unwrap();
+    let out = dir.path().join("out.jsonl");
+    fs::write(&out, "previous\n").unwrap();
+    let o = rdbferry(&["convert", s(&corrupt), "--format", "jsonl", "-o", s(&out)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_holds(&out, b"previous\n");
+    assert_eq!(names(dir.path()), ["corrupt.rdb", "out.jsonl"]);
+
+    let good = rdb_copy(dir.path(), "good.rdb");
+    let o = rdbferry(&["convert", s(&good), "--format", "jsonl", "-o", s(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let want = fs::read(testdata("redis-7.0/all-types.rdb.jsonl")).unwrap();
+    assert_holds(&out, &want);
+    assert_eq!(names(dir.path()), ["corrupt.rdb", "good.rdb", "out.jsonl"]);
+
+    // Several inputs into `-o DIR`: the good one is written, the corrupt one's previous
+    // output stays.
+    let outdir = dir.path().join("outdir");
+    fs::create_dir(&outdir).unwrap();
+    fs::write(outdir.join("corrupt.rdb.resp"), "previous\n").unwrap();
+    let o = rdbferry(&[
+        "convert",
+        s(&good),
+        s(&corrupt),
+        "--format",
+        "resp",
+        "-q",
+        "-o",
+        s(&outdir),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(names(&outdir), ["corrupt.rdb.resp", "good.rdb.resp"]);
+    assert_holds(&outdir.join("corrupt.rdb.resp"), b"previous\n");
+    let want = fs::read(testdata("redis-7.0/all-types.rdb.resp")).unwrap();
+    assert_holds(&outdir.join("good.rdb.resp"), &want);
+}
+
+/// Wait (at most a minute: a hang guard, not a timing assertion) until `dir` holds a name
+/// other than `known`; returns it.
+fn wait_for_new_file(dir: &Path, known: &[&str], child: &mut Child) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some(n) = names(dir)
+            .into_iter()
+            .find(|n| !known.contains(&n.as_str()))
+        {
+            return n;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "rdbferry ended before writing anything"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no file appeared"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Issue 8 ("convert -o destroys data"): an interrupted run (Ctrl-C, SIGTERM) leaves the previous
+/// output as it was and no temporary file. The input is standard input held open by the test, so
+/// rdbferry is surely still running when the signal comes.
+#[test]
+fn issue8_convert_interrupted_keeps_the_previous_output() {
+    for (signal, number) in [("INT", 2), ("TERM", 15)] {
+        let dir = TempDir::new("interrupted");
+        let out = dir.path().join("out.resp");
+        fs::write(&out, "previous\n").unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_rdbferry"))
+            .args(["convert", "-", "--format", "resp", "-q", "-o", s(&out)])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut run = Running(Some(child));
+        let data = fs::read(testdata("redis-7.0/all-types.rdb")).unwrap();
+        let mut stdin = run.child().stdin.take().unwrap();
+        stdin.write_all(&data[..data.len() / 2]).unwrap();
+        let tmp = wait_for_new_file(dir.path(), &["out.resp"], run.child());
+        assert!(tmp.starts_with(".out.resp.rdbferry-tmp-"), "{tmp}");
+        let pid = run.child().id().to_string();
+        let kill = Command::new("kill").args(["-s", signal, &pid]).status();
+        assert!(kill.unwrap().success());
+        let o = run.finish();
+        drop(stdin);
+        // Died of the signal, as without a handler.
+        assert_eq!(o.status.signal(), Some(number), "SIG{signal}: {o:?}");
+        assert_holds(&out, b"previous\n");
+        assert_eq!(names(dir.path()), ["out.resp"], "SIG{signal}");
+    }
+}
