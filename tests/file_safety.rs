@@ -5,12 +5,13 @@
 mod support;
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use rdbferry::rdb::encoder::{RdbWriter, value};
 use support::{Running, TempDir, testdata};
 
 fn rdbferry(args: &[&str]) -> Output {
@@ -173,6 +174,18 @@ fn issue8_convert_failure_keeps_the_previous_output() {
     assert_holds(&outdir.join("good.rdb.resp"), &want);
 }
 
+/// Start rdbferry with `args`, stderr piped; killed if the test fails first.
+fn spawn(args: &[&str], stdin: Stdio, stdout: Stdio) -> Running {
+    let child = Command::new(env!("CARGO_BIN_EXE_rdbferry"))
+        .args(args)
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    Running(Some(child))
+}
+
 /// Wait (at most a minute: a hang guard, not a timing assertion) until `dir` holds a name
 /// other than `known`; returns it.
 fn wait_for_new_file(dir: &Path, known: &[&str], child: &mut Child) -> String {
@@ -205,14 +218,8 @@ fn issue8_convert_interrupted_keeps_the_previous_output() {
         let dir = TempDir::new("interrupted");
         let out = dir.path().join("out.resp");
         fs::write(&out, "previous\n").unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_rdbferry"))
-            .args(["convert", "-", "--format", "resp", "-q", "-o", s(&out)])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut run = Running(Some(child));
+        let args = ["convert", "-", "--format", "resp", "-q", "-o", s(&out)];
+        let mut run = spawn(&args, Stdio::piped(), Stdio::null());
         let data = fs::read(testdata("redis-7.0/all-types.rdb")).unwrap();
         let mut stdin = run.child().stdin.take().unwrap();
         stdin.write_all(&data[..data.len() / 2]).unwrap();
@@ -228,4 +235,116 @@ fn issue8_convert_interrupted_keeps_the_previous_output() {
         assert_holds(&out, b"previous\n");
         assert_eq!(names(dir.path()), ["out.resp"], "SIG{signal}");
     }
+}
+
+/// A 96 MB RDB of 1536 strings of 64 KB: big enough that `convert` blocked on a full stdout
+/// pipe has read only its first few batches (at most 2 x 8 MB ahead of what it wrote).
+fn big_rdb(path: &Path) {
+    let mut w = RdbWriter::new(10);
+    w.select_db(0);
+    let v = value::string(&vec![b'v'; 64 << 10], false);
+    for i in 0..1536 {
+        w.key(format!("key:{i:05}").as_bytes(), None, &v);
+    }
+    fs::write(path, w.finish()).unwrap();
+}
+
+/// The same amount as AOF commands (`SET key:N <64 KB>`).
+fn big_aof(path: &Path) {
+    let mut out = Vec::with_capacity(100 << 20);
+    for i in 0..1536 {
+        out.extend_from_slice(&set_command(i));
+    }
+    fs::write(path, out).unwrap();
+}
+
+fn set_command(i: usize) -> Vec<u8> {
+    let key = format!("key:{i:05}");
+    let mut c = format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$65536\r\n", key.len()).into_bytes();
+    c.extend_from_slice(&[b'v'; 64 << 10]);
+    c.extend_from_slice(b"\r\n");
+    c
+}
+
+/// Run `convert INPUT ARGS` to a stdout pipe the test does not read, so that
+/// rdbferry is surely in the middle of the input (blocked on the pipe); call `change` on the
+/// input then; read the rest. Returns the exit status and stderr.
+fn convert_while(input: &Path, args: &[&str], change: impl FnOnce(&Path)) -> Output {
+    let args: Vec<&str> = ["convert", s(input), "-q"]
+        .iter()
+        .chain(args)
+        .copied()
+        .collect();
+    let mut run = spawn(&args, Stdio::null(), Stdio::piped());
+    let mut stdout = run.child().stdout.take().unwrap();
+    // The first byte comes when the first 1 MB of output is flushed: the input is mapped.
+    let mut first = [0u8; 1];
+    stdout.read_exact(&mut first).unwrap();
+    change(input);
+    let rest = std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let o = run.finish();
+    let _ = rest.join();
+    o
+}
+
+/// Issue 8 ("a file changed under rdbferry"): an input truncated while `convert` read it
+/// killed rdbferry with SIGBUS and no message. Now: exit 1, the file named, "changed".
+#[test]
+fn issue8_input_truncated_while_read_is_named_not_a_silent_death() {
+    let dir = TempDir::new("truncated");
+    let input = dir.path().join("big.rdb");
+    big_rdb(&input);
+    let o = convert_while(&input, &["--format", "jsonl"], |p| {
+        let f = fs::OpenOptions::new().write(true).open(p).unwrap();
+        f.set_len(4096).unwrap();
+    });
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{:?}: {e}", o.status);
+    assert!(e.contains(s(&input)) && e.contains("changed"), "{e}");
+}
+
+/// Issue 8 ("a file changed under rdbferry"): an input rewritten in place (same size) while it
+/// was read went unnoticed; now its new modification time is seen at the end, and the run
+/// fails, naming the file. An RDB that grew is refused the same way.
+#[test]
+fn issue8_input_rewritten_while_read_fails_at_the_end() {
+    let dir = TempDir::new("rewritten");
+    let input = dir.path().join("big.rdb");
+    big_rdb(&input);
+    // Without the checksum, which would catch this one too.
+    let args = ["--format", "resp", "--ignore-checksum"];
+    let o = convert_while(&input, &args, |p| {
+        let mut f = fs::OpenOptions::new().write(true).open(p).unwrap();
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(80 << 20)).unwrap();
+        f.write_all(b"www").unwrap();
+        // A time of its own: file times may not tick between two writes in a row.
+        let t = std::time::UNIX_EPOCH + Duration::from_secs(86_400);
+        f.set_modified(t).unwrap();
+    });
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{:?}: {e}", o.status);
+    assert!(e.contains(s(&input)) && e.contains("changed"), "{e}");
+
+    big_rdb(&input);
+    let o = convert_while(&input, &["--format", "jsonl"], |p| {
+        let mut f = fs::OpenOptions::new().append(true).open(p).unwrap();
+        f.write_all(b"more").unwrap();
+    });
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{:?}: {e}", o.status);
+    assert!(e.contains("changed"), "{e}");
+}
+
+/// An AOF grows while Redis appends to it: the part that was there when rdbferry opened it
+/// is read, and that is no error.
+#[test]
+fn an_aof_appended_to_while_read_is_fine() {
+    let dir = TempDir::new("aof-grows");
+    let input = dir.path().join("big.aof");
+    big_aof(&input);
+    let o = convert_while(&input, &["--format", "resp"], |p| {
+        let mut f = fs::OpenOptions::new().append(true).open(p).unwrap();
+        f.write_all(&set_command(99_999)).unwrap();
+    });
+    assert!(o.status.success(), "{:?}: {}", o.status, stderr(&o));
 }
