@@ -11,7 +11,8 @@
 //!   incremental reply decoder), `aof/` (plain, RDB preamble, multi-part directories),
 //!   `keyslot.rs` (Cluster key slots), `hash.rs` (fast non-cryptographic hashes), `text.rs`
 //!   (how keys appear in messages), `time.rs` (the wall clock), `cancel.rs` (the stop token
-//!   every long loop checks);
+//!   every long loop checks), `sigsafe.rs` (tables a signal handler may read: mapped inputs,
+//!   temporary output files);
 //! - `input/`: recognises an input (RDB, AOF, appendonlydir, JSONL, stdin) and walks it as
 //!   events;
 //! - `transform/`: filters, and the command-key table;
@@ -40,6 +41,7 @@ pub mod progress;
 pub mod rdb;
 pub mod repl;
 pub mod resp;
+pub mod sigsafe;
 pub mod sink;
 pub mod text;
 pub mod time;

@@ -1,13 +1,14 @@
 //! Command-line front end: parses flags with `clap`, builds job configurations, prints
-//! reports. No loop over entries lives here; that is the library's job.
+//! reports, installs the signal handlers (`signals`). No loop over entries lives here; that is
+//! the library's job.
+
+mod signals;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::OnceLock;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use rdbferry::cancel::Cancel;
 use rdbferry::error::Error;
 use rdbferry::job::changes;
 use rdbferry::job::convert::{ConvertOptions, Format};
@@ -66,7 +67,8 @@ enum Cmd {
         /// Output format.
         #[arg(long, value_enum)]
         format: FormatArg,
-        /// Output file (one input) or directory (several inputs); stdout by default.
+        /// Output file (one input) or directory (several inputs); stdout by default or with
+        /// -o -. A file is replaced only once it is complete; an input is never overwritten.
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
         /// Leave out keys whose TTL has already passed.
@@ -579,7 +581,7 @@ impl CommonArgs {
                 ignore_checksum: self.ignore_checksum,
             },
             quiet: self.quiet,
-            cancel: cancel_token(),
+            cancel: signals::cancel_token(),
         })
     }
 }
@@ -599,30 +601,6 @@ fn fail(e: &Error) -> ExitCode {
 fn usage(e: &Error) -> ExitCode {
     eprintln!("rdbferry: error: {e}");
     ExitCode::from(2)
-}
-
-/// The run's cancel token, set by the first Ctrl-C, SIGTERM or SIGHUP: every loop of the
-/// library checks it and stops within a second, after putting back what the run changed on
-/// a server. A second signal exits at once (code 130).
-fn cancel_token() -> Cancel {
-    static TOKEN: OnceLock<Cancel> = OnceLock::new();
-    TOKEN
-        .get_or_init(|| {
-            let token = Cancel::new();
-            let t = token.clone();
-            let _ = ctrlc::set_handler(move || {
-                if t.is_cancelled() {
-                    std::process::exit(130);
-                }
-                eprintln!(
-                    "rdbferry: interrupted: stopping, and putting back what this run changed \
-                     on a server (again to quit at once)"
-                );
-                t.cancel();
-            });
-            token
-        })
-        .clone()
 }
 
 fn run_check(inputs: &[String], json: bool, common: &CommonArgs) -> ExitCode {
@@ -784,6 +762,7 @@ fn run_recover(args: &RecoverArgs) -> ExitCode {
 
 /// Parse arguments and run; returns the process exit code.
 pub fn run() -> ExitCode {
+    signals::install();
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Import(args) => run_import(&args),

@@ -109,6 +109,24 @@ where
         rdb_version: Some(reader.version().to_string()),
         ..Default::default()
     };
+    let r = walk_rdb(input, data, reader, &mut walked, work, sink);
+    input.settle(r.map(|()| walked))
+}
+
+/// [`walk`] over an RDB file (or an AOF with an RDB preamble) in memory.
+fn walk_rdb<'a, T, W, S>(
+    input: &Input,
+    data: &'a [u8],
+    reader: RdbReader<'a>,
+    walked: &mut Walked,
+    work: W,
+    mut sink: S,
+) -> Result<()>
+where
+    T: Send,
+    W: Fn(&KeyRecord<'_>) -> Result<T> + Sync,
+    S: FnMut(Event<'_, '_>, Option<T>, u64) -> Result<()>,
+{
     let end = run(
         reader,
         |rec| match rec {
@@ -123,6 +141,5 @@ where
     // An AOF with an RDB preamble: the commands follow, in order.
     walked.after_rdb(&input.name, data, end, true, 0, &mut |ev, pos| {
         sink(ev, None, pos)
-    })?;
-    Ok(walked)
+    })
 }

@@ -3,7 +3,6 @@
 //! Several inputs are converted in parallel (rayon), one output file each; one input goes to
 //! the file named by `-o`, or to stdout.
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -14,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::input::{Event, Input};
 use crate::progress::Progress;
 use crate::rdb::{KeyRecord, Record};
+use crate::sink::file::{AtomicFile, refuse_input};
 use crate::sink::jsonl::JsonlSink;
 use crate::sink::resp::RespSink;
 use crate::sink::stats::now_ms;
@@ -43,7 +43,8 @@ impl Format {
 pub struct ConvertOptions {
     /// Output format.
     pub format: Format,
-    /// Output file (one input) or directory (several); stdout when absent.
+    /// Output file (one input) or directory (several); stdout when absent or `-`. Files are
+    /// written whole or not at all ([`AtomicFile`]).
     pub output: Option<PathBuf>,
     /// Leave out keys already expired.
     pub skip_expired: bool,
@@ -162,9 +163,18 @@ fn with_source(e: Error, name: &str) -> Error {
     }
 }
 
-fn create(path: &Path) -> Result<Box<dyn Write + Send>> {
-    let f = File::create(path).map_err(|e| Error::io(path.display().to_string(), e))?;
-    Ok(Box::new(f))
+/// Convert `name` into the file `out`, which gets the whole output or keeps what it had.
+fn convert_file(
+    name: &str,
+    out: &Path,
+    common: &Common,
+    opts: &ConvertOptions,
+) -> Result<ConvertReport> {
+    let file = AtomicFile::create(out)?;
+    let w = Box::new(file.writer()?);
+    let rep = convert_to(name, w, &out.display().to_string(), common, opts)?;
+    file.commit()?;
+    Ok(rep)
 }
 
 /// Convert every input; returns one result per input, in order.
@@ -173,17 +183,17 @@ pub fn convert(
     common: &Common,
     opts: &ConvertOptions,
 ) -> Vec<Result<ConvertReport>> {
+    // `-o -` is standard output, as no `-o` is.
+    let output = opts.output.as_deref().filter(|p| *p != Path::new("-"));
     if inputs.len() == 1 {
         let name = &inputs[0];
-        let r = match &opts.output {
-            Some(p) => {
-                create(p).and_then(|w| convert_to(name, w, &p.display().to_string(), common, opts))
-            }
+        let r = match output {
+            Some(p) => refuse_input(p, inputs).and_then(|()| convert_file(name, p, common, opts)),
             None => convert_to(name, Box::new(std::io::stdout()), "<stdout>", common, opts),
         };
         return vec![r];
     }
-    let Some(dir) = &opts.output else {
+    let Some(dir) = output else {
         return vec![Err(Error::Usage(
             "several inputs need -o DIR: one output file is written per input".into(),
         ))];
@@ -208,11 +218,12 @@ pub fn convert(
             dir.join(file)
         })
         .collect();
+    if let Some(e) = outs.iter().find_map(|out| refuse_input(out, inputs).err()) {
+        return vec![Err(e)];
+    }
     inputs
         .par_iter()
         .zip(outs.par_iter())
-        .map(|(name, out)| {
-            create(out).and_then(|w| convert_to(name, w, &out.display().to_string(), common, opts))
-        })
+        .map(|(name, out)| convert_file(name, out, common, opts))
         .collect()
 }

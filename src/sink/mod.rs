@@ -3,10 +3,12 @@
 //!
 //! - `jsonl`: one JSON object per key (`convert --format jsonl`).
 //! - `resp`: the Redis commands that rebuild the dataset (`convert --format resp`).
+//! - `file`: output files written whole or not at all (temporary file, fsync, rename).
 //! - `stats`: counters and top-N lists for `check` and `inspect`.
 //! - `writer`: the pipelined writer behind `import`, with retries.
 //! - `rdb`: an RDB stream of records copied from an input (what a full sync sends).
 
+pub mod file;
 pub mod jsonl;
 pub mod rdb;
 pub mod resp;

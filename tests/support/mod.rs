@@ -9,7 +9,7 @@
 //! the `dead_code` allowance.
 //!
 //! TLS: [`TestCerts`] makes a CA, a server certificate for 127.0.0.1 and a client certificate
-//! with the `openssl` CLI; [`RedisServer::start_tls`] starts a server that listens on TLS only,
+//! with the `openssl` CLI (or a single self-signed certificate, [`TestCerts::self_signed`]); [`RedisServer::start_tls`] starts a server that listens on TLS only,
 //! and the harness's own `PING` and [`RedisServer::cli`] then go through `redis-cli --tls`.
 //!
 //! Older servers (6.2, 6.0) come from `scripts/fetch-old-servers.sh`; see [`old_server`] and
@@ -188,6 +188,34 @@ impl TestCerts {
                     &e,
                 ],
             );
+        }
+        TestCerts { dir }
+    }
+
+    /// A self-signed server certificate made the usual way, with exactly
+    /// `openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=<cn> -addext subjectAltName=<san>`
+    /// (OpenSSL marks it `CA:TRUE`). It is also [`TestCerts::ca`] (what a user gives to
+    /// `--tls-ca`) and the client certificate; [`TestCerts::other_ca`] is a second certificate
+    /// made by the same command (same names, another key).
+    pub fn self_signed(cn: &str, san: &str) -> TestCerts {
+        let dir = TempDir::new("certs");
+        let d = dir.path();
+        let subj = format!("/CN={cn}");
+        let san = format!("subjectAltName={san}");
+        for (key, cert) in [("server.key", "server.crt"), ("other.key", "other-ca.crt")] {
+            let args = [
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", &subj,
+            ];
+            let mut args = args.to_vec();
+            args.extend_from_slice(&["-addext", &san, "-keyout", key, "-out", cert]);
+            openssl(d, &args);
+        }
+        for (from, to) in [
+            ("server.crt", "ca.crt"),
+            ("server.crt", "client.crt"),
+            ("server.key", "client.key"),
+        ] {
+            fs::copy(d.join(from), d.join(to)).unwrap();
         }
         TestCerts { dir }
     }

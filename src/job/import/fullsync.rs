@@ -240,6 +240,8 @@ struct Claimed {
     ctl: Conn,
     restore: Vec<Setting>,
     released: bool,
+    /// Keeps the process alive after a signal until the target is put back.
+    hold: Option<crate::cancel::Hold>,
 }
 
 impl Claimed {
@@ -247,6 +249,7 @@ impl Claimed {
     /// left and how to put it back).
     fn release(&mut self) -> Result<()> {
         self.released = true;
+        let _hold = self.hold.take();
         let mut left = Vec::new();
         match self.ctl.call_small(&[b"REPLICAOF", b"NO", b"ONE"]) {
             Ok(r) => left.extend(r.error_text().map(|e| format!("REPLICAOF NO ONE ({e})"))),
@@ -301,7 +304,7 @@ pub(super) fn import(
         restore: plan.restore.clone(),
     };
     let masterauth = record.encode();
-    let mut claimed = match claim(opts, plan, &masterauth, master.addr())? {
+    let mut claimed = match claim(opts, plan, &masterauth, master.addr(), &common.cancel)? {
         Ok(c) => c,
         Err(why) => return Ok(Err(why)),
     };
@@ -350,6 +353,7 @@ fn claim(
     plan: &Plan,
     masterauth: &str,
     at: std::net::SocketAddr,
+    cancel: &crate::cancel::Cancel,
 ) -> Result<std::result::Result<Claimed, String>> {
     eprintln!(
         "rdbferry: claiming {} for a full sync; if this run is killed, put it back with \
@@ -368,6 +372,7 @@ fn claim(
         restore: plan.restore.clone(),
         // Nothing to put back until the first setting changes.
         released: true,
+        hold: Some(cancel.hold()),
     };
     let outcome = claim_paused(&mut claimed, plan, masterauth, at);
     let unpaused = claimed.ctl.call_small(&[b"CLIENT", b"UNPAUSE"]);
