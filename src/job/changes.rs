@@ -19,6 +19,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde::{Deserialize, Serialize};
 
+use crate::cancel::{Cancel, Hold};
 use crate::error::{Error, Result};
 use crate::net::{Conn, RedisUrl};
 
@@ -193,12 +194,20 @@ pub struct Changed {
     url: RedisUrl,
     journal: Journal,
     restore: Vec<Setting>,
+    /// Keeps the process alive after a signal until the settings are back.
+    hold: Option<Hold>,
 }
 
 impl Changed {
     /// Set each `(name, value)` whose current value differs, after journaling the current
-    /// values. A setting the server refuses is left as it is (and not journaled).
-    pub fn set(conn: &mut Conn, url: &RedisUrl, wanted: &[(&str, &str)]) -> Result<Changed> {
+    /// values. A setting the server refuses is left as it is (and not journaled). The
+    /// `cancel` token's signal handling waits until they are back.
+    pub fn set(
+        conn: &mut Conn,
+        url: &RedisUrl,
+        wanted: &[(&str, &str)],
+        cancel: &Cancel,
+    ) -> Result<Changed> {
         let journal = Journal::of(url);
         let mut restore = Vec::new();
         for (name, value) in wanted {
@@ -215,10 +224,12 @@ impl Changed {
             url: url.clone(),
             journal,
             restore: Vec::new(),
+            hold: None,
         };
         if restore.is_empty() {
             return Ok(changed);
         }
+        changed.hold = Some(cancel.hold());
         changed.journal.record(&restore)?;
         for s in restore {
             let new = wanted
@@ -242,6 +253,7 @@ impl Changed {
     /// Put everything back (over a new connection: the one that changed it may be gone);
     /// every setting is tried; an error lists what is left and how to put it back.
     pub fn put_back(mut self) -> Result<()> {
+        let _hold = self.hold.take();
         let restore = std::mem::take(&mut self.restore);
         if restore.is_empty() {
             self.journal.clear();
@@ -277,6 +289,7 @@ impl Drop for Changed {
             url: self.url.clone(),
             journal: self.journal.clone(),
             restore: std::mem::take(&mut self.restore),
+            hold: self.hold.take(),
         };
         if let Err(e) = c.put_back() {
             eprintln!("rdbferry: error: {e}");

@@ -1600,6 +1600,15 @@ impl Verifier<'_> {
 /// Connect to the target and open a verifier for the source named `name`.
 fn open_verifier<'o>(name: &str, opts: &'o VerifyOptions) -> Result<Verifier<'o>> {
     let mut conn = Conn::open(&opts.target)?;
+    if let Some(why) = crate::job::changes::stranded(&mut conn)? {
+        return Err(Error::target(
+            opts.target.redacted(),
+            format!(
+                "{why}: run `rdbferry recover --to {}` first",
+                opts.target.redacted()
+            ),
+        ));
+    }
     let caps = conn.version()?;
     let target = opts.target.redacted();
     let rep = VerifyReport {

@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::hash::Hash128;
 use crate::input::{Event, Input};
 use crate::job::Common;
+use crate::job::changes::{self, Changed};
 use crate::net::{Conn, NetErrorKind};
 use crate::rdb::Elem;
 use crate::rdb::value::{Tuples, zset_pairs};
@@ -273,6 +274,7 @@ pub fn source_digest(
 /// `Ok(Ok(None))`: given up because `cancel` was set meanwhile.
 pub fn target_digest(
     opts: &VerifyOptions,
+    common: &Common,
     now: i64,
     cancel: &AtomicBool,
 ) -> Result<std::result::Result<Option<Digest>, String>> {
@@ -281,48 +283,57 @@ pub fn target_digest(
     if info.get("redis_mode").is_some_and(|m| m != "standalone") {
         return Ok(Err("a Cluster target".into()));
     }
-    // A diskless sync waits repl-diskless-sync-delay (5 s by default) for more replicas:
-    // none is coming, so the delay goes to 0 for this sync and back after.
-    let delay = match c.config_get("repl-diskless-sync")?.as_deref() {
-        Some("yes") => c
-            .config_get("repl-diskless-sync-delay")?
-            .filter(|d| d != "0"),
-        _ => None,
-    };
-    if delay.is_some() && c.config_set("repl-diskless-sync-delay", "0")?.is_err() {
-        return Ok(Err("CONFIG SET repl-diskless-sync-delay refused".into()));
+    if let Some(why) = changes::stranded(&mut c)? {
+        return Err(Error::target(
+            opts.target.redacted(),
+            format!(
+                "{why}: run `rdbferry recover --to {}` first",
+                opts.target.redacted()
+            ),
+        ));
     }
-    // LZF-compressing every value is most of what the save costs the target (about 40% of
-    // this comparison on 2 million small keys): off for this snapshot, back after.
-    let compress = c
-        .config_get("rdbcompression")?
-        .filter(|v| v == "yes")
-        .filter(|_| matches!(c.config_set("rdbcompression", "no"), Ok(Ok(()))));
-    let r = read_snapshot(c, opts, now, cancel);
-    let restore: Vec<(&str, String)> = [
-        ("repl-diskless-sync-delay", delay),
-        ("rdbcompression", compress),
-    ]
-    .into_iter()
-    .filter_map(|(name, v)| Some((name, v?)))
-    .collect();
-    if !restore.is_empty() {
-        let mut c = Conn::open(&opts.target)?;
-        for (name, v) in restore {
-            if let Err(e) = c.config_set(name, &v)? {
-                return Err(Error::target(
-                    c.name(),
-                    format!("CONFIG SET {name} {v}: {e}"),
-                ));
-            }
+    let wanted = snapshot_settings(&mut c, &opts.target)?;
+    let changed = Changed::set(&mut c, &opts.target, &wanted, &common.cancel)?;
+    let r = read_snapshot(c, opts, common, now, cancel);
+    // Back on every path: here, or by the guard if this thread unwinds.
+    let back = changed.put_back();
+    let r = r?;
+    back?;
+    Ok(r)
+}
+
+/// The settings that make the snapshot cheap for the target, each put back after: a diskless
+/// sync waits `repl-diskless-sync-delay` (5 s by default) for more replicas, and none is
+/// coming; LZF-compressing every value is most of what the save costs the target (about 40%
+/// of this comparison on 2 million small keys). None when another run's journal says it has
+/// changed settings here (its values are the ones to put back, not ours to take).
+fn snapshot_settings(
+    c: &mut Conn,
+    url: &crate::net::RedisUrl,
+) -> Result<Vec<(&'static str, &'static str)>> {
+    if let Some((e, live)) = changes::Journal::of(url).other_run() {
+        if !live {
+            eprintln!(
+                "rdbferry: warning: an earlier run (pid {}) changed settings on {} and did not put \
+                 them back; run `rdbferry recover --to {}`",
+                e.pid,
+                url.redacted(),
+                url.redacted()
+            );
         }
+        return Ok(Vec::new());
     }
-    r
+    let mut wanted = vec![("rdbcompression", "no")];
+    if c.config_get("repl-diskless-sync")?.as_deref() == Some("yes") {
+        wanted.push(("repl-diskless-sync-delay", "0"));
+    }
+    Ok(wanted)
 }
 
 fn read_snapshot(
     c: Conn,
     opts: &VerifyOptions,
+    common: &Common,
     now: i64,
     cancel: &AtomicBool,
 ) -> Result<std::result::Result<Option<Digest>, String>> {
@@ -348,6 +359,7 @@ fn read_snapshot(
     let mut rdb = StreamReader::new(payload, &format!("{name} (snapshot)")).max_record(MAX_RECORD);
     let mut d = Digest::default();
     loop {
+        common.cancel.check()?;
         if cancel.load(Ordering::Relaxed) {
             return Ok(Ok(None));
         }
@@ -385,7 +397,7 @@ pub fn compare(input: &Input, common: &Common, opts: &VerifyOptions) -> Compared
     let stop = || cancel.store(true, Ordering::Relaxed);
     let (src, tgt) = std::thread::scope(|sc| {
         let t = sc.spawn(|| {
-            let r = target_digest(opts, now, &cancel);
+            let r = target_digest(opts, common, now, &cancel);
             if !matches!(r, Ok(Ok(Some(_)))) {
                 stop();
             }
