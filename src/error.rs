@@ -38,6 +38,17 @@ pub enum Error {
     /// changed on a server.
     #[error("interrupted")]
     Cancelled,
+    /// `import --on-error stop` stopped after a refused entry (named in the report).
+    #[error("import stopped after an error (--on-error stop)")]
+    Stopped,
+    /// A loop was left on purpose by its own sink (a full sync or a snapshot comparison
+    /// given up); the caller knows why, and this never reaches the user.
+    #[error("given up: {0}")]
+    GivenUp(&'static str),
+    /// An invariant of rdbferry's own did not hold (a bug), or a lock was poisoned by a
+    /// panic in another thread.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// Bad flags or arguments.
     #[error("{0}")]
     Usage(String),

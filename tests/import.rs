@@ -577,8 +577,6 @@ fn big_values_go_in_parts() {
             mode: Mode::Rewrite,
             on_conflict: conflict,
             stop_on_error: true,
-            rename: vec![],
-            db_map: Default::default(),
             dry_run: false,
             force: false,
             stream_min: 0,

@@ -19,7 +19,7 @@ use rdbferry::net::RedisUrl;
 use rdbferry::net::TlsOptions;
 use rdbferry::net::url::{PASSWORD_ENV, Role};
 use rdbferry::rdb::ReadOptions;
-use rdbferry::transform::{Filter, FilterSpec};
+use rdbferry::transform::{Filter, FilterSpec, KeyMap};
 use rdbferry::verify::{VerifyOptions, verify, verify_live};
 
 /// rdbferry: read, convert and move Redis RDB and AOF data.
@@ -126,12 +126,6 @@ struct VerifyArgs {
     tls: TlsArgs,
     #[command(flatten)]
     from_tls: FromTlsArgs,
-    /// Replace a key prefix: OLD=NEW (repeatable; first match wins).
-    #[arg(long, value_name = "OLD=NEW")]
-    rename: Vec<String>,
-    /// Source db SRC is in target db DST (repeatable).
-    #[arg(long, value_name = "SRC=DST")]
-    db_map: Vec<String>,
     /// Allowed TTL difference, seconds.
     #[arg(long, default_value_t = 5.0, value_name = "SECS")]
     ttl_tolerance: f64,
@@ -182,28 +176,11 @@ impl VerifyArgs {
         let target = RedisUrl::parse(&self.to, env_pw)?
             .with_tls(&self.tls.build())?
             .with_timeout(self.net.timeout()?);
-        let mut renames = Vec::new();
-        for r in &self.rename {
-            let (a, b) = r
-                .split_once('=')
-                .ok_or_else(|| Error::Usage(format!("--rename {r:?}: expected OLD=NEW")))?;
-            renames.push((a.as_bytes().to_vec(), b.as_bytes().to_vec()));
-        }
-        let mut db_map = Vec::new();
-        for m in &self.db_map {
-            let pair = m
-                .split_once('=')
-                .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
-                .ok_or_else(|| Error::Usage(format!("--db-map {m:?}: expected SRC=DST")))?;
-            db_map.push(pair);
-        }
         if self.ttl_tolerance.is_nan() || self.ttl_tolerance < 0.0 {
             return Err(Error::Usage("--ttl-tolerance must be >= 0".into()));
         }
         Ok(VerifyOptions {
             target,
-            renames,
-            db_map,
             ttl_tolerance_ms: (self.ttl_tolerance * 1000.0) as i64,
             max_diffs: self.max_diffs,
             via: match self.via {
@@ -237,13 +214,6 @@ struct ImportArgs {
     /// What a key the target refuses does to the import (skipped keys are counted).
     #[arg(long, value_enum, default_value_t = OnErrorArg::Stop)]
     on_error: OnErrorArg,
-    /// Rename keys: OLD_PREFIX=NEW_PREFIX (repeatable; first match wins). Filters see the
-    /// original names.
-    #[arg(long = "rename")]
-    renames: Vec<String>,
-    /// Write db SRC into db DST (repeatable).
-    #[arg(long = "db-map")]
-    db_maps: Vec<String>,
     /// Parallel connections (keys are spread by a hash of their name; one key's commands
     /// always share a connection).
     #[arg(long, default_value_t = 2)]
@@ -346,24 +316,11 @@ fn split_pair(s: &str, flag: &str) -> Result<(String, String), Error> {
 
 impl ImportArgs {
     fn build(&self) -> Result<(Common, ImportOptions), Error> {
-        let common = self.common.build()?;
-        let to = RedisUrl::parse(&self.to, std::env::var("RDBFERRY_TO_PASSWORD").ok())?
+        let to = RedisUrl::parse(&self.to, std::env::var(PASSWORD_ENV).ok())?
             .with_tls(&self.tls.build())?
             .with_timeout(self.net.timeout()?);
-        let mut rename = Vec::new();
-        for r in &self.renames {
-            let (a, b) = split_pair(r, "--rename")?;
-            rename.push((a.into_bytes(), b.into_bytes()));
-        }
-        let mut db_map = std::collections::BTreeMap::new();
-        for m in &self.db_maps {
-            let (a, b) = split_pair(m, "--db-map")?;
-            let num = |x: &str| {
-                x.parse::<u64>()
-                    .map_err(|_| Error::Usage(format!("--db-map wants SRC=DST numbers, got {m:?}")))
-            };
-            db_map.insert(num(&a)?, num(&b)?);
-        }
+        let mut common = self.common.build()?;
+        common.map = common.map.with_db0(to.url_db());
         if self.connections == 0 || self.pipeline == 0 {
             return Err(Error::Usage(
                 "--connections and --pipeline must be at least 1".into(),
@@ -384,8 +341,6 @@ impl ImportArgs {
                     ConflictArg::Skip => OnConflict::Skip,
                 },
                 stop_on_error: matches!(self.on_error, OnErrorArg::Stop),
-                rename,
-                db_map,
                 dry_run: self.dry_run,
                 force: self.force,
                 stream_min: import::DEFAULT_STREAM_MIN,
@@ -515,6 +470,7 @@ impl FromTlsArgs {
             insecure: self.from_tls_insecure,
             cert: self.from_tls_cert.clone(),
             key: self.from_tls_key.clone(),
+            flags: "--from-tls",
         }
     }
 
@@ -537,6 +493,7 @@ impl TlsArgs {
             insecure: self.tls_insecure,
             cert: self.tls_cert.clone(),
             key: self.tls_key.clone(),
+            flags: "--tls",
         }
     }
 }
@@ -558,6 +515,13 @@ struct CommonArgs {
     /// Keep only this type: string, list, set, zset, hash, stream, module (repeatable).
     #[arg(long = "type")]
     types: Vec<String>,
+    /// Rename keys: OLD_PREFIX=NEW_PREFIX (repeatable; first match wins), in AOF commands
+    /// too. Filters see the original names.
+    #[arg(long = "rename", value_name = "OLD=NEW")]
+    renames: Vec<String>,
+    /// Write db SRC into db DST (repeatable).
+    #[arg(long = "db-map", value_name = "SRC=DST")]
+    db_maps: Vec<String>,
     /// Go on past a checksum mismatch.
     #[arg(long)]
     ignore_checksum: bool,
@@ -575,8 +539,22 @@ impl CommonArgs {
             exclude_keys: self.exclude_keys.clone(),
             types: self.types.clone(),
         })?;
+        let mut renames = Vec::new();
+        for r in &self.renames {
+            let (a, b) = split_pair(r, "--rename")?;
+            renames.push((a.into_bytes(), b.into_bytes()));
+        }
+        let mut db_map = std::collections::BTreeMap::new();
+        for m in &self.db_maps {
+            let (a, b) = split_pair(m, "--db-map")?;
+            let num = |x: &str| {
+                x.parse::<u64>()
+                    .map_err(|_| Error::Usage(format!("--db-map wants SRC=DST numbers, got {m:?}")))
+            };
+            db_map.insert(num(&a)?, num(&b)?);
+        }
         Ok(Common {
-            filter,
+            map: KeyMap::new(filter, renames, db_map),
             read: ReadOptions {
                 ignore_checksum: self.ignore_checksum,
             },
@@ -706,7 +684,14 @@ fn run_verify(args: &VerifyArgs) -> ExitCode {
     let res = args
         .common
         .build()
-        .and_then(|c| Ok((c, args.build()?, args.live_source()?)))
+        .and_then(|c| {
+            let opts = args.build()?;
+            let c = Common {
+                map: c.map.with_db0(opts.target.url_db()),
+                ..c
+            };
+            Ok((c, opts, args.live_source()?))
+        })
         .and_then(|(c, o, live)| match live {
             Some(src) => verify_live(&src, &c, &o),
             None => verify(&args.source, &c, &o),

@@ -64,7 +64,7 @@ pub fn check(name: &str, common: &Common) -> Result<CheckReport> {
     let walked = batch::walk(&input, common, validate, |ev, _, pos| {
         match ev {
             Event::Rdb(Record::Key(k)) => {
-                if common.filter.keep(k.db, &k.key, k.data_type()) {
+                if common.map.keep(k.db, &k.key, k.data_type()) {
                     rep.keys += 1;
                     *rep.keys_per_db.entry(k.db).or_default() += 1;
                     if k.expire_ms.is_some() {

@@ -18,6 +18,7 @@ use crate::sink::jsonl::JsonlSink;
 use crate::sink::resp::RespSink;
 use crate::sink::stats::now_ms;
 use crate::sink::{Sink, encode_key};
+use crate::transform::{CommandFate, KeyMap};
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +92,7 @@ pub fn convert_to(
     let now = now_ms();
     let mut progress = Progress::new(input.size, name, common.quiet);
     let keep = |k: &KeyRecord<'_>| {
-        common.filter.keep(k.db, &k.key, k.data_type())
+        common.map.keep(k.db, &k.key, k.data_type())
             && !(opts.skip_expired && k.expire_ms.is_some_and(|ms| ms <= now))
     };
     // Keys are encoded on worker threads (in file order on output); values bigger than this are
@@ -116,7 +117,7 @@ pub fn convert_to(
                     rep.keys += 1;
                     return Ok(());
                 }
-                if !common.filter.keep(k.db, &k.key, k.data_type()) {
+                if !common.map.keep(k.db, &k.key, k.data_type()) {
                     rep.filtered += 1;
                     return Ok(());
                 }
@@ -134,9 +135,18 @@ pub fn convert_to(
             Event::Rdb(_) => {}
             Event::Command { db, args } => {
                 progress.tick(pos, 1);
-                if common.filter.keep_command(db, args) {
-                    sink.command(db, args)?;
-                    rep.commands += 1;
+                match common.map.command(db, args) {
+                    CommandFate::Keep { db, args } => {
+                        sink.command(db, &KeyMap::refs(&args))?;
+                        rep.commands += 1;
+                    }
+                    CommandFate::Drop => {}
+                    CommandFate::Refuse(why) => {
+                        return Err(Error::Input {
+                            path: name.to_string(),
+                            msg: format!("AOF command at byte {pos}: {why}"),
+                        });
+                    }
                 }
             }
         }

@@ -49,7 +49,7 @@ pub fn inspect(name: &str, common: &Common, opts: &InspectOptions) -> Result<Ins
     let walked = batch::walk(&input, common, count, |ev, n, pos| {
         match ev {
             Event::Rdb(Record::Key(k)) => {
-                if common.filter.keep(k.db, &k.key, k.data_type()) {
+                if common.map.keep(k.db, &k.key, k.data_type()) {
                     stats.add_key(k, n);
                 }
                 progress.tick(pos, 1);

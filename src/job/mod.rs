@@ -10,13 +10,13 @@ pub mod inspect;
 
 use crate::cancel::Cancel;
 use crate::rdb::ReadOptions;
-use crate::transform::Filter;
+use crate::transform::KeyMap;
 
 /// Options every job shares.
 #[derive(Debug, Clone, Default)]
 pub struct Common {
-    /// Which keys go on.
-    pub filter: Filter,
+    /// Which entries go on, under which name and db (filters, `--rename`, `--db-map`).
+    pub map: KeyMap,
     /// Reader options (`--ignore-checksum`).
     pub read: ReadOptions,
     /// No progress bar.

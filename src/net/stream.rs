@@ -73,7 +73,11 @@ pub fn connect(
     let _ = sock.set_write_timeout(Some(timeout));
     while session.is_handshaking() {
         if let Err(e) = session.complete_io(&mut sock) {
-            return Err(NetErrorKind::Tls(tls::describe_io(&e, timeout)));
+            return Err(NetErrorKind::Tls(tls::describe_io(
+                &e,
+                timeout,
+                tls.options().flags,
+            )));
         }
     }
     let _ = sock.set_read_timeout(None);
@@ -90,6 +94,7 @@ pub fn connect(
         start: 0,
         end: 0,
         eof: false,
+        flags: tls.options().flags,
     }))
 }
 
@@ -150,6 +155,8 @@ pub struct TlsStream {
     start: usize,
     end: usize,
     eof: bool,
+    /// How the user names the TLS options, for messages (`--tls`, `--from-tls`).
+    flags: &'static str,
 }
 
 impl TlsStream {
@@ -170,7 +177,7 @@ impl TlsStream {
                         Err(e) => return Err(e),
                     }
                     s.process_new_packets().map_err(|e| {
-                        io::Error::new(io::ErrorKind::InvalidData, tls::describe(&e))
+                        io::Error::new(io::ErrorKind::InvalidData, tls::describe(&e, self.flags))
                     })?;
                 }
                 match s.reader().read(out) {
@@ -203,8 +210,9 @@ impl TlsStream {
                 self.eof = true;
                 let mut s = self.shared.session()?;
                 s.read_tls(&mut &[][..])?;
-                s.process_new_packets()
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, tls::describe(&e)))?;
+                s.process_new_packets().map_err(|e| {
+                    io::Error::new(io::ErrorKind::InvalidData, tls::describe(&e, self.flags))
+                })?;
             }
         }
     }

@@ -31,8 +31,8 @@ use rustls::{
 
 use crate::error::{Error, Result};
 
-/// The `--tls-*` flags.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The `--tls-*` flags (or `--from-tls-*`: [`TlsOptions::flags`] says which, for messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsOptions {
     /// PEM bundle of the CAs to trust instead of the system's roots.
     pub ca: Option<PathBuf>,
@@ -42,12 +42,32 @@ pub struct TlsOptions {
     pub cert: Option<PathBuf>,
     /// PEM private key of `cert`.
     pub key: Option<PathBuf>,
+    /// How the user named these options, for messages: `--tls` (the target's) or
+    /// `--from-tls` (a live source's). The library names no flag of its own.
+    pub flags: &'static str,
+}
+
+impl Default for TlsOptions {
+    fn default() -> Self {
+        TlsOptions {
+            ca: None,
+            insecure: false,
+            cert: None,
+            key: None,
+            flags: "--tls",
+        }
+    }
 }
 
 impl TlsOptions {
     /// Whether any flag was given.
     pub fn is_set(&self) -> bool {
-        *self != TlsOptions::default()
+        self.ca.is_some() || self.insecure || self.cert.is_some() || self.key.is_some()
+    }
+
+    /// The name of option `name` (`ca`, `insecure`, `cert`, `key`) as the user gives it.
+    pub fn flag(&self, name: &str) -> String {
+        format!("{}-{name}", self.flags)
     }
 }
 
@@ -99,8 +119,8 @@ impl TlsConfig {
         let provider = provider();
         let verifier = match (&options.ca, options.insecure) {
             (_, true) => Verifier::insecure(&provider),
-            (Some(path), false) => Verifier::ca_file(path, provider.clone())?,
-            (None, false) => Verifier::system(provider.clone())?,
+            (Some(path), false) => Verifier::ca_file(path, provider.clone(), options)?,
+            (None, false) => Verifier::system(provider.clone(), options)?,
         };
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -109,16 +129,20 @@ impl TlsConfig {
             .with_custom_certificate_verifier(verifier);
         let config = match (&options.cert, &options.key) {
             (Some(cert), Some(key)) => {
-                let chain = read_certs("--tls-cert", cert)?;
-                let key_der =
-                    PrivateKeyDer::from_pem_file(key).map_err(|e| usage("--tls-key", key, e))?;
+                let chain = read_certs(&options.flag("cert"), cert)?;
+                let key_der = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| usage(&options.flag("key"), key, e))?;
                 builder
                     .with_client_auth_cert(chain, key_der)
-                    .map_err(|e| usage("--tls-cert", cert, e))?
+                    .map_err(|e| usage(&options.flag("cert"), cert, e))?
             }
             (None, None) => builder.with_no_client_auth(),
             _ => {
-                return Err(Error::Usage("--tls-cert and --tls-key go together".into()));
+                return Err(Error::Usage(format!(
+                    "{} and {} go together",
+                    options.flag("cert"),
+                    options.flag("key")
+                )));
             }
         };
         Ok(TlsConfig {
@@ -166,7 +190,7 @@ impl Verifier {
     }
 
     /// No `--tls-ca`: the system's roots.
-    fn system(provider: Arc<CryptoProvider>) -> Result<Arc<Verifier>> {
+    fn system(provider: Arc<CryptoProvider>, options: &TlsOptions) -> Result<Arc<Verifier>> {
         let mut roots = RootCertStore::empty();
         let found = rustls_native_certs::load_native_certs();
         let (added, _) = roots.add_parsable_certificates(found.certs);
@@ -178,7 +202,8 @@ impl Verifier {
                 .unwrap_or_default();
             return Err(Error::Usage(format!(
                 "TLS: no CA certificate found on this system{why}; give the server's CA with \
-                 --tls-ca FILE"
+                 {} FILE",
+                options.flag("ca")
             )));
         }
         let algorithms = provider.signature_verification_algorithms;
@@ -193,18 +218,23 @@ impl Verifier {
     }
 
     /// `--tls-ca FILE`: the certificates of the PEM bundle at `path`.
-    fn ca_file(path: &Path, provider: Arc<CryptoProvider>) -> Result<Arc<Verifier>> {
-        let pinned = read_certs("--tls-ca", path)?;
+    fn ca_file(
+        path: &Path,
+        provider: Arc<CryptoProvider>,
+        options: &TlsOptions,
+    ) -> Result<Arc<Verifier>> {
+        let flag = options.flag("ca");
+        let pinned = read_certs(&flag, path)?;
         let mut roots = RootCertStore::empty();
         for cert in &pinned {
             roots
                 .add(cert.clone())
-                .map_err(|e| usage("--tls-ca", path, format!("bad CA: {e}")))?;
+                .map_err(|e| usage(&flag, path, format!("bad CA: {e}")))?;
         }
         let algorithms = provider.signature_verification_algorithms;
         let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
             .build()
-            .map_err(|e| usage("--tls-ca", path, e))?;
+            .map_err(|e| usage(&flag, path, e))?;
         Ok(Arc::new(Verifier {
             webpki: Some(webpki),
             pinned,
@@ -315,28 +345,29 @@ impl ServerCertVerifier for Verifier {
     }
 }
 
-/// A rustls error, with what to do about it.
-pub fn describe(e: &rustls::Error) -> String {
+/// A rustls error, with what to do about it (naming the options as `flags`, `--tls` or
+/// `--from-tls`).
+pub fn describe(e: &rustls::Error, flags: &str) -> String {
     use rustls::Error as E;
     match e {
         E::InvalidCertificate(CertificateError::UnknownIssuer) => format!(
             "{e}: the server's certificate is not signed by a trusted CA; give its CA with \
-             --tls-ca FILE, or skip the check with --tls-insecure"
+             {flags}-ca FILE, or skip the check with {flags}-insecure"
         ),
         E::InvalidCertificate(
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
         ) => format!(
             "{e}: the server's certificate does not name this host; connect by a name or \
-             address it lists, or skip the check with --tls-insecure"
+             address it lists, or skip the check with {flags}-insecure"
         ),
         E::InvalidCertificate(_) => {
-            format!("{e} (the server's certificate; --tls-insecure skips the check)")
+            format!("{e} (the server's certificate; {flags}-insecure skips the check)")
         }
         E::AlertReceived(
             AlertDescription::CertificateRequired | AlertDescription::HandshakeFailure,
         ) => {
             format!(
-                "{e} (the server may require a client certificate: --tls-cert FILE --tls-key FILE)"
+                "{e} (the server may require a client certificate: {flags}-cert FILE {flags}-key FILE)"
             )
         }
         E::InvalidMessage(_) => {
@@ -347,10 +378,10 @@ pub fn describe(e: &rustls::Error) -> String {
 }
 
 /// An I/O error of the handshake, with what to do about it.
-pub fn describe_io(e: &std::io::Error, timeout: Duration) -> String {
+pub fn describe_io(e: &std::io::Error, timeout: Duration, flags: &str) -> String {
     use std::io::ErrorKind as K;
     if let Some(t) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-        return describe(t);
+        return describe(t, flags);
     }
     match e.kind() {
         K::WouldBlock | K::TimedOut => format!(
@@ -405,6 +436,7 @@ mod tests {
             cert: Some(empty.clone()),
             key: Some(missing),
             ca: None,
+            flags: "--tls",
         });
         assert!(e.starts_with("--tls-cert "), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
@@ -455,7 +487,7 @@ A4AEHSR3HQREqkire7EMXjthQ/mJOuxIfXdYujz3ALDKYfp+HqywQZ6owhC2Gr8+
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("cert.pem");
         std::fs::write(&path, SELF_SIGNED).unwrap();
-        let v = Verifier::ca_file(&path, provider()).unwrap();
+        let v = Verifier::ca_file(&path, provider(), &TlsOptions::default()).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         let der = CertificateDer::from_pem_slice(SELF_SIGNED.as_bytes()).unwrap();
         let name = ServerName::try_from(name).unwrap();
@@ -472,7 +504,10 @@ A4AEHSR3HQREqkire7EMXjthQ/mJOuxIfXdYujz3ALDKYfp+HqywQZ6owhC2Gr8+
         assert!(check_self_signed("localhost", Y2050).is_ok());
         assert!(check_self_signed("127.0.0.1", Y2050).is_ok());
         let e = check_self_signed("other.example", Y2050).unwrap_err();
-        assert!(describe(&e).contains("does not name this host"), "{e}");
+        assert!(
+            describe(&e, "--tls").contains("does not name this host"),
+            "{e}"
+        );
         let e = check_self_signed("localhost", 7_258_118_400).unwrap_err(); // 2200
         assert!(
             matches!(
@@ -494,10 +529,10 @@ A4AEHSR3HQREqkire7EMXjthQ/mJOuxIfXdYujz3ALDKYfp+HqywQZ6owhC2Gr8+
     #[test]
     fn messages_say_what_to_do() {
         let unknown = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
-        assert!(describe(&unknown).contains("--tls-ca FILE"));
+        assert!(describe(&unknown, "--tls").contains("--tls-ca FILE"));
         let alert = rustls::Error::AlertReceived(AlertDescription::CertificateRequired);
-        assert!(describe(&alert).contains("--tls-cert"));
+        assert!(describe(&alert, "--tls").contains("--tls-cert"));
         let timeout = std::io::Error::from(std::io::ErrorKind::WouldBlock);
-        assert!(describe_io(&timeout, Duration::from_secs(10)).contains("within 10 s"));
+        assert!(describe_io(&timeout, Duration::from_secs(10), "--tls").contains("within 10 s"));
     }
 }

@@ -56,20 +56,6 @@ impl Role {
             Role::Source => "--from-tls-*",
         }
     }
-    /// A message of the TLS settings (which name the target's `--tls-*` flags) in this
-    /// role's words.
-    pub fn reword(self, msg: String) -> String {
-        match self {
-            Role::Target => msg,
-            Role::Source => msg.replace("--tls-", "--from-tls-"),
-        }
-    }
-    fn reword_err(self, e: Error) -> Error {
-        match (self, e) {
-            (Role::Source, Error::Usage(m)) => Error::Usage(self.reword(m)),
-            (_, e) => e,
-        }
-    }
 }
 
 /// Whether `s` is a `redis://` or `rediss://` URL (any letter case) rather than a file name.
@@ -228,7 +214,7 @@ impl RedisUrl {
             }
             return Ok(self);
         }
-        self.tls_config = Some(TlsConfig::new(options).map_err(|e| self.role.reword_err(e))?);
+        self.tls_config = Some(TlsConfig::new(options)?);
         Ok(self)
     }
 
@@ -244,9 +230,14 @@ impl RedisUrl {
         match (&self.tls_config, self.tls) {
             (_, false) => Ok(None),
             (Some(c), true) => Ok(Some(c.clone())),
-            (None, true) => TlsConfig::new(&TlsOptions::default())
-                .map(Some)
-                .map_err(|e| self.role.reword_err(e)),
+            (None, true) => TlsConfig::new(&TlsOptions {
+                flags: match self.role {
+                    Role::Target => "--tls",
+                    Role::Source => "--from-tls",
+                },
+                ..TlsOptions::default()
+            })
+            .map(Some),
         }
     }
 

@@ -348,7 +348,7 @@ impl Writer {
         {
             return e;
         }
-        Error::Usage("import stopped after an error (--on-error stop)".into())
+        Error::Stopped
     }
 
     /// Wait until everything queued so far has been acknowledged by the target (before
@@ -505,7 +505,7 @@ fn check_restart(sh: &Shared, node: &NodeAddr, conn: &mut Conn) -> Result<(), Fa
     let mut ids = sh
         .run_ids
         .lock()
-        .map_err(|_| Fail::Fatal(Error::Usage("writer state poisoned".into())))?;
+        .map_err(|_| Fail::Fatal(Error::Internal("writer state poisoned".into())))?;
     let before = match ids.get(node) {
         None => {
             ids.insert(node.clone(), now);
@@ -632,7 +632,7 @@ impl Topology {
         };
         let current = map
             .read()
-            .map_err(|_| Error::Usage("slot map poisoned".into()))?
+            .map_err(|_| Error::Internal("slot map poisoned".into()))?
             .clone();
         let fresh = current.refresh(&self.seed)?;
         if let Ok(mut m) = map.write() {
@@ -752,7 +752,7 @@ impl Link {
         }
         self.conns
             .get_mut(node)
-            .ok_or_else(|| Fail::Link(Error::Usage("connection vanished".into())))
+            .ok_or_else(|| Fail::Link(Error::Internal("connection vanished".into())))
     }
 
     /// Drop every connection (their ids are ended on reconnect).

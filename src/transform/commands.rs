@@ -26,49 +26,83 @@ pub struct CrossSlot {
     pub other_slot: u16,
 }
 
-/// The first key of a command, for the common single-key commands; `None` for commands
-/// without keys (SELECT, MULTI, EXEC, FUNCTION, ...), which filters always keep.
-pub fn command_key<'a>(args: &[&'a [u8]]) -> Option<&'a [u8]> {
-    let name = args.first()?;
-    let keyless = [
-        "select", "multi", "exec", "discard", "function", "script", "flushall", "flushdb", "ping",
-        "swapdb", "eval", "evalsha", "fcall", "fcall_ro", "publish", "replconf",
-    ];
-    if keyless
-        .iter()
-        .any(|k| name.eq_ignore_ascii_case(k.as_bytes()))
-    {
-        return None;
-    }
-    args.get(1).copied()
-}
-
 fn is(name: &[u8], list: &[&str]) -> bool {
     list.iter().any(|c| name.eq_ignore_ascii_case(c.as_bytes()))
 }
 
-fn numkeys<'a>(args: &[&'a [u8]], at: usize) -> Vec<&'a [u8]> {
+/// Commands without keys: they act on a db, the server or nothing (filters keep them).
+const KEYLESS: &[&str] = &[
+    "select",
+    "multi",
+    "exec",
+    "discard",
+    "function",
+    "script",
+    "flushall",
+    "flushdb",
+    "ping",
+    "swapdb",
+    "publish",
+    "spublish",
+    "replconf",
+    "client",
+    "config",
+    "acl",
+    "debug",
+    "save",
+    "bgsave",
+    "bgrewriteaof",
+    "info",
+    "time",
+    "echo",
+    "auth",
+    "hello",
+    "quit",
+    "readonly",
+    "readwrite",
+    "wait",
+    "waitaof",
+    "shutdown",
+    "module",
+    "latency",
+    "slowlog",
+    "monitor",
+];
+
+/// `numkeys` at `at`: the positions of the keys after it (bounded by the arguments there).
+fn numkeys(args: &[&[u8]], at: usize) -> Vec<usize> {
     let n = args
         .get(at)
         .and_then(|n| std::str::from_utf8(n).ok())
         .and_then(|n| n.parse::<usize>().ok())
         .unwrap_or(0);
-    args.iter().skip(at + 1).take(n).copied().collect()
+    (at + 1..args.len()).take(n).collect()
 }
 
-/// The keys of a command, by the key positions of the Redis command table for the commands
-/// that have several keys; the first argument ([`command_key`]) for the others.
-pub fn command_keys<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
+/// Where the keys of a command are: indices into `args` (`args[0]` is the name), by the key
+/// specs of the Redis command table (firstkey, lastkey, step; `numkeys` forms) for the
+/// commands with several keys or a key elsewhere than first; the first argument otherwise.
+/// Empty for commands without keys.
+///
+/// ```
+/// use rdbferry::transform::commands::key_positions;
+/// let args: [&[u8]; 5] = [b"MSET", b"a", b"1", b"b", b"2"];
+/// assert_eq!(key_positions(&args), [1, 3]);
+/// let args: [&[u8]; 4] = [b"XGROUP", b"CREATE", b"stream", b"g"];
+/// assert_eq!(key_positions(&args), [2]);
+/// ```
+pub fn key_positions(args: &[&[u8]]) -> Vec<usize> {
     let Some(&name) = args.first() else {
         return Vec::new();
     };
     let n = args.len();
     // (first, last from the end, step), as in the command table's firstkey/lastkey/step.
-    let range = |first: usize, from_end: usize, step: usize| -> Vec<&'a [u8]> {
-        let end = n.saturating_sub(from_end);
-        (first..end).step_by(step).map(|i| args[i]).collect()
+    let range = |first: usize, from_end: usize, step: usize| -> Vec<usize> {
+        (first..n.saturating_sub(from_end)).step_by(step).collect()
     };
-    if is(
+    if is(name, KEYLESS) {
+        Vec::new()
+    } else if is(
         name,
         &[
             "del",
@@ -105,13 +139,16 @@ pub fn command_keys<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
             "geosearchstore",
         ],
     ) {
-        args.iter().skip(1).take(2).copied().collect()
+        (1..n.min(3)).collect()
     } else if is(name, &["blpop", "brpop", "bzpopmin", "bzpopmax"]) {
         range(1, 1, 1)
     } else if is(name, &["bitop"]) {
         range(2, 0, 1)
+    } else if is(name, &["xgroup"]) {
+        // XGROUP CREATE|SETID|DESTROY|CREATECONSUMER|DELCONSUMER key ...; HELP has none.
+        (2..n.min(3)).collect()
     } else if is(name, &["zunionstore", "zinterstore", "zdiffstore"]) {
-        let mut k: Vec<&[u8]> = args.get(1).copied().into_iter().collect();
+        let mut k: Vec<usize> = (1..n.min(2)).collect();
         k.extend(numkeys(args, 2));
         k
     } else if is(
@@ -143,16 +180,26 @@ pub fn command_keys<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
         numkeys(args, 2)
     } else if is(name, &["georadius", "georadiusbymember", "sort"]) {
         // The key, and the destination after STORE / STOREDIST.
-        let mut k: Vec<&[u8]> = args.get(1).copied().into_iter().collect();
-        for w in args.windows(2).skip(2) {
-            if is(w[0], &["store", "storedist"]) {
-                k.push(w[1]);
-            }
-        }
+        let mut k: Vec<usize> = (1..n.min(2)).collect();
+        k.extend(
+            (2..n.saturating_sub(1))
+                .filter(|&i| is(args[i], &["store", "storedist"]))
+                .map(|i| i + 1),
+        );
         k
     } else {
-        command_key(args).into_iter().collect()
+        (1..n.min(2)).collect()
     }
+}
+
+/// The keys of a command (see [`key_positions`]).
+pub fn command_keys<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
+    key_positions(args).into_iter().map(|i| args[i]).collect()
+}
+
+/// The first key of a command, if it has one.
+pub fn command_key<'a>(args: &[&'a [u8]]) -> Option<&'a [u8]> {
+    key_positions(args).first().map(|&i| args[i])
 }
 
 /// The slot an AOF command (`args[0]` is its name) must be sent to: `Ok(None)` when it has no

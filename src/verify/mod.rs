@@ -66,10 +66,6 @@ use route::{Dest, Router, find_redirect};
 pub struct VerifyOptions {
     /// The target.
     pub target: RedisUrl,
-    /// `--rename OLD=NEW`: key prefixes replaced, first match wins.
-    pub renames: Vec<(Vec<u8>, Vec<u8>)>,
-    /// `--db-map SRC=DST`.
-    pub db_map: Vec<(u64, u64)>,
     /// Allowed TTL difference, ms.
     pub ttl_tolerance_ms: i64,
     /// Differences listed in the report (the rest are only counted).
@@ -78,32 +74,6 @@ pub struct VerifyOptions {
     pub via: snapshot::Via,
     /// How long the target may take to start sending its snapshot (`--save-timeout`).
     pub save_within: std::time::Duration,
-}
-
-impl VerifyOptions {
-    /// The target db for a source db: `--db-map`, else the URL's db for source db 0, else the
-    /// same number.
-    pub fn map_db(&self, db: u64) -> u64 {
-        if let Some((_, d)) = self.db_map.iter().find(|(s, _)| *s == db) {
-            return *d;
-        }
-        match (db, self.target.url_db()) {
-            (0, Some(d)) => d,
-            _ => db,
-        }
-    }
-
-    /// The target key name for a source key (`--rename`).
-    pub fn map_key(&self, key: &[u8]) -> Vec<u8> {
-        for (old, new) in &self.renames {
-            if let Some(rest) = key.strip_prefix(old.as_slice()) {
-                let mut k = new.clone();
-                k.extend_from_slice(rest);
-                return k;
-            }
-        }
-        key.to_vec()
-    }
 }
 
 /// One difference between source and target.
@@ -1265,7 +1235,7 @@ impl Verifier<'_> {
     }
 
     fn key(&mut self, k: &KeyRecord<'_>, common: &Common) -> Result<()> {
-        if !common.filter.keep(k.db, &k.key, k.data_type()) {
+        if !common.map.keep(k.db, &k.key, k.data_type()) {
             return Ok(());
         }
         let now = now_ms();
@@ -1286,8 +1256,8 @@ impl Verifier<'_> {
         let check = Check {
             src_db: k.db,
             src_key: k.key.to_vec(),
-            db: self.opts.map_db(k.db),
-            key: self.opts.map_key(&k.key),
+            db: common.map.db(k.db),
+            key: common.map.key(&k.key).into_owned(),
             expire_ms: k.expire_ms,
             ty: k.data_type(),
             module: match &v {
@@ -1730,9 +1700,10 @@ pub fn verify(input_name: &str, common: &Common, opts: &VerifyOptions) -> Result
             }
             Event::Command { .. } => {
                 if stdin {
-                    return Err(Error::Usage(
-                        "verify cannot compare an AOF read from stdin; give its path".into(),
-                    ));
+                    return Err(Error::Input {
+                        path: "<stdin>".into(),
+                        msg: "verify cannot compare an AOF read from stdin; give its path".into(),
+                    });
                 }
                 ver.rep.aof_commands += 1;
             }
@@ -1834,23 +1805,4 @@ mod tests {
         let d = eval_chunk(&c, &[vals], 5000).unwrap().unwrap();
         assert!(d.contains("expected \"2\", found \"3\""), "{d}");
     }
-
-    #[test]
-    fn renames_and_db_map() {
-        let o = VerifyOptions {
-            target: RedisUrl::parse("redis://h/4", None).unwrap(),
-            renames: vec![(b"a:".to_vec(), b"b:".to_vec())],
-            db_map: vec![(1, 9)],
-            ttl_tolerance_ms: 0,
-            max_diffs: 1,
-            via: snapshot::Via::Commands,
-            save_within: std::time::Duration::from_secs(1),
-        };
-        assert_eq!(o.map_key(b"a:x"), b"b:x");
-        assert_eq!(o.map_key(b"c:x"), b"c:x");
-        assert_eq!((o.map_db(0), o.map_db(1), o.map_db(2)), (4, 9, 2));
-    }
-
-    #[test]
-    fn printable_keys() {}
 }

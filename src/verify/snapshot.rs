@@ -51,7 +51,7 @@ pub enum Via {
 
 /// The largest record of the target's snapshot held in memory: an input with a bigger value
 /// is compared key by key (its values are read in chunks there).
-pub const MAX_RECORD: usize = 16 << 20;
+pub const MAX_RECORD: usize = 16 << 20; // the message above says 16 MB
 
 /// The keys of one side: how many, and the sum of their digests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +144,7 @@ fn value_digest(
             })
             .map_err(|e| match e {
                 crate::rdb::cursor::StreamError::Decode(e) => dec(e),
-                crate::rdb::cursor::StreamError::Io(e) => Error::Usage(e.to_string()),
+                crate::rdb::cursor::StreamError::Io(e) => Error::io("snapshot", e),
             })?,
         Value::Module(_) => ordered.bytes(rec.raw),
         Value::Coll(c) => {
@@ -239,7 +239,6 @@ fn value_digest(
 pub fn source_digest(
     input: &Input,
     common: &Common,
-    opts: &VerifyOptions,
     now: i64,
     cancel: &AtomicBool,
 ) -> Result<Digest> {
@@ -249,16 +248,15 @@ pub fn source_digest(
         common,
         |k| {
             if cancel.load(Ordering::Relaxed) {
-                return Err(Error::Usage("snapshot comparison given up".into()));
+                return Err(Error::GivenUp("snapshot comparison"));
             }
             if k.serialized_len() > MAX_RECORD as u64 {
                 cancel.store(true, Ordering::Relaxed);
-                return Err(Error::Usage(format!(
-                    "a value over {} MB (compared in chunks instead)",
-                    MAX_RECORD >> 20
-                )));
+                return Err(Error::GivenUp(
+                    "a value over 16 MB (compared in chunks instead)",
+                ));
             }
-            key_digest(opts.map_db(k.db), &opts.map_key(&k.key), k, now)
+            key_digest(common.map.db(k.db), &common.map.key(&k.key), k, now)
         },
         |ev, r, _| {
             if let (Event::Rdb(Record::Key(_)), Some(r)) = (ev, r) {
@@ -389,7 +387,7 @@ pub fn compare(input: &Input, common: &Common, opts: &VerifyOptions) -> Compared
     if input.kind != crate::input::Kind::Rdb {
         return Compared::Unavailable("the input is not an RDB file".into());
     }
-    if !common.filter.keeps_all() {
+    if !common.map.filter.keeps_all() {
         return Compared::Unavailable("filters (the target may hold other keys)".into());
     }
     let now = super::now_ms();
@@ -403,7 +401,7 @@ pub fn compare(input: &Input, common: &Common, opts: &VerifyOptions) -> Compared
             }
             r
         });
-        let src = source_digest(input, common, opts, now, &cancel);
+        let src = source_digest(input, common, now, &cancel);
         if src.is_err() {
             stop();
         }

@@ -182,7 +182,7 @@ impl LiveSource {
 
     /// `SCAN` one db of one node, and read its keys in batches (two in flight).
     fn scan_db(&mut self, conn: &mut Conn, db: u64, w: &mut Walk<'_, '_>) -> Result<()> {
-        if !w.common.filter.keep_db(db) {
+        if !w.common.map.filter.keep_db(db) {
             return Ok(());
         }
         if conn.db != db {
@@ -214,7 +214,7 @@ impl LiveSource {
             let keys: Vec<&[u8]> = keys
                 .iter()
                 .filter_map(Reply::as_bytes)
-                .filter(|k| w.common.filter.keep_name(k))
+                .filter(|k| w.common.map.filter.keep_name(k))
                 .collect();
             let mut inflight: VecDeque<&[&[u8]]> = VecDeque::new();
             for batch in keys.chunks(BATCH) {

@@ -15,6 +15,7 @@ use crate::progress::Progress;
 use crate::rdb::Record;
 use crate::resp::write_command;
 use crate::sink::writer::{Unit, UnitKind, WriteStats, Writer, library_name};
+use crate::transform::{CommandFate, KeyMap, Transaction};
 
 pub(crate) fn import_one(
     name: &str,
@@ -29,7 +30,7 @@ pub(crate) fn import_one(
     let stop = |local: &WriteStats| {
         ctx.opts.stop_on_error && local.errors > 0 || writer.is_some_and(|w| w.stopped())
     };
-    let stopped = || Error::Usage("import stopped after an error (--on-error stop)".into());
+    let stopped = || Error::Stopped;
     let send = |u: Unit| -> Result<()> {
         match writer {
             Some(w) => w.send(u),
@@ -41,6 +42,7 @@ pub(crate) fn import_one(
     let mut in_commands = false;
     let mut group = AofGroup::new(ctx.run, ctx.cluster);
     let mut msets = MsetGroup::new(ctx.opts.on_conflict != OnConflict::Replace);
+    let mut txn = Transaction::default();
     let walked = batch::walk(
         &input,
         ctx.common,
@@ -66,7 +68,7 @@ pub(crate) fn import_one(
                         Some(Prepared::Filtered) => rep.filtered += 1,
                         Some(Prepared::Expired) => rep.expired += 1,
                         Some(Prepared::Refused(msg)) => {
-                            let key = apply_rename(&ctx.opts.rename, &k.key);
+                            let key = ctx.common.map.key(&k.key);
                             refuse(local, "key", &key, ctx.map_db(k.db), &msg);
                         }
                         Some(Prepared::Big) => {
@@ -131,17 +133,24 @@ pub(crate) fn import_one(
                 Event::Rdb(_) => {}
                 Event::Command { db, args } => {
                     progress.tick(pos, 1);
-                    if !ctx.common.filter.keep_command(db, args) {
-                        rep.filtered += 1;
-                        return Ok(());
+                    let label = || args.iter().take(2).copied().collect::<Vec<_>>().join(&b' ');
+                    let fate = ctx.common.map.command(db, args);
+                    let cmd = args.first().copied().unwrap_or_default();
+                    if let Some(why) = txn.note(cmd, matches!(fate, CommandFate::Keep { .. })) {
+                        refuse(local, "command", &label(), db, &why);
                     }
-                    if !ctx.opts.rename.is_empty()
-                        && crate::transform::commands::command_key(args).is_some()
-                    {
-                        return Err(Error::Usage(
-                            "--rename does not apply to AOF commands yet; import the AOF without --rename".into(),
-                        ));
-                    }
+                    let (tdb, mapped) = match fate {
+                        CommandFate::Keep { db, args } => (db, args),
+                        CommandFate::Drop => {
+                            rep.filtered += 1;
+                            return Ok(());
+                        }
+                        CommandFate::Refuse(why) => {
+                            refuse(local, "command", &label(), db, &why);
+                            return Ok(());
+                        }
+                    };
+                    let args = &KeyMap::refs(&mapped)[..];
                     if !in_commands {
                         if let Some(u) = msets.take() {
                             send(u)?;
@@ -151,7 +160,6 @@ pub(crate) fn import_one(
                         }
                         in_commands = true;
                     }
-                    let tdb = ctx.map_db(db);
                     if ctx.cluster {
                         let name = args.first().copied().unwrap_or_default();
                         let control = name.eq_ignore_ascii_case(b"MULTI")
@@ -173,9 +181,7 @@ pub(crate) fn import_one(
                             Err(e) => Some(e.to_string()),
                         };
                         if let Some(msg) = why {
-                            let label =
-                                args.iter().take(2).copied().collect::<Vec<_>>().join(&b' ');
-                            refuse(local, "command", &label, tdb, &msg);
+                            refuse(local, "command", &label(), tdb, &msg);
                             return Ok(());
                         }
                     }

@@ -23,7 +23,7 @@ pub(crate) fn count_commands(buf: &[u8]) -> Result<usize> {
                 pos += used;
                 n += 1;
             }
-            _ => return Err(Error::Usage("internal: bad rewrite encoding".into())),
+            _ => return Err(Error::Internal("bad rewrite encoding".into())),
         }
     }
     Ok(n)
@@ -67,7 +67,7 @@ pub(crate) struct Ctx<'o> {
 
 impl Ctx<'_> {
     pub(crate) fn map_db(&self, db: u64) -> u64 {
-        self.opts.target_db(db)
+        self.common.map.db(db)
     }
 
     /// A key's Cluster slot (None on a standalone target).
@@ -76,14 +76,14 @@ impl Ctx<'_> {
     }
 
     pub(crate) fn prepare(&self, rec: &KeyRecord<'_>) -> Result<Prepared> {
-        if !self.common.filter.keep(rec.db, &rec.key, rec.data_type()) {
+        if !self.common.map.keep(rec.db, &rec.key, rec.data_type()) {
             return Ok(Prepared::Filtered);
         }
         if rec.expire_ms.is_some_and(|ms| ms <= self.now) {
             return Ok(Prepared::Expired);
         }
         let db = self.map_db(rec.db);
-        let key = apply_rename(&self.opts.rename, &rec.key);
+        let key = self.common.map.key(&rec.key);
         if self.cluster && db != 0 {
             return Ok(Prepared::Refused(format!(
                 "a Cluster has only db 0; map db {} there with --db-map {}=0",

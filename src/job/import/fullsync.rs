@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::loadable::{Seen, check_value};
-use super::options::{ImportOptions, Mode, apply_rename, route};
+use super::options::{ImportOptions, Mode, route};
 use super::report::{ImportReport, refuse};
 use super::scan::Scan;
 use crate::error::{Error, Result};
@@ -323,9 +323,7 @@ pub(super) fn import(
         via: "full-sync".into(),
         ..Default::default()
     };
-    let sent = match stream(
-        &input, version, common, opts, plan, scan, transfer, &mut rep,
-    ) {
+    let sent = match stream(&input, version, common, plan, scan, transfer, &mut rep) {
         Ok(s) => s,
         Err(why) => return give_up(&mut claimed, common, why),
     };
@@ -471,22 +469,15 @@ enum Prep {
     Refuse(String),
 }
 
-fn prepare(
-    k: &KeyRecord<'_>,
-    common: &Common,
-    opts: &ImportOptions,
-    now: i64,
-    target_rdb: u32,
-    seen: &Seen,
-) -> Prep {
-    if !common.filter.keep(k.db, &k.key, k.data_type()) {
+fn prepare(k: &KeyRecord<'_>, common: &Common, now: i64, target_rdb: u32, seen: &Seen) -> Prep {
+    if !common.map.keep(k.db, &k.key, k.data_type()) {
         return Prep::Filtered;
     }
     if k.expire_ms.is_some_and(|ms| ms <= now) {
         return Prep::Expired;
     }
-    let db = opts.target_db(k.db);
-    let name = apply_rename(&opts.rename, &k.key).into_owned();
+    let db = common.map.db(k.db);
+    let name = common.map.key(&k.key).into_owned();
     let no = |m: String| Prep::Refuse(format!("key {} (db {}): {m}", show(&name), k.db));
     // The bytes checked are the bytes sent: a copy, or (big records) a CRC of them.
     let copy = (k.raw.len() <= COPY_MAX).then(|| k.raw.to_vec());
@@ -521,12 +512,10 @@ fn prepare(
 }
 
 /// Stream the input's records to the replica. `Err(why)`: abandoned before the end mark.
-#[allow(clippy::too_many_arguments)]
 fn stream(
     input: &Input,
     version: crate::rdb::Version,
     common: &Common,
-    opts: &ImportOptions,
     plan: &Plan,
     scan: &Scan,
     transfer: Transfer,
@@ -540,11 +529,11 @@ fn stream(
     let mut functions = Vec::new();
     let mut why: Option<String> = None;
     let mut progress = Progress::new(input.size, &input.name, common.quiet);
-    let stop = || Error::Usage("full sync abandoned".into());
+    let stop = || Error::GivenUp("full sync");
     let walked = batch::walk(
         input,
         common,
-        |k| Ok(prepare(k, common, opts, now, plan.target_rdb, &seen)),
+        |k| Ok(prepare(k, common, now, plan.target_rdb, &seen)),
         |ev, prep, pos| {
             match (ev, prep) {
                 (Event::Rdb(Record::Key(k)), Some(p)) => {

@@ -70,7 +70,6 @@ use std::time::Instant;
 use self::commands::import_one;
 use self::encode::*;
 use self::groups::*;
-use self::options::*;
 use crate::error::{Error, Result};
 use crate::job::Common;
 use crate::net::cluster::SlotMap;
@@ -95,7 +94,10 @@ pub fn import(
         match planned {
             Ok(rep) => return Ok(rep),
             Err(why) if opts.via == Via::FullSync => {
-                return Err(Error::Usage(format!("--via full-sync: {why}")));
+                return Err(Error::target(
+                    opts.to.redacted(),
+                    format!("--via full-sync: {why}"),
+                ));
             }
             Err(why) => declined = Some(why),
         }
@@ -116,7 +118,7 @@ pub fn import(
         // Chunks well under the limit, so SET/APPEND commands always fit.
         chunk: (proto_max / 2).clamp(1, 8 << 20) as usize,
         now: now_ms(),
-        set_pxat: version_at_least(&info.version, 6, 2),
+        set_pxat: info.redis_version.has_pxat(),
         run: run_id(),
         cluster: info.cluster,
         function_slots: match &map {
@@ -186,7 +188,7 @@ pub fn import(
     }
     match res {
         // A stop after a refused key is reported through the counts and messages.
-        Err(Error::Usage(m)) if m.contains("--on-error stop") && rep.errors > 0 => Ok(rep),
+        Err(Error::Stopped) if rep.errors > 0 => Ok(rep),
         Err(e) => Err(e),
         Ok(()) => Ok(rep),
     }

@@ -1,7 +1,6 @@
 //! The options of `import` (`--mode`, `--on-conflict`, `--via`, sizes) and the rules they
 //! set: where a key goes (db, rename, connection) and which RDB types a target loads.
 
-use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 
 use serde::Serialize;
@@ -54,10 +53,6 @@ pub struct ImportOptions {
     pub on_conflict: OnConflict,
     /// Stop at the first refused key (else skip it, counted).
     pub stop_on_error: bool,
-    /// `--rename OLD_PREFIX=NEW_PREFIX`, applied in order, first match wins.
-    pub rename: Vec<(Vec<u8>, Vec<u8>)>,
-    /// `--db-map SRC=DST`.
-    pub db_map: BTreeMap<u64, u64>,
     /// Prepare everything, write nothing.
     pub dry_run: bool,
     /// Go on despite a failed precheck.
@@ -77,18 +72,6 @@ pub struct ImportOptions {
     pub via: Via,
 }
 
-impl ImportOptions {
-    /// Where keys of input db `db` go: `--db-map`, else the URL's `/N` for input db 0, else
-    /// the same db (the rule `verify` follows too, so the two agree).
-    pub fn target_db(&self, db: u64) -> u64 {
-        match self.db_map.get(&db) {
-            Some(&d) => d,
-            None if db == 0 && self.to.explicit_db => self.to.db,
-            None => db,
-        }
-    }
-}
-
 /// The lowest RDB version whose loader knows value type `t` (`None`: no Redis loads it).
 pub fn min_rdb_version(t: u8, dialect: Dialect) -> Option<u32> {
     use crate::rdb::types::type_id::*;
@@ -104,31 +87,11 @@ pub fn min_rdb_version(t: u8, dialect: Dialect) -> Option<u32> {
     })
 }
 
-pub(crate) fn apply_rename<'k>(
-    rename: &[(Vec<u8>, Vec<u8>)],
-    key: &'k [u8],
-) -> std::borrow::Cow<'k, [u8]> {
-    for (old, new) in rename {
-        if let Some(rest) = key.strip_prefix(old.as_slice()) {
-            let mut k = new.clone();
-            k.extend_from_slice(rest);
-            return k.into();
-        }
-    }
-    key.into()
-}
-
 pub(crate) fn route(db: u64, key: &[u8]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     db.hash(&mut h);
     key.hash(&mut h);
     h.finish()
-}
-
-/// Whether a `major.minor.patch` version is at least `major.minor`.
-pub(crate) fn version_at_least(v: &str, major: u32, minor: u32) -> bool {
-    let mut it = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    (it.next().unwrap_or(0), it.next().unwrap_or(0)) >= (major, minor)
 }
 
 #[cfg(test)]
@@ -138,15 +101,9 @@ mod tests {
     use crate::sink::writer::library_name;
     #[test]
     fn renames_and_tmp_keys() {
-        let r = vec![(b"a:".to_vec(), b"b:".to_vec())];
-        assert_eq!(&*apply_rename(&r, b"a:1"), b"b:1");
-        assert_eq!(&*apply_rename(&r, b"c:1"), b"c:1");
         assert_eq!(tmp_key(b"k"), b"{k}.rdbferry-tmp");
         assert_eq!(tmp_key(b"{t}k"), b"{t}k.rdbferry-tmp");
         assert_eq!(library_name(b"#!lua name=mylib\nredis..."), b"mylib");
-        assert!(version_at_least("6.2.14", 6, 2));
-        assert!(version_at_least("7.0.0", 6, 2));
-        assert!(!version_at_least("6.0.9", 6, 2));
     }
     #[test]
     fn type_versions() {

@@ -104,7 +104,7 @@ impl std::io::Write for PartSender<'_> {
 /// commands on `tmp` sent in parts as they come, the last part renaming it into place.
 pub(crate) fn stream_rewrite(ctx: &Ctx<'_>, rec: &KeyRecord<'_>, writer: &Writer) -> Result<()> {
     let db = ctx.map_db(rec.db);
-    let key = apply_rename(&ctx.opts.rename, &rec.key).into_owned();
+    let key = ctx.common.map.key(&rec.key).into_owned();
     let tmp = tmp_key(&key);
     let nx = ctx.opts.on_conflict != OnConflict::Replace;
     let mut ps = PartSender {

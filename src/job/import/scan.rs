@@ -71,10 +71,10 @@ pub(crate) fn scan(
         s.bytes += input.size.unwrap_or(0);
         let w = input.walk(&common.read, &mut |ev, _| {
             match ev {
-                Event::Rdb(Record::Key(k)) if common.filter.keep(k.db, &k.key, k.data_type()) => {
+                Event::Rdb(Record::Key(k)) if common.map.keep(k.db, &k.key, k.data_type()) => {
                     s.keys += 1;
-                    s.dbs.insert(opts.target_db(k.db));
-                    s.db_pairs.insert((k.db, opts.target_db(k.db)));
+                    s.dbs.insert(common.map.db(k.db));
+                    s.db_pairs.insert((k.db, common.map.db(k.db)));
                     let len = k.raw.len() as u64 + 11;
                     if len > s.biggest {
                         s.biggest = len;
@@ -88,7 +88,7 @@ pub(crate) fn scan(
                         if let Some(id) = modules::module_type(k) {
                             modules::add_need(&mut s.modules, id);
                         }
-                        let e = s.per_db.entry(opts.target_db(k.db)).or_default();
+                        let e = s.per_db.entry(common.map.db(k.db)).or_default();
                         e.0 += 1;
                         e.1 += k.expire_ms.is_some() as u64;
                     }
@@ -102,8 +102,8 @@ pub(crate) fn scan(
                     }
                 }
                 Event::Command { db, .. } => {
-                    s.dbs.insert(opts.target_db(db));
-                    s.db_pairs.insert((db, opts.target_db(db)));
+                    s.dbs.insert(common.map.db(db));
+                    s.db_pairs.insert((db, common.map.db(db)));
                 }
                 Event::Rdb(Record::ModuleAux { id, .. }) => {
                     s.module_aux.insert(id.name());
