@@ -469,17 +469,18 @@ fn verify_follows_ask_and_moved_while_a_slot_migrates() {
                 moves.fetch_add(1, Ordering::Relaxed);
             }
         });
-        for _ in 0..4 {
+        // At least 4 runs, and as many more as it takes for the slot to move twice while
+        // they run (how fast each side goes depends on the machine).
+        let mut runs = 0;
+        while runs < 4 || moves.load(Ordering::Relaxed) < 2 {
             let (code, rep, o) = verify(&dump, &url, &[]);
             assert_eq!(code, 0, "{}", text(&o));
             assert_eq!(rep["keys_checked"], 2300, "{}", text(&o));
             redirects += rep["redirects"].as_u64().unwrap();
+            runs += 1;
+            assert!(runs < 500, "the slot did not move twice in {runs} runs");
         }
     });
-    assert!(
-        moves.into_inner() >= 2,
-        "the slot did not move during the runs"
-    );
     assert!(redirects > 0, "no run met a redirection");
 }
 

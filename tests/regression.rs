@@ -11,7 +11,7 @@ use support::{RedisServer, Running};
 /// Run rdbferry with `args`, killed (and the test failed) after `limit`: a hang is a failure,
 /// not a stuck test run. Returns stdout, stderr and the exit code.
 fn rdbferry_within(args: &[&str], limit: Duration) -> (String, String, Option<i32>) {
-    let child = Command::new(env!("CARGO_BIN_EXE_rdbferry"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rdbferry"))
         .args(args)
         .env_remove("RDBFERRY_TO_PASSWORD")
         .env_remove("RDBFERRY_FROM_PASSWORD")
@@ -20,21 +20,32 @@ fn rdbferry_within(args: &[&str], limit: Duration) -> (String, String, Option<i3
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Read both pipes as the output comes, so a big output never blocks the child.
+    let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut s);
+            }
+            String::from_utf8_lossy(&s).into_owned()
+        })
+    };
+    let out = drain(child.stdout.take().map(|s| Box::new(s) as _));
+    let err = drain(child.stderr.take().map(|s| Box::new(s) as _));
     let mut run = Running(Some(child));
     let start = Instant::now();
-    while run.child().try_wait().unwrap().is_none() {
+    let status = loop {
+        if let Some(st) = run.child().try_wait().unwrap() {
+            break st;
+        }
         assert!(
             start.elapsed() < limit,
             "rdbferry {args:?} still running after {limit:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
-    }
-    let o = run.finish();
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-        o.status.code(),
-    )
+    };
+    run.0 = None;
+    (out.join().unwrap(), err.join().unwrap(), status.code())
 }
 
 /// Issue 8, 1: a hash of 257 fields (2^8 + 1 members) filled the full sync's repeated-member
@@ -144,6 +155,58 @@ fn issue9_aof_commands_are_filtered_and_renamed_key_by_key() {
     assert_eq!(code, Some(1), "{err}{out}");
     assert!(
         err.contains("RENAME") && err.contains("cannot be split"),
+        "{err}"
+    );
+}
+
+/// Issue 9: a function library already on the target with the same code is not a conflict
+/// (it was refused as one under the default --on-conflict fail); another library of the
+/// same name still is.
+#[test]
+fn issue9_the_same_function_library_is_no_conflict() {
+    let dump = support::testdata("redis-7.0/all-types.rdb");
+    let (jsonl, err, code) = rdbferry_within(
+        &["convert", &dump, "--format", "jsonl"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let libs: Vec<String> = jsonl
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["function"].as_str().map(String::from))
+        .collect();
+    assert!(!libs.is_empty(), "the dump has function libraries");
+    let t = RedisServer::start();
+    for code in &libs {
+        t.cli(&["FUNCTION", "LOAD", code]);
+    }
+    let args = ["import", dump.as_str(), "--to", &t.url(), "--json", "-q"];
+    let (out, err, code) = rdbferry_within(&args, Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{err}{out}");
+    assert!(out.contains("\"via\":\"commands\""), "{out}");
+    assert!(out.contains("\"errors\":0"), "{out}");
+
+    // A different library under the same name is a conflict, named.
+    let t = RedisServer::start();
+    let first = &libs[0];
+    let name = first
+        .lines()
+        .next()
+        .and_then(|l| l.split("name=").nth(1))
+        .map(|n| n.split_whitespace().next().unwrap_or(n).to_string())
+        .unwrap();
+    let other = format!(
+        "#!lua name={name}\nredis.register_function('rdbferry_other_{name}', function() return 1 end)"
+    );
+    t.cli(&["FUNCTION", "LOAD", &other]);
+    let url = t.url();
+    let (_, err, code) = rdbferry_within(
+        &["import", dump.as_str(), "--to", &url, "-q"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("already exists") && err.contains(&name),
         "{err}"
     );
 }

@@ -98,7 +98,7 @@ impl MsetGroup {
 
 /// A number for this import, in the markers it writes, so that markers left by an earlier
 /// import that was cut off are never taken for ours.
-pub(crate) fn run_id() -> u64 {
+pub(crate) fn import_id() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)

@@ -73,7 +73,7 @@ use self::groups::*;
 use crate::error::{Error, Result};
 use crate::job::Common;
 use crate::net::cluster::SlotMap;
-use crate::sink::writer::{ConflictRule, WriteStats, Writer, WriterOptions};
+use crate::sink::writer::{WriteStats, Writer, WriterOptions};
 use crate::time::now_ms;
 
 /// Import every input into the target. `pre` is the precheck already run (its failures
@@ -119,7 +119,7 @@ pub fn import(
         chunk: (proto_max / 2).clamp(1, 8 << 20) as usize,
         now: now_ms(),
         set_pxat: info.redis_version.has_pxat(),
-        run: run_id(),
+        run: import_id(),
         cluster: info.cluster,
         function_slots: match &map {
             Some(m) => (0..m.masters().len())
@@ -138,11 +138,7 @@ pub fn import(
             WriterOptions {
                 connections: opts.connections,
                 pipeline: opts.pipeline,
-                conflict: match opts.on_conflict {
-                    OnConflict::Fail => ConflictRule::Fail,
-                    OnConflict::Skip => ConflictRule::Skip,
-                    OnConflict::Replace => ConflictRule::Replace,
-                },
+                conflict: opts.on_conflict,
                 stop_on_error: opts.stop_on_error,
                 retry_for: opts.retry_for,
             },

@@ -30,17 +30,7 @@ pub enum Mode {
     Rewrite,
 }
 
-/// `--on-conflict`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnConflict {
-    /// An existing key is an error.
-    Fail,
-    /// An existing key is overwritten.
-    Replace,
-    /// An existing key is left alone and counted.
-    Skip,
-}
+pub use crate::sink::writer::OnConflict;
 
 /// Options of `import`.
 #[derive(Debug, Clone)]
