@@ -38,10 +38,12 @@ use crate::rdb::value::{Tuples, zset_pairs};
 use crate::rdb::{DataType, KeyRecord, Record, StreamReader, Value};
 use crate::repl::replica::{self, SyncRequest};
 
-/// `--via` of `verify`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `--via` of `verify` (and, in its report, how it compared: never `Auto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Via {
     /// A snapshot when the input and target allow it, key by key otherwise or on a difference.
+    #[default]
     Auto,
     /// A snapshot (then key by key on a difference), or an error saying why not.
     Snapshot,

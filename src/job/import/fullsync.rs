@@ -64,16 +64,27 @@ use crate::sink::writer::WriteStats;
 use crate::text::quoted as show;
 use crate::time::now_ms;
 
-/// `--via`: how `import` writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// `--via`: how `import` writes (and, in its report, how it wrote: never `Auto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Via {
     /// Full sync when the target and input allow it, else commands.
+    #[default]
     Auto,
     /// Full sync, or an error saying why not.
     FullSync,
     /// Commands (`RESTORE`, rewrite), always.
     Commands,
+}
+
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Via::Auto => "auto",
+            Via::FullSync => "full-sync",
+            Via::Commands => "commands",
+        })
+    }
 }
 
 /// How long the target has to connect to us after `REPLICAOF` and finish its handshake.
@@ -320,7 +331,7 @@ pub(super) fn import(
     };
     let mut rep = ImportReport {
         target: opts.to.redacted(),
-        via: "full-sync".into(),
+        via: Via::FullSync,
         ..Default::default()
     };
     let sent = match stream(&input, version, common, plan, scan, transfer, &mut rep) {

@@ -147,7 +147,7 @@ pub fn import(
     };
     let mut rep = ImportReport {
         target: opts.to.redacted(),
-        via: "commands".into(),
+        via: Via::Commands,
         full_sync_declined: declined,
         dry_run: opts.dry_run,
         ..Default::default()

@@ -337,56 +337,15 @@ pub fn precheck(inputs: &[String], common: &Common, opts: &ImportOptions) -> Res
         checks.push(row("cluster", Status::Ok, "standalone".into()));
         None
     };
-    let mut vers: Vec<String> = sc.rdb_versions.iter().map(|v| format!("RDB {v}")).collect();
-    if sc.jsonl {
-        vers.push("JSONL".into());
-    }
-    let (st, detail) = if sc.needs_rewrite == 0 {
-        (
-            Status::Ok,
-            format!(
-                "target {} (RDB {}), input {}",
-                info.version,
-                info.rdb_version,
-                if vers.is_empty() {
-                    "-".into()
-                } else {
-                    vers.join(", ")
-                }
-            ),
-        )
-    } else {
-        (
-            if opts.mode == Mode::Restore {
-                Status::Fail
-            } else {
-                Status::Warn
-            },
-            format!(
-                "target {} (RDB {}) cannot load the encoding of {} keys: {}",
-                info.version,
-                info.rdb_version,
-                sc.needs_rewrite,
-                if opts.mode == Mode::Restore {
-                    "--mode restore will fail them"
-                } else {
-                    "they go by the rewrite path"
-                }
-            ),
-        )
-    };
-    checks.push(row("version", st, detail));
+    checks.push(version_row(&info, opts, &sc));
     let target_modules = query_modules(&mut conn, &opts.to, cluster.as_ref())?;
     let (st, detail) = target_modules.row(&sc.modules, &sc.module_aux, sc.scanned);
-    checks.push(row(
-        "modules",
-        match st {
-            RowStatus::Ok => Status::Ok,
-            RowStatus::Warn => Status::Warn,
-            RowStatus::Fail => Status::Fail,
-        },
-        detail,
-    ));
+    let st = match st {
+        RowStatus::Ok => Status::Ok,
+        RowStatus::Warn => Status::Warn,
+        RowStatus::Fail => Status::Fail,
+    };
+    checks.push(row("modules", st, detail));
     if info.info_refused {
         checks.push(row(
             "info",
@@ -398,37 +357,7 @@ pub fn precheck(inputs: &[String], common: &Common, opts: &ImportOptions) -> Res
         Some(map) => cluster_data_rows(map, opts, &sc)?,
         None => standalone_data_rows(&mut conn, &info, opts, &sc)?,
     });
-    checks.push(match info.proto_max_bulk_len {
-        None => row(
-            "proto-max-bulk-len",
-            Status::Warn,
-            "CONFIG GET refused: 512 MB assumed".into(),
-        ),
-        Some(p) if sc.biggest > p => row(
-            "proto-max-bulk-len",
-            if opts.mode == Mode::Restore {
-                Status::Fail
-            } else {
-                Status::Ok
-            },
-            format!(
-                "biggest value {} ({}) is over {}: {}",
-                mb(sc.biggest),
-                show(&sc.biggest_key),
-                mb(p),
-                if opts.mode == Mode::Restore {
-                    "RESTORE cannot send it (--mode auto rewrites it)"
-                } else {
-                    "rewritten in chunks (a string that big cannot exist there)"
-                }
-            ),
-        ),
-        Some(p) => row(
-            "proto-max-bulk-len",
-            Status::Ok,
-            format!("biggest value {} within {}", mb(sc.biggest), mb(p)),
-        ),
-    });
+    checks.push(bulk_len_row(&info, opts, &sc));
     if let Some(why) = changes::stranded(&mut conn)? {
         checks.push(row(
             "rdbferry",
@@ -441,7 +370,90 @@ pub fn precheck(inputs: &[String], common: &Common, opts: &ImportOptions) -> Res
     }
     let failed = checks.iter().any(|c| c.status == Status::Fail);
     let full_sync = fullsync::decide(inputs, opts, &sc, &info, failed, &mut conn)?;
-    let via = match (opts.via, &full_sync) {
+    checks.push(via_row(opts.via, &full_sync));
+    Ok(Precheck {
+        checks,
+        target_version: info.version.clone(),
+        target_rdb_version: info.rdb_version,
+        info: Some(info),
+        modules: target_modules,
+        scan: sc,
+        full_sync,
+    })
+}
+
+/// Whether the target loads every value's encoding (else the rewrite path).
+fn version_row(info: &TargetInfo, opts: &ImportOptions, sc: &Scan) -> Check {
+    let mut vers: Vec<String> = sc.rdb_versions.iter().map(|v| format!("RDB {v}")).collect();
+    if sc.jsonl {
+        vers.push("JSONL".into());
+    }
+    if sc.needs_rewrite == 0 {
+        let input = if vers.is_empty() {
+            "-".into()
+        } else {
+            vers.join(", ")
+        };
+        let detail = format!(
+            "target {} (RDB {}), input {input}",
+            info.version, info.rdb_version
+        );
+        return row("version", Status::Ok, detail);
+    }
+    let restore = opts.mode == Mode::Restore;
+    row(
+        "version",
+        if restore { Status::Fail } else { Status::Warn },
+        format!(
+            "target {} (RDB {}) cannot load the encoding of {} keys: {}",
+            info.version,
+            info.rdb_version,
+            sc.needs_rewrite,
+            if restore {
+                "--mode restore will fail them"
+            } else {
+                "they go by the rewrite path"
+            }
+        ),
+    )
+}
+
+/// The biggest value against `proto-max-bulk-len` (what one `RESTORE` may carry).
+fn bulk_len_row(info: &TargetInfo, opts: &ImportOptions, sc: &Scan) -> Check {
+    const NAME: &str = "proto-max-bulk-len";
+    let restore = opts.mode == Mode::Restore;
+    match info.proto_max_bulk_len {
+        None => row(
+            NAME,
+            Status::Warn,
+            "CONFIG GET refused: 512 MB assumed".into(),
+        ),
+        Some(p) if sc.biggest > p => row(
+            NAME,
+            if restore { Status::Fail } else { Status::Ok },
+            format!(
+                "biggest value {} ({}) is over {}: {}",
+                mb(sc.biggest),
+                show(&sc.biggest_key),
+                mb(p),
+                if restore {
+                    "RESTORE cannot send it (--mode auto rewrites it)"
+                } else {
+                    "rewritten in chunks (a string that big cannot exist there)"
+                }
+            ),
+        ),
+        Some(p) => row(
+            NAME,
+            Status::Ok,
+            format!("biggest value {} within {}", mb(sc.biggest), mb(p)),
+        ),
+    }
+}
+
+/// Which way the import will go, as [`fullsync::decide`] decided.
+fn via_row(via: Via, full_sync: &std::result::Result<fullsync::Plan, String>) -> Check {
+    match (via, full_sync) {
         (Via::Commands, _) => row("via", Status::Ok, "commands (--via commands)".into()),
         (_, Ok(_)) => row(
             "via",
@@ -455,18 +467,8 @@ pub fn precheck(inputs: &[String], common: &Common, opts: &ImportOptions) -> Res
             Status::Fail,
             format!("--via full-sync is ruled out: {why}"),
         ),
-        (Via::Auto, Err(why)) => row("via", Status::Ok, format!("commands (no full sync: {why})")),
-    };
-    checks.push(via);
-    Ok(Precheck {
-        checks,
-        target_version: info.version.clone(),
-        target_rdb_version: info.rdb_version,
-        info: Some(info),
-        modules: target_modules,
-        scan: sc,
-        full_sync,
-    })
+        (_, Err(why)) => row("via", Status::Ok, format!("commands (no full sync: {why})")),
+    }
 }
 
 /// `MODULE LIST` of a standalone target, or of every master of a Cluster (a key's module

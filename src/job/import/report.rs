@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::fullsync::Via;
 use crate::sink::writer::WriteStats;
 use crate::text::quoted as show;
 
@@ -12,7 +13,7 @@ pub struct ImportReport {
     pub target: String,
     /// How the keys went: `full-sync` (the target loaded them as a replica of rdbferry) or
     /// `commands`.
-    pub via: String,
+    pub via: Via,
     /// Why a full sync was not used (`--via auto`), when it was not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub full_sync_declined: Option<String>,
@@ -69,9 +70,9 @@ impl ImportReport {
         let mut s = String::new();
         let via = match &self.full_sync_declined {
             Some(why) => format!("{} (no full sync: {why})", self.via),
-            None => self.via.clone(),
+            None => self.via.to_string(),
         };
-        let written = if self.via == "full-sync" {
+        let written = if self.via == Via::FullSync {
             format!(
                 "{} ({} by full sync, {} functions)",
                 self.written, self.synced, self.functions

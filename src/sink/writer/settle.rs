@@ -6,12 +6,28 @@ use crate::net::cluster::{Redirect, parse_redirect};
 use crate::net::error::transient_reply;
 use crate::resp::Reply;
 
+/// What a conflict found already on the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Existing {
+    Key,
+    Library,
+}
+
+impl std::fmt::Display for Existing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Existing::Key => "key",
+            Existing::Library => "library",
+        })
+    }
+}
+
 /// A unit once its replies are read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Settled {
     Written,
     /// A conflict: "key" or "library".
-    Exists(&'static str),
+    Exists(Existing),
     Failed(String),
     /// Refused for now without effect: send it again later.
     Again(String),
@@ -112,12 +128,12 @@ pub(crate) fn settle(u: &Unit, replies: &[Reply]) -> Settled {
     }
     match u.kind {
         UnitKind::Restore => match replies.first() {
-            Some(Reply::Error(e)) if e.starts_with(b"BUSYKEY") => Settled::Exists("key"),
+            Some(Reply::Error(e)) if e.starts_with(b"BUSYKEY") => Settled::Exists(Existing::Key),
             Some(Reply::Error(e)) => Settled::Failed(error_text(e)),
             _ => Settled::Written,
         },
         UnitKind::Set { nx } => match replies.first() {
-            Some(Reply::Nil) if nx => Settled::Exists("key"),
+            Some(Reply::Nil) if nx => Settled::Exists(Existing::Key),
             Some(Reply::Error(e)) => Settled::Failed(error_text(e)),
             _ => Settled::Written,
         },
@@ -127,7 +143,7 @@ pub(crate) fn settle(u: &Unit, replies: &[Reply]) -> Settled {
         },
         UnitKind::Function => match replies.first() {
             Some(Reply::Error(e)) if String::from_utf8_lossy(e).contains("already exists") => {
-                Settled::Exists("library")
+                Settled::Exists(Existing::Library)
             }
             Some(Reply::Error(e)) => Settled::Failed(error_text(e)),
             _ => Settled::Written,
@@ -175,7 +191,7 @@ pub(crate) fn settle(u: &Unit, replies: &[Reply]) -> Settled {
                 && results.len() >= 2
                 && results[results.len() - 2] == Reply::Integer(0)
             {
-                return Settled::Exists("key");
+                return Settled::Exists(Existing::Key);
             }
             Settled::Written
         }
@@ -250,11 +266,11 @@ mod tests {
                 &unit(UnitKind::Restore),
                 &[err("BUSYKEY Target key name already exists.")]
             ),
-            Settled::Exists("key")
+            Settled::Exists(Existing::Key)
         );
         assert_eq!(
             settle(&unit(UnitKind::Set { nx: true }), &[Reply::Nil]),
-            Settled::Exists("key")
+            Settled::Exists(Existing::Key)
         );
         assert!(matches!(
             settle(&unit(UnitKind::Restore), &[err("LOADING Redis is loading")]),
@@ -277,7 +293,7 @@ mod tests {
             Reply::Integer(1),
         ]);
         let replies = [ok.clone(), q.clone(), q.clone(), q.clone(), q.clone(), exec];
-        assert_eq!(settle(&unit(rw), &replies), Settled::Exists("key"));
+        assert_eq!(settle(&unit(rw), &replies), Settled::Exists(Existing::Key));
         assert!(!renamed_into_place(&unit(rw), &replies));
         // EXECABORT after a refused queued command.
         let replies = [
