@@ -85,6 +85,27 @@ impl Error {
         matches!(self, Error::Net(e) if e.is_transient())
     }
 
+    /// The same error, naming the input `input` and (when given) the key as the input
+    /// names it: for a decode error raised where only the value was at hand (a sink writing
+    /// it under another name).
+    #[must_use]
+    pub fn in_input(self, input: &str, key: Option<&[u8]>) -> Error {
+        match self {
+            Error::Rdb(crate::rdb::Error::Corrupt {
+                offset,
+                key: k,
+                kind,
+                ..
+            }) => Error::Rdb(crate::rdb::Error::Corrupt {
+                source_name: input.to_string(),
+                offset,
+                key: key.map(<[u8]>::to_vec).or(k),
+                kind,
+            }),
+            other => other,
+        }
+    }
+
     /// Wrap an I/O error with the path it concerns.
     pub fn io(path: impl Into<String>, err: std::io::Error) -> Self {
         Error::Io {

@@ -283,6 +283,15 @@ fn a_corrupt_value_never_reaches_the_loader() {
     assert_eq!(r["via"], "commands", "{r}");
     assert!(err.contains("broken"), "{err}");
     assert_eq!(s.cli(&["GET", "good"]), "ok");
+    // Issue 9: a decode error names the file (it said "corrupt RDB at +0x..."), the byte
+    // offset and the key.
+    let t = RedisServer::start();
+    let (_, err, code) = import(file, &t.url(), &["--mode", "rewrite", "--on-error", "skip"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("corrupt RDB at {file}+0x")) && err.contains("key \"broken\""),
+        "{err}"
+    );
 }
 
 #[test]

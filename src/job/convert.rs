@@ -103,7 +103,7 @@ pub fn convert_to(
         if keep(k) && k.serialized_len() <= PARALLEL_MAX {
             encode_key(format, k)
                 .map(Some)
-                .map_err(|e| with_source(e, name))
+                .map_err(|e| e.in_input(name, None))
         } else {
             Ok(None)
         }
@@ -125,7 +125,7 @@ pub fn convert_to(
                     rep.expired += 1;
                     return Ok(());
                 }
-                sink.key(k).map_err(|e| with_source(e, name))?;
+                sink.key(k).map_err(|e| e.in_input(name, None))?;
                 rep.keys += 1;
             }
             Event::Rdb(Record::Function { code }) => {
@@ -156,21 +156,6 @@ pub fn convert_to(
     res?;
     sink.finish()?;
     Ok(rep)
-}
-
-/// Name the input in a decode error raised by a sink (sinks do not know input names).
-fn with_source(e: Error, name: &str) -> Error {
-    match e {
-        Error::Rdb(crate::rdb::Error::Corrupt {
-            offset, key, kind, ..
-        }) => Error::Rdb(crate::rdb::Error::Corrupt {
-            source_name: name.to_string(),
-            offset,
-            key,
-            kind,
-        }),
-        other => other,
-    }
 }
 
 /// Convert `name` into the file `out`, which gets the whole output or keeps what it had.

@@ -213,6 +213,10 @@ pub(crate) fn import_one(
     local: &mut WriteStats,
 ) -> Result<()> {
     let input = Input::open(name)?;
+    let ctx = &Ctx {
+        input: input.name.clone(),
+        ..ctx.clone()
+    };
     let mut progress = Progress::new(input.size, name, ctx.common.quiet);
     let mut s = Sender {
         ctx,

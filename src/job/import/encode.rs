@@ -46,7 +46,10 @@ pub(crate) enum Prepared {
 }
 
 /// Everything a worker needs to prepare a key.
+#[derive(Clone)]
 pub(crate) struct Ctx<'o> {
+    /// The input being imported (its name in decode errors).
+    pub(crate) input: String,
     pub(crate) common: &'o Common,
     pub(crate) opts: &'o ImportOptions,
     pub(crate) target_rdb: u32,
@@ -66,6 +69,11 @@ pub(crate) struct Ctx<'o> {
 }
 
 impl Ctx<'_> {
+    /// A decode error of `key`'s value, naming the input, its byte offset and the key.
+    pub(crate) fn decode_error(&self, key: &[u8], e: crate::rdb::DecodeError) -> crate::rdb::Error {
+        crate::rdb::Error::from_decode(&self.input, Some(key), e)
+    }
+
     pub(crate) fn map_db(&self, db: u64) -> u64 {
         self.common.map.db(db)
     }
@@ -161,10 +169,7 @@ impl Ctx<'_> {
             // Strings by their decoded length (an LZF string may be much bigger than its
             // record), the rest by their record.
             let len = if rec.type_id == crate::rdb::types::type_id::STRING {
-                match rec
-                    .value()
-                    .map_err(|e| crate::rdb::Error::from_decode("", Some(&rec.key), e))?
-                {
+                match rec.value().map_err(|e| self.decode_error(&rec.key, e))? {
                     Value::String(s) => s.len() as u64,
                     Value::BigString(l) => l.len,
                     _ => 0,
@@ -211,9 +216,7 @@ impl Ctx<'_> {
         {
             return Ok(None);
         }
-        let value = rec
-            .value()
-            .map_err(|e| crate::rdb::Error::from_decode("", Some(&rec.key), e))?;
+        let value = rec.value().map_err(|e| self.decode_error(&rec.key, e))?;
         let Value::String(v) = value else {
             return Ok(None);
         };
@@ -246,9 +249,7 @@ impl Ctx<'_> {
 
     /// The rewrite path: see the module doc. `Ok(Err(why))` refuses the key before sending.
     pub(crate) fn rewrite(&self, rec: &KeyRecord<'_>, key: &[u8]) -> Result<Rewritten> {
-        let value = rec
-            .value()
-            .map_err(|e| crate::rdb::Error::from_decode("", Some(&rec.key), e))?;
+        let value = rec.value().map_err(|e| self.decode_error(&rec.key, e))?;
         // Redis checks SET, APPEND and SETRANGE results against proto-max-bulk-len: such a
         // string cannot exist on this target, and sending it would leave a half-built key
         // (an error inside EXEC does not undo the commands before it).
@@ -299,7 +300,7 @@ impl Ctx<'_> {
                 if let Err(e) = r {
                     return Err(match e {
                         crate::rdb::cursor::StreamError::Decode(e) => {
-                            crate::rdb::Error::from_decode("", Some(&rec.key), e).into()
+                            self.decode_error(&rec.key, e).into()
                         }
                         crate::rdb::cursor::StreamError::Io(e) => Error::io("<memory>", e),
                     });
@@ -318,7 +319,8 @@ impl Ctx<'_> {
                 let mut s = RespSink::new(std::mem::take(&mut out), "");
                 s.assume_db(r.db);
                 s.legacy_streams = self.target_rdb < 10;
-                s.key(&r)?;
+                s.key(&r)
+                    .map_err(|e| e.in_input(&self.input, Some(&rec.key)))?;
                 out = s.into_inner();
             }
         }

@@ -111,6 +111,7 @@ pub fn import(
     };
     let proto_max = info.proto_max_bulk_len.unwrap_or(512 << 20);
     let ctx = Ctx {
+        input: String::new(),
         common,
         opts,
         target_rdb: info.rdb_version,

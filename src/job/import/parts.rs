@@ -135,6 +135,7 @@ pub(crate) fn stream_rewrite(ctx: &Ctx<'_>, rec: &KeyRecord<'_>, writer: &Writer
         s.assume_db(r.db);
         s.legacy_streams = ctx.target_rdb < 10;
         s.key(&r)
+            .map_err(|e| e.in_input(&ctx.input, Some(&rec.key)))
     };
     if let Some(e) = ps.err.take() {
         // Parts already sent built part of `tmp`: the writer deletes it at the end.
@@ -157,9 +158,7 @@ pub(crate) fn stream_string(
     ps: &mut PartSender<'_>,
 ) -> Result<()> {
     use std::io::Write as _;
-    let value = rec
-        .value()
-        .map_err(|e| crate::rdb::Error::from_decode("", Some(&rec.key), e))?;
+    let value = rec.value().map_err(|e| ctx.decode_error(&rec.key, e))?;
     let chunk = ctx.chunk.max(1);
     let total = match &value {
         Value::String(s) => s.len() as u64,
@@ -221,7 +220,7 @@ pub(crate) fn stream_string(
             }
             r.map_err(|e| match e {
                 crate::rdb::cursor::StreamError::Decode(e) => {
-                    Error::from(crate::rdb::Error::from_decode("", Some(&rec.key), e))
+                    Error::from(ctx.decode_error(&rec.key, e))
                 }
                 crate::rdb::cursor::StreamError::Io(e) => Error::io("<memory>", e),
             })?;
