@@ -585,6 +585,7 @@ fn big_values_go_in_parts() {
             pipeline: 50,
             retry_for: std::time::Duration::from_secs(10),
             via: import::Via::Commands,
+            rdb_only: false,
         };
         let common = Common {
             quiet: true,

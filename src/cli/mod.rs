@@ -353,6 +353,7 @@ impl ImportArgs {
                     ViaArg::FullSync => import::Via::FullSync,
                     ViaArg::Commands => import::Via::Commands,
                 },
+                rdb_only: false,
             },
         ))
     }

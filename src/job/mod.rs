@@ -7,6 +7,7 @@ pub mod check;
 pub mod convert;
 pub mod import;
 pub mod inspect;
+pub mod metrics;
 
 use crate::cancel::Cancel;
 use crate::rdb::ReadOptions;

@@ -6,8 +6,11 @@
 //! - `file`: output files written whole or not at all (temporary file, fsync, rename).
 //! - `stats`: counters and top-N lists for `check` and `inspect`.
 //! - `writer`: the pipelined writer behind `import`, with retries.
+//! - `applier`: incremental sync's applier: a command stream, in order, checkpointed, at
+//!   least once or exactly once.
 //! - `rdb`: an RDB stream of records copied from an input (what a full sync sends).
 
+pub mod applier;
 pub mod file;
 pub mod jsonl;
 pub mod rdb;

@@ -244,6 +244,7 @@ pub(crate) fn import_one(
                 }
                 Event::Rdb(Record::Function { code }) => s.function(code),
                 Event::Rdb(_) => Ok(()),
+                Event::Command { .. } if ctx.opts.rdb_only => Ok(()),
                 Event::Command { db, args } => {
                     progress.tick(pos, 1);
                     s.command(db, args)

@@ -60,6 +60,9 @@ pub struct ImportOptions {
     pub retry_for: std::time::Duration,
     /// `--via`: full sync when the target allows it, or commands.
     pub via: Via,
+    /// Only the RDB part of an input (an AOF's preamble): its commands are left out (the
+    /// base of `follow`, whose commands come through the applier).
+    pub rdb_only: bool,
 }
 
 /// The lowest RDB version whose loader knows value type `t` (`None`: no Redis loads it).
