@@ -133,6 +133,16 @@ pub struct ApplyStats {
     pub reconnects: u64,
 }
 
+/// What a batch's replies say.
+enum Outcome {
+    /// Settled: applied, or its refused commands reported.
+    Done,
+    /// Nothing ran (busy, loading, moved): send it again.
+    Again(String),
+    /// Refused whole because one command was: send its entries one by one.
+    Split,
+}
+
 /// A lane: the entries of one node (standalone) or one slot (Cluster), in order.
 #[derive(Default)]
 struct Lane {
@@ -152,12 +162,21 @@ struct Batch {
     replies: usize,
     /// The node it was written to.
     node: NodeAddr,
+    /// The connection it was written on ([`NodeConn::generation`]): its replies can only come there.
+    generation: u64,
+    /// Which batch this is (every write gets a new number).
+    id: u64,
 }
 
 /// The connection to one node, and its selected db.
 struct NodeConn {
     conn: Conn,
     db: Option<u64>,
+    /// Which connection this is: every connection the applier opens gets a new number.
+    generation: u64,
+    /// The batches written on it and not yet read, in write order (lane, batch id): replies
+    /// come in that order, whatever lane they belong to.
+    queue: VecDeque<(Option<u16>, u64)>,
 }
 
 /// Applies entries to a target; see the module doc.
@@ -175,6 +194,10 @@ pub struct Applier {
     open: std::collections::BTreeSet<u64>,
     /// Positions of open entries.
     positions: BTreeMap<u64, Vec<u8>>,
+    /// Connections opened so far.
+    generations: u64,
+    /// Batches written so far.
+    batch_ids: u64,
 }
 
 fn keys_slot(commands: &[Vec<Vec<u8>>]) -> std::result::Result<Option<u16>, String> {
@@ -202,12 +225,25 @@ fn label(c: &[Vec<u8>]) -> String {
 impl Applier {
     /// Connect to the target `url` (a Cluster is detected).
     pub fn open(url: &RedisUrl, opts: ApplyOptions, cancel: Cancel) -> Result<Applier> {
-        let mut c = Conn::open(url)?;
-        let info = c.info("cluster")?;
-        let topo = if info.get("cluster_enabled").is_some_and(|v| v == "1") {
-            Topology::cluster(url.clone(), SlotMap::discover(url)?)
-        } else {
-            Topology::standalone(url.clone())
+        let deadline = Instant::now() + opts.retry_for;
+        let (c, topo) = loop {
+            let r = Conn::open(url).and_then(|mut c| {
+                let info = c.info("cluster")?;
+                let topo = if info.get("cluster_enabled").is_some_and(|v| v == "1") {
+                    Topology::cluster(url.clone(), SlotMap::discover(url)?)
+                } else {
+                    Topology::standalone(url.clone())
+                };
+                Ok((c, topo))
+            });
+            match r {
+                Ok(x) => break x,
+                Err(e) if e.is_transient() && Instant::now() < deadline => {
+                    cancel.check()?;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e.into()),
+            }
         };
         let mut a = Applier {
             topo,
@@ -219,10 +255,21 @@ impl Applier {
             acked: None,
             open: Default::default(),
             positions: BTreeMap::new(),
+            generations: 0,
+            batch_ids: 0,
         };
         if !a.topo.is_cluster() {
             let node = a.topo.masters().remove(0);
-            a.conns.insert(node, NodeConn { conn: c, db: None });
+            a.generations += 1;
+            a.conns.insert(
+                node,
+                NodeConn {
+                    conn: c,
+                    db: None,
+                    generation: a.generations,
+                    queue: VecDeque::new(),
+                },
+            );
         }
         Ok(a)
     }
@@ -263,29 +310,54 @@ impl Applier {
         } else {
             vec![None]
         };
-        let mut lowest: Option<Checkpoint> = None;
+        // Per node, one pipeline of GETs (16384 slots on a Cluster), retried whole after a
+        // dropped connection.
+        let mut by_node: BTreeMap<NodeAddr, Vec<Option<u16>>> = BTreeMap::new();
         for slot in slots {
-            let Some(key) = self.checkpoint_key(slot) else {
-                continue;
-            };
-            let node = self.node_of(slot)?;
-            let db = if slot.is_some() {
-                0
-            } else {
-                self.opts.checkpoint_db
-            };
-            let nc = self.conn(&node)?;
-            select(nc, db)?;
-            let r = nc.conn.call(&[b"GET", &key])?;
-            let Some(cp) = r.as_bytes().and_then(Checkpoint::decode) else {
-                continue;
-            };
-            self.lanes.entry(slot).or_default().done = Some(cp.order);
-            if lowest.as_ref().is_none_or(|l| cp.order < l.order) {
-                lowest = Some(cp);
+            by_node.entry(self.node_of(slot)?).or_default().push(slot);
+        }
+        let mut lowest: Option<Checkpoint> = None;
+        for (node, slots) in by_node {
+            let values = self.read_checkpoints(&node, &slots)?;
+            for (slot, v) in slots.into_iter().zip(values) {
+                let Some(cp) = v.as_bytes().and_then(Checkpoint::decode) else {
+                    continue;
+                };
+                self.lanes.entry(slot).or_default().done = Some(cp.order);
+                if lowest.as_ref().is_none_or(|l| cp.order < l.order) {
+                    lowest = Some(cp);
+                }
             }
         }
         Ok(lowest)
+    }
+
+    /// The checkpoint keys of `slots` on `node`, in one pipeline.
+    fn read_checkpoints(&mut self, node: &NodeAddr, slots: &[Option<u16>]) -> Result<Vec<Reply>> {
+        let deadline = Instant::now() + self.opts.retry_for;
+        let db = if slots.iter().any(Option::is_some) {
+            0
+        } else {
+            self.opts.checkpoint_db
+        };
+        let mut pipe = crate::net::Pipe::default();
+        pipe.push(&[b"SELECT", db.to_string().as_bytes()]);
+        for &slot in slots {
+            if let Some(key) = self.checkpoint_key(slot) {
+                pipe.push(&[b"GET", &key]);
+            }
+        }
+        loop {
+            let r = self.conn(node).and_then(|nc| {
+                nc.db = Some(db);
+                Ok(nc.conn.exec(&pipe)?)
+            });
+            match r {
+                Ok(mut replies) => return Ok(replies.split_off(1.min(replies.len()))),
+                Err(Error::Net(e)) => self.lost(node, e, deadline)?,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn node_of(&self, slot: Option<u16>) -> Result<NodeAddr> {
@@ -303,9 +375,29 @@ impl Applier {
 
     fn conn(&mut self, node: &NodeAddr) -> Result<&mut NodeConn> {
         if !self.conns.contains_key(node) {
-            let c = Conn::open(&self.topo.url_of(node))?;
-            self.conns
-                .insert(node.clone(), NodeConn { conn: c, db: None });
+            // A target that drops connections may drop this one during its AUTH: retried.
+            let deadline = Instant::now() + self.opts.retry_for;
+            let c = loop {
+                match Conn::open(&self.topo.url_of(node)) {
+                    Ok(c) => break c,
+                    Err(e) if e.is_transient() && Instant::now() < deadline => {
+                        self.cancel.check()?;
+                        self.stats.reconnects += 1;
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            self.conns.insert(
+                node.clone(),
+                NodeConn {
+                    conn: c,
+                    db: None,
+                    generation: self.generations + 1,
+                    queue: VecDeque::new(),
+                },
+            );
+            self.generations += 1;
         }
         self.conns
             .get_mut(node)
@@ -446,13 +538,26 @@ impl Applier {
             match nc.conn.send(&bytes) {
                 Ok(()) => {
                     nc.db = db_after;
+                    let generation = nc.generation;
+                    self.batch_ids += 1;
+                    let id = self.batch_ids;
+                    if let Some(nc) = self.conns.get_mut(&node) {
+                        nc.queue.push_back((slot, id));
+                    }
                     return Ok(Batch {
                         entries,
                         replies,
                         node,
+                        generation,
+                        id,
                     });
                 }
-                Err(e) => self.lost(&node, e, deadline)?,
+                Err(e) => {
+                    // The batches in flight on that connection are in doubt: they go again
+                    // first, in order.
+                    self.lost(&node, e, deadline)?;
+                    self.recover_node(&node)?;
+                }
             }
         }
     }
@@ -467,7 +572,7 @@ impl Applier {
         self.cancel.check()?;
         self.stats.reconnects += 1;
         tracing::warn!("{e}; reconnecting");
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(50));
         let _ = self.topo.refresh();
         Ok(())
     }
@@ -475,14 +580,49 @@ impl Applier {
     /// Read the replies of a lane's oldest batch and settle it; after a fault, send again
     /// what did not run (exactly once: as the checkpoint key says).
     fn read_oldest(&mut self, slot: Option<u16>) -> Result<()> {
-        let Some(batch) = self
+        let Some((id, node)) = self
             .lanes
-            .get_mut(&slot)
-            .and_then(|l| l.inflight.pop_front())
+            .get(&slot)
+            .and_then(|l| l.inflight.front())
+            .map(|b| (b.id, b.node.clone()))
         else {
             return Ok(());
         };
+        // Replies come in write order on a connection: the batches of other lanes written
+        // before this one to the same node are read (and settled) first.
+        while self
+            .lanes
+            .get(&slot)
+            .is_some_and(|l| l.inflight.iter().any(|b| b.id == id))
+        {
+            self.read_next(&node)?;
+        }
+        Ok(())
+    }
+
+    /// Read and settle the next batch written to `node`.
+    fn read_next(&mut self, node: &NodeAddr) -> Result<()> {
+        let Some((slot, id)) = self.conns.get_mut(node).and_then(|c| c.queue.pop_front()) else {
+            return Err(Error::Internal(format!("no batch in flight to {node}")));
+        };
+        let Some(batch) = self.lanes.get_mut(&slot).and_then(|l| {
+            let i = l.inflight.iter().position(|b| b.id == id)?;
+            l.inflight.remove(i)
+        }) else {
+            return Ok(());
+        };
         let deadline = Instant::now() + self.opts.retry_for;
+        if self
+            .conns
+            .get(&batch.node)
+            .is_some_and(|c| c.generation != batch.generation)
+        {
+            // Every loss resends what was in flight at once (`recover_node`).
+            return Err(Error::Internal(format!(
+                "a batch to {} outlived its connection",
+                batch.node
+            )));
+        }
         let read = {
             let nc = self.conn(&batch.node)?;
             (0..batch.replies)
@@ -491,8 +631,10 @@ impl Applier {
         };
         match read {
             Ok(replies) => {
-                let Some(retry) = self.settle(&batch, &replies)? else {
-                    return Ok(());
+                let retry = match self.settle(&batch, &replies)? {
+                    Outcome::Done => return Ok(()),
+                    Outcome::Split => return self.one_by_one(slot, batch.entries),
+                    Outcome::Again(why) => why,
                 };
                 // Refused whole for now, or redirected: nothing ran. Later batches of the
                 // lane (at least once) may have: that is at least once.
@@ -524,11 +666,28 @@ impl Applier {
         }
     }
 
+    /// Apply `entries` one batch each, in order, each waited for (after a batch was refused
+    /// whole: only the refused entry is then lost, and reported).
+    fn one_by_one(&mut self, slot: Option<u16>, entries: Vec<Entry>) -> Result<()> {
+        for e in entries {
+            let node = self.node_of(slot)?;
+            let b = self.write_batch(slot, node, vec![e])?;
+            if let Some(l) = self.lanes.get_mut(&slot) {
+                l.inflight.push_front(b);
+            }
+            self.read_oldest(slot)?;
+        }
+        Ok(())
+    }
+
     /// The connection to `node` was lost: every batch in flight there is in doubt. Send
     /// again, in order, what the target does not hold (exactly once, as the checkpoint keys
     /// say; at least once, all of it).
     fn recover_node(&mut self, node: &NodeAddr) -> Result<()> {
+        // First ask what the target holds (nothing is written meanwhile, so each reply is
+        // the answer to its question), then write again, lane by lane, in order.
         let slots: Vec<Option<u16>> = self.lanes.keys().copied().collect();
+        let mut redo: Vec<(Option<u16>, Vec<Vec<Entry>>)> = Vec::new();
         for slot in slots {
             let Some(lane) = self.lanes.get_mut(&slot) else {
                 continue;
@@ -537,15 +696,17 @@ impl Applier {
                 continue;
             }
             let batches: Vec<Batch> = lane.inflight.drain(..).collect();
+            let mut again = Vec::new();
             for b in batches {
-                let entries = if &b.node == node {
-                    self.not_yet_applied(slot, b.entries)?
-                } else {
-                    b.entries
-                };
-                if entries.is_empty() {
-                    continue;
+                let entries = self.not_yet_applied(slot, b.entries)?;
+                if !entries.is_empty() {
+                    again.push(entries);
                 }
+            }
+            redo.push((slot, again));
+        }
+        for (slot, batches) in redo {
+            for entries in batches {
                 self.stats.resent += 1;
                 let to = self.node_of(slot)?;
                 let again = self.write_batch(slot, to, entries)?;
@@ -604,7 +765,7 @@ impl Applier {
 
     /// Count a batch's replies: `Ok(None)` when it is settled; `Ok(Some(why))` when it did
     /// not run at all and must be sent again (busy, loading, moved).
-    fn settle(&mut self, batch: &Batch, replies: &[Reply]) -> Result<Option<String>> {
+    fn settle(&mut self, batch: &Batch, replies: &[Reply]) -> Result<Outcome> {
         let exactly_once = self.opts.checkpoint_key.is_some();
         let busy = replies.iter().find_map(|r| match r {
             Reply::Error(e) if transient_reply(e) || parse_redirect(e).is_some() => {
@@ -620,12 +781,17 @@ impl Applier {
                 replies.iter().any(|r| !r.is_error())
             };
             if !ran {
-                return Ok(Some(why));
+                return Ok(Outcome::Again(why));
             }
         }
         let results: Vec<&Reply> = if exactly_once {
             match replies.last() {
                 Some(Reply::Array(a)) => a.iter().collect(),
+                _ if batch.entries.len() > 1 && !self.opts.stop_on_error => {
+                    // EXECABORT: a command was refused when queued, and none ran. The
+                    // entries go again one by one, so that only the refused one is lost.
+                    return Ok(Outcome::Split);
+                }
                 _ => {
                     // EXECABORT: a command was refused when queued; none ran. Name it.
                     let why = replies
@@ -638,7 +804,7 @@ impl Applier {
                     for e in &batch.entries {
                         self.ack(e.order);
                     }
-                    return Ok(None);
+                    return Ok(Outcome::Done);
                 }
             }
         } else {
@@ -654,7 +820,7 @@ impl Applier {
             self.stats.applied += e.commands.len() as u64;
             self.ack(e.order);
         }
-        Ok(None)
+        Ok(Outcome::Done)
     }
 
     /// An entry is on the target: move [`Applier::acked`] past every entry before it.
