@@ -17,6 +17,8 @@
 //! (only where the repository keeps its `testdata/`).
 #![allow(dead_code)]
 
+pub mod fake;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};

@@ -1,0 +1,249 @@
+//! Issue 8: fake servers that stall, send huge bulks, endless arrays or blank lines, answer
+//! only `PING`, or close in the middle of a reply, against every step that talks to a live
+//! server: the precheck, `import --via commands`, the full sync, `verify FILE`, `verify` of
+//! a live source and verify's snapshot. Each case must end with exit 1 and a message naming
+//! the server (`127.0.0.1:PORT`) and what was awaited, well within a hang guard, with memory
+//! bounded (peak RSS sampled, address space limited), and without the password of the URL.
+//!
+//! The fakes (`support::fake`) are proxies in front of a real server with a password: rdbferry
+//! gets real answers until the command under test, then the hostile bytes.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::fake::{FakeServer, Hostile, Script, Watched, watch};
+use support::{RedisServer, testdata};
+
+/// The password of every server here: it must never show.
+const PASSWORD: &str = "s3cret";
+
+/// Peak resident memory allowed to a run against a hostile server (a debug build idles at
+/// about 15 MB; a hostile length taken at its word would need gigabytes).
+const MAX_RSS_KB: u64 = 100_000;
+
+/// A run that stalls longer than this hangs.
+const GUARD: Duration = Duration::from_secs(40);
+
+fn server() -> RedisServer {
+    let s = RedisServer::start();
+    s.cli(&["CONFIG", "SET", "requirepass", PASSWORD]);
+    s
+}
+
+/// `redis-cli -a` on a server with [`PASSWORD`].
+fn cli(s: &RedisServer, args: &[&str]) -> String {
+    let mut a = vec!["--no-auth-warning", "-a", PASSWORD];
+    a.extend_from_slice(args);
+    s.cli(&a)
+}
+
+fn proxy(real: &RedisServer, on: &'static str, then: Hostile, sticky: bool) -> FakeServer {
+    FakeServer::start(Script::Proxy {
+        upstream: real.port(),
+        on,
+        then,
+        sticky,
+    })
+}
+
+/// The fake's URL, with the password.
+fn url(fake: &FakeServer) -> String {
+    format!("redis://:{PASSWORD}@{}", fake.addr())
+}
+
+/// Run `rdbferry ARGS... -q --timeout 1`, and check that it failed as a hostile server should
+/// make it fail: exit 1, a message with `fake`'s address and every one of `wants`, no
+/// password, bounded memory.
+fn fails(args: &[&str], fake: &FakeServer, wants: &[&str]) -> Watched {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rdbferry"));
+    cmd.args(args)
+        .args(["-q", "--timeout", "1"])
+        .env_remove("RDBFERRY_TO_PASSWORD")
+        .env_remove("RDBFERRY_FROM_PASSWORD");
+    let w = watch(cmd, GUARD);
+    eprintln!("{args:?}: {}", w.stderr.trim_end());
+    let what = format!("{args:?} (seen {:?}): {w:?}", fake.seen());
+    assert!(fake.triggered(), "never reached the hostile step: {what}");
+    assert_eq!(w.code, Some(1), "{what}");
+    assert!(w.stderr.contains(&fake.addr()), "{what}");
+    for want in wants {
+        assert!(w.stderr.contains(want), "no {want:?}: {what}");
+    }
+    assert!(!w.stderr.contains("panicked"), "{what}");
+    assert!(
+        !w.stdout.contains(PASSWORD) && !w.stderr.contains(PASSWORD),
+        "{what}"
+    );
+    assert!(w.peak_kb < MAX_RSS_KB, "{} kB: {what}", w.peak_kb);
+    w
+}
+
+#[test]
+fn issue8_precheck_of_a_server_that_answers_only_ping() {
+    let file = testdata("redis-7.0/all-types.rdb");
+    let fake = FakeServer::start(Script::PingOnly);
+    let to = format!("redis://{}", fake.addr());
+    for extra in [&["--precheck"][..], &[]] {
+        let mut args = vec!["import", &file, "--to", &to];
+        args.extend_from_slice(extra);
+        let w = fails(
+            &args,
+            &fake,
+            &["timed out", "waiting for the reply to INFO"],
+        );
+        // Not the hint for a TLS port: the server did answer PING in plain RESP.
+        assert!(!w.stderr.contains("rediss://"), "{}", w.stderr);
+    }
+    // With a password, AUTH is what it never answers.
+    fails(
+        &["import", &file, "--to", &url(&fake), "--precheck"],
+        &fake,
+        &["waiting for the reply to AUTH"],
+    );
+}
+
+#[test]
+fn issue8_precheck_against_hostile_replies() {
+    let real = server();
+    let file = testdata("redis-7.0/all-types.rdb");
+    let too_long = "reply longer than";
+    for (on, then, wants) in [
+        ("*", Hostile::Stall, &["timed out", "the reply to AUTH"][..]),
+        ("INFO", Hostile::Stall, &["timed out", "the reply to INFO"]),
+        ("INFO", Hostile::HugeBulk, &["INFO", too_long]),
+        ("CONFIG GET", Hostile::HugeBulk, &["CONFIG GET", too_long]),
+        ("INFO", Hostile::EndlessArray, &["INFO", too_long]),
+        (
+            "CONFIG GET",
+            Hostile::EndlessArray,
+            &["CONFIG GET", too_long],
+        ),
+        ("INFO", Hostile::BlankLines, &["INFO", "RESP type byte"]),
+        (
+            "INFO",
+            Hostile::CloseMidReply,
+            &["closed", "the reply to INFO"],
+        ),
+        ("DBSIZE", Hostile::CloseMidReply, &["closed", "DBSIZE"]),
+    ] {
+        let fake = proxy(&real, on, then, true);
+        fails(
+            &["import", &file, "--to", &url(&fake), "--precheck"],
+            &fake,
+            wants,
+        );
+    }
+}
+
+#[test]
+fn issue8_import_by_commands_against_hostile_replies() {
+    let real = server();
+    let file = testdata("redis-7.0/all-types.rdb");
+    for (then, wants) in [
+        (Hostile::Stall, &["timed out", "--retry-timeout"][..]),
+        (Hostile::CloseMidReply, &["closed", "--retry-timeout"]),
+    ] {
+        cli(&real, &["FLUSHALL"]);
+        cli(&real, &["FUNCTION", "FLUSH"]);
+        let fake = proxy(&real, "RESTORE", then, true);
+        let to = url(&fake);
+        fails(
+            &[
+                "import",
+                &file,
+                "--to",
+                &to,
+                "--via",
+                "commands",
+                "--retry-timeout",
+                "2",
+            ],
+            &fake,
+            wants,
+        );
+    }
+}
+
+#[test]
+fn issue8_verify_of_a_file_against_hostile_replies() {
+    let real = server();
+    let file = testdata("redis-7.0/all-types.rdb");
+    for (then, wants) in [
+        (
+            Hostile::Stall,
+            &["timed out", "waiting for the replies to"][..],
+        ),
+        (Hostile::CloseMidReply, &["closed"]),
+    ] {
+        // The first command that reads a key (7.0 has PEXPIRETIME).
+        let fake = proxy(&real, "PEXPIRETIME", then, true);
+        let to = url(&fake);
+        fails(
+            &["verify", &file, "--to", &to, "--via", "commands"],
+            &fake,
+            wants,
+        );
+    }
+}
+
+#[test]
+fn issue8_verify_of_a_live_source_against_hostile_replies() {
+    let real = server();
+    cli(&real, &["DEBUG", "POPULATE", "3000"]);
+    let target = server();
+    let to = format!("redis://:{PASSWORD}@127.0.0.1:{}", target.port());
+    for (on, then, wants) in [
+        ("SCAN", Hostile::Stall, &["timed out"][..]),
+        ("DUMP", Hostile::CloseMidReply, &["closed"]),
+    ] {
+        let fake = proxy(&real, on, then, true);
+        fails(&["verify", &url(&fake), "--to", &to], &fake, wants);
+    }
+}
+
+/// The snapshot: `SYNC` answered with blank lines forever (a save that never ends), nothing,
+/// a huge length, an array, or half a reply. The settings changed for it are put back.
+#[test]
+fn issue8_verify_snapshot_against_hostile_replies() {
+    let real = server();
+    let file = testdata("redis-7.0/all-types.rdb");
+    for (then, wants) in [
+        (
+            Hostile::BlankLines,
+            &["timed out after 2 s", "start sending its snapshot"][..],
+        ),
+        (Hostile::Stall, &["timed out", "the snapshot's header"]),
+        (Hostile::HugeBulk, &["not an RDB file"]),
+        (Hostile::EndlessArray, &["unexpected reply to SYNC"]),
+        (Hostile::CloseMidReply, &["snapshot"]),
+    ] {
+        // Only the connection that sent SYNC turns hostile: the one that puts the settings
+        // back gets through.
+        let fake = proxy(&real, "SYNC", then, false);
+        let to = url(&fake);
+        fails(
+            &[
+                "verify",
+                &file,
+                "--to",
+                &to,
+                "--via",
+                "snapshot",
+                "--save-timeout",
+                "2",
+            ],
+            &fake,
+            wants,
+        );
+        assert_eq!(
+            cli(&real, &["CONFIG", "GET", "repl-diskless-sync-delay"]),
+            "repl-diskless-sync-delay\n5"
+        );
+        assert_eq!(
+            cli(&real, &["CONFIG", "GET", "rdbcompression"]),
+            "rdbcompression\nyes"
+        );
+    }
+}
