@@ -304,18 +304,22 @@ impl Conn {
         }
     }
 
-    /// Read more bytes: at least room for `need` unparsed bytes (a bulk string whose size
-    /// is known, already checked against the cap).
+    /// Read more bytes, toward room for `need` unparsed bytes (a bulk string whose size is
+    /// known, already checked against the cap).
     fn fill(&mut self, need: usize) -> Result<(), NetError> {
         if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        let want = need.max(self.end + READ_BYTES / 2);
+        // The buffer at most doubles per read on its way to `need`: memory follows the
+        // bytes that come, never a length a server only announced (a hostile
+        // `$3000000000` within a data reply's cap is no 3 GB allocation).
+        let want = need
+            .min(self.buf.len().saturating_mul(2))
+            .max(self.end + READ_BYTES / 2);
         if self.buf.len() < want {
-            self.buf
-                .resize(want.max(self.buf.len() * 2).min(want + (64 << 20)), 0);
+            self.buf.resize(want, 0);
         }
         loop {
             match self.stream.read(&mut self.buf[self.end..]) {
