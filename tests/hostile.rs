@@ -146,6 +146,7 @@ fn issue8_import_by_commands_against_hostile_replies() {
         // The header stalls the RESTORE; the reconnection's AUTH gets it again, over the
         // small cap.
         (Hostile::HugeBulkHeader, &["reply longer than", "AUTH"]),
+        (Hostile::EndlessArray, &["reply longer than"]),
         (Hostile::CloseMidReply, &["closed", "--retry-timeout"]),
     ] {
         cli(&real, &["FLUSHALL"]);
@@ -179,6 +180,7 @@ fn issue8_verify_of_a_file_against_hostile_replies() {
             &["timed out", "waiting for the replies to"][..],
         ),
         (Hostile::HugeBulkHeader, &["timed out"]),
+        (Hostile::EndlessArray, &["reply longer than"]),
         (Hostile::CloseMidReply, &["closed"]),
     ] {
         // The first command that reads a key (7.0 has PEXPIRETIME).
@@ -200,7 +202,9 @@ fn issue8_verify_of_a_live_source_against_hostile_replies() {
     let to = format!("redis://:{PASSWORD}@127.0.0.1:{}", target.port());
     for (on, then, wants) in [
         ("SCAN", Hostile::Stall, &["timed out"][..]),
+        ("SCAN", Hostile::EndlessArray, &["reply longer than"]),
         ("DUMP", Hostile::HugeBulkHeader, &["timed out"]),
+        ("DUMP", Hostile::EndlessArray, &["reply longer than"]),
         ("DUMP", Hostile::CloseMidReply, &["closed"]),
     ] {
         let fake = proxy(&real, on, then, true);
