@@ -112,15 +112,31 @@ fn issue8_precheck_against_hostile_replies() {
     for (on, then, wants) in [
         ("*", Hostile::Stall, &["timed out", "the reply to AUTH"][..]),
         ("INFO", Hostile::Stall, &["timed out", "the reply to INFO"]),
-        ("INFO", Hostile::HugeBulk, &["INFO", too_long]),
-        ("CONFIG GET", Hostile::HugeBulk, &["CONFIG GET", too_long]),
-        ("INFO", Hostile::EndlessArray, &["INFO", too_long]),
+        (
+            "INFO",
+            Hostile::HugeBulk,
+            &["bad data in the reply to INFO", too_long],
+        ),
+        (
+            "CONFIG GET",
+            Hostile::HugeBulk,
+            &["bad data in the reply to CONFIG GET", too_long],
+        ),
+        (
+            "INFO",
+            Hostile::EndlessArray,
+            &["bad data in the reply to INFO", too_long],
+        ),
         (
             "CONFIG GET",
             Hostile::EndlessArray,
-            &["CONFIG GET", too_long],
+            &["bad data in the reply to CONFIG GET", too_long],
         ),
-        ("INFO", Hostile::BlankLines, &["INFO", "RESP type byte"]),
+        (
+            "INFO",
+            Hostile::BlankLines,
+            &["bad data in the reply to INFO", "RESP type byte"],
+        ),
         (
             "INFO",
             Hostile::CloseMidReply,
@@ -146,7 +162,11 @@ fn issue8_import_by_commands_against_hostile_replies() {
         // The header stalls the RESTORE; the reconnection's AUTH gets it again, over the
         // small cap.
         (Hostile::HugeBulkHeader, &["reply longer than", "AUTH"]),
-        (Hostile::EndlessArray, &["reply longer than"]),
+        // Pipelined writes: not the reply to the last command sent alone (a SELECT).
+        (
+            Hostile::EndlessArray,
+            &["bad data in the replies to the commands sent: reply longer than"],
+        ),
         (Hostile::CloseMidReply, &["closed", "--retry-timeout"]),
     ] {
         cli(&real, &["FLUSHALL"]);
@@ -201,7 +221,11 @@ fn issue8_verify_of_a_live_source_against_hostile_replies() {
     let target = server();
     let to = format!("redis://:{PASSWORD}@127.0.0.1:{}", target.port());
     for (on, then, wants) in [
-        ("SCAN", Hostile::Stall, &["timed out"][..]),
+        (
+            "SCAN",
+            Hostile::Stall,
+            &["timed out", "the reply to 1 command"][..],
+        ),
         ("SCAN", Hostile::EndlessArray, &["reply longer than"]),
         ("DUMP", Hostile::HugeBulkHeader, &["timed out"]),
         ("DUMP", Hostile::EndlessArray, &["reply longer than"]),
