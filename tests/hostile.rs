@@ -280,3 +280,35 @@ fn issue8_verify_snapshot_against_hostile_replies() {
         );
     }
 }
+
+/// The full sync's control link stalls while the target loads: an error naming the target
+/// and the reply awaited, which says the target is not put back and how to; `recover` then
+/// puts it back.
+#[test]
+fn issue8_full_sync_with_a_control_link_that_stalls() {
+    let real = server();
+    let file = testdata("redis-7.0/all-types.rdb");
+    let fake = proxy(&real, "REPLICAOF>INFO", Hostile::Stall, true);
+    let w = fails(
+        &["import", &file, "--to", &url(&fake), "--via", "full-sync"],
+        &fake,
+        &["timed out", "the reply to INFO"],
+    );
+    assert!(w.stderr.contains("claiming"), "{}", w.stderr);
+    // The error itself says that the target is left a replica, and what puts it back.
+    let error = w.stderr.lines().find(|l| l.contains("error:")).unwrap();
+    assert!(error.contains("rdbferry recover"), "{}", w.stderr);
+    let real_url = format!("redis://:{PASSWORD}@127.0.0.1:{}", real.port());
+    let o = Command::new(env!("CARGO_BIN_EXE_rdbferry"))
+        .args(["recover", "--to", &real_url])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(cli(&real, &["INFO", "replication"]).contains("role:master"));
+    assert_eq!(cli(&real, &["CONFIG", "GET", "masterauth"]), "masterauth\n");
+    assert_eq!(
+        cli(&real, &["CONFIG", "GET", "repl-diskless-load"]),
+        "repl-diskless-load\ndisabled"
+    );
+}

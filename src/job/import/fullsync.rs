@@ -267,6 +267,24 @@ impl Claimed {
             ),
         ))
     }
+
+    /// `e`, once the target is put back; if that fails too, the error says so, and how to
+    /// put it back (an interrupted run keeps its exit code, and the failure is printed).
+    fn release_after(&mut self, e: Error) -> Error {
+        let left = match self.release() {
+            Ok(()) => return e,
+            Err(Error::Target { msg, .. }) => msg,
+            Err(other) => other.to_string(),
+        };
+        if matches!(e, Error::Cancelled) {
+            eprintln!("rdbferry: error: {}: {left}", self.ctl.name());
+            return e;
+        }
+        let text = e.to_string();
+        let prefix = format!("{}: ", self.ctl.name());
+        let text = text.strip_prefix(&prefix).unwrap_or(&text);
+        Error::target(self.ctl.name(), format!("{text}; then {left}"))
+    }
 }
 
 impl Drop for Claimed {
@@ -332,9 +350,11 @@ pub(super) fn import(
     // A load under way cannot be stopped: it is waited for (with its progress deadline),
     // even after Ctrl-C, and the target is detached after.
     let loaded = wait_loaded(&mut claimed.ctl, &sent.linked);
-    let released = claimed.release();
+    let released = match loaded {
+        Ok(()) => claimed.release(),
+        Err(e) => Err(claimed.release_after(e)),
+    };
     drop(sent.linked);
-    loaded?;
     released?;
     check_counts(&mut claimed.ctl, &sent.per_db)?;
     load_functions(&mut claimed.ctl, &sent.functions, &mut rep)?;
@@ -379,19 +399,13 @@ fn claim(
     match outcome {
         Ok(Ok(())) => match unpaused {
             Ok(_) => Ok(Ok(claimed)),
-            Err(e) => {
-                let _ = claimed.release();
-                Err(e.into())
-            }
+            Err(e) => Err(claimed.release_after(e.into())),
         },
         Ok(Err(why)) => {
             claimed.release()?;
             Ok(Err(why))
         }
-        Err(e) => {
-            let _ = claimed.release();
-            Err(e)
-        }
+        Err(e) => Err(claimed.release_after(e)),
     }
 }
 
