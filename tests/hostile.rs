@@ -312,3 +312,50 @@ fn issue8_full_sync_with_a_control_link_that_stalls() {
         "repl-diskless-load\ndisabled"
     );
 }
+
+/// Issue 8, 8: a password in a URL without a scheme, in an upper-case scheme (a URL, not a
+/// file name), or in an input that is no file never shows, whatever the outcome.
+#[test]
+fn issue8_passwords_never_show() {
+    let real = server();
+    cli(
+        &real,
+        &[
+            "ACL", "SETUSER", "bob", "on", ">s3cret", "~*", "&*", "+@all",
+        ],
+    );
+    let file = testdata("redis-7.0/all-types.rdb");
+    let addr = format!("127.0.0.1:{}", real.port());
+    let to = format!("redis://:{PASSWORD}@{addr}");
+    let no_scheme = format!("bob:{PASSWORD}@{addr}");
+    let upper = format!("REDIS://:{PASSWORD}@{addr}");
+    let url_input = format!("redis://bob:{PASSWORD}@{addr}");
+    cli(&real, &["SET", "k", "v"]);
+    for (args, code) in [
+        // No scheme: not a URL (a usage error), and the message hides the password.
+        (vec!["import", &file, "--to", &no_scheme], 2),
+        (vec!["recover", "--to", &no_scheme], 2),
+        // An upper-case scheme is a URL: the server is compared with itself.
+        (vec!["verify", &upper, "--to", &to], 0),
+        // Inputs that are no files.
+        (vec!["verify", &no_scheme, "--to", &to], 1),
+        (vec!["import", &url_input, "--to", &to], 1),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_rdbferry"))
+            .args(&args)
+            .env_remove("RDBFERRY_TO_PASSWORD")
+            .env_remove("RDBFERRY_FROM_PASSWORD")
+            .output()
+            .unwrap();
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+        );
+        eprintln!("{args:?}: {out}{err}");
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {out}{err}");
+        assert!(
+            !out.contains(PASSWORD) && !err.contains(PASSWORD),
+            "{args:?}: {out}{err}"
+        );
+    }
+}
