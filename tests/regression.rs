@@ -3,33 +3,15 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{RedisServer, Running};
+use support::RedisServer;
+use support::ferry::Ferry;
 
 /// Run rdbferry with `args`, killed (and the test failed) after `limit`: a hang is a failure,
 /// not a stuck test run. Returns stdout, stderr and the exit code.
 fn rdbferry_within(args: &[&str], limit: Duration) -> (String, String, Option<i32>) {
-    let child = Command::new(env!("CARGO_BIN_EXE_rdbferry"))
-        .args(args)
-        .env_remove("RDBFERRY_TO_PASSWORD")
-        .env_remove("RDBFERRY_FROM_PASSWORD")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut run = Running(Some(child));
-    let start = Instant::now();
-    while run.child().try_wait().unwrap().is_none() {
-        assert!(
-            start.elapsed() < limit,
-            "rdbferry {args:?} still running after {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let o = run.finish();
+    let o = Ferry::spawn(args).finish_within(limit);
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),

@@ -36,6 +36,9 @@ pub enum Hostile {
     BlankLines,
     /// Part of a reply, then the connection closed.
     CloseMidReply,
+    /// Not hostile: the command waits until [`FakeServer::release`], then goes on (to stop
+    /// the client at a known step while the test acts).
+    Hold,
 }
 
 /// How a fake behaves.
@@ -59,6 +62,7 @@ pub enum Script {
 struct Shared {
     stop: AtomicBool,
     triggered: AtomicBool,
+    released: AtomicBool,
     /// Steps of a `"A>B"` trigger passed.
     stage: std::sync::atomic::AtomicUsize,
     socks: Mutex<Vec<TcpStream>>,
@@ -80,6 +84,7 @@ impl FakeServer {
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             triggered: AtomicBool::new(false),
+            released: AtomicBool::new(false),
             stage: std::sync::atomic::AtomicUsize::new(0),
             socks: Mutex::new(Vec::new()),
             seen: Mutex::new(Vec::new()),
@@ -125,6 +130,11 @@ impl FakeServer {
     /// [`Script::PingOnly`]: a command went unanswered).
     pub fn triggered(&self) -> bool {
         self.shared.triggered.load(Ordering::SeqCst)
+    }
+
+    /// Let a command held by [`Hostile::Hold`] go on.
+    pub fn release(&self) {
+        self.shared.released.store(true, Ordering::SeqCst);
     }
 
     /// The commands received (name and subcommand), in order, over all connections.
@@ -225,7 +235,11 @@ fn serve(sock: TcpStream, script: &Script, sh: Arc<Shared>) {
                 then,
                 sticky,
             } => {
-                if turns_hostile(&sh, on, &name, *sticky) {
+                if *then == Hostile::Hold && turns_hostile(&sh, on, &name, false) {
+                    while !sh.released.load(Ordering::SeqCst) && !sh.stop.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                } else if turns_hostile(&sh, on, &name, *sticky) {
                     sh.triggered.store(true, Ordering::SeqCst);
                     // What the client sends from here on is read and dropped.
                     let (mut rest, sh2) = (cmds, sh.clone());
@@ -351,6 +365,7 @@ fn hostile(sock: &TcpStream, then: Hostile, sh: &Shared) {
             std::thread::sleep(Duration::from_millis(50));
             let _ = sock.shutdown(Shutdown::Both);
         }
+        Hostile::Hold => {}
     }
 }
 
@@ -377,7 +392,8 @@ pub fn watch(mut cmd: std::process::Command, guard: Duration) -> Watched {
     use std::process::Stdio;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        .env("RDBFERRY_STATE_DIR", super::ferry::state_dir());
     // SAFETY: setrlimit(2) is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
         cmd.pre_exec(|| {

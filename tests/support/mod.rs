@@ -18,6 +18,7 @@
 #![allow(dead_code)]
 
 pub mod fake;
+pub mod ferry;
 
 use std::collections::BTreeMap;
 use std::fs;
