@@ -54,6 +54,7 @@ use crate::error::{Error, Result};
 use crate::input::{Event, Input, Kind};
 use crate::job::changes::{self, ClaimRecord, Setting};
 use crate::job::{Common, batch};
+use crate::net::error::transient_reply;
 use crate::net::{Conn, NetError, ServerInfo};
 use crate::progress::Progress;
 use crate::rdb::{Dialect, KeyRecord, RdbReader, Record};
@@ -250,12 +251,31 @@ impl Claimed {
     fn release(&mut self) -> Result<()> {
         self.released = true;
         let _hold = self.hold.take();
-        let mut left = Vec::new();
-        match self.ctl.call_small(&[b"REPLICAOF", b"NO", b"ONE"]) {
-            Ok(r) => left.extend(r.error_text().map(|e| format!("REPLICAOF NO ONE ({e})"))),
-            Err(e) => left.push(format!("REPLICAOF NO ONE ({e})")),
+        // A replica still taking in an abandoned stream answers LOADING until it notices
+        // the end (a moment): wait for it, as long as one reply may take.
+        let until = Instant::now() + self.ctl.timeout();
+        let mut left: Vec<String> = loop {
+            match self.ctl.call_small(&[b"REPLICAOF", b"NO", b"ONE"]) {
+                Ok(Reply::Error(e)) if transient_reply(&e) && Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Ok(r) => break r.error_text().map(|e| format!("REPLICAOF NO ONE ({e})")),
+                Err(e) => break Some(format!("REPLICAOF NO ONE ({e})")),
+            }
         }
-        left.extend(changes::put_back(&mut self.ctl, &self.restore));
+        .into_iter()
+        .collect();
+        if left.is_empty() {
+            left.extend(changes::put_back(&mut self.ctl, &self.restore));
+        } else {
+            // Still a replica: its claim record stays, so that `rdbferry recover` (which
+            // knows a stranded target by it) can put it back.
+            left.extend(
+                self.restore
+                    .iter()
+                    .map(|s| format!("{} (left as is)", s.name)),
+            );
+        }
         if left.is_empty() {
             return Ok(());
         }
