@@ -64,6 +64,24 @@ fn put_back(s: &RedisServer, before: &[String], err: &str) {
     assert_eq!(settings(s), before, "{err}");
 }
 
+/// The scan of the input, before the target is touched: nothing more is sent to it.
+#[test]
+fn sigterm_in_the_precheck_scan() {
+    let s = RedisServer::start();
+    let before = settings(&s);
+    let proxy = watcher(&s);
+    let mut run = on_big("import", &proxy.url(), "auto");
+    // The target's facts come before the scan, MODULE LIST after it.
+    run.wait_for("the scan", GUARD, || {
+        proxy.seen().iter().filter(|c| *c == "CONFIG GET").count() == 2
+    });
+    let err = interrupt(run);
+    let seen = proxy.seen();
+    assert!(!seen.iter().any(|c| c == "MODULE"), "{seen:?}");
+    put_back(&s, &before, &err);
+    assert_eq!(s.cli(&["DBSIZE"]), "0");
+}
+
 /// The full sync, interrupted early in the transfer and late in the target's load: detached,
 /// settings back (an original masterauth too), and empty or complete.
 #[test]

@@ -333,6 +333,8 @@ pub(super) fn import(
         return Ok(Err("the input is not an RDB file".into()));
     };
     let version = RdbReader::new(data, &input.name)?.version();
+    // Interrupted before the claim: nothing to put back, so nothing is changed.
+    common.cancel.check()?;
     let master = match Master::listen(plan.listen_ip) {
         Ok(m) => m,
         Err(e) => return Ok(Err(e.to_string())),
