@@ -133,3 +133,25 @@ fn sigterm_in_verify_by_commands() {
     let err = interrupt(run);
     put_back(&s, &before, &err);
 }
+
+/// Verify's snapshot, which changes `rdbcompression` (and `repl-diskless-sync-delay` for a
+/// diskless one) while the target saves: interrupted while the target streams a slow
+/// diskless snapshot, and while it saves to disk first (sending only keep-alive newlines);
+/// the run stops and both are back.
+#[test]
+fn sigterm_in_verify_snapshot() {
+    for diskless in ["yes", "no"] {
+        let s = loaded(big());
+        s.cli(&["CONFIG", "SET", "repl-diskless-sync", diskless]);
+        // A save of 20 s: the signal always finds it under way.
+        s.cli(&["CONFIG", "SET", "rdb-key-save-delay", "100"]);
+        let before = settings(&s);
+        let mut run = on_big("verify", &s.url(), "snapshot");
+        let mut c = conn(&s);
+        run.wait_for("the snapshot", GUARD, || {
+            info_field(&mut c, "replication", "connected_slaves") == "1"
+        });
+        let err = interrupt(run);
+        put_back(&s, &before, &err);
+    }
+}

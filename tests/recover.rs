@@ -9,7 +9,9 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use support::fake::{FakeServer, Hostile, Script};
-use support::ferry::{Ferry, big, big_digest, config, conn, info_field, path_str, rdbferry};
+use support::ferry::{
+    Ferry, big, big_digest, config, conn, info_field, loaded, path_str, rdbferry,
+};
 use support::{RedisServer, expect_digest, testdata};
 
 /// How long a phase or a run may take before the test calls it a hang.
@@ -299,4 +301,39 @@ fn issue8_precheck_and_run_agree_on_a_target_with_functions() {
             .contains("functions")
     );
     assert!(s.cli(&["INFO", "replication"]).contains("role:master"));
+}
+
+/// `kill -9` while verify's snapshot has the target's `rdbcompression` and
+/// `repl-diskless-sync-delay` changed: `recover` puts them back from the journal.
+#[test]
+fn issue8_kill_9_in_verify_snapshot_then_recover() {
+    let s = loaded(big());
+    // A save of 20 s: the kill always finds it under way.
+    s.cli(&["CONFIG", "SET", "rdb-key-save-delay", "100"]);
+    let mut run = Ferry::spawn(&[
+        "verify",
+        path_str(big()),
+        "--to",
+        &s.url(),
+        "-q",
+        "--via",
+        "snapshot",
+    ]);
+    let mut c = conn(&s);
+    run.wait_for("the snapshot", GUARD, || {
+        info_field(&mut c, "replication", "connected_slaves") == "1"
+    });
+    run.signal("KILL");
+    run.finish_within(GUARD);
+    assert_eq!(config(&s, "rdbcompression"), "no");
+    assert_eq!(config(&s, "repl-diskless-sync-delay"), "0");
+    let o = rdbferry(&["recover", "--to", &s.url()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("rdbcompression"), "{out}");
+    assert_eq!(config(&s, "rdbcompression"), "yes");
+    assert_eq!(config(&s, "repl-diskless-sync-delay"), "5");
+    let o = rdbferry(&["recover", "--to", &s.url()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("nothing of rdbferry's to put back"), "{out}");
 }

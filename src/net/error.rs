@@ -71,6 +71,9 @@ pub enum NetErrorKind {
         /// The error reply.
         reply: String,
     },
+    /// The wait was given up because the run was interrupted.
+    #[error("interrupted")]
+    Interrupted,
     /// A reply of an unexpected shape.
     #[error("unexpected reply to {command}: {what}")]
     Unexpected {

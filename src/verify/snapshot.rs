@@ -27,10 +27,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{BIG, Chunk, StreamMeta, VerifyOptions, walk_chunks};
+use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 use crate::hash::Hash128;
 use crate::input::{Event, Input};
 use crate::job::Common;
+use crate::job::changes::Changed;
 use crate::net::{Conn, NetErrorKind};
 use crate::rdb::Elem;
 use crate::rdb::value::{Tuples, zset_pairs};
@@ -270,11 +272,12 @@ pub fn source_digest(
 }
 
 /// The digest of the target's snapshot. `Ok(Err(why))`: no snapshot could be had;
-/// `Ok(Ok(None))`: given up because `cancel` was set meanwhile.
+/// `Ok(Ok(None))`: given up because `cancel` or the run's token `run` was set meanwhile.
 pub fn target_digest(
     opts: &VerifyOptions,
     now: i64,
     cancel: &AtomicBool,
+    run: &Cancel,
 ) -> Result<std::result::Result<Option<Digest>, String>> {
     let mut c = Conn::open(&opts.target)?;
     let info = c.info("server")?;
@@ -282,41 +285,25 @@ pub fn target_digest(
         return Ok(Err("a Cluster target".into()));
     }
     // A diskless sync waits repl-diskless-sync-delay (5 s by default) for more replicas:
-    // none is coming, so the delay goes to 0 for this sync and back after.
-    let delay = match c.config_get("repl-diskless-sync")?.as_deref() {
-        Some("yes") => c
-            .config_get("repl-diskless-sync-delay")?
-            .filter(|d| d != "0"),
-        _ => None,
+    // none is coming, so the delay goes to 0 for this sync and back after. LZF-compressing
+    // every value is most of what the save costs the target (about 40% of this comparison
+    // on 2 million small keys): off for this snapshot, back after. Both are journaled first
+    // (`rdbferry recover` puts them back after a `kill -9`), and the process waits for them
+    // to be back after a signal (the hold).
+    let diskless = c.config_get("repl-diskless-sync")?.as_deref() == Some("yes");
+    let mut wanted = vec![("rdbcompression", "no")];
+    if diskless {
+        wanted.push(("repl-diskless-sync-delay", "0"));
+    }
+    let hold = run.hold();
+    let changed = Changed::set(&mut c, &opts.target, &wanted)?;
+    let r = if diskless && c.config_get("repl-diskless-sync-delay")?.as_deref() != Some("0") {
+        Ok(Err("CONFIG SET repl-diskless-sync-delay refused".into()))
+    } else {
+        read_snapshot(c, opts, now, cancel, run)
     };
-    if delay.is_some() && c.config_set("repl-diskless-sync-delay", "0")?.is_err() {
-        return Ok(Err("CONFIG SET repl-diskless-sync-delay refused".into()));
-    }
-    // LZF-compressing every value is most of what the save costs the target (about 40% of
-    // this comparison on 2 million small keys): off for this snapshot, back after.
-    let compress = c
-        .config_get("rdbcompression")?
-        .filter(|v| v == "yes")
-        .filter(|_| matches!(c.config_set("rdbcompression", "no"), Ok(Ok(()))));
-    let r = read_snapshot(c, opts, now, cancel);
-    let restore: Vec<(&str, String)> = [
-        ("repl-diskless-sync-delay", delay),
-        ("rdbcompression", compress),
-    ]
-    .into_iter()
-    .filter_map(|(name, v)| Some((name, v?)))
-    .collect();
-    if !restore.is_empty() {
-        let mut c = Conn::open(&opts.target)?;
-        for (name, v) in restore {
-            if let Err(e) = c.config_set(name, &v)? {
-                return Err(Error::target(
-                    c.name(),
-                    format!("CONFIG SET {name} {v}: {e}"),
-                ));
-            }
-        }
-    }
+    changed.put_back()?;
+    drop(hold);
     r
 }
 
@@ -325,14 +312,17 @@ fn read_snapshot(
     opts: &VerifyOptions,
     now: i64,
     cancel: &AtomicBool,
+    run: &Cancel,
 ) -> Result<std::result::Result<Option<Digest>, String>> {
     let name = c.name().to_string();
     let req = SyncRequest {
         rdb_only: true,
         save_within: opts.save_within,
+        cancel: run.clone(),
     };
     let payload = match replica::sync(c, req) {
         Ok(p) => p,
+        Err(e) if matches!(e.kind, NetErrorKind::Interrupted) => return Ok(Ok(None)),
         // A refusal (no SYNC rights, a server that says no) rules the snapshot out; a dead
         // or stalled link is the run's error.
         Err(e)
@@ -348,7 +338,7 @@ fn read_snapshot(
     let mut rdb = StreamReader::new(payload, &format!("{name} (snapshot)")).max_record(MAX_RECORD);
     let mut d = Digest::default();
     loop {
-        if cancel.load(Ordering::Relaxed) {
+        if cancel.load(Ordering::Relaxed) || run.is_cancelled() {
             return Ok(Ok(None));
         }
         match rdb.next_record() {
@@ -385,7 +375,7 @@ pub fn compare(input: &Input, common: &Common, opts: &VerifyOptions) -> Compared
     let stop = || cancel.store(true, Ordering::Relaxed);
     let (src, tgt) = std::thread::scope(|sc| {
         let t = sc.spawn(|| {
-            let r = target_digest(opts, now, &cancel);
+            let r = target_digest(opts, now, &cancel, &common.cancel);
             if !matches!(r, Ok(Ok(Some(_)))) {
                 stop();
             }
