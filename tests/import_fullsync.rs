@@ -8,19 +8,11 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdbferry::rdb::encoder::{RdbWriter, value};
-use support::{RedisServer, Running, expect_digest, require_old_server, testdata};
-
-fn rdbferry(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rdbferry"))
-        .args(args)
-        .env_remove("RDBFERRY_TO_PASSWORD")
-        .output()
-        .unwrap()
-}
+use support::ferry::{Ferry, big_file, path_str, rdbferry, write_rdb};
+use support::{RedisServer, expect_digest, require_old_server, testdata};
 
 /// `import INPUT --to URL --json -q EXTRA...`: the summary (if any), stderr, and the exit code.
 fn import(input: &str, url: &str, extra: &[&str]) -> (serde_json::Value, String, Option<i32>) {
@@ -42,15 +34,6 @@ fn untouched(s: &RedisServer) {
         s.cli(&["CONFIG", "GET", "repl-diskless-load"])
             .ends_with("disabled")
     );
-}
-
-/// A file written by our encoder, under the cargo target dir.
-fn write_rdb(name: &str, data: &[u8]) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fullsync");
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(format!("{}-{name}", std::process::id()));
-    std::fs::write(&p, data).unwrap();
-    p
 }
 
 #[test]
@@ -352,29 +335,14 @@ fn a_target_with_data_or_settings_it_needs_is_left_to_commands() {
     untouched(&s);
 }
 
-/// About 80 MB of keys, so that the sync takes a moment.
-fn big_file(name: &str) -> PathBuf {
-    let mut w = RdbWriter::new(9);
-    w.select_db(0);
-    let v = vec![b'v'; 400];
-    for i in 0..200_000 {
-        w.key(
-            format!("key:{i}").as_bytes(),
-            None,
-            &value::string(&v, false),
-        );
-    }
-    write_rdb(name, &w.finish())
-}
-
 #[test]
 fn a_target_that_dies_during_the_sync_is_an_error() {
-    let file = big_file("big-killed.rdb");
+    let file = big_file("big-killed.rdb", 200_000, 400);
     let mut s = RedisServer::start();
     let mut run = spawn_sync(&file, &s);
     wait_replica(&s, &mut run);
     s.kill();
-    let o = finish_within(run, Duration::from_secs(60));
+    let o = run.finish_within(Duration::from_secs(60));
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains(&format!("127.0.0.1:{}", s.port())), "{err}");
@@ -383,19 +351,12 @@ fn a_target_that_dies_during_the_sync_is_an_error() {
 /// Ctrl-C during the sync never leaves the target a replica of nobody.
 #[test]
 fn an_interrupted_sync_detaches_the_target() {
-    let file = big_file("big-interrupted.rdb");
+    let file = big_file("big-interrupted.rdb", 200_000, 400);
     let s = RedisServer::start();
     let mut run = spawn_sync(&file, &s);
     wait_replica(&s, &mut run);
-    let pid = run.child().id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let o = finish_within(run, Duration::from_secs(60));
+    run.signal("INT");
+    let o = run.finish_within(Duration::from_secs(60));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         s.cli(&["INFO", "replication"]).contains("role:master"),
@@ -413,46 +374,23 @@ fn an_interrupted_sync_detaches_the_target() {
     assert_eq!(s.cli(&["CONFIG", "GET", "masterauth"]), "masterauth\n");
 }
 
-fn spawn_sync(file: &Path, s: &RedisServer) -> Running {
-    Running(Some(
-        Command::new(env!("CARGO_BIN_EXE_rdbferry"))
-            .args([
-                "import",
-                file.to_str().unwrap(),
-                "--to",
-                &s.url(),
-                "-q",
-                "--via",
-                "full-sync",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    ))
+fn spawn_sync(file: &Path, s: &RedisServer) -> Ferry {
+    Ferry::spawn(&[
+        "import",
+        path_str(file),
+        "--to",
+        &s.url(),
+        "-q",
+        "--via",
+        "full-sync",
+    ])
 }
 
 /// Until the target is a replica of rdbferry.
-fn wait_replica(s: &RedisServer, run: &mut Running) {
-    let start = Instant::now();
-    while !s.cli(&["INFO", "replication"]).contains("role:slave") {
-        assert!(
-            run.child().try_wait().unwrap().is_none(),
-            "the import ended before the target became a replica"
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "never became a replica"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-fn finish_within(mut run: Running, limit: Duration) -> Output {
-    let start = Instant::now();
-    while run.child().try_wait().unwrap().is_none() {
-        assert!(start.elapsed() < limit, "import hangs");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    run.finish()
+fn wait_replica(s: &RedisServer, run: &mut Ferry) {
+    run.wait_for(
+        "the target became a replica",
+        Duration::from_secs(20),
+        || s.cli(&["INFO", "replication"]).contains("role:slave"),
+    );
 }

@@ -3,49 +3,20 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{RedisServer, Running};
+use support::RedisServer;
+use support::ferry::Ferry;
 
 /// Run rdbferry with `args`, killed (and the test failed) after `limit`: a hang is a failure,
 /// not a stuck test run. Returns stdout, stderr and the exit code.
 fn rdbferry_within(args: &[&str], limit: Duration) -> (String, String, Option<i32>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rdbferry"))
-        .args(args)
-        .env_remove("RDBFERRY_TO_PASSWORD")
-        .env_remove("RDBFERRY_FROM_PASSWORD")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Read both pipes as the output comes, so a big output never blocks the child.
-    let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut s = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut s);
-            }
-            String::from_utf8_lossy(&s).into_owned()
-        })
-    };
-    let out = drain(child.stdout.take().map(|s| Box::new(s) as _));
-    let err = drain(child.stderr.take().map(|s| Box::new(s) as _));
-    let mut run = Running(Some(child));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = run.child().try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "rdbferry {args:?} still running after {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    run.0 = None;
-    (out.join().unwrap(), err.join().unwrap(), status.code())
+    let o = Ferry::spawn(args).finish_within(limit);
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+        o.status.code(),
+    )
 }
 
 /// Issue 8, 1: a hash of 257 fields (2^8 + 1 members) filled the full sync's repeated-member

@@ -4,18 +4,8 @@
 
 mod support;
 
-use std::process::{Command, Output};
-
+use support::ferry::rdbferry;
 use support::{RedisServer, TestCerts, expect_digest, testdata};
-
-fn rdbferry(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rdbferry"))
-        .args(args)
-        .env_remove("RDBFERRY_TO_PASSWORD")
-        .env_remove("RDBFERRY_FROM_PASSWORD")
-        .output()
-        .unwrap()
-}
 
 /// The run's exit code and stderr.
 fn run(args: &[&str]) -> (Option<i32>, String) {

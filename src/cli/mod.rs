@@ -155,7 +155,8 @@ impl VerifyArgs {
     /// The live source, when SOURCE is a redis:// or rediss:// URL.
     fn live_source(&self) -> Result<Option<RedisUrl>, Error> {
         let s = &self.source;
-        if !(s.starts_with("redis://") || s.starts_with("rediss://")) {
+        // Any letter case: `REDIS://...` is a server, not a file to open (and print).
+        if !rdbferry::net::url::is_url(s) {
             if self.from_tls.is_set() {
                 return Err(Error::Usage(
                     "--from-tls-* options are for a live rediss:// source, not a file".into(),

@@ -145,7 +145,10 @@ impl Input {
             });
         }
         let path = PathBuf::from(name);
-        let meta = std::fs::metadata(&path).map_err(|e| Error::io(name, e))?;
+        // A name that is no file may be a server given where a file was expected: its
+        // password must not show in the error.
+        let meta =
+            std::fs::metadata(&path).map_err(|e| Error::io(crate::net::url::redact(name), e))?;
         if meta.is_dir() {
             return Ok(Input {
                 name: name.into(),

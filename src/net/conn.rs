@@ -114,6 +114,37 @@ fn command_name(args: &[&[u8]]) -> String {
     s
 }
 
+/// What was last sent, for messages about what is awaited.
+enum Sent {
+    /// One command, by name (`INFO`, `CONFIG GET`).
+    Command(String),
+    /// A pipe of this many commands.
+    Pipe(usize),
+    /// Bytes given to [`Conn::send`].
+    Raw,
+}
+
+impl Sent {
+    /// What a read waits for.
+    fn reply(&self) -> String {
+        match self {
+            Sent::Command(c) => format!("the reply to {c}"),
+            Sent::Pipe(1) => "the reply to 1 command".into(),
+            Sent::Pipe(n) => format!("the replies to {n} commands"),
+            Sent::Raw => "the replies to the commands sent".into(),
+        }
+    }
+
+    /// What a write waits for.
+    fn taken(&self) -> String {
+        match self {
+            Sent::Command(c) => format!("the server to read {c}"),
+            Sent::Pipe(n) => format!("the server to read {n} commands"),
+            Sent::Raw => "the server to read the commands sent".into(),
+        }
+    }
+}
+
 /// One connection to a server.
 pub struct Conn {
     stream: Stream,
@@ -125,7 +156,7 @@ pub struct Conn {
     addr: String,
     timeout: Duration,
     /// What the next reply answers, for messages.
-    awaited: String,
+    sent: Sent,
     version: Option<Version>,
     /// The db selected.
     pub db: u64,
@@ -151,7 +182,7 @@ impl Conn {
             dec: ReplyDecoder::new(SMALL_REPLY),
             addr,
             timeout: opts.timeout,
-            awaited: String::new(),
+            sent: Sent::Raw,
             version: None,
             db: 0,
         };
@@ -246,9 +277,9 @@ impl Conn {
         let kind = match e.kind() {
             K::WouldBlock | K::TimedOut => NetErrorKind::Timeout {
                 awaited: if what == "write" {
-                    format!("the server to take {}", self.awaited)
+                    self.sent.taken()
                 } else {
-                    self.awaited.clone()
+                    self.sent.reply()
                 },
                 after: self.timeout,
             },
@@ -259,9 +290,11 @@ impl Conn {
 
     /// Send raw RESP bytes.
     pub fn send(&mut self, bytes: &[u8]) -> Result<(), NetError> {
-        if self.awaited.is_empty() {
-            self.awaited = "a reply".into();
-        }
+        self.sent = Sent::Raw;
+        self.write_out(bytes)
+    }
+
+    fn write_out(&mut self, bytes: &[u8]) -> Result<(), NetError> {
         self.stream
             .write_all(bytes)
             .map_err(|e| self.io_error("write", e))
@@ -282,7 +315,7 @@ impl Conn {
                 .decode(&self.buf[self.start..self.end])
                 .map_err(|err| {
                     self.error(NetErrorKind::Protocol {
-                        command: self.awaited.clone(),
+                        awaited: self.sent.reply(),
                         err,
                     })
                 })?;
@@ -304,24 +337,28 @@ impl Conn {
         }
     }
 
-    /// Read more bytes: at least room for `need` unparsed bytes (a bulk string whose size
-    /// is known, already checked against the cap).
+    /// Read more bytes, toward room for `need` unparsed bytes (a bulk string whose size is
+    /// known, already checked against the cap).
     fn fill(&mut self, need: usize) -> Result<(), NetError> {
         if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        let want = need.max(self.end + READ_BYTES / 2);
+        // The buffer at most doubles per read on its way to `need`: memory follows the
+        // bytes that come, never a length a server only announced (a hostile
+        // `$3000000000` within a data reply's cap is no 3 GB allocation).
+        let want = need
+            .min(self.buf.len().saturating_mul(2))
+            .max(self.end + READ_BYTES / 2);
         if self.buf.len() < want {
-            self.buf
-                .resize(want.max(self.buf.len() * 2).min(want + (64 << 20)), 0);
+            self.buf.resize(want, 0);
         }
         loop {
             match self.stream.read(&mut self.buf[self.end..]) {
                 Ok(0) => {
                     self.dec.reset();
-                    return Err(self.error(NetErrorKind::Closed(self.awaited.clone())));
+                    return Err(self.error(NetErrorKind::Closed(self.sent.reply())));
                 }
                 Ok(n) => {
                     self.end += n;
@@ -350,8 +387,8 @@ impl Conn {
     pub fn call_capped(&mut self, args: &[&[u8]], cap: u64) -> Result<Reply, NetError> {
         let mut out = Vec::new();
         write_command(&mut out, args);
-        self.awaited = format!("the reply to {}", command_name(args));
-        self.send(&out)?;
+        self.sent = Sent::Command(command_name(args));
+        self.write_out(&out)?;
         self.read_reply_capped(cap)
     }
 
@@ -364,8 +401,8 @@ impl Conn {
     /// Send every command of `pipe` in one write, without waiting for replies (the caller
     /// reads them later with [`Conn::recv`], in order).
     pub fn send_pipe(&mut self, pipe: &Pipe) -> Result<(), NetError> {
-        self.awaited = format!("the replies to {} commands", pipe.count);
-        self.send(&pipe.out)
+        self.sent = Sent::Pipe(pipe.count);
+        self.write_out(&pipe.out)
     }
 
     /// Read the replies of `count` commands sent through a pipe; with `asking` (a pipe of

@@ -53,10 +53,10 @@ pub enum NetErrorKind {
         err: io::Error,
     },
     /// The server sent bytes that are not RESP, or a reply over the command's size cap.
-    #[error("bad reply to {command}: {err}")]
+    #[error("bad data in {awaited}: {err}")]
     Protocol {
-        /// The command whose reply it was.
-        command: String,
+        /// What was being read (`the reply to INFO`, `the replies to 5 commands`).
+        awaited: String,
         /// What is wrong.
         err: RespError,
     },
@@ -71,6 +71,9 @@ pub enum NetErrorKind {
         /// The error reply.
         reply: String,
     },
+    /// The wait was given up because the run was interrupted.
+    #[error("interrupted")]
+    Interrupted,
     /// A reply of an unexpected shape.
     #[error("unexpected reply to {command}: {what}")]
     Unexpected {

@@ -17,11 +17,12 @@
 use std::io::Read;
 use std::time::{Duration, Instant};
 
+use crate::cancel::Cancel;
 use crate::net::{Conn, NetError, NetErrorKind, Stream};
 use crate::resp::Reply;
 
 /// How to ask for the data.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SyncRequest {
     /// `REPLCONF rdb-only 1` (7.0+): the server sends the RDB and no command stream, then
     /// closes. Refused by older servers, which then send the stream too (the reader stops at
@@ -29,6 +30,9 @@ pub struct SyncRequest {
     pub rdb_only: bool,
     /// How long the server may take to start the payload (it saves first).
     pub save_within: Duration,
+    /// The run's stop token: the wait for the payload ends when it is set (a save may take
+    /// minutes; the keep-alive newlines let the wait look at it every second).
+    pub cancel: Cancel,
 }
 
 /// How the payload is framed.
@@ -73,7 +77,7 @@ pub fn sync(mut conn: Conn, req: SyncRequest) -> Result<Payload, NetError> {
     let timeout = conn.timeout();
     conn.send(b"SYNC\r\n")?;
     let (stream, rest) = conn.into_parts();
-    Payload::start(stream, rest, name, timeout, req.save_within)
+    Payload::start(stream, rest, name, timeout, &req)
 }
 
 /// The longest header line accepted (`$EOF:` and 40 characters, or a length).
@@ -87,8 +91,9 @@ impl Payload {
         rest: Vec<u8>,
         name: String,
         timeout: Duration,
-        save_within: Duration,
+        req: &SyncRequest,
     ) -> Result<Payload, NetError> {
+        let save_within = req.save_within;
         let deadline = Instant::now() + save_within;
         let err = |kind| NetError::new(name.clone(), kind);
         let mut buf = rest;
@@ -110,6 +115,9 @@ impl Payload {
                     command: "SYNC".into(),
                     what: "a header line without an end".into(),
                 }));
+            }
+            if req.cancel.is_cancelled() {
+                return Err(err(NetErrorKind::Interrupted));
             }
             if Instant::now() >= deadline {
                 return Err(err(NetErrorKind::Timeout {

@@ -43,6 +43,9 @@ pub const MAX_DEPTH: usize = 128;
 const MIN_ARG_BYTES: usize = 6;
 /// The smallest encoding of one reply element, `_\r\n`.
 const MIN_REPLY_BYTES: usize = 3;
+/// What an element costs in memory besides its bytes, counted against a reply's cap (see
+/// [`ReplyDecoder`]).
+pub const ELEMENT_COST: usize = std::mem::size_of::<Reply>();
 
 type Parsed<T> = Result<Option<T>, RespError>;
 
@@ -354,9 +357,12 @@ enum Frame {
 /// (re-parsing a growing buffer from the start made a big array quadratic). Only a bulk
 /// string is taken whole, once all its bytes are there ([`Decoded::Incomplete`] says how many).
 ///
-/// `cap` bounds the bytes of one reply (headers included): a longer reply is an error before
-/// its bytes are buffered, so a caller's memory stays bounded by what the command can
-/// legitimately return (a small cap for `INFO` or `CONFIG GET`, a value's size for `DUMP`).
+/// `cap` bounds the bytes of one reply (headers included), and the memory it takes: each
+/// element also counts the [`Reply`] that holds it ([`ELEMENT_COST`]), since `:1` (4 bytes)
+/// takes 32 once parsed. A longer reply is an error before its bytes are buffered, and an
+/// aggregate whose announced length cannot fit is one at its header, so a caller's memory
+/// stays bounded by what the command can legitimately return (a small cap for `INFO` or
+/// `CONFIG GET`, a value's size for `DUMP`).
 ///
 /// ```
 /// use rdbferry::resp::{Decoded, Reply, ReplyDecoder};
@@ -414,7 +420,7 @@ impl ReplyDecoder {
                 let need = self.bulk_need(buf, pos)?.unwrap_or_default();
                 return Ok((pos, Decoded::Incomplete { need }));
             };
-            self.take(next - pos, pos)?;
+            self.take(next - pos + ELEMENT_COST, pos)?;
             pos = next;
             if let Some(v) = value
                 && let Some(reply) = self.attach(v)
@@ -566,8 +572,15 @@ impl ReplyDecoder {
                 else {
                     return Ok(Some((Some(Reply::Nil), next)));
                 };
-                let n = usize::try_from(n).unwrap_or(usize::MAX);
                 let map = kind == b'%' || kind == b'|';
+                // An endless `*2147483647` is refused here, not after gigabytes of `:1`.
+                let least = n
+                    .saturating_mul((MIN_REPLY_BYTES + ELEMENT_COST) as u64)
+                    .saturating_mul(if map { 2 } else { 1 });
+                if self.taken.saturating_add((next - pos) as u64 + least) > self.cap {
+                    return Err(err(pos, RespErrorKind::ReplyTooLong(self.cap)));
+                }
+                let n = usize::try_from(n).unwrap_or(usize::MAX);
                 if n == 0 {
                     return Ok(Some((
                         match kind {
@@ -900,16 +913,28 @@ mod tests {
         // A bulk over the cap is refused from its header, before its bytes arrive.
         let e = decode_in_pieces(b"$1000000\r\n", 64, 1000).unwrap_err();
         assert_eq!(e.kind, RespErrorKind::ReplyTooLong(1000));
-        // So is an endless array, once its elements pass the cap.
+        // So is an array whose length cannot fit, from its header, whatever the cap.
+        for cap in [1000, 4 << 30] {
+            let e = decode_in_pieces(
+                &[&b"*2147483647\r\n"[..], &b":1\r\n".repeat(1000)].concat(),
+                64,
+                cap,
+            )
+            .unwrap_err();
+            assert_eq!((e.offset, e.kind), (0, RespErrorKind::ReplyTooLong(cap)));
+        }
+        // An array whose header fits stops once its elements, as parsed, pass the cap.
+        let cap = 100 * (8 + ELEMENT_COST as u64);
         let e = decode_in_pieces(
-            &[&b"*1000000\r\n"[..], &b":1\r\n".repeat(1000)].concat(),
+            &[&b"*100\r\n"[..], &b"$10\r\n0123456789\r\n".repeat(100)].concat(),
             64,
-            1000,
+            cap,
         )
         .unwrap_err();
-        assert_eq!(e.kind, RespErrorKind::ReplyTooLong(1000));
+        assert_eq!(e.kind, RespErrorKind::ReplyTooLong(cap));
         // The cap is per reply.
-        let ok = decode_in_pieces(&b"$3\r\nabc\r\n".repeat(10), 7, 9).unwrap();
+        let one = 9 + ELEMENT_COST as u64;
+        let ok = decode_in_pieces(&b"$3\r\nabc\r\n".repeat(10), 7, one).unwrap();
         assert_eq!(ok.len(), 10);
     }
 

@@ -319,7 +319,10 @@ pub fn verify(input_name: &str, common: &Common, opts: &VerifyOptions) -> Result
     let input = Input::open(input_name)?;
     let mut snapshot_note = None;
     if opts.via != snapshot::Via::Commands {
-        match snapshot::compare(&input, common, opts) {
+        let compared = snapshot::compare(&input, common, opts);
+        // Interrupted: the run stops (exit 130), it does not go on key by key.
+        common.cancel.check()?;
+        match compared {
             snapshot::Compared::Same(src) => {
                 let mut rep = open_verifier(input_name, opts)?.rep;
                 rep.via = snapshot::Via::Snapshot;

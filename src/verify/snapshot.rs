@@ -271,7 +271,7 @@ pub fn source_digest(
 }
 
 /// The digest of the target's snapshot. `Ok(Err(why))`: no snapshot could be had;
-/// `Ok(Ok(None))`: given up because `cancel` was set meanwhile.
+/// `Ok(Ok(None))`: given up because `cancel` or the run's token was set meanwhile.
 pub fn target_digest(
     opts: &VerifyOptions,
     common: &Common,
@@ -341,9 +341,11 @@ fn read_snapshot(
     let req = SyncRequest {
         rdb_only: true,
         save_within: opts.save_within,
+        cancel: common.cancel.clone(),
     };
     let payload = match replica::sync(c, req) {
         Ok(p) => p,
+        Err(e) if matches!(e.kind, NetErrorKind::Interrupted) => return Ok(Ok(None)),
         // A refusal (no SYNC rights, a server that says no) rules the snapshot out; a dead
         // or stalled link is the run's error.
         Err(e)

@@ -17,6 +17,9 @@
 //! (only where the repository keeps its `testdata/`).
 #![allow(dead_code)]
 
+pub mod fake;
+pub mod ferry;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};

@@ -54,6 +54,7 @@ use crate::error::{Error, Result};
 use crate::input::{Event, Input, Kind};
 use crate::job::changes::{self, ClaimRecord, Setting};
 use crate::job::{Common, batch};
+use crate::net::error::transient_reply;
 use crate::net::{Conn, NetError, ServerInfo};
 use crate::progress::Progress;
 use crate::rdb::{Dialect, KeyRecord, RdbReader, Record};
@@ -261,12 +262,31 @@ impl Claimed {
     fn release(&mut self) -> Result<()> {
         self.released = true;
         let _hold = self.hold.take();
-        let mut left = Vec::new();
-        match self.ctl.call_small(&[b"REPLICAOF", b"NO", b"ONE"]) {
-            Ok(r) => left.extend(r.error_text().map(|e| format!("REPLICAOF NO ONE ({e})"))),
-            Err(e) => left.push(format!("REPLICAOF NO ONE ({e})")),
+        // A replica still taking in an abandoned stream answers LOADING until it notices
+        // the end (a moment): wait for it, as long as one reply may take.
+        let until = Instant::now() + self.ctl.timeout();
+        let mut left: Vec<String> = loop {
+            match self.ctl.call_small(&[b"REPLICAOF", b"NO", b"ONE"]) {
+                Ok(Reply::Error(e)) if transient_reply(&e) && Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Ok(r) => break r.error_text().map(|e| format!("REPLICAOF NO ONE ({e})")),
+                Err(e) => break Some(format!("REPLICAOF NO ONE ({e})")),
+            }
         }
-        left.extend(changes::put_back(&mut self.ctl, &self.restore));
+        .into_iter()
+        .collect();
+        if left.is_empty() {
+            left.extend(changes::put_back(&mut self.ctl, &self.restore));
+        } else {
+            // Still a replica: its claim record stays, so that `rdbferry recover` (which
+            // knows a stranded target by it) can put it back.
+            left.extend(
+                self.restore
+                    .iter()
+                    .map(|s| format!("{} (left as is)", s.name)),
+            );
+        }
         if left.is_empty() {
             return Ok(());
         }
@@ -277,6 +297,24 @@ impl Claimed {
                 left.join(", ")
             ),
         ))
+    }
+
+    /// `e`, once the target is put back; if that fails too, the error says so, and how to
+    /// put it back (an interrupted run keeps its exit code, and the failure is printed).
+    fn release_after(&mut self, e: Error) -> Error {
+        let left = match self.release() {
+            Ok(()) => return e,
+            Err(Error::Target { msg, .. }) => msg,
+            Err(other) => other.to_string(),
+        };
+        if matches!(e, Error::Cancelled) {
+            eprintln!("rdbferry: error: {}: {left}", self.ctl.name());
+            return e;
+        }
+        let text = e.to_string();
+        let prefix = format!("{}: ", self.ctl.name());
+        let text = text.strip_prefix(&prefix).unwrap_or(&text);
+        Error::target(self.ctl.name(), format!("{text}; then {left}"))
     }
 }
 
@@ -306,6 +344,8 @@ pub(super) fn import(
         return Ok(Err("the input is not an RDB file".into()));
     };
     let version = RdbReader::new(data, &input.name)?.version();
+    // Interrupted before the claim: nothing to put back, so nothing is changed.
+    common.cancel.check()?;
     let master = match Master::listen(plan.listen_ip) {
         Ok(m) => m,
         Err(e) => return Ok(Err(e.to_string())),
@@ -341,9 +381,11 @@ pub(super) fn import(
     // A load under way cannot be stopped: it is waited for (with its progress deadline),
     // even after Ctrl-C, and the target is detached after.
     let loaded = wait_loaded(&mut claimed.ctl, &sent.linked);
-    let released = claimed.release();
+    let released = match loaded {
+        Ok(()) => claimed.release(),
+        Err(e) => Err(claimed.release_after(e)),
+    };
     drop(sent.linked);
-    loaded?;
     released?;
     check_counts(&mut claimed.ctl, &sent.per_db)?;
     load_functions(&mut claimed.ctl, &sent.functions, &mut rep)?;
@@ -388,19 +430,13 @@ fn claim(
     match outcome {
         Ok(Ok(())) => match unpaused {
             Ok(_) => Ok(Ok(claimed)),
-            Err(e) => {
-                let _ = claimed.release();
-                Err(e.into())
-            }
+            Err(e) => Err(claimed.release_after(e.into())),
         },
         Ok(Err(why)) => {
             claimed.release()?;
             Ok(Err(why))
         }
-        Err(e) => {
-            let _ = claimed.release();
-            Err(e)
-        }
+        Err(e) => Err(claimed.release_after(e)),
     }
 }
 

@@ -146,7 +146,13 @@ pub(crate) fn stream_rewrite(ctx: &Ctx<'_>, rec: &KeyRecord<'_>, writer: &Writer
         writer.abandon(db, key);
         return Err(e);
     }
-    ps.ship(true)
+    // The last part may be refused too (the import stopped meanwhile): the parts before it
+    // built part of `tmp`.
+    let shipped = ps.ship(true);
+    if shipped.is_err() {
+        writer.abandon(db, key);
+    }
+    shipped
 }
 
 /// A big string as `SETRANGE tmp len-1 "\0"`, `SETRANGE tmp offset chunk`...,

@@ -70,6 +70,8 @@ pub(crate) fn scan(
         }
         s.bytes += input.size.unwrap_or(0);
         let w = input.walk(&common.read, &mut |ev, _| {
+            // A signal during the scan stops the run here, before the target is touched.
+            common.cancel.check()?;
             match ev {
                 Event::Rdb(Record::Key(k)) if common.map.keep(k.db, &k.key, k.data_type()) => {
                     s.keys += 1;
