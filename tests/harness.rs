@@ -72,3 +72,28 @@ fn start_failure_reports_the_server_output() {
         &["--no-such-option", "1"],
     );
 }
+
+#[test]
+fn cli_panics_on_any_error_reply() {
+    let s = RedisServer::start();
+    s.cli(&["ACL", "SETUSER", "u", "on", ">pw", "~*", "+get"]);
+    for args in [
+        &["FOO"][..],
+        &[
+            "--user",
+            "u",
+            "--pass",
+            "pw",
+            "--no-auth-warning",
+            "SET",
+            "a",
+            "1",
+        ],
+        &["SET", "a", "1", "XX", "NX"],
+    ] {
+        let r = std::panic::catch_unwind(|| s.cli(args));
+        assert!(r.is_err(), "{args:?}: {r:?}");
+    }
+    assert_eq!(s.cli(&["SET", "x", "ERR not an error"]), "OK");
+    assert_eq!(s.cli(&["GET", "x"]), "ERR not an error");
+}

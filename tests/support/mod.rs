@@ -454,10 +454,13 @@ impl RedisServer {
     }
 
     /// Runs `redis-cli -h 127.0.0.1 -p PORT ARGS...` and returns its stdout without the final
-    /// newline. Panics if redis-cli fails or prints an error reply.
+    /// newline. Panics if redis-cli fails or the reply is an error, whatever its code
+    /// (`NOPERM`, `BUSY`, `MOVED`, `READONLY`...).
     pub fn cli(&self, args: &[&str]) -> String {
+        // `-e`: exit 1 on an error reply (without it redis-cli exits 0 whenever stdout is not
+        // a tty, and an error is text like any other).
         let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-e", "-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(&self.tls_cli)
             .args(args)
             .stdin(Stdio::null())
@@ -465,12 +468,8 @@ impl RedisServer {
             .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}"));
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        // redis-cli exits 0 on an error reply when stdout is not a tty; catch those too.
-        let is_error = ["ERR ", "WRONGTYPE ", "NOSCRIPT ", "(error)"]
-            .iter()
-            .any(|p| stdout.starts_with(p));
         assert!(
-            out.status.success() && !is_error,
+            out.status.success(),
             "redis-cli {args:?} on port {} failed ({}): {stdout}{stderr}",
             self.port,
             out.status
@@ -652,17 +651,27 @@ fn ping(port: u16) -> bool {
 /// An older server fetched by `scripts/fetch-old-servers.sh`: `version` is `"6.2"` or `"6.0"`.
 /// `RDBFERRY_REDIS_62` / `RDBFERRY_REDIS_60` override the default place,
 /// `.cache/servers/redis-<version>/redis-server` in the crate.
+/// A binary that reports another version is an error (a test meant for 6.0 would else
+/// silently run against whatever was put there).
 pub fn old_server(version: &str) -> Option<PathBuf> {
     let var = format!("RDBFERRY_REDIS_{}", version.replace('.', ""));
-    if let Some(p) = std::env::var_os(&var) {
-        let p = PathBuf::from(p);
-        return p.is_file().then_some(p);
+    let p = match std::env::var_os(&var) {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(".cache/servers")
+            .join(format!("redis-{version}"))
+            .join("redis-server"),
+    };
+    if !p.is_file() {
+        return None;
     }
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(".cache/servers")
-        .join(format!("redis-{version}"))
-        .join("redis-server");
-    p.is_file().then_some(p)
+    let reported = server_version(&p);
+    assert!(
+        reported.starts_with(&format!("{version}.")),
+        "{} reports version {reported}, not {version}.x",
+        p.display()
+    );
+    Some(p)
 }
 
 /// [`old_server`] for a test: `None` (the test should return early) on a developer machine
