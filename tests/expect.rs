@@ -15,6 +15,7 @@
 //! neither exists only `testdata/` is checked.
 
 mod dataset;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -80,16 +81,7 @@ fn find(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// A string of the listing: JSON text or `{"hex": ...}`.
 fn bytes(j: &Json) -> Bytes {
-    if let Some(s) = j.as_str() {
-        return s.as_bytes().to_vec();
-    }
-    let h = j["hex"]
-        .as_str()
-        .unwrap_or_else(|| panic!("not a string: {j}"));
-    (0..h.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).expect("hex"))
-        .collect()
+    support::json_bytes(j)
 }
 
 fn arr(j: &Json) -> &Vec<Json> {

@@ -17,7 +17,10 @@
 //! (only where the repository keeps its `testdata/`).
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+mod data;
+#[allow(unused_imports)]
+pub use data::*;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -491,7 +494,8 @@ impl RedisServer {
         out.status.success().then_some(text)
     }
 
-    /// `DEBUG DIGEST`: a hash of all values, TTLs and dbs, independent of encodings.
+    /// `DEBUG DIGEST`: a hash of all values and dbs, independent of encodings, which sees only
+    /// *whether* a key has a TTL and no stream group: [`Snapshot`] compares those too.
     pub fn digest(&self) -> String {
         self.cli(&["DEBUG", "DIGEST"])
     }
@@ -954,7 +958,7 @@ impl RedisCluster {
         let mut s = redis::Client::open(src.url())
             .and_then(|c| c.get_connection())
             .unwrap_or_else(|e| panic!("cannot connect to the source: {e}"));
-        let keys = scan_keys(&mut s);
+        let keys = data::scan_keys(&mut s);
         let mut conns: Vec<redis::Connection> =
             (0..self.nodes.len()).map(|i| self.conn(i)).collect();
         for k in &keys {
@@ -975,68 +979,6 @@ impl RedisCluster {
                 });
         }
         keys.len()
-    }
-
-    /// Every key of the cluster (each master scanned), with its type, whether it has a TTL and
-    /// `DEBUG DIGEST-VALUE` (a digest of the value, independent of its encoding).
-    pub fn dump(&self) -> BTreeMap<Vec<u8>, KeyDigest> {
-        let mut out = BTreeMap::new();
-        for i in 0..self.nodes.len() {
-            let mut c = self.conn(i);
-            out.extend(key_digests(&mut c));
-        }
-        out
-    }
-}
-
-/// What [`RedisCluster::dump`] and [`key_digests`] record of a key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyDigest {
-    pub ty: String,
-    pub ttl: bool,
-    pub digest: String,
-}
-
-/// Every key of the connection's db (`SCAN`), with [`KeyDigest`]s: to compare a cluster with a
-/// standalone server holding the same data.
-pub fn key_digests(c: &mut redis::Connection) -> BTreeMap<Vec<u8>, KeyDigest> {
-    scan_keys(c)
-        .into_iter()
-        .map(|k| {
-            let ty: String = redis::cmd("TYPE").arg(&k).query(c).unwrap();
-            let pttl: i64 = redis::cmd("PTTL").arg(&k).query(c).unwrap();
-            let digest: Vec<String> = redis::cmd("DEBUG")
-                .arg("DIGEST-VALUE")
-                .arg(&k)
-                .query(c)
-                .unwrap_or_else(|e| {
-                    panic!("DEBUG DIGEST-VALUE (start with --enable-debug-command yes): {e}")
-                });
-            let d = KeyDigest {
-                ty,
-                ttl: pttl >= 0,
-                digest: digest.concat(),
-            };
-            (k, d)
-        })
-        .collect()
-}
-
-fn scan_keys(c: &mut redis::Connection) -> Vec<Vec<u8>> {
-    let mut keys = Vec::new();
-    let mut cursor = 0u64;
-    loop {
-        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(1000)
-            .query(c)
-            .unwrap_or_else(|e| panic!("SCAN: {e}"));
-        keys.extend(batch);
-        if next == 0 {
-            return keys;
-        }
-        cursor = next;
     }
 }
 
