@@ -95,6 +95,7 @@ fn every_dump_rewrites_into_7_0() {
     for dump in DUMPS {
         let s = RedisServer::start();
         let r = import(&testdata(dump), &s, &["--mode", "rewrite"], 0);
+        assert_eq!(r["via"], "commands", "{r}");
         eprintln!("{dump} --mode rewrite");
         assert_listing(&s, dump);
         assert_eq!(r["restored"], 0, "{dump}: {r}");
@@ -107,12 +108,15 @@ fn every_dump_rewrites_into_7_0() {
 fn one_connection_and_small_pipeline_give_the_same_digest() {
     let dump = "redis-7.0/all-types.rdb";
     let s = RedisServer::start();
-    import(
+    // (Into an empty target auto would take the full sync, which has no connections or
+    // pipeline to size.)
+    let r = import(
         &testdata(dump),
         &s,
-        &["--connections", "1", "--pipeline", "3"],
+        &["--connections", "1", "--pipeline", "3", "--via", "commands"],
         0,
     );
+    assert_eq!(r["via"], "commands", "{r}");
     assert_listing(&s, dump);
 }
 
@@ -266,12 +270,15 @@ fn on_conflict_fail_replace_skip() {
 #[test]
 fn db_map_and_rename() {
     let dump = testdata("redis-7.0/all-types.rdb");
+    // RESTORE and the rewrite path (the full sync's are in import_fullsync.rs).
     for mode in ["auto", "rewrite"] {
         let s = RedisServer::start();
-        import(
+        let r = import(
             &dump,
             &s,
             &[
+                "--via",
+                "commands",
                 "--mode",
                 mode,
                 "--db-map",
@@ -285,6 +292,7 @@ fn db_map_and_rename() {
             ],
             0,
         );
+        assert_eq!(r["via"], "commands", "{r}");
         assert_eq!(s.cli(&["-n", "5", "DBSIZE"]), "0", "{mode}");
         assert_eq!(s.cli(&["-n", "1", "DBSIZE"]), "0", "{mode}");
         assert_eq!(s.cli(&["-n", "7", "DBSIZE"]), "3", "{mode}");
@@ -621,9 +629,11 @@ fn keys_expired_at_import_time_are_counted_not_sent() {
     src.cli(&["PEXPIRE", "goes:list", "300"]);
     let dump = src.save_and_copy_dump().display().to_string();
     std::thread::sleep(std::time::Duration::from_millis(600));
+    // RESTORE and the rewrite path (the full sync's are in import_fullsync.rs).
     for mode in ["auto", "rewrite"] {
         let s = RedisServer::start();
-        let r = import(&dump, &s, &["--mode", mode], 0);
+        let r = import(&dump, &s, &["--mode", mode, "--via", "commands"], 0);
+        assert_eq!(r["via"], "commands", "{r}");
         assert_eq!(r["expired"], 2, "{r}");
         assert_eq!(r["written"], 1, "{r}");
         assert_eq!(s.cli(&["DBSIZE"]), "1");
