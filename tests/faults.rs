@@ -1,9 +1,10 @@
 //! Faults during `rdbferry import`, against real servers the tests start and kill: the target
 //! killed mid-import and restarted (RDB input, and AOF input full of non-idempotent `INCR`
-//! and `RPUSH`), a target that restarts without persistence, and a target busy running a
-//! script. In every case the import either finishes with exactly the source's data (same
-//! `DEBUG DIGEST`, nothing missing, nothing doubled, no temporary keys or markers left) or
-//! stops with an error that says why.
+//! and `RPUSH`), a target that restarts without persistence, a target busy running a script,
+//! and one loading its data (LOADING). In every case the import either finishes with exactly
+//! the source's data (same `DEBUG DIGEST`, expiry times and stream groups: `support::Snapshot`;
+//! nothing missing, nothing doubled, no temporary keys or markers left) or stops with an
+//! error that says why.
 
 mod support;
 
@@ -242,6 +243,41 @@ fn target_restarting_without_persistence_stops_the_import() {
         err.contains("restarted") && err.contains("appendfsync"),
         "stderr: {err}"
     );
+}
+
+/// A target that answers LOADING for a while (`DEBUG RELOAD` of what the import wrote so far,
+/// slowed by `key-load-delay`, events served between keys): the import waits, sends again
+/// what was refused, and ends with exactly the source's data.
+#[test]
+fn loading_target_is_waited_for() {
+    let (dump, want) = make_dump();
+    let t = RedisServer::start_with(
+        Path::new("redis-server"),
+        &["--loading-process-events-interval-bytes", "1024"],
+    );
+    let mut child = spawn_import(&dump, &t, &[]);
+    wait_for_progress(&mut child, &t, |c| dbsize(c) > 20_000);
+    // 50 µs a key: a second or more of LOADING.
+    t.cli(&["CONFIG", "SET", "key-load-delay", "50"]);
+    t.cli(&["DEBUG", "RELOAD"]);
+    t.cli(&["CONFIG", "SET", "key-load-delay", "0"]);
+    let (code, out, err) = finish(child);
+    assert_eq!(code, Some(0), "stdout: {out}\nstderr: {err}");
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    eprintln!("{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+    let loading = t
+        .cli(&["INFO", "errorstats"])
+        .lines()
+        .find_map(|l| l.strip_prefix("errorstat_LOADING:count="))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(loading > 0, "the target never answered LOADING: {r}");
+    assert!(
+        r["resent"].as_u64().unwrap() > 0,
+        "nothing was sent again after LOADING: {r}"
+    );
+    assert_clean(&t, &want);
 }
 
 #[test]
