@@ -368,7 +368,7 @@ fn a_target_that_dies_during_the_sync_is_an_error() {
     let mut run = spawn_sync(&file, &s);
     wait_replica(&s, &mut run);
     s.kill();
-    let o = finish_within(run, Duration::from_secs(60));
+    let o = run.finish_within(Duration::from_secs(60), "the import");
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains(&format!("127.0.0.1:{}", s.port())), "{err}");
@@ -389,7 +389,7 @@ fn an_interrupted_sync_detaches_the_target() {
             .unwrap()
             .success()
     );
-    let o = finish_within(run, Duration::from_secs(60));
+    let o = run.finish_within(Duration::from_secs(60), "the import");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         s.cli(&["INFO", "replication"]).contains("role:master"),
@@ -440,13 +440,4 @@ fn wait_replica(s: &RedisServer, run: &mut Running) {
         );
         std::thread::sleep(Duration::from_millis(2));
     }
-}
-
-fn finish_within(mut run: Running, limit: Duration) -> Output {
-    let start = Instant::now();
-    while run.child().try_wait().unwrap().is_none() {
-        assert!(start.elapsed() < limit, "import hangs");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    run.finish()
 }

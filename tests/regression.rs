@@ -4,7 +4,7 @@
 mod support;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::{RedisServer, Running, assert_same_data};
 
@@ -20,16 +20,7 @@ fn rdbferry_within(args: &[&str], limit: Duration) -> (String, String, Option<i3
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut run = Running(Some(child));
-    let start = Instant::now();
-    while run.child().try_wait().unwrap().is_none() {
-        assert!(
-            start.elapsed() < limit,
-            "rdbferry {args:?} still running after {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let o = run.finish();
+    let o = Running(Some(child)).finish_within(limit, &format!("rdbferry {args:?}"));
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),

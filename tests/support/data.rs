@@ -375,7 +375,7 @@ fn keyspace_dbs(c: &mut redis::Connection) -> Vec<u64> {
         .collect()
 }
 
-pub(super) fn scan_keys(c: &mut redis::Connection) -> Vec<Vec<u8>> {
+pub fn scan_keys(c: &mut redis::Connection) -> Vec<Vec<u8>> {
     let mut keys = Vec::new();
     let mut cursor = 0u64;
     loop {

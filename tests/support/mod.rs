@@ -577,6 +577,20 @@ impl Running {
         self.0.as_mut().expect("running process")
     }
 
+    /// [`Running::finish`], failing the test (the child killed on drop) if `what` has not
+    /// ended after `limit`: a hang guard with a generous bound, not a timing.
+    pub fn finish_within(mut self, limit: Duration, what: &str) -> std::process::Output {
+        let start = Instant::now();
+        while self.child().try_wait().ok().flatten().is_none() {
+            assert!(
+                start.elapsed() < limit,
+                "{what} still running after {limit:?}: a hang"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.finish()
+    }
+
     /// Wait for it and take its output.
     pub fn finish(mut self) -> std::process::Output {
         self.0
