@@ -1,6 +1,6 @@
 //! `rdbferry import` against real servers the tests start (issue 3, standalone slice):
-//! every testdata dump and AOF reaches the digest of the server that wrote it, through RESTORE
-//! and through the rewrite path; a 7.0 dump into Redis 6.2; conflicts; `--db-map` and
+//! every testdata dump and AOF reaches what the server that wrote it listed (digest, expiry
+//! times, stream groups: `support::Snapshot`), through RESTORE and through the rewrite path; a 7.0 dump into Redis 6.2; conflicts; `--db-map` and
 //! `--rename`; a value over a lowered `proto-max-bulk-len`; wrong password and unreachable host.
 //! JSONL written by `convert` imports back (convert → edit → import), also from stdin.
 

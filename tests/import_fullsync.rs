@@ -1,6 +1,6 @@
 //! `rdbferry import --via full-sync|auto`: an empty standalone target loads the input itself
-//! as a replica of rdbferry (`job::fullsync`). Every testdata dump reaches its digest that
-//! way; filters, renames, db mapping and expired keys give what the command path gives; a
+//! as a replica of rdbferry (`job::fullsync`). Every testdata dump reaches what its server
+//! listed that way (digest, expiry times, stream groups); filters, renames, db mapping and expired keys give what the command path gives; a
 //! duplicated key, a corrupt value, a non-empty target or a refused setting leave the target
 //! as it was (alive, a master, empty) and auto mode then writes with commands; a target that
 //! dies during the sync is an error, not a hang.
