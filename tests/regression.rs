@@ -5,8 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::RedisServer;
 use support::ferry::Ferry;
+use support::{RedisServer, assert_same_data};
 
 /// Run rdbferry with `args`, killed (and the test failed) after `limit`: a hang is a failure,
 /// not a stuck test run. Returns stdout, stderr and the exit code.
@@ -46,7 +46,7 @@ fn issue8_hash_of_257_fields_imports_by_full_sync() {
     );
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("\"via\":\"full-sync\""), "{out}");
-    assert_eq!(target.digest(), src.digest());
+    assert_same_data(&target, &src);
 }
 
 /// A RESP-encoded AOF of `commands`, written under the cargo target dir.

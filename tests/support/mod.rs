@@ -17,10 +17,12 @@
 //! (only where the repository keeps its `testdata/`).
 #![allow(dead_code)]
 
+mod data;
 pub mod fake;
 pub mod ferry;
+#[allow(unused_imports)]
+pub use data::*;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -457,10 +459,13 @@ impl RedisServer {
     }
 
     /// Runs `redis-cli -h 127.0.0.1 -p PORT ARGS...` and returns its stdout without the final
-    /// newline. Panics if redis-cli fails or prints an error reply.
+    /// newline. Panics if redis-cli fails or the reply is an error, whatever its code
+    /// (`NOPERM`, `BUSY`, `MOVED`, `READONLY`...).
     pub fn cli(&self, args: &[&str]) -> String {
+        // `-e`: exit 1 on an error reply (without it redis-cli exits 0 whenever stdout is not
+        // a tty, and an error is text like any other).
         let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-e", "-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(&self.tls_cli)
             .args(args)
             .stdin(Stdio::null())
@@ -468,12 +473,8 @@ impl RedisServer {
             .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}"));
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        // redis-cli exits 0 on an error reply when stdout is not a tty; catch those too.
-        let is_error = ["ERR ", "WRONGTYPE ", "NOSCRIPT ", "(error)"]
-            .iter()
-            .any(|p| stdout.starts_with(p));
         assert!(
-            out.status.success() && !is_error,
+            out.status.success(),
             "redis-cli {args:?} on port {} failed ({}): {stdout}{stderr}",
             self.port,
             out.status
@@ -495,7 +496,8 @@ impl RedisServer {
         out.status.success().then_some(text)
     }
 
-    /// `DEBUG DIGEST`: a hash of all values, TTLs and dbs, independent of encodings.
+    /// `DEBUG DIGEST`: a hash of all values and dbs, independent of encodings, which sees only
+    /// *whether* a key has a TTL and no stream group: [`Snapshot`] compares those too.
     pub fn digest(&self) -> String {
         self.cli(&["DEBUG", "DIGEST"])
     }
@@ -577,6 +579,20 @@ impl Running {
         self.0.as_mut().expect("running process")
     }
 
+    /// [`Running::finish`], failing the test (the child killed on drop) if `what` has not
+    /// ended after `limit`: a hang guard with a generous bound, not a timing.
+    pub fn finish_within(mut self, limit: Duration, what: &str) -> std::process::Output {
+        let start = Instant::now();
+        while self.child().try_wait().ok().flatten().is_none() {
+            assert!(
+                start.elapsed() < limit,
+                "{what} still running after {limit:?}: a hang"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.finish()
+    }
+
     /// Wait for it and take its output.
     pub fn finish(mut self) -> std::process::Output {
         self.0
@@ -655,17 +671,27 @@ fn ping(port: u16) -> bool {
 /// An older server fetched by `scripts/fetch-old-servers.sh`: `version` is `"6.2"` or `"6.0"`.
 /// `RDBFERRY_REDIS_62` / `RDBFERRY_REDIS_60` override the default place,
 /// `.cache/servers/redis-<version>/redis-server` in the crate.
+/// A binary that reports another version is an error (a test meant for 6.0 would else
+/// silently run against whatever was put there).
 pub fn old_server(version: &str) -> Option<PathBuf> {
     let var = format!("RDBFERRY_REDIS_{}", version.replace('.', ""));
-    if let Some(p) = std::env::var_os(&var) {
-        let p = PathBuf::from(p);
-        return p.is_file().then_some(p);
+    let p = match std::env::var_os(&var) {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(".cache/servers")
+            .join(format!("redis-{version}"))
+            .join("redis-server"),
+    };
+    if !p.is_file() {
+        return None;
     }
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(".cache/servers")
-        .join(format!("redis-{version}"))
-        .join("redis-server");
-    p.is_file().then_some(p)
+    let reported = server_version(&p);
+    assert!(
+        reported.starts_with(&format!("{version}.")),
+        "{} reports version {reported}, not {version}.x",
+        p.display()
+    );
+    Some(p)
 }
 
 /// [`old_server`] for a test: `None` (the test should return early) on a developer machine
@@ -948,7 +974,7 @@ impl RedisCluster {
         let mut s = redis::Client::open(src.url())
             .and_then(|c| c.get_connection())
             .unwrap_or_else(|e| panic!("cannot connect to the source: {e}"));
-        let keys = scan_keys(&mut s);
+        let keys = data::scan_keys(&mut s);
         let mut conns: Vec<redis::Connection> =
             (0..self.nodes.len()).map(|i| self.conn(i)).collect();
         for k in &keys {
@@ -969,68 +995,6 @@ impl RedisCluster {
                 });
         }
         keys.len()
-    }
-
-    /// Every key of the cluster (each master scanned), with its type, whether it has a TTL and
-    /// `DEBUG DIGEST-VALUE` (a digest of the value, independent of its encoding).
-    pub fn dump(&self) -> BTreeMap<Vec<u8>, KeyDigest> {
-        let mut out = BTreeMap::new();
-        for i in 0..self.nodes.len() {
-            let mut c = self.conn(i);
-            out.extend(key_digests(&mut c));
-        }
-        out
-    }
-}
-
-/// What [`RedisCluster::dump`] and [`key_digests`] record of a key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyDigest {
-    pub ty: String,
-    pub ttl: bool,
-    pub digest: String,
-}
-
-/// Every key of the connection's db (`SCAN`), with [`KeyDigest`]s: to compare a cluster with a
-/// standalone server holding the same data.
-pub fn key_digests(c: &mut redis::Connection) -> BTreeMap<Vec<u8>, KeyDigest> {
-    scan_keys(c)
-        .into_iter()
-        .map(|k| {
-            let ty: String = redis::cmd("TYPE").arg(&k).query(c).unwrap();
-            let pttl: i64 = redis::cmd("PTTL").arg(&k).query(c).unwrap();
-            let digest: Vec<String> = redis::cmd("DEBUG")
-                .arg("DIGEST-VALUE")
-                .arg(&k)
-                .query(c)
-                .unwrap_or_else(|e| {
-                    panic!("DEBUG DIGEST-VALUE (start with --enable-debug-command yes): {e}")
-                });
-            let d = KeyDigest {
-                ty,
-                ttl: pttl >= 0,
-                digest: digest.concat(),
-            };
-            (k, d)
-        })
-        .collect()
-}
-
-fn scan_keys(c: &mut redis::Connection) -> Vec<Vec<u8>> {
-    let mut keys = Vec::new();
-    let mut cursor = 0u64;
-    loop {
-        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(1000)
-            .query(c)
-            .unwrap_or_else(|e| panic!("SCAN: {e}"));
-        keys.extend(batch);
-        if next == 0 {
-            return keys;
-        }
-        cursor = next;
     }
 }
 

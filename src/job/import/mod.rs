@@ -48,7 +48,7 @@ mod commands;
 mod encode;
 pub mod fullsync;
 mod groups;
-mod loadable;
+pub mod loadable;
 pub mod modules;
 mod options;
 mod parts;
