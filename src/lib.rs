@@ -14,7 +14,7 @@
 //!   every long loop checks), `sigsafe.rs` (tables a signal handler may read: mapped inputs,
 //!   temporary output files);
 //! - `input/`: recognises an input (RDB, AOF, appendonlydir, JSONL, stdin) and walks it as
-//!   events;
+//!   events; `input::tail` follows an AOF as Redis writes and rewrites it;
 //! - `transform/`: filters, and the command-key table;
 //! - `net/`: the one live-Redis layer: URLs, TCP/TLS, AUTH, one connection type with
 //!   deadlines and capped replies, `INFO`/`CONFIG` helpers, Cluster topology and

@@ -34,7 +34,7 @@ mod corpus_tests;
 
 use std::collections::VecDeque;
 
-pub use error::{AofError, AofErrorKind};
+pub use error::{AofError, AofErrorKind, TailErrorKind};
 pub use manifest::{AofFileKind, Manifest, ManifestEntry};
 
 use crate::resp::parse_command;

@@ -22,6 +22,7 @@ use crate::rdb::{RdbReader, ReadOptions, Record, StreamReader};
 mod aof;
 pub mod jsonl;
 mod mapped;
+pub mod tail;
 pub use crate::aof::is_rdb;
 pub use mapped::Mapped;
 

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod changes;
 pub mod check;
 pub mod convert;
+pub mod follow;
 pub mod import;
 pub mod inspect;
 pub mod metrics;
