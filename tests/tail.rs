@@ -948,17 +948,7 @@ fn follow_while_rewriting(
 
 #[test]
 fn redis7_appendonlydir_followed_across_rewrites() {
-    let source = RedisServer::start_with(
-        Path::new("redis-server"),
-        &[
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--aof-timestamp-enabled",
-            "yes",
-        ],
-    );
+    let source = RedisServer::aof_source();
     let r = follow_while_rewriting(&source, &source.dir().join("appendonlydir"), 4, &[2]);
     assert_eq!(
         r.bases, 1,

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use rdbferry::error::Error;
 use rdbferry::job::changes;
 use rdbferry::job::convert::{ConvertOptions, Format};
+use rdbferry::job::follow::{self, FollowOptions};
 use rdbferry::job::import::{self, ImportOptions, Mode, OnConflict};
 use rdbferry::job::inspect::InspectOptions;
 use rdbferry::job::{Common, check, convert, inspect};
@@ -92,6 +93,11 @@ enum Cmd {
     /// the target's claim record and this host's journal say). Exit 1 when something could
     /// not be put back.
     Recover(Box<RecoverArgs>),
+    /// Keep a target in sync with a source's AOF (a file or a Redis 7 appendonlydir) while
+    /// the source writes: the base, then every command as it is appended, across rewrites,
+    /// checkpointed (--checkpoint), at least once or --exactly-once. SIGINT/SIGTERM: drain,
+    /// write the checkpoint, exit 0.
+    Follow(Box<FollowArgs>),
 }
 
 #[derive(Args)]
@@ -199,33 +205,8 @@ struct ImportArgs {
     /// RDB file, AOF file, appendonlydir, JSONL (as convert writes it), or - for stdin.
     #[arg(required = true)]
     inputs: Vec<String>,
-    /// Target: redis://[user[:password]@]host[:port][/db], rediss:// for TLS. The password
-    /// may come from RDBFERRY_TO_PASSWORD instead. With /db, input db 0 goes there (unless
-    /// --db-map says otherwise); other dbs keep their number.
-    #[arg(long)]
-    to: String,
     #[command(flatten)]
-    tls: TlsArgs,
-    /// How keys are written: auto (RESTORE what the target can load), restore, rewrite.
-    #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
-    mode: ModeArg,
-    /// What a key that already exists on the target gets.
-    #[arg(long, value_enum, default_value_t = ConflictArg::Fail)]
-    on_conflict: ConflictArg,
-    /// What a key the target refuses does to the import (skipped keys are counted).
-    #[arg(long, value_enum, default_value_t = OnErrorArg::Stop)]
-    on_error: OnErrorArg,
-    /// Parallel connections (keys are spread by a hash of their name; one key's commands
-    /// always share a connection).
-    #[arg(long, default_value_t = 2)]
-    connections: usize,
-    /// Commands in flight per connection.
-    #[arg(long, default_value_t = 1000)]
-    pipeline: usize,
-    /// After a dropped connection, a target restart or a busy/loading target: keep
-    /// reconnecting and resending for this many seconds before giving up.
-    #[arg(long, default_value_t = 60)]
-    retry_timeout: u64,
+    write: WriteArgs,
     /// How keys reach the target. full-sync: the target loads the input itself, as a replica
     /// of rdbferry, then is detached (only an empty standalone target, one RDB input; the
     /// fastest way). commands: RESTORE and rewrite commands. auto: full sync when it may be
@@ -241,13 +222,129 @@ struct ImportArgs {
     /// Go on despite a failed precheck.
     #[arg(long)]
     force: bool,
+    /// An AOF or appendonlydir up to a point in time: stop before the first command the
+    /// source wrote after TIME (RFC 3339, or Unix seconds), by its #TS: annotations
+    /// (aof-timestamp-enabled yes). Point-in-time recovery from a backup.
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
     /// Print the summary (and precheck) as JSON.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// How entries are written to a live target: the flags `import` and `follow` share.
+#[derive(Args, Clone)]
+struct WriteArgs {
+    /// Target: redis://[user[:password]@]host[:port][/db], rediss:// for TLS. The password
+    /// may come from RDBFERRY_TO_PASSWORD instead. With /db, input db 0 goes there (unless
+    /// --db-map says otherwise); other dbs keep their number.
+    #[arg(long)]
+    to: String,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// How keys are written: auto (RESTORE what the target can load), restore, rewrite.
+    #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
+    mode: ModeArg,
+    /// What a key that already exists on the target gets.
+    #[arg(long, value_enum, default_value_t = ConflictArg::Fail)]
+    on_conflict: ConflictArg,
+    /// What a key the target refuses does to the run (skipped keys are counted).
+    #[arg(long, value_enum, default_value_t = OnErrorArg::Stop)]
+    on_error: OnErrorArg,
+    /// Parallel connections (keys are spread by a hash of their name; one key's commands
+    /// always share a connection).
+    #[arg(long, default_value_t = 2)]
+    connections: usize,
+    /// Commands in flight per connection.
+    #[arg(long, default_value_t = 1000)]
+    pipeline: usize,
+    /// After a dropped connection, a target restart or a busy/loading target: keep
+    /// reconnecting and resending for this many seconds before giving up.
+    #[arg(long, default_value_t = 60)]
+    retry_timeout: u64,
+    #[command(flatten)]
     net: NetArgs,
+}
+
+/// `rdbferry follow`.
+#[derive(Args)]
+struct FollowArgs {
+    /// An AOF file (plain or with an RDB preamble) or a Redis 7 appendonlydir.
+    path: String,
+    #[command(flatten)]
+    write: WriteArgs,
+    /// Where the position is kept (written after the target acknowledges, atomically); a
+    /// restart with the same file continues where it stopped.
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Option<PathBuf>,
+    /// Each batch and its position in one MULTI/EXEC on the target (the position kept in
+    /// the key --checkpoint-key names; one per slot on a Cluster): after a crash at any
+    /// instant no command is applied twice and none is missed.
+    #[arg(long)]
+    exactly_once: bool,
+    /// The key that holds the position with --exactly-once.
+    #[arg(long, value_name = "NAME", default_value = "rdbferry:checkpoint")]
+    checkpoint_key: String,
+    /// Without a checkpoint: apply the base and every incr file, then follow (default).
+    #[arg(long, conflicts_with = "from_end")]
+    from_start: bool,
+    /// Without a checkpoint: apply only what is written from now on.
+    #[arg(long)]
+    from_end: bool,
+    /// Stop before the first command the source wrote after TIME (RFC 3339, or Unix
+    /// seconds), by its #TS: annotations (aof-timestamp-enabled yes).
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+    /// Apply what is there and exit.
+    #[arg(long)]
+    once: bool,
+    /// When a rewrite cannot be joined (a single-file AOF) or a checkpoint's file is gone,
+    /// start over from the new file instead of stopping (keys deleted on the source
+    /// meanwhile may remain on the target).
+    #[arg(long)]
+    resync_on_loss: bool,
+    /// Serve Prometheus metrics (lag, commands applied, errors, checkpoint) at HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     common: CommonArgs,
+}
+
+/// A point in time: Unix seconds, or RFC 3339 (`2026-12-03T10:00:00Z`, `...+02:00`).
+fn parse_time(flag: &str, s: &str) -> Result<i64, Error> {
+    if let Ok(n) = s.parse::<i64>() {
+        return Ok(n);
+    }
+    let bad = || {
+        Error::Usage(format!(
+            "{flag} {s:?}: give Unix seconds or an RFC 3339 time"
+        ))
+    };
+    // humantime reads UTC (`Z`); an offset is applied by hand.
+    let (base, offset) = match s.len().checked_sub(6).map(|i| s.split_at(i)) {
+        Some((b, o))
+            if (o.starts_with('+') || o.starts_with('-')) && o.as_bytes().get(3) == Some(&b':') =>
+        {
+            let h: i64 = o[1..3].parse().map_err(|_| bad())?;
+            let m: i64 = o[4..6].parse().map_err(|_| bad())?;
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            (format!("{b}Z"), sign * (h * 3600 + m * 60))
+        }
+        _ => (s.to_string(), 0),
+    };
+    let t = humantime::parse_rfc3339_weak(base.trim_end_matches('Z'))
+        .or_else(|_| humantime::parse_rfc3339(&base))
+        .map_err(|_| bad())?;
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| bad())?
+        .as_secs() as i64;
+    Ok(secs - offset)
 }
 
 /// Network flags of every command that talks to a live server.
@@ -315,52 +412,167 @@ fn split_pair(s: &str, flag: &str) -> Result<(String, String), Error> {
         .ok_or_else(|| Error::Usage(format!("{flag} wants A=B, got {s:?}")))
 }
 
-impl ImportArgs {
-    fn build(&self) -> Result<(Common, ImportOptions), Error> {
+impl WriteArgs {
+    /// The target and the write options (`via` and the import-only flags at their
+    /// defaults; the caller sets them).
+    fn build(&self, common: &mut Common) -> Result<ImportOptions, Error> {
         let to = RedisUrl::parse(&self.to, std::env::var(PASSWORD_ENV).ok())?
             .with_tls(&self.tls.build())?
             .with_timeout(self.net.timeout()?);
-        let mut common = self.common.build()?;
-        common.map = common.map.with_db0(to.url_db());
+        common.map = std::mem::take(&mut common.map).with_db0(to.url_db());
         if self.connections == 0 || self.pipeline == 0 {
             return Err(Error::Usage(
                 "--connections and --pipeline must be at least 1".into(),
             ));
         }
+        Ok(ImportOptions {
+            to,
+            mode: match self.mode {
+                ModeArg::Auto => Mode::Auto,
+                ModeArg::Restore => Mode::Restore,
+                ModeArg::Rewrite => Mode::Rewrite,
+            },
+            on_conflict: match self.on_conflict {
+                ConflictArg::Fail => OnConflict::Fail,
+                ConflictArg::Replace => OnConflict::Replace,
+                ConflictArg::Skip => OnConflict::Skip,
+            },
+            stop_on_error: matches!(self.on_error, OnErrorArg::Stop),
+            dry_run: false,
+            force: false,
+            stream_min: import::DEFAULT_STREAM_MIN,
+            part_bytes: import::PART_BYTES,
+            connections: self.connections,
+            pipeline: self.pipeline,
+            retry_for: std::time::Duration::from_secs(self.retry_timeout),
+            via: import::Via::Auto,
+            rdb_only: false,
+        })
+    }
+}
+
+impl ImportArgs {
+    fn build(&self) -> Result<(Common, ImportOptions), Error> {
+        let mut common = self.common.build()?;
+        let mut opts = self.write.build(&mut common)?;
+        opts.dry_run = self.dry_run;
+        opts.force = self.force;
+        opts.via = match self.via {
+            ViaArg::Auto => import::Via::Auto,
+            ViaArg::FullSync => import::Via::FullSync,
+            ViaArg::Commands => import::Via::Commands,
+        };
+        Ok((common, opts))
+    }
+}
+
+impl FollowArgs {
+    fn build(&self) -> Result<(Common, FollowOptions), Error> {
+        let mut common = self.common.build()?;
+        let import = self.write.build(&mut common)?;
         Ok((
             common,
-            ImportOptions {
-                to,
-                mode: match self.mode {
-                    ModeArg::Auto => Mode::Auto,
-                    ModeArg::Restore => Mode::Restore,
-                    ModeArg::Rewrite => Mode::Rewrite,
+            FollowOptions {
+                to: import.to.clone(),
+                checkpoint: self.checkpoint.clone(),
+                checkpoint_key: self
+                    .exactly_once
+                    .then(|| self.checkpoint_key.as_bytes().to_vec()),
+                from: if self.from_end {
+                    follow::From::End
+                } else {
+                    follow::From::Start
                 },
-                on_conflict: match self.on_conflict {
-                    ConflictArg::Fail => OnConflict::Fail,
-                    ConflictArg::Replace => OnConflict::Replace,
-                    ConflictArg::Skip => OnConflict::Skip,
-                },
-                stop_on_error: matches!(self.on_error, OnErrorArg::Stop),
-                dry_run: self.dry_run,
-                force: self.force,
-                stream_min: import::DEFAULT_STREAM_MIN,
-                part_bytes: import::PART_BYTES,
-                connections: self.connections,
-                pipeline: self.pipeline,
-                retry_for: std::time::Duration::from_secs(self.retry_timeout),
-                via: match self.via {
-                    ViaArg::Auto => import::Via::Auto,
-                    ViaArg::FullSync => import::Via::FullSync,
-                    ViaArg::Commands => import::Via::Commands,
-                },
-                rdb_only: false,
+                until: self
+                    .until
+                    .as_deref()
+                    .map(|t| parse_time("--until", t))
+                    .transpose()?,
+                once: self.once,
+                resync_on_loss: self.resync_on_loss,
+                metrics_addr: self.metrics_addr,
+                import,
             },
         ))
     }
 }
 
+fn run_follow(args: &FollowArgs) -> ExitCode {
+    let (common, opts) = match args.build() {
+        Ok(x) => x,
+        Err(e) => return usage(&e),
+    };
+    match follow::follow(&args.path, &common, &opts) {
+        Ok(r) => {
+            for m in &r.apply.messages {
+                eprintln!("rdbferry: error: {m}");
+            }
+            if args.json {
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            } else if !common.quiet {
+                eprintln!(
+                    "follow: stopped ({}), {} commands applied, {} skipped, {} errors",
+                    r.stopped, r.apply.applied, r.apply.skipped, r.apply.errors
+                );
+            }
+            if r.apply.errors > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// `import --until`: an AOF or appendonlydir applied once, up to a time, by `follow`'s loop.
+fn run_import_until(args: &ImportArgs, until: &str) -> ExitCode {
+    let (common, opts) = match args.build() {
+        Ok(x) => x,
+        Err(e) => return usage(&e),
+    };
+    let until = match parse_time("--until", until) {
+        Ok(t) => t,
+        Err(e) => return usage(&e),
+    };
+    let [input] = &args.inputs[..] else {
+        return usage(&Error::Usage(
+            "--until takes one AOF or appendonlydir".into(),
+        ));
+    };
+    let f = FollowOptions {
+        to: opts.to.clone(),
+        checkpoint: None,
+        checkpoint_key: None,
+        from: follow::From::Start,
+        until: Some(until),
+        once: true,
+        resync_on_loss: false,
+        metrics_addr: None,
+        import: opts,
+    };
+    match follow::follow(input, &common, &f) {
+        Ok(r) => {
+            for m in &r.apply.messages {
+                eprintln!("rdbferry: error: {m}");
+            }
+            if args.json {
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            }
+            if r.apply.errors > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => fail(&e),
+    }
+}
+
 fn run_import(args: &ImportArgs) -> ExitCode {
+    if let Some(until) = &args.until {
+        return run_import_until(args, until);
+    }
     let (common, opts) = match args.build() {
         Ok(x) => x,
         Err(e) => return usage(&e),
@@ -784,5 +996,6 @@ pub fn run() -> ExitCode {
         }
         Cmd::Verify(args) => run_verify(&args),
         Cmd::Recover(args) => run_recover(&args),
+        Cmd::Follow(args) => run_follow(&args),
     }
 }

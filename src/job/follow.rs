@@ -145,6 +145,9 @@ struct Follower<'a> {
     last_checkpoint: Instant,
     /// The newest `#TS:` seen, and the one of the last entry applied.
     newest_ts: Option<i64>,
+    /// Where the tail stood when it was last caught up with everything acknowledged: the
+    /// checkpoint moves there (a rewrite may have moved it to a new file meanwhile).
+    idle: Option<(u64, TailPos)>,
 }
 
 /// Follow the AOF at `path` into the target.
@@ -196,6 +199,7 @@ pub fn follow(path: &str, common: &Common, opts: &FollowOptions) -> Result<Follo
         txn: Transaction::default(),
         last_checkpoint: Instant::now(),
         newest_ts: None,
+        idle: None,
     };
     let stopped = f.run(tail);
     let drained = f.applier.flush().and_then(|()| f.checkpoint(true));
@@ -219,6 +223,9 @@ fn resume_point(
         })
     };
     Ok(match (target, file) {
+        // The file is written after the target acknowledged: at the same order or later it
+        // is at least as far (it also moves on when the source rewrote and nothing came).
+        (Some(t), Some(f)) if f.order >= t.order => (f.order, Start::At(f.pos)),
         (Some(t), _) => (t.order, Start::At(parse(&t)?)),
         (None, Some(f)) => (f.order, Start::At(f.pos)),
         (None, None) => (
@@ -267,12 +274,16 @@ impl Follower<'_> {
                     }
                     self.commands(db, &commands, &pos)?;
                 }
-                Some(TailEvent::Rewritten { note, .. }) => {
+                Some(TailEvent::Rewritten { note, pos }) => {
                     tracing::info!("{note}");
                     self.rep.notes.push(note);
+                    self.moved(pos)?;
                 }
                 Some(TailEvent::CaughtUp { pos }) => {
                     self.applier.send_pending()?;
+                    if self.applier.acked().is_some_and(|a| a.order == self.order) {
+                        self.idle = Some((self.order, pos.clone()));
+                    }
                     self.status(&pos);
                     if self.opts.once {
                         self.rep.position = Some(pos);
@@ -351,7 +362,6 @@ impl Follower<'_> {
                 CommandFate::Refuse(why) => self.report(c, why)?,
             }
         }
-        self.order += 1;
         self.rep.position = Some(pos.clone());
         let only_control = mapped.iter().all(|c: &Vec<Vec<u8>>| {
             c.first().is_some_and(|n| {
@@ -362,6 +372,7 @@ impl Follower<'_> {
             // Nothing of it goes on; the position still moves (next batch's checkpoint).
             return Ok(());
         }
+        self.order += 1;
         let before = self.applier.stats().applied;
         self.applier.push(Entry {
             db: tdb,
@@ -373,6 +384,22 @@ impl Follower<'_> {
             .applied
             .inc_by(self.applier.stats().applied.saturating_sub(before));
         Ok(())
+    }
+
+    /// The tail moved to a new file (a rewrite). With `--exactly-once` on a standalone
+    /// target, an entry without commands moves the target's checkpoint there too, so that a
+    /// restart does not look for the old file (which the rewrite deletes).
+    fn moved(&mut self, pos: TailPos) -> Result<()> {
+        if self.opts.checkpoint_key.is_none() || self.applier.is_cluster() {
+            return Ok(());
+        }
+        self.order += 1;
+        self.applier.push(Entry {
+            db: 0,
+            commands: Vec::new(),
+            order: self.order,
+            pos: serde_json::to_vec(&pos).unwrap_or_default(),
+        })
     }
 
     /// A command the filters cannot apply as the source did.
@@ -402,8 +429,12 @@ impl Follower<'_> {
         let Some(path) = &self.opts.checkpoint else {
             return Ok(());
         };
-        let Ok(pos) = serde_json::from_slice::<TailPos>(&acked.pos) else {
-            return Ok(());
+        let pos = match &self.idle {
+            Some((order, pos)) if *order == acked.order => pos.clone(),
+            _ => match serde_json::from_slice::<TailPos>(&acked.pos) {
+                Ok(p) => p,
+                Err(_) => return Ok(()),
+            },
         };
         write_checkpoint(
             path,

@@ -281,6 +281,24 @@ impl Snapshot {
     }
 
     /// Every difference of `got` from `self` (the expected state), readable; empty if none.
+    /// The same, without its stream groups' `entries-read` and `lag`: a replay of every
+    /// command since a stream's group was created cannot know them where Redis 7.0 propagates
+    /// `XREADGROUP` as `XCLAIM ... LASTID` (which moves the group without counting), while a
+    /// server that loaded a rewritten base has them from its RDB. Compare a replay of the
+    /// whole history with a load of the last rewrite through this.
+    pub fn without_group_reads(mut self) -> Snapshot {
+        for k in self.keys.values_mut() {
+            let groups = k.stream.as_mut().and_then(|s| s.get_mut("groups"));
+            for g in groups.and_then(Json::as_array_mut).into_iter().flatten() {
+                if let Some(g) = g.as_object_mut() {
+                    g.remove("entries-read");
+                    g.remove("lag");
+                }
+            }
+        }
+        self
+    }
+
     pub fn diff(&self, got: &Snapshot) -> Vec<String> {
         let mut out = Vec::new();
         if let (Some(a), Some(b)) = (&self.digest, &got.digest)

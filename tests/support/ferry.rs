@@ -179,6 +179,16 @@ impl Ferry {
     }
 }
 
+/// Fails the test, with the run's stderr, unless it exited with `code`.
+pub fn assert_exit(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 /// Where runs started here keep their journal of changed settings (not the user's).
 pub fn state_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("state")

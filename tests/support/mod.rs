@@ -270,6 +270,22 @@ impl RedisServer {
         RedisServer::start_inner(binary, extra_args, None)
     }
 
+    /// A 7.0 server that writes every command to its `appendonlydir` before answering, with
+    /// `#TS:` annotations: a source for AOF tailing.
+    pub fn aof_source() -> RedisServer {
+        RedisServer::start_with(
+            Path::new("redis-server"),
+            &[
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--aof-timestamp-enabled",
+                "yes",
+            ],
+        )
+    }
+
     /// Starts the system `redis-server` listening on TLS only (`--port 0 --tls-port P`), with
     /// `certs`' server certificate, trusting their CA for client certificates, and not asking
     /// clients for one (`--tls-auth-clients no`; `extra_args` come later and may say `yes`).
