@@ -20,11 +20,12 @@
 //!   deadlines and capped replies, `INFO`/`CONFIG` helpers, Cluster topology and
 //!   `MOVED`/`ASK`;
 //! - `repl/`: the replication protocol, master side (the full sync `import` serves) and
-//!   replica side (the snapshot `verify` reads);
+//!   replica side (the snapshot `verify` reads and `fetch` writes, the command stream after
+//!   it, `PSYNC` to resume);
 //! - `sink/`: outputs: JSON lines, RESP commands, RDB streams, statistics, the pipelined
 //!   writer into a live Redis;
 //! - `job/`: the loops behind each command (`check`, `inspect`, `convert`, `import`, and
-//!   `fullsync`, import's fast path for an empty target); `verify/`: compares a source (a
+//!   `fullsync`, import's fast path for an empty target; `fetch`); `verify/`: compares a source (a
 //!   file, or a live server read with `SCAN` + `DUMP`) with a live target, by digest against
 //!   the target's own snapshot first, else key by key;
 //! - `cli/` (in the binary): flags to configuration; nothing else.

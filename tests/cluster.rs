@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use rdbferry::keyslot::{key_slot, tmp_key_for};
 use rdbferry::net::RedisUrl;
 use rdbferry::net::cluster::SlotMap;
+use support::ferry::output_text as text;
 use support::{RedisCluster, RedisServer, Snapshot, TempDir};
 
 fn testdata(p: &str) -> PathBuf {
@@ -26,15 +27,6 @@ fn rdbferry(args: &[&str]) -> Output {
         .env_remove("RDBFERRY_TO_PASSWORD")
         .output()
         .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// `import --precheck --json`: exit code and the rows as (check, status, detail).

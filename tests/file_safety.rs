@@ -11,7 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use rdbferry::rdb::encoder::{RdbWriter, value};
-use support::{Running, TempDir, testdata};
+use support::{Running, TempDir, dir_names as names, testdata};
 
 fn rdbferry(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rdbferry"))
@@ -27,16 +27,6 @@ fn stderr(o: &Output) -> String {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// The names in `dir`, sorted.
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 /// Asserts that `path` holds `want`, without printing whole files when it does not.

@@ -46,8 +46,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::aof::{
-    AofError, AofErrorKind, AofFileKind, MAX_TRANSACTION_ARGS, MAX_TRANSACTION_COMMANDS, Manifest,
-    TailErrorKind, is_rdb,
+    AofError, AofErrorKind, AofFileKind, Feed, MAX_TRANSACTION_ARGS, MAX_TRANSACTION_COMMANDS,
+    Manifest, TailErrorKind, feed_role, is_rdb,
 };
 use crate::cancel::Cancel;
 use crate::error::{Error, Result};
@@ -910,22 +910,18 @@ impl AofTail {
 
     /// A whole command: tracked (`SELECT`), collected (transaction) or turned into an event.
     fn command(&mut self, start: u64, args: Vec<Vec<u8>>) -> Result<Option<TailEvent>> {
-        let name = args.first().map(Vec::as_slice).unwrap_or_default();
-        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
-        let (select, multi, ends) = (is("select"), is("multi"), is("exec") || is("discard"));
-        if select {
-            self.db = match args.as_slice() {
-                [_, index] => parse_db(index),
-                _ => None,
+        let role = feed_role(&args);
+        let (select, multi, ends) = (
+            matches!(role, Feed::Select(_)),
+            role == Feed::Multi,
+            role == Feed::EndTxn,
+        );
+        match role {
+            Feed::Select(db) => self.db = db,
+            Feed::BadSelect(given) => {
+                return Err(self.cur.corrupt(start, AofErrorKind::BadSelect(given)));
             }
-            .ok_or_else(|| {
-                let given: Vec<_> = args[1..]
-                    .iter()
-                    .map(|a| String::from_utf8_lossy(a))
-                    .collect();
-                self.cur
-                    .corrupt(start, AofErrorKind::BadSelect(given.join(" ")))
-            })?;
+            _ => {}
         }
         if let Some(mut txn) = self.txn.take() {
             txn.args += args.len();
@@ -1047,14 +1043,6 @@ impl AofTail {
 fn stamp(path: &Path) -> Option<(u64, u64, i64, i64)> {
     let m = std::fs::metadata(path).ok()?;
     Some((m.dev(), m.ino(), m.mtime(), m.mtime_nsec()))
-}
-
-/// A db index as `SELECT` takes it.
-fn parse_db(index: &[u8]) -> Option<u64> {
-    if index.is_empty() || !index.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(index).ok()?.parse().ok()
 }
 
 mod dir;

@@ -1,10 +1,12 @@
 //! The jobs behind the commands: `check`, `inspect`, `convert`, `import`. Each walks its inputs through
 //! the filters into a sink; the CLI only builds their configuration and prints their reports.
+//! `fetch` copies a live server's snapshot to a file, as a replica takes it.
 
 pub mod batch;
 pub mod changes;
 pub mod check;
 pub mod convert;
+pub mod fetch;
 pub mod follow;
 pub mod import;
 pub mod inspect;

@@ -84,12 +84,13 @@ pub enum NetErrorKind {
     },
 }
 
-/// Error replies that mean "not now": the command did not run and may be sent again.
+/// Error replies that mean "not now": the command did not run and may be sent again
+/// (`NOMASTERLINK`: a replica asked for a sync while its own link to its master is down).
 pub fn transient_reply(e: &[u8]) -> bool {
     let word = e.split(|&b| b == b' ').next().unwrap_or_default();
     matches!(
         word,
-        b"LOADING" | b"BUSY" | b"TRYAGAIN" | b"MASTERDOWN" | b"CLUSTERDOWN"
+        b"LOADING" | b"BUSY" | b"TRYAGAIN" | b"MASTERDOWN" | b"CLUSTERDOWN" | b"NOMASTERLINK"
     )
 }
 

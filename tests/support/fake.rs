@@ -9,7 +9,11 @@
 //! the same server). The proxy relays one reply per command, so replies never interleave
 //! with the hostile bytes.
 //!
-//! Dropping a [`FakeServer`] shuts every connection down and stops its threads.
+//! A [`CutProxy`] relays a real server's bytes and cuts after a given number of them (closes,
+//! or stalls): a source that dies or hangs in the middle of a transfer.
+//!
+//! Dropping a [`FakeServer`] or a [`CutProxy`] shuts every connection down and stops its
+//! threads.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
@@ -78,9 +82,7 @@ pub struct FakeServer {
 
 impl FakeServer {
     pub fn start(script: Script) -> FakeServer {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a fake server");
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
+        let (listener, port) = listen();
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             triggered: AtomicBool::new(false),
@@ -145,13 +147,31 @@ impl FakeServer {
 
 impl Drop for FakeServer {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        for s in self.shared.socks.lock().unwrap().iter() {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-        if let Some(t) = self.accept.take() {
-            let _ = t.join();
-        }
+        shut_down(&self.shared.stop, &self.shared.socks, &mut self.accept);
+    }
+}
+
+/// A non-blocking listener on a free loopback port (accept threads poll it and their stop
+/// flag), and the port.
+fn listen() -> (TcpListener, u16) {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a fake");
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    (listener, port)
+}
+
+/// Stop a fake: tell its threads, shut every connection down, wait for the accepting thread.
+fn shut_down(
+    stop: &AtomicBool,
+    socks: &Mutex<Vec<TcpStream>>,
+    accept: &mut Option<JoinHandle<()>>,
+) {
+    stop.store(true, Ordering::SeqCst);
+    for s in socks.lock().unwrap().iter() {
+        let _ = s.shutdown(Shutdown::Both);
+    }
+    if let Some(t) = accept.take() {
+        let _ = t.join();
     }
 }
 
@@ -458,4 +478,112 @@ pub fn peak_rss_kb(pid: u32) -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// What a [`CutProxy`] does once it has relayed its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// Close both connections (a source that dies mid-transfer).
+    Close,
+    /// Relay nothing more, and keep both connections open (a source that stalls).
+    Stall,
+}
+
+/// A byte proxy in front of a real server that relays the first `after` bytes the server
+/// sends, then [`Cut`]s: what rdbferry sends is relayed throughout (until the cut closes).
+/// It cuts mid-reply wherever `after` falls, unlike [`Script::Proxy`], which turns hostile
+/// at a command. Dropping it closes everything.
+pub struct CutProxy {
+    port: u16,
+    shared: Arc<CutShared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+struct CutShared {
+    stop: AtomicBool,
+    cut: AtomicBool,
+    socks: Mutex<Vec<TcpStream>>,
+}
+
+impl CutProxy {
+    pub fn start(upstream: u16, after: usize, then: Cut) -> CutProxy {
+        let (listener, port) = listen();
+        let shared = Arc::new(CutShared {
+            stop: AtomicBool::new(false),
+            cut: AtomicBool::new(false),
+            socks: Mutex::new(Vec::new()),
+        });
+        let sh = shared.clone();
+        let accept = std::thread::spawn(move || {
+            while !sh.stop.load(Ordering::SeqCst) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let _ = client.set_nonblocking(false);
+                let up = TcpStream::connect((Ipv4Addr::LOCALHOST, upstream)).expect("upstream");
+                {
+                    let mut socks = sh.socks.lock().unwrap();
+                    socks.push(client.try_clone().unwrap());
+                    socks.push(up.try_clone().unwrap());
+                }
+                let (mut c_in, mut u_out) = (client.try_clone().unwrap(), up.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_in, &mut u_out);
+                });
+                let sh = sh.clone();
+                std::thread::spawn(move || relay_then_cut(up, client, after, then, &sh));
+            }
+        });
+        CutProxy {
+            port,
+            shared,
+            accept: Some(accept),
+        }
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Whether it has relayed its bytes and cut.
+    pub fn cut(&self) -> bool {
+        self.shared.cut.load(Ordering::SeqCst)
+    }
+}
+
+fn relay_then_cut(
+    mut up: TcpStream,
+    mut client: TcpStream,
+    after: usize,
+    then: Cut,
+    sh: &CutShared,
+) {
+    let mut left = after;
+    let mut chunk = vec![0u8; 64 << 10];
+    while left > 0 {
+        let n = match up.read(&mut chunk[..left.min(64 << 10)]) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if client.write_all(&chunk[..n]).is_err() {
+            return;
+        }
+        left -= n;
+    }
+    sh.cut.store(true, Ordering::SeqCst);
+    if then == Cut::Stall {
+        while !sh.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = client.shutdown(Shutdown::Both);
+    let _ = up.shutdown(Shutdown::Both);
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        shut_down(&self.shared.stop, &self.shared.socks, &mut self.accept);
+    }
 }

@@ -55,6 +55,16 @@ pub fn expect_digest(p: &str) -> String {
     v["debug_digest"].as_str().unwrap().to_string()
 }
 
+/// The names of the entries of `dir`, sorted.
+pub fn dir_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
 /// A directory under the system temp dir, removed on drop. (A few lines instead of a
 /// `tempfile` dev-dependency.)
 #[derive(Debug)]
@@ -726,6 +736,88 @@ pub fn require_old_server(version: &str) -> Option<PathBuf> {
     );
     eprintln!("skipping: no Redis {version} binary; run scripts/fetch-old-servers.sh");
     None
+}
+
+/// A Sentinel (`redis-server FILE --sentinel`, the Debian package has no `redis-sentinel`)
+/// on a free loopback port, monitoring one master as `name` with quorum 1, in its own temp
+/// dir; killed on drop.
+pub struct Sentinel {
+    run: Running,
+    port: u16,
+    dir: TempDir,
+}
+
+impl Sentinel {
+    /// Monitor 127.0.0.1:`master_port` as `name`: down after `down_after_ms` without an
+    /// answer, `failover_timeout_ms` for a failover.
+    pub fn start(
+        name: &str,
+        master_port: u16,
+        down_after_ms: u64,
+        failover_timeout_ms: u64,
+    ) -> Sentinel {
+        let dir = TempDir::new("sentinel");
+        let port = free_port();
+        let conf = dir.path().join("sentinel.conf");
+        let text = format!(
+            "port {port}\nbind 127.0.0.1\ndir {d}\nlogfile {d}/sentinel.log\n\
+             sentinel monitor {name} 127.0.0.1 {master_port} 1\n\
+             sentinel down-after-milliseconds {name} {down_after_ms}\n\
+             sentinel failover-timeout {name} {failover_timeout_ms}\n",
+            d = dir.path().display()
+        );
+        fs::write(&conf, text).unwrap();
+        let mut cmd = Command::new("redis-server");
+        cmd.arg(&conf).arg("--sentinel");
+        let run = Running(Some(spawn(cmd, dir.path(), Path::new("redis-server"))));
+        let s = Sentinel { run, port, dir };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !ping(port) {
+            assert!(
+                Instant::now() < deadline,
+                "sentinel did not answer PING; its log:\n{}",
+                s.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis-cli -p PORT ARGS...` on the Sentinel.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}"));
+        String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+    }
+
+    /// Its log so far (the `+sdown`, `+slave`, `+switch-master` ... events).
+    pub fn log(&self) -> String {
+        let mut text = fs::read_to_string(self.dir.path().join("console.log")).unwrap_or_default();
+        text += &fs::read_to_string(self.dir.path().join("sentinel.log")).unwrap_or_default();
+        text
+    }
+
+    /// Wait until `ready` holds (polled every 50 ms); a hang guard fails the test after
+    /// `limit`, showing the log.
+    pub fn wait_for(&self, what: &str, limit: Duration, mut ready: impl FnMut(&Sentinel) -> bool) {
+        let start = Instant::now();
+        while !ready(self) {
+            assert!(
+                start.elapsed() < limit,
+                "no {what} within {limit:?}; sentinel log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 /// A Redis Cluster of `n` masters (no replicas) on free loopback ports, each node a
