@@ -15,7 +15,8 @@
 //!   temporary output files);
 //! - `input/`: recognises an input (RDB, AOF, appendonlydir, JSONL, stdin) and walks it as
 //!   events; `input::tail` follows an AOF as Redis writes and rewrites it;
-//! - `transform/`: filters, and the command-key table;
+//! - `transform/`: the whole key mapping of a run (`KeyMap`: filters, renames, db mapping),
+//!   and the command-key table that judges a command by every key it names;
 //! - `net/`: the one live-Redis layer: URLs, TCP/TLS, AUTH, one connection type with
 //!   deadlines and capped replies, `INFO`/`CONFIG` helpers, Cluster topology and
 //!   `MOVED`/`ASK`;
@@ -23,9 +24,12 @@
 //!   replica side (the snapshot `verify` reads and `fetch` writes, the command stream after
 //!   it, `PSYNC` to resume);
 //! - `sink/`: outputs: JSON lines, RESP commands, RDB streams, statistics, the pipelined
-//!   writer into a live Redis;
+//!   writer into a live Redis, and the applier (`sink::applier`) that applies an incremental
+//!   command stream in checkpointed batches, at least once or exactly once;
 //! - `job/`: the loops behind each command (`check`, `inspect`, `convert`, `import`, and
-//!   `fullsync`, import's fast path for an empty target; `fetch`); `verify/`: compares a source (a
+//!   `fullsync`, import's fast path for an empty target; `fetch`; `follow`, an AOF tail into
+//!   the applier), with `changes` (what rdbferry changes on a server, and `recover` to put it
+//!   back after a `kill -9`) and `metrics` (the Prometheus endpoint); `verify/`: compares a source (a
 //!   file, or a live server read with `SCAN` + `DUMP`) with a live target, by digest against
 //!   the target's own snapshot first, else key by key;
 //! - `cli/` (in the binary): flags to configuration; nothing else.
