@@ -221,3 +221,71 @@ pub fn loadable(data: &[u8]) -> LoadableRun {
     }
     run
 }
+
+/// What the AOF tail made of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TailRun {
+    /// Events delivered (a preamble, commands, transactions).
+    pub events: usize,
+    /// Commands in them.
+    pub commands: usize,
+    /// It stopped on an error.
+    pub err: bool,
+}
+
+/// `aof_tail`: `data` as a single AOF file that stopped growing, followed from its start
+/// until the tail is caught up (or an error). Positions only move forward, stay within the
+/// file, and every command has a name; a preamble's end is within the file.
+pub fn aof_tail(data: &[u8]) -> TailRun {
+    use rdbferry::cancel::Cancel;
+    use rdbferry::input::tail::{AofTail, TailEvent, TailOptions};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+    static N: AtomicU64 = AtomicU64::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "rdbferry-fuzz-tail-{}-{}.aof",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&path, data).expect("a temporary file");
+    let mut run = TailRun::default();
+    let cancel = Cancel::new();
+    let mut last = 0u64;
+    let len = data.len() as u64;
+    match AofTail::open(&path, TailOptions::default()) {
+        Err(_) => run.err = true,
+        Ok(mut tail) => loop {
+            match tail.next(Duration::ZERO, &cancel) {
+                Err(_) => {
+                    run.err = true;
+                    break;
+                }
+                Ok(None) | Ok(Some(TailEvent::CaughtUp { .. })) => break,
+                Ok(Some(ev)) => {
+                    let pos = match &ev {
+                        TailEvent::Base { rdb_end, pos, .. } => {
+                            assert!(rdb_end.is_none_or(|e| e <= len), "{ev:?}");
+                            pos.offset
+                        }
+                        TailEvent::Commands { commands, pos, .. } => {
+                            assert!(commands.iter().all(|c| !c.is_empty()), "{ev:?}");
+                            run.commands += commands.len();
+                            pos.offset
+                        }
+                        TailEvent::Rewritten { pos, .. } | TailEvent::CaughtUp { pos } => {
+                            pos.offset
+                        }
+                    };
+                    assert!(
+                        pos >= last && pos <= len,
+                        "position {pos} after {last}, of {len}"
+                    );
+                    last = pos;
+                    run.events += 1;
+                }
+            }
+        },
+    }
+    let _ = std::fs::remove_file(&path);
+    run
+}

@@ -17,7 +17,7 @@ secs="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(rdb_reader rdb_stream aof_reader manifest resp blobs jsonl_reader replica_handshake loadable)
+    targets=(rdb_reader rdb_stream aof_reader manifest resp blobs jsonl_reader replica_handshake loadable aof_tail)
 fi
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
@@ -45,6 +45,7 @@ seed() { # seed TARGET find-args...: copy matching small files into fuzz/corpus/
 seed rdb_reader -name '*.rdb'
 seed loadable -name '*.rdb'
 seed aof_reader \( -name '*.aof' -o -name '*.protocol' \)
+seed aof_tail \( -name '*.aof' -o -name '*.protocol' \)
 seed resp \( -name '*.aof' -o -name '*.protocol' \)
 seed manifest -name '*.manifest'
 seed jsonl_reader -name '*.jsonl'

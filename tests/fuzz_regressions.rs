@@ -2,7 +2,7 @@
 //! tricky inputs derived from the seeds: each must end in a clean `Ok` or `Err`, never a panic,
 //! a hang or an unbounded allocation. Tests are named after what they guard against.
 //!
-//! The `rdb_reader`, `jsonl_reader`, `replica_handshake` and `loadable` targets' checks are
+//! The `rdb_reader`, `jsonl_reader`, `replica_handshake`, `loadable` and `aof_tail` targets' checks are
 //! `fuzz/drivers.rs`, included here as they are there; the others' drivers below do what
 //! their targets do. So a failure here reproduces one there. Crash files that `cargo fuzz`
 //! left in `fuzz/artifacts/<target>/` (not committed) are replayed too, when present.
@@ -481,5 +481,47 @@ fn loadable_on_seeds_truncations_and_flips() {
     }
     for a in artifacts("loadable") {
         drivers::loadable(&a);
+    }
+}
+
+/// The AOF tail on whole AOFs (a plain one, and a 7.0 incr file with `#TS:` annotations and
+/// a preamble'd base), every prefix of them (a command cut anywhere is waited for, never
+/// delivered half), each byte flipped, and whatever `cargo fuzz` left.
+#[test]
+fn aof_tail_on_seeds_prefixes_and_flips() {
+    let plain = testdata("redis-6.2/appendonly.aof");
+    let whole = drivers::aof_tail(&plain);
+    assert!(!whole.err && whole.commands > 10, "{whole:?}");
+    let mut seeds = vec![plain];
+    for e in std::fs::read_dir(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/redis-7.0/appendonlydir"
+    ))
+    .unwrap()
+    {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "aof" || x == "rdb") {
+            seeds.push(std::fs::read(p).unwrap());
+        }
+    }
+    for seed in &seeds {
+        let all = drivers::aof_tail(seed).commands;
+        let head = &seed[..seed.len().min(1024)];
+        for n in 0..=head.len() {
+            let run = ends_within(Duration::from_secs(60), {
+                let part = head[..n].to_vec();
+                move || drivers::aof_tail(&part)
+            });
+            // A prefix delivers only commands that are whole in it: never more than the file.
+            assert!(run.commands <= all, "prefix {n}: {run:?}, whole {all}");
+        }
+        for i in (0..head.len()).step_by(7) {
+            let mut bad = head.to_vec();
+            bad[i] ^= 0x5a;
+            drivers::aof_tail(&bad);
+        }
+    }
+    for a in artifacts("aof_tail") {
+        drivers::aof_tail(&a);
     }
 }
