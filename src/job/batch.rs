@@ -1,78 +1,204 @@
-//! Parallel batches over an RDB in memory: the calling thread decodes the next batch of
-//! records while rayon workers process the current one; results come back in file order.
+//! Parallel batches over an RDB in memory, results in file order.
 //!
 //! Why this shape: decoding the record stream is inherently sequential (each record's length
 //! is known only by walking it), but the work per value (validating, counting, serializing)
-//! is independent. Overlapping the two keeps both cores busy without reordering anything.
+//! is independent. So three batches are in flight at once: rayon workers process one, while
+//! the calling thread hands the results of the one before to the caller's sink and decodes
+//! the one after. The sink runs on the calling thread (it need not be `Send`: a terminal, a
+//! socket), and it overlaps with the workers instead of leaving them idle while it runs.
+//!
+//! A batch is cut into pieces of a few hundred records. A worker takes a piece at a time and
+//! fills one output for it (a buffer of encoded keys, a vector of per-record results). Outputs
+//! belong to their batch slot and are reused three batches later, so the steady state
+//! allocates nothing per record.
+//!
+//! Small inputs (under [`PARALLEL_MIN`] bytes) are processed on the calling thread alone, in
+//! the same batches: rayon's pool is never started for them, since starting it costs more
+//! than the second core saves on a file that takes a few milliseconds.
+
+use std::ops::Range;
 
 use rayon::prelude::*;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::input::{Event, Input, Walked};
 use crate::rdb::{KeyRecord, RdbReader, ReadOptions, Record};
 
-/// Records per batch, and the serialized bytes after which a batch is closed early.
-const BATCH_RECORDS: usize = 4096;
-const BATCH_BYTES: u64 = 8 << 20;
+/// Records per batch, and the serialized bytes after which a batch is closed early: a batch
+/// is the unit of hand-over between the decoding thread and the workers.
+const BATCH_RECORDS: usize = 8192;
+const BATCH_BYTES: u64 = 2 << 20;
+/// Records per piece, and the serialized bytes after which a piece is closed early: a piece
+/// is the unit of work of one worker, and the size of one output buffer.
+const PIECE_RECORDS: usize = 512;
+const PIECE_BYTES: u64 = 256 << 10;
 
-/// The next records, and the error that stopped the batch early, if any: the records before a
-/// corrupt one are still processed first, so errors are reported in file order.
-fn next_batch<'a>(reader: &mut RdbReader<'a>) -> (Vec<Record<'a>>, Option<crate::error::Error>) {
-    let mut batch = Vec::with_capacity(BATCH_RECORDS);
-    let mut bytes = 0u64;
-    for rec in reader.by_ref() {
-        let rec = match rec {
-            Ok(r) => r,
-            Err(e) => return (batch, Some(e.into())),
-        };
-        if let Record::Key(k) = &rec {
-            bytes += k.serialized_len();
-        }
-        batch.push(rec);
-        if batch.len() >= BATCH_RECORDS || bytes >= BATCH_BYTES {
-            break;
-        }
-    }
-    (batch, None)
+/// Inputs smaller than this are processed without rayon (see the module documentation).
+pub const PARALLEL_MIN: u64 = 4 << 20;
+
+/// Whether an input of `len` bytes is worth the thread pool.
+pub fn parallel_for(len: u64) -> bool {
+    len >= PARALLEL_MIN
 }
 
-/// Run `work` on every record in parallel and `sink` on each result in file order.
-/// `sink` also gets the reader's position after the batch (for progress). Returns the
-/// position after the RDB (an AOF tail may follow it).
-pub fn run<'a, T, W, S>(mut reader: RdbReader<'a>, work: W, mut sink: S) -> Result<u64>
-where
-    T: Send,
-    W: Fn(&Record<'a>) -> Result<T> + Sync,
-    S: FnMut(&Record<'a>, T, u64) -> Result<()>,
-{
-    let (mut cur, mut err) = next_batch(&mut reader);
-    let mut pos = reader.position();
-    loop {
-        let (results, next) = if err.is_none() && !cur.is_empty() {
-            let (r, n) = rayon::join(
-                || cur.par_iter().map(&work).collect::<Vec<Result<T>>>(),
-                || next_batch(&mut reader),
-            );
-            (r, Some(n))
-        } else {
-            (cur.par_iter().map(&work).collect(), None)
-        };
-        for (rec, r) in cur.iter().zip(results) {
-            sink(rec, r?, pos)?;
+/// Decoded records with their pieces and the pieces' outputs.
+struct Batch<'a, O> {
+    recs: Vec<Record<'a>>,
+    pieces: Vec<Range<usize>>,
+    outs: Vec<O>,
+    /// The decode error that ended the batch early: the records before it are processed
+    /// first, so errors are reported in file order.
+    err: Option<Error>,
+    /// Reader position after the batch.
+    pos: u64,
+    /// No batch follows (end of the RDB, or an error).
+    last: bool,
+}
+
+impl<'a, O: Default + Send> Batch<'a, O> {
+    fn new() -> Self {
+        Batch {
+            recs: Vec::new(),
+            pieces: Vec::new(),
+            outs: Vec::new(),
+            err: None,
+            pos: 0,
+            last: false,
         }
-        if let Some(e) = err {
-            return Err(e);
-        }
-        match next {
-            Some((b, e)) if !b.is_empty() || e.is_some() => {
-                cur = b;
-                err = e;
-            }
-            _ => break,
-        }
-        pos = reader.position();
     }
-    Ok(reader.position())
+
+    /// Decode the next batch from `reader`, reusing this one's storage.
+    fn fill(&mut self, reader: &mut RdbReader<'a>) {
+        self.recs.clear();
+        self.pieces.clear();
+        self.err = None;
+        let (mut bytes, mut piece_bytes, mut piece_start) = (0u64, 0u64, 0usize);
+        loop {
+            let rec = match reader.next() {
+                None => {
+                    self.last = true;
+                    break;
+                }
+                Some(Err(e)) => {
+                    self.err = Some(e.into());
+                    self.last = true;
+                    break;
+                }
+                Some(Ok(rec)) => rec,
+            };
+            let n = match &rec {
+                Record::Key(k) => k.serialized_len(),
+                _ => 0,
+            };
+            self.recs.push(rec);
+            bytes += n;
+            piece_bytes += n;
+            if self.recs.len() - piece_start >= PIECE_RECORDS || piece_bytes >= PIECE_BYTES {
+                self.pieces.push(piece_start..self.recs.len());
+                piece_start = self.recs.len();
+                piece_bytes = 0;
+            }
+            if self.recs.len() >= BATCH_RECORDS || bytes >= BATCH_BYTES {
+                break;
+            }
+        }
+        if piece_start < self.recs.len() {
+            self.pieces.push(piece_start..self.recs.len());
+        }
+        if self.outs.len() < self.pieces.len() {
+            self.outs.resize_with(self.pieces.len(), O::default);
+        }
+        self.pos = RdbReader::position(reader);
+    }
+
+    /// Run `work` on every piece, on rayon's workers when `parallel`.
+    fn work<W>(&mut self, work: &W, parallel: bool)
+    where
+        W: Fn(&[Record<'a>], &mut O) + Sync,
+    {
+        let recs = &self.recs[..];
+        let outs = &mut self.outs[..self.pieces.len()];
+        if parallel {
+            self.pieces
+                .par_iter()
+                .zip(outs.par_iter_mut())
+                .for_each(|(r, o)| work(&recs[r.clone()], o));
+        } else {
+            for (r, o) in self.pieces.iter().zip(outs.iter_mut()) {
+                work(&recs[r.clone()], o);
+            }
+        }
+    }
+
+    /// Hand every piece and its output to `sink`, in order; then the batch's decode error.
+    fn sink<S>(&mut self, sink: &mut S) -> Result<()>
+    where
+        S: FnMut(&[Record<'a>], &mut O, u64) -> Result<()>,
+    {
+        for (r, o) in self.pieces.iter().zip(self.outs.iter_mut()) {
+            sink(&self.recs[r.clone()], o, self.pos)?;
+        }
+        match self.err.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Decode `reader` in batches, run `work` on each piece of records (in parallel when
+/// `parallel`), and `sink` on each piece with its output, in file order, on the calling
+/// thread. `work` gets the output the same slot had three batches earlier (or a new one) and
+/// must overwrite it; `sink` also gets the reader's position after the batch (for progress).
+/// Returns the position after the RDB (an AOF tail may follow it).
+pub fn pipeline<'a, O, W, S>(
+    mut reader: RdbReader<'a>,
+    parallel: bool,
+    work: W,
+    mut sink: S,
+) -> Result<u64>
+where
+    O: Default + Send,
+    W: Fn(&[Record<'a>], &mut O) + Sync,
+    S: FnMut(&[Record<'a>], &mut O, u64) -> Result<()>,
+{
+    let mut cur = Batch::new();
+    cur.fill(&mut reader);
+    if !parallel {
+        loop {
+            cur.work(&work, false);
+            cur.sink(&mut sink)?;
+            if cur.last {
+                return Ok(reader.position());
+            }
+            cur.fill(&mut reader);
+        }
+    }
+    let mut next = Batch::new();
+    let mut done: Option<Batch<'a, O>> = None;
+    loop {
+        let more = !cur.last;
+        rayon::in_place_scope(|s| {
+            let (c, w) = (&mut cur, &work);
+            s.spawn(move |_| c.work(w, true));
+            let r = match done.as_mut() {
+                Some(d) => d.sink(&mut sink),
+                None => Ok(()),
+            };
+            if more && r.is_ok() {
+                next.fill(&mut reader);
+            }
+            r
+        })?;
+        if !more {
+            cur.sink(&mut sink)?;
+            return Ok(reader.position());
+        }
+        let spare = done.take().unwrap_or_else(Batch::new);
+        done = Some(std::mem::replace(
+            &mut cur,
+            std::mem::replace(&mut next, spare),
+        ));
+    }
 }
 
 /// Walk `input`, running `work` on each key (in parallel batches for an RDB file, in order
@@ -97,15 +223,22 @@ where
         rdb_version: Some(reader.version().to_string()),
         ..Default::default()
     };
-    let end = run(
+    let end = pipeline(
         reader,
-        |rec| match rec {
-            Record::Key(k) => work(k).map(Some),
-            _ => Ok(None),
+        parallel_for(data.len() as u64),
+        |recs, out: &mut Vec<Option<Result<T>>>| {
+            out.clear();
+            out.extend(recs.iter().map(|rec| match rec {
+                Record::Key(k) => Some(work(k)),
+                _ => None,
+            }));
         },
-        |rec, r, pos| {
-            walked.note(rec);
-            sink(Event::Rdb(rec), r, pos)
+        |recs, out, pos| {
+            for (rec, r) in recs.iter().zip(out.drain(..)) {
+                walked.note(rec);
+                sink(Event::Rdb(rec), r.transpose()?, pos)?;
+            }
+            Ok(())
         },
     )?;
     // An AOF with an RDB preamble: the commands follow, in order.
@@ -113,4 +246,51 @@ where
         sink(ev, None, pos)
     })?;
     Ok(walked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rdb::encoder::{RdbWriter, value};
+
+    /// On workers or not, the sink sees every record once, in file order, each with its own
+    /// output; a corrupt record stops the walk only after the records before it.
+    #[test]
+    fn pieces_come_back_in_file_order_and_errors_after_them() {
+        let mut w = RdbWriter::new(10);
+        w.select_db(0);
+        for i in 0..20_000 {
+            let v = value::string(format!("value {i}").as_bytes(), false);
+            w.key(format!("k{i}").as_bytes(), None, &v);
+        }
+        w.raw(&[0x42, 0x01, b'x']);
+        let data = w.finish();
+        for parallel in [false, true] {
+            let mut seen = Vec::new();
+            let r = pipeline(
+                RdbReader::new(&data, "t").unwrap(),
+                parallel,
+                |recs, out: &mut Vec<u64>| {
+                    out.clear();
+                    out.extend(recs.iter().map(|r| match r {
+                        Record::Key(k) => k.offset,
+                        _ => 0,
+                    }));
+                },
+                |recs, out, _| {
+                    assert_eq!(recs.len(), out.len());
+                    for (r, o) in recs.iter().zip(out.iter()) {
+                        if let Record::Key(k) = r {
+                            assert_eq!(k.offset, *o);
+                            seen.push(k.offset);
+                        }
+                    }
+                    Ok(())
+                },
+            );
+            assert!(r.unwrap_err().to_string().contains("unknown"), "{parallel}");
+            assert_eq!(seen.len(), 20_000);
+            assert!(seen.windows(2).all(|w| w[0] < w[1]));
+        }
+    }
 }
