@@ -24,6 +24,16 @@ impl<'a> Elem<'a> {
         Elem::Bytes(Cow::Borrowed(b))
     }
 
+    /// Call `f` with the element as Redis would reply with it; numbers are formatted on the
+    /// stack, so this never allocates (unlike [`Elem::to_bytes`]).
+    pub fn with_text<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        match self {
+            Elem::Bytes(b) => f(b),
+            Elem::Int(i) => f(itoa::Buffer::new().format(*i).as_bytes()),
+            Elem::Double(d) => f(double_text(*d, &mut ryu::Buffer::new()).as_bytes()),
+        }
+    }
+
     /// The element as Redis would reply with it.
     pub fn to_bytes(&self) -> Cow<'_, [u8]> {
         match self {
@@ -35,19 +45,14 @@ impl<'a> Elem<'a> {
 
     /// Write the element's text.
     pub fn write_to<W: Write + ?Sized>(&self, w: &mut W) -> io::Result<()> {
-        match self {
-            Elem::Bytes(b) => w.write_all(b),
-            Elem::Int(i) => w.write_all(itoa::Buffer::new().format(*i).as_bytes()),
-            Elem::Double(d) => w.write_all(format_double(*d).as_bytes()),
-        }
+        self.with_text(|t| w.write_all(t))
     }
 
     /// Length of the element's text.
     pub fn text_len(&self) -> usize {
         match self {
             Elem::Bytes(b) => b.len(),
-            Elem::Int(i) => itoa::Buffer::new().format(*i).len(),
-            Elem::Double(d) => format_double(*d).len(),
+            other => other.with_text(<[u8]>::len),
         }
     }
 
@@ -101,14 +106,18 @@ pub(crate) fn end_after<'a>(
 /// Format a double so that Redis parses it back to the same value: shortest round-trip form,
 /// `inf` / `-inf` for infinities.
 pub fn format_double(d: f64) -> String {
+    double_text(d, &mut ryu::Buffer::new()).to_string()
+}
+
+/// [`format_double`] into a buffer on the caller's stack.
+pub fn double_text(d: f64, buf: &mut ryu::Buffer) -> &str {
     if d.is_infinite() {
-        if d > 0.0 { "inf".into() } else { "-inf".into() }
+        if d > 0.0 { "inf" } else { "-inf" }
     } else if d.is_nan() {
-        "nan".into()
+        "nan"
     } else {
-        let mut b = ryu::Buffer::new();
-        let s = b.format_finite(d);
-        s.strip_suffix(".0").unwrap_or(s).to_string()
+        let s = buf.format_finite(d);
+        s.strip_suffix(".0").unwrap_or(s)
     }
 }
 

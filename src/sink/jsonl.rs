@@ -115,7 +115,12 @@ pub fn write_big_string<W: Write + ?Sized>(w: &mut W, l: &LzfData<'_>) -> Result
 fn write_elem<W: Write + ?Sized>(w: &mut W, e: &Elem<'_>) -> std::io::Result<()> {
     match e {
         Elem::Bytes(b) => write_bytes(w, b),
-        Elem::Int(_) | Elem::Double(_) => write_bytes(w, &e.to_bytes()),
+        // Digits, a sign, a dot, an exponent, `inf` or `nan`: nothing to escape.
+        number => number.with_text(|t| {
+            w.write_all(b"\"")?;
+            w.write_all(t)?;
+            w.write_all(b"\"")
+        }),
     }
 }
 
@@ -159,6 +164,11 @@ impl<W: Write> JsonlSink<W> {
     /// The writer back.
     pub fn into_inner(self) -> W {
         self.w
+    }
+
+    /// The writer.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.w
     }
 
     /// Turn a write failure into the crate error, naming the output or the key.
@@ -246,7 +256,8 @@ fn write_coll<W: Write>(w: &mut W, c: &Coll<'_>) -> Result<(), StreamError> {
                 w.write_all(b",")?;
                 write_elem(w, &v)?;
                 if let Some(ms) = x.as_i64().filter(|&ms| ms > 0) {
-                    write!(w, ",{ms}")?;
+                    w.write_all(b",")?;
+                    w.write_all(itoa::Buffer::new().format(ms).as_bytes())?;
                 }
                 w.write_all(b"]")?;
             }
@@ -348,13 +359,19 @@ impl<W: Write> Sink for JsonlSink<W> {
             .value()
             .map_err(|e| crate::rdb::Error::from_decode("", Some(&rec.key), e))?;
         let head = (|| -> std::io::Result<()> {
-            write!(self.w, "{{\"db\":{},\"key\":", rec.db)?;
-            write_bytes(&mut self.w, &rec.key)?;
-            write!(self.w, ",\"type\":\"{}\"", rec.data_type().name())?;
+            let w = &mut self.w;
+            w.write_all(b"{\"db\":")?;
+            w.write_all(itoa::Buffer::new().format(rec.db).as_bytes())?;
+            w.write_all(b",\"key\":")?;
+            write_bytes(w, &rec.key)?;
+            w.write_all(b",\"type\":\"")?;
+            w.write_all(rec.data_type().name().as_bytes())?;
+            w.write_all(b"\"")?;
             if let Some(ms) = rec.expire_ms {
-                write!(self.w, ",\"expire_at_ms\":{ms}")?;
+                w.write_all(b",\"expire_at_ms\":")?;
+                w.write_all(itoa::Buffer::new().format(ms).as_bytes())?;
             }
-            self.w.write_all(b",\"value\":")
+            w.write_all(b",\"value\":")
         })();
         head.map_err(|e| self.io(e))?;
         write_value(&mut self.w, &v).map_err(|e| self.fail(&rec.key, e))?;
@@ -375,7 +392,7 @@ impl<W: Write> Sink for JsonlSink<W> {
         r.map_err(|e| self.io(e))
     }
 
-    fn encoded_key(&mut self, _db: u64, bytes: &[u8]) -> Result<()> {
+    fn encoded(&mut self, _first_db: u64, _last_db: u64, bytes: &[u8]) -> Result<()> {
         self.w.write_all(bytes).map_err(|e| self.io(e))
     }
 
