@@ -321,14 +321,28 @@ fn write_coll<W: Write>(w: &mut W, c: &Coll<'_>) -> Result<(), StreamError> {
         2 if c.data_type() == DataType::ZSet => {
             for t in Tuples::<'_, 2>(c.elements()) {
                 let [m, s] = t?;
-                let d = s
-                    .as_f64()
-                    .ok_or_else(|| DecodeError::invalid(0, "zset score is not a number"))?;
+                // Most scores are written as the file has them; the others as doubles.
+                let mut num = itoa::Buffer::new();
+                let text = s.score_text(&mut num);
+                let d = match text {
+                    Some(_) => 0.0,
+                    None => s
+                        .as_f64()
+                        .ok_or_else(|| DecodeError::invalid(0, "zset score is not a number"))?,
+                };
                 sep.next(w)?;
                 w.write_all(b"[")?;
                 write_elem(w, &m)?;
                 w.write_all(b",")?;
-                write_score(w, d)?;
+                match text {
+                    Some((t, integral)) => {
+                        w.write_all(t)?;
+                        if integral {
+                            w.write_all(b".0")?;
+                        }
+                    }
+                    None => write_score(w, d)?,
+                }
                 w.write_all(b"]")?;
             }
         }

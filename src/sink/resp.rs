@@ -195,14 +195,20 @@ impl<W: Write> RespSink<W> {
             (DataType::ZSet, _) => {
                 for t in Tuples::<'_, 2>(c.elements()) {
                     let [m, s] = t.map_err(dec)?;
-                    let d = s.as_f64().ok_or_else(|| {
-                        dec(crate::rdb::DecodeError::invalid(
-                            rec.value_offset,
-                            "zset score is not a number",
-                        ))
-                    })?;
-                    let mut text = ryu::Buffer::new();
-                    let score = Elem::borrowed(double_text(d, &mut text).as_bytes());
+                    // Most scores are written as the file has them; the others as doubles.
+                    let (mut num, mut text) = (itoa::Buffer::new(), ryu::Buffer::new());
+                    let score = match s.score_text(&mut num) {
+                        Some((t, _)) => Elem::borrowed(t),
+                        None => {
+                            let d = s.as_f64().ok_or_else(|| {
+                                dec(crate::rdb::DecodeError::invalid(
+                                    rec.value_offset,
+                                    "zset score is not a number",
+                                ))
+                            })?;
+                            Elem::borrowed(double_text(d, &mut text).as_bytes())
+                        }
+                    };
                     self.add(b"ZADD", key, &[&score, &m])?;
                 }
                 self.flush_batch(b"ZADD", key)
