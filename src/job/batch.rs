@@ -201,6 +201,74 @@ where
     }
 }
 
+/// The calling thread's side of [`walk_pieces`]: the pieces of an RDB in file order, each with
+/// what a worker made of it, then the events of whatever follows the RDB.
+pub trait Pieces<'a, O> {
+    /// One piece of records and its output; `pos` is the reader's position after its batch.
+    fn piece(&mut self, recs: &[Record<'a>], out: &mut O, pos: u64) -> Result<()>;
+    /// One event after the RDB (the commands of an AOF tail).
+    fn event(&mut self, ev: Event<'_, '_>, pos: u64) -> Result<()>;
+}
+
+/// Walk the RDB `data` of `input` in pieces ([`pipeline`], on workers when `parallel`), then
+/// its AOF tail, if any. The `redis-ver` AUX field is left to the caller: it is in a piece.
+pub fn walk_pieces<'a, O, W, P>(
+    input: &Input,
+    data: &'a [u8],
+    read: &ReadOptions,
+    parallel: bool,
+    work: W,
+    sink: &mut P,
+) -> Result<Walked>
+where
+    O: Default + Send,
+    W: Fn(&[Record<'a>], &mut O) + Sync,
+    P: Pieces<'a, O>,
+{
+    let reader = RdbReader::with_options(data, &input.name, read.clone())?;
+    let mut walked = Walked {
+        rdb_version: Some(reader.version().to_string()),
+        ..Default::default()
+    };
+    let end = pipeline(reader, parallel, work, |recs, out, pos| {
+        sink.piece(recs, out, pos)
+    })?;
+    // An AOF with an RDB preamble: the commands follow, in order.
+    walked.after_rdb(&input.name, data, end, true, 0, &mut |ev, pos| {
+        sink.event(ev, pos)
+    })?;
+    Ok(walked)
+}
+
+/// [`walk`]'s sink, record by record.
+struct PerEvent<S> {
+    sink: S,
+    /// Where the `redis-ver` AUX field is noted.
+    noted: Walked,
+}
+
+impl<'a, T, S> Pieces<'a, Vec<Option<Result<T>>>> for PerEvent<S>
+where
+    S: FnMut(Event<'_, '_>, Option<T>, u64) -> Result<()>,
+{
+    fn piece(
+        &mut self,
+        recs: &[Record<'a>],
+        out: &mut Vec<Option<Result<T>>>,
+        pos: u64,
+    ) -> Result<()> {
+        for (rec, r) in recs.iter().zip(out.drain(..)) {
+            self.noted.note(rec);
+            (self.sink)(Event::Rdb(rec), r.transpose()?, pos)?;
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, ev: Event<'_, '_>, pos: u64) -> Result<()> {
+        (self.sink)(ev, None, pos)
+    }
+}
+
 /// Walk `input`, running `work` on each key (in parallel batches for an RDB file, in order
 /// otherwise) and `sink` on every event in input order, with the key's result.
 pub fn walk<T, W, S>(input: &Input, read: &ReadOptions, work: W, mut sink: S) -> Result<Walked>
@@ -218,13 +286,14 @@ where
             sink(ev, r, pos)
         });
     };
-    let reader = RdbReader::with_options(data, &input.name, read.clone())?;
-    let mut walked = Walked {
-        rdb_version: Some(reader.version().to_string()),
-        ..Default::default()
+    let mut per_event = PerEvent {
+        sink,
+        noted: Walked::default(),
     };
-    let end = pipeline(
-        reader,
+    let mut walked = walk_pieces(
+        input,
+        data,
+        read,
         parallel_for(data.len() as u64),
         |recs, out: &mut Vec<Option<Result<T>>>| {
             out.clear();
@@ -233,18 +302,9 @@ where
                 _ => None,
             }));
         },
-        |recs, out, pos| {
-            for (rec, r) in recs.iter().zip(out.drain(..)) {
-                walked.note(rec);
-                sink(Event::Rdb(rec), r.transpose()?, pos)?;
-            }
-            Ok(())
-        },
+        &mut per_event,
     )?;
-    // An AOF with an RDB preamble: the commands follow, in order.
-    walked.after_rdb(&input.name, data, end, true, 0, &mut |ev, pos| {
-        sink(ev, None, pos)
-    })?;
+    walked.redis_ver = per_event.noted.redis_ver;
     Ok(walked)
 }
 

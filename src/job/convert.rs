@@ -18,11 +18,11 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use super::Common;
-use super::batch::{self, parallel_for};
+use super::batch::{self, Pieces, parallel_for};
 use crate::error::{Error, Result};
-use crate::input::{Event, Input, Walked};
+use crate::input::{Event, Input};
 use crate::progress::Progress;
-use crate::rdb::{KeyRecord, RdbReader, Record};
+use crate::rdb::{KeyRecord, Record};
 use crate::sink::jsonl::JsonlSink;
 use crate::sink::resp::RespSink;
 use crate::sink::stats::now_ms;
@@ -299,48 +299,9 @@ impl Writer<'_> {
         common: &Common,
         parallel: bool,
     ) -> Result<()> {
-        let reader = RdbReader::with_options(data, &input.name, common.read.clone())?;
         let keep = self.keep;
-        let end = batch::pipeline(
-            reader,
-            parallel,
-            |recs, piece: &mut Piece<E>| piece.encode(recs, keep),
-            |recs, piece, pos| self.piece(recs, piece, pos),
-        )?;
-        // An RDB with an AOF tail after its EOF: the commands follow, in order.
-        let mut walked = Walked::default();
-        walked.after_rdb(&input.name, data, end, true, 0, &mut |ev, pos| {
-            self.event(ev, pos)
-        })
-    }
-
-    /// Write out what a worker made of `recs`.
-    fn piece<E: KeyEncoder>(
-        &mut self,
-        recs: &[Record<'_>],
-        piece: &mut Piece<E>,
-        pos: u64,
-    ) -> Result<()> {
-        let buf = piece.enc.buffer().bytes();
-        let mut at = 0;
-        for run in &piece.runs {
-            if let Some((first, last)) = run.dbs {
-                self.sink.encoded(first, last, &buf[at..run.end])?;
-            }
-            at = run.end;
-            if let Some(rec) = run.then.and_then(|i| recs.get(i)) {
-                self.event(Event::Rdb(rec), pos)?;
-            }
-        }
-        self.rep.keys += piece.keys;
-        self.rep.filtered += piece.filtered;
-        self.rep.expired += piece.expired;
-        self.progress
-            .tick(pos, piece.keys + piece.filtered + piece.expired);
-        match piece.failed.take() {
-            Some(e) => Err(with_source(e, self.name)),
-            None => Ok(()),
-        }
+        let work = |recs: &[Record<'_>], piece: &mut Piece<E>| piece.encode(recs, keep);
+        batch::walk_pieces(input, data, &common.read, parallel, work, self).map(|_| ())
     }
 
     /// One event, in order.
@@ -371,6 +332,36 @@ impl Writer<'_> {
             }
         }
         Ok(())
+    }
+}
+
+impl<'a, E: KeyEncoder> Pieces<'a, Piece<E>> for Writer<'_> {
+    /// Write out what a worker made of `recs`.
+    fn piece(&mut self, recs: &[Record<'a>], piece: &mut Piece<E>, pos: u64) -> Result<()> {
+        let buf = piece.enc.buffer().bytes();
+        let mut at = 0;
+        for run in &piece.runs {
+            if let Some((first, last)) = run.dbs {
+                self.sink.encoded(first, last, &buf[at..run.end])?;
+            }
+            at = run.end;
+            if let Some(rec) = run.then.and_then(|i| recs.get(i)) {
+                self.event(Event::Rdb(rec), pos)?;
+            }
+        }
+        self.rep.keys += piece.keys;
+        self.rep.filtered += piece.filtered;
+        self.rep.expired += piece.expired;
+        self.progress
+            .tick(pos, piece.keys + piece.filtered + piece.expired);
+        match piece.failed.take() {
+            Some(e) => Err(with_source(e, self.name)),
+            None => Ok(()),
+        }
+    }
+
+    fn event(&mut self, ev: Event<'_, '_>, pos: u64) -> Result<()> {
+        Writer::event(self, ev, pos)
     }
 }
 
