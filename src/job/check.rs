@@ -184,10 +184,7 @@ impl<'a> Pieces<'a, Tally> for Checker<'_> {
             self.rep.redis_ver = Some(v);
         }
         self.progress.tick(pos, recs.len() as u64);
-        match t.failed.take() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        t.failed.take().map_or(Ok(()), Err)
     }
 
     fn event(&mut self, ev: Event<'_, '_>, pos: u64) -> Result<()> {
