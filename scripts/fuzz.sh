@@ -17,7 +17,7 @@ secs="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(rdb_reader rdb_stream aof_reader manifest resp blobs jsonl_reader replica_handshake)
+    targets=(rdb_reader rdb_stream aof_reader manifest resp blobs jsonl_reader replica_handshake loadable)
 fi
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
@@ -43,6 +43,7 @@ seed() { # seed TARGET find-args...: copy matching small files into fuzz/corpus/
         done
 }
 seed rdb_reader -name '*.rdb'
+seed loadable -name '*.rdb'
 seed aof_reader \( -name '*.aof' -o -name '*.protocol' \)
 seed resp \( -name '*.aof' -o -name '*.protocol' \)
 seed manifest -name '*.manifest'
@@ -60,6 +61,11 @@ for f in fuzz/corpus/rdb_reader/seed-*; do
     done
 done
 mkdir -p fuzz/corpus/blobs
+# replica_handshake: what a Redis replica sends the listener.
+mkdir -p fuzz/corpus/replica_handshake
+printf '*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nAUTH\r\n$8\r\npassword\r\n*3\r\n$8\r\nREPLCONF\r\n$14\r\nlistening-port\r\n$4\r\n6380\r\n*5\r\n$8\r\nREPLCONF\r\n$4\r\ncapa\r\n$3\r\neof\r\n$4\r\ncapa\r\n$6\r\npsync2\r\n*3\r\n$5\r\nPSYNC\r\n$1\r\n?\r\n$2\r\n-1\r\n' \
+    >fuzz/corpus/replica_handshake/seed-handshake
+printf 'PING\r\nREPLCONF capa eof\r\nSYNC\r\n' >fuzz/corpus/replica_handshake/seed-inline
 
 for t in "${targets[@]}"; do
     echo "== $t: ${secs}s" >&2

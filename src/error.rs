@@ -11,6 +11,10 @@ pub enum Error {
     /// A corrupt or unreadable AOF.
     #[error(transparent)]
     Aof(#[from] crate::aof::AofError),
+    /// A live server failed, refused, stalled or could not be reached (named by its
+    /// redacted address).
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
     /// A JSON lines input with a line that is not what `convert --format jsonl` writes.
     #[error(transparent)]
     Jsonl(#[from] crate::input::jsonl::JsonlError),
@@ -30,6 +34,21 @@ pub enum Error {
         /// What is wrong.
         msg: String,
     },
+    /// Stopped on request (Ctrl-C, SIGTERM, SIGHUP), after putting back what the run had
+    /// changed on a server.
+    #[error("interrupted")]
+    Cancelled,
+    /// `import --on-error stop` stopped after a refused entry (named in the report).
+    #[error("import stopped after an error (--on-error stop)")]
+    Stopped,
+    /// A loop was left on purpose by its own sink (a full sync or a snapshot comparison
+    /// given up); the caller knows why, and this never reaches the user.
+    #[error("given up: {0}")]
+    GivenUp(&'static str),
+    /// An invariant of rdbferry's own did not hold (a bug), or a lock was poisoned by a
+    /// panic in another thread.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// Bad flags or arguments.
     #[error("{0}")]
     Usage(String),
@@ -44,7 +63,49 @@ pub enum Error {
     },
 }
 
+impl From<crate::cancel::Cancelled> for Error {
+    fn from(_: crate::cancel::Cancelled) -> Self {
+        Error::Cancelled
+    }
+}
+
 impl Error {
+    /// A failure about the server `target` (its redacted address) that is not a transport
+    /// error: what the job found there.
+    pub fn target(target: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Target {
+            target: target.into(),
+            msg: msg.into(),
+        }
+    }
+
+    /// Whether a live server's connection failed or it said "not now" (see
+    /// [`crate::net::NetError::is_transient`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Net(e) if e.is_transient())
+    }
+
+    /// The same error, naming the input `input` and (when given) the key as the input
+    /// names it: for a decode error raised where only the value was at hand (a sink writing
+    /// it under another name).
+    #[must_use]
+    pub fn in_input(self, input: &str, key: Option<&[u8]>) -> Error {
+        match self {
+            Error::Rdb(crate::rdb::Error::Corrupt {
+                offset,
+                key: k,
+                kind,
+                ..
+            }) => Error::Rdb(crate::rdb::Error::Corrupt {
+                source_name: input.to_string(),
+                offset,
+                key: key.map(<[u8]>::to_vec).or(k),
+                kind,
+            }),
+            other => other,
+        }
+    }
+
     /// Wrap an I/O error with the path it concerns.
     pub fn io(path: impl Into<String>, err: std::io::Error) -> Self {
         Error::Io {

@@ -68,6 +68,10 @@ impl Progress {
             self.shown = true;
         }
         self.bar.set_position(bytes);
+        if self.keys == 0 {
+            // Bytes only (`fetch`): no "0 keys".
+            return;
+        }
         let secs = now.duration_since(self.start).as_secs_f64().max(1e-9);
         self.bar.set_message(format!(
             "{} keys ({:.0} keys/s)",

@@ -7,14 +7,18 @@
 //! absolute ms, -1 = none; where it is absent or null, as in the Redis 6 listings, only whether
 //! there is a TTL, from `pttl`), and function libraries (code).
 //!
-//! AOF listings describe the state after replaying base + incr. For them only what the file
-//! determines is compared: the keys of the RDB preamble/base that no later command names.
-//! AOFs without an RDB part are skipped here (a replay into a real server is tested elsewhere).
+//! AOF listings describe the state after replaying base + incr. For an AOF with an RDB part
+//! only what the file determines is compared: the keys of the RDB preamble/base that no later
+//! command names. An AOF without one is compared by its replay: our decoded commands are sent
+//! to an empty Redis 7.0, whose state must be the listing's (`support::Snapshot`: digest,
+//! expiry times, stream groups). Every listing found is compared one way or the other, and an
+//! input that decodes to nothing at all is a failure.
 //!
 //! Without `RDBFERRY_CORPUS` the generated listings are looked for in `../shared/corpus`; when
 //! neither exists only `testdata/` is checked.
 
 mod dataset;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -54,12 +58,18 @@ fn listings() -> Vec<PathBuf> {
                     p.display()
                 );
             }
+            assert_eq!(
+                out.len(),
+                named.len(),
+                "listings under generated/ that MANIFEST.md does not name"
+            );
         }
         None => eprintln!("note: no corpus (RDBFERRY_CORPUS unset); checking testdata/ only"),
     }
     let before = out.len();
     find(&root.join("testdata"), &mut out);
-    assert!(out.len() > before, "no *.expect.json under testdata/");
+    // The 3 dumps and 2 AOFs of testdata/README.md.
+    assert_eq!(out.len() - before, 5, "*.expect.json under testdata/");
     out.sort();
     out
 }
@@ -80,16 +90,7 @@ fn find(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// A string of the listing: JSON text or `{"hex": ...}`.
 fn bytes(j: &Json) -> Bytes {
-    if let Some(s) = j.as_str() {
-        return s.as_bytes().to_vec();
-    }
-    let h = j["hex"]
-        .as_str()
-        .unwrap_or_else(|| panic!("not a string: {j}"));
-    (0..h.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).expect("hex"))
-        .collect()
+    support::json_bytes(j)
 }
 
 fn arr(j: &Json) -> &Vec<Json> {
@@ -198,6 +199,35 @@ fn touched(d: &Decoded) -> BTreeSet<(u64, Bytes)> {
     out
 }
 
+/// An AOF without an RDB part: our commands, sent in order to an empty server, must give
+/// the state the listing describes.
+fn replay(listing: &Path, ours: &Decoded, failures: &mut Vec<String>) {
+    let s = support::RedisServer::start();
+    let mut c = redis::Client::open(s.url())
+        .and_then(|c| c.get_connection())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut db = 0;
+    for (cmd_db, args) in &ours.commands {
+        if *cmd_db != db {
+            let _: () = redis::cmd("SELECT").arg(*cmd_db).query(&mut c).unwrap();
+            db = *cmd_db;
+        }
+        let mut cmd = redis::cmd(&String::from_utf8_lossy(&args[0]));
+        cmd.arg(&args[1..]);
+        if let Err(e) = cmd.query::<redis::Value>(&mut c) {
+            failures.push(format!(
+                "{}: {}: {e}",
+                listing.display(),
+                show(&args.concat())
+            ));
+        }
+    }
+    let want = support::Snapshot::from_listing(listing);
+    for d in want.diff(&support::Snapshot::of(&s)) {
+        failures.push(format!("{} (replayed): {d}", listing.display()));
+    }
+}
+
 fn compare(listing: &Path, failures: &mut Vec<String>, via_jsonl: bool) -> bool {
     let name = listing.to_string_lossy().into_owned();
     let input = PathBuf::from(name.strip_suffix(".expect.json").unwrap());
@@ -215,10 +245,14 @@ fn compare(listing: &Path, failures: &mut Vec<String>, via_jsonl: bool) -> bool 
             return false;
         }
     };
+    if ours.keys.is_empty() && ours.commands.is_empty() {
+        failures.push(format!("{name}: {} decodes to nothing", input.display()));
+        return false;
+    }
     let aof = input.is_dir() || !ours.commands.is_empty();
     if aof && ours.keys.is_empty() {
-        eprintln!("note: {name}: AOF without an RDB part; state after replay not compared");
-        return false;
+        replay(listing, &ours, failures);
+        return true;
     }
     let skip = if aof { touched(&ours) } else { BTreeSet::new() };
 
@@ -326,13 +360,14 @@ fn compare(listing: &Path, failures: &mut Vec<String>, via_jsonl: bool) -> bool 
 fn servers_listings() {
     let mut failures = Vec::new();
     let mut compared = 0;
-    for l in listings() {
-        if compare(&l, &mut failures, false) {
+    let all = listings();
+    for l in &all {
+        if compare(l, &mut failures, false) {
             compared += 1;
         }
     }
     eprintln!("expect: {compared} listings compared");
-    assert!(compared >= 3, "only {compared} listings compared");
+    assert_eq!(compared, all.len(), "listings not compared: {failures:#?}");
     assert!(
         failures.is_empty(),
         "{} failures:\n{}",
@@ -346,13 +381,14 @@ fn servers_listings() {
 fn servers_listings_via_jsonl() {
     let mut failures = Vec::new();
     let mut compared = 0;
-    for l in listings() {
-        if compare(&l, &mut failures, true) {
+    let all = listings();
+    for l in &all {
+        if compare(l, &mut failures, true) {
             compared += 1;
         }
     }
     eprintln!("expect via jsonl: {compared} listings compared");
-    assert!(compared >= 3, "only {compared} listings compared");
+    assert_eq!(compared, all.len(), "listings not compared: {failures:#?}");
     assert!(
         failures.is_empty(),
         "{} failures:\n{}",

@@ -1,9 +1,10 @@
 //! Faults during `rdbferry import`, against real servers the tests start and kill: the target
 //! killed mid-import and restarted (RDB input, and AOF input full of non-idempotent `INCR`
-//! and `RPUSH`), a target that restarts without persistence, and a target busy running a
-//! script. In every case the import either finishes with exactly the source's data (same
-//! `DEBUG DIGEST`, nothing missing, nothing doubled, no temporary keys or markers left) or
-//! stops with an error that says why.
+//! and `RPUSH`), a target that restarts without persistence, a target busy running a script,
+//! and one loading its data (LOADING). In every case the import either finishes with exactly
+//! the source's data (same `DEBUG DIGEST`, expiry times and stream groups: `support::Snapshot`;
+//! nothing missing, nothing doubled, no temporary keys or markers left) or stops with an
+//! error that says why.
 
 mod support;
 
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{RedisServer, Running};
+use support::{RedisServer, Running, Snapshot};
 
 /// A server that fsyncs every write before answering, so nothing acknowledged is lost when
 /// it is killed.
@@ -90,8 +91,8 @@ fn dbsize(c: &mut redis::Connection) -> i64 {
 }
 
 /// A dump with small strings (SET), collections (RESTORE) and a list of ~12 MB that goes in
-/// parts, and the digest of the server that wrote it.
-fn make_dump() -> (PathBuf, String) {
+/// parts, and what the server that wrote it held.
+fn make_dump() -> (PathBuf, Snapshot) {
     let src = RedisServer::start();
     src.cli(&["DEBUG", "POPULATE", "120000", "s", "64"]);
     src.cli(&[
@@ -105,16 +106,16 @@ fn make_dump() -> (PathBuf, String) {
         "local v = string.rep('x', 200) for i = 1, 60000 do redis.call('RPUSH', 'big', v .. i) end",
         "0",
     ]);
-    (src.save_and_copy_dump(), src.digest())
+    (src.save_and_copy_dump(), Snapshot::of(&src))
 }
 
-fn assert_clean(t: &RedisServer, digest: &str) {
+fn assert_clean(t: &RedisServer, want: &Snapshot) {
     assert_eq!(
         t.cli(&["KEYS", "*rdbferry*"]),
         "",
         "temporary keys or markers left"
     );
-    assert_eq!(t.digest(), digest, "the target differs from the source");
+    want.assert_same(&Snapshot::of(t));
 }
 
 fn verify(input: &Path, t: &RedisServer) {
@@ -135,7 +136,7 @@ fn verify(input: &Path, t: &RedisServer) {
 
 #[test]
 fn target_killed_mid_import_of_a_dump() {
-    let (dump, digest) = make_dump();
+    let (dump, want) = make_dump();
     // Default --on-conflict fail: keys sent again that already ran must not be conflicts.
     for extra in [
         &[][..],
@@ -152,14 +153,14 @@ fn target_killed_mid_import_of_a_dump() {
         assert!(r["reconnects"].as_u64().unwrap() >= 1, "{r}");
         assert_eq!(r["errors"], 0, "{r}");
         assert_eq!(r["written"], r["keys_read"], "{r}");
-        assert_clean(&t, &digest);
+        assert_clean(&t, &want);
         verify(&dump, &t);
     }
 }
 
 /// An appendonlydir of non-idempotent commands (counters, list pushes, transactions), copied
-/// out of the server that wrote it, and that server's digest.
-fn make_aof() -> (PathBuf, String) {
+/// out of the server that wrote it, and what that server held.
+fn make_aof() -> (PathBuf, Snapshot) {
     let src = RedisServer::start_with(Path::new("redis-server"), &["--appendonly", "yes"]);
     let mut c = conn(&src);
     for round in 0..40 {
@@ -190,7 +191,7 @@ fn make_aof() -> (PathBuf, String) {
             .unwrap();
     }
     src.cli(&["PING"]);
-    let digest = src.digest();
+    let want = Snapshot::of(&src);
     let from = src.dir().join("appendonlydir");
     let to = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "faults-aof-{}-{}",
@@ -203,12 +204,12 @@ fn make_aof() -> (PathBuf, String) {
         let e = e.unwrap();
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
-    (to, digest)
+    (to, want)
 }
 
 #[test]
 fn target_killed_mid_import_of_an_aof() {
-    let (aof, digest) = make_aof();
+    let (aof, want) = make_aof();
     let mut t = durable_target();
     let mut child = spawn_import(&aof, &t, &["--pipeline", "300"]);
     wait_for_progress(&mut child, &t, |c| {
@@ -226,7 +227,7 @@ fn target_killed_mid_import_of_an_aof() {
     assert!(r["reconnects"].as_u64().unwrap() >= 1, "{r}");
     assert_eq!(r["errors"], 0, "{r}");
     // Counters and lists: nothing lost, nothing applied twice.
-    assert_clean(&t, &digest);
+    assert_clean(&t, &want);
 }
 
 #[test]
@@ -244,9 +245,44 @@ fn target_restarting_without_persistence_stops_the_import() {
     );
 }
 
+/// A target that answers LOADING for a while (`DEBUG RELOAD` of what the import wrote so far,
+/// slowed by `key-load-delay`, events served between keys): the import waits, sends again
+/// what was refused, and ends with exactly the source's data.
+#[test]
+fn loading_target_is_waited_for() {
+    let (dump, want) = make_dump();
+    let t = RedisServer::start_with(
+        Path::new("redis-server"),
+        &["--loading-process-events-interval-bytes", "1024"],
+    );
+    let mut child = spawn_import(&dump, &t, &[]);
+    wait_for_progress(&mut child, &t, |c| dbsize(c) > 20_000);
+    // 50 µs a key: a second or more of LOADING.
+    t.cli(&["CONFIG", "SET", "key-load-delay", "50"]);
+    t.cli(&["DEBUG", "RELOAD"]);
+    t.cli(&["CONFIG", "SET", "key-load-delay", "0"]);
+    let (code, out, err) = finish(child);
+    assert_eq!(code, Some(0), "stdout: {out}\nstderr: {err}");
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    eprintln!("{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+    let loading = t
+        .cli(&["INFO", "errorstats"])
+        .lines()
+        .find_map(|l| l.strip_prefix("errorstat_LOADING:count="))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(loading > 0, "the target never answered LOADING: {r}");
+    assert!(
+        r["resent"].as_u64().unwrap() > 0,
+        "nothing was sent again after LOADING: {r}"
+    );
+    assert_clean(&t, &want);
+}
+
 #[test]
 fn busy_target_is_waited_for() {
-    let (dump, digest) = make_dump();
+    let (dump, want) = make_dump();
     let t = RedisServer::start_with(Path::new("redis-server"), &["--busy-reply-threshold", "20"]);
     let mut child = spawn_import(&dump, &t, &[]);
     wait_for_progress(&mut child, &t, |c| dbsize(c) > 5_000);
@@ -271,5 +307,5 @@ fn busy_target_is_waited_for() {
         r["resent"].as_u64().unwrap() > 0,
         "nothing was refused as BUSY: {r}"
     );
-    assert_clean(&t, &digest);
+    assert_clean(&t, &want);
 }

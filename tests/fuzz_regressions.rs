@@ -2,17 +2,23 @@
 //! tricky inputs derived from the seeds: each must end in a clean `Ok` or `Err`, never a panic,
 //! a hang or an unbounded allocation. Tests are named after what they guard against.
 //!
-//! The drivers below do what the fuzz targets do, so a failure here reproduces one there.
+//! The `rdb_reader`, `jsonl_reader`, `replica_handshake` and `loadable` targets' checks are
+//! `fuzz/drivers.rs`, included here as they are there; the others' drivers below do what
+//! their targets do. So a failure here reproduces one there. Crash files that `cargo fuzz`
+//! left in `fuzz/artifacts/<target>/` (not committed) are replayed too, when present.
 
 use std::io::Read;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
 
 use rdbferry::aof::{AofReader, Manifest};
 use rdbferry::rdb::encoder::{RdbWriter, value};
-use rdbferry::rdb::{RdbReader, Record, StreamReader, intset, listpack, ziplist, zipmap};
+use rdbferry::rdb::{StreamReader, intset, listpack, ziplist, zipmap};
 use rdbferry::resp::{parse_command, parse_reply};
-use rdbferry::sink::Sink;
-use rdbferry::sink::jsonl::JsonlSink;
-use rdbferry::sink::resp::RespSink;
+
+#[path = "../fuzz/drivers.rs"]
+mod drivers;
 
 /// What a reader made of an input: records decoded, and whether it stopped on an error.
 #[derive(Debug, PartialEq, Eq)]
@@ -21,30 +27,48 @@ struct Outcome {
     err: bool,
 }
 
-/// The `rdb_reader` fuzz target: every record, every value validated and written to both sinks.
+/// The `rdb_reader` fuzz target's checks; its outcome.
 fn drain_rdb(data: &[u8]) -> Outcome {
-    let Ok(reader) = RdbReader::new(data, "fuzz") else {
-        return Outcome { ok: 0, err: true };
-    };
-    let mut jsonl = JsonlSink::new(std::io::sink(), "fuzz");
-    let mut resp = RespSink::new(std::io::sink(), "fuzz");
-    let mut ok = 0;
-    for rec in reader {
-        let Ok(rec) = rec else {
-            return Outcome { ok, err: true };
-        };
-        ok += 1;
-        if let Record::Key(k) = rec {
-            if let Ok(v) = k.value() {
-                let _ = v.validate();
-            }
-            let _ = jsonl.key(&k);
-            let _ = resp.key(&k);
-        }
+    let run = drivers::rdb_reader(data);
+    Outcome {
+        ok: run.records,
+        err: run.err,
     }
-    let _ = jsonl.finish();
-    let _ = resp.finish();
-    Outcome { ok, err: false }
+}
+
+/// Run `f` on another thread and fail if it has not ended after `limit`: a hang guard (a
+/// generous bound, not a timing), for inputs that once took super-linear time.
+fn ends_within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(v) => v,
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("still running after {limit:?}: a hang"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("the driver panicked"),
+    }
+}
+
+/// The files `cargo fuzz` left for `target` (crashes, timeouts, OOMs), if any.
+fn artifacts(target: &str) -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/artifacts")
+        .join(target);
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter(|e| e.path().is_file())
+        .map(|e| std::fs::read(e.path()).unwrap())
+        .collect()
+}
+
+fn testdata(p: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(p);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// A reader that hands out at most `chunk` bytes per call.
@@ -120,6 +144,24 @@ fn small_rdb() -> Vec<u8> {
 fn small_rdb_reads_whole() {
     let rdb = small_rdb();
     assert_eq!(check_rdb(&rdb), Outcome { ok: 15, err: false });
+    // Every value is sound, by both walks.
+    assert_eq!(drivers::rdb_reader(&rdb).invalid, 0);
+    for dump in [
+        "redis-7.0/all-types.rdb",
+        "redis-6.2/all-types.rdb",
+        "redis-6.0/all-types.rdb",
+    ] {
+        let run = drivers::rdb_reader(&testdata(dump));
+        assert!(!run.err && run.records > 50, "{dump}: {run:?}");
+        assert_eq!(run.invalid, 0, "{dump}: {run:?}");
+    }
+}
+
+#[test]
+fn rdb_reader_artifacts_replay() {
+    for a in artifacts("rdb_reader") {
+        check_rdb(&a);
+    }
 }
 
 #[test]
@@ -286,11 +328,9 @@ fn stream_reader_small_chunks_stay_linear() {
     let mut w = RdbWriter::new(9);
     w.key(b"l", None, &value::plain_list(1, &items));
     let rdb = w.finish();
-    let started = std::time::Instant::now();
-    assert_eq!(drain_stream(&rdb, 1), Outcome { ok: 2, err: false });
     // Linear: milliseconds. Quadratic: 10^10 element decodes, many minutes.
-    let took = started.elapsed();
-    assert!(took.as_secs() < 20, "took {took:?}");
+    let out = ends_within(Duration::from_secs(300), move || drain_stream(&rdb, 1));
+    assert_eq!(out, Outcome { ok: 2, err: false });
 }
 
 /// `rdb_stream` mismatch: an EOF opcode after key modifiers (`EXPIRETIME_MS`, `IDLE`, `FREQ`)
@@ -321,5 +361,125 @@ fn stream_reader_eof_after_key_modifiers_ends_the_file() {
             Outcome { ok: 2, err: false },
             "{prefix:02x?}"
         );
+    }
+}
+
+/// `jsonl_reader` on the JSONL of every testdata input, a few lines at a time as
+/// `scripts/fuzz.sh` seeds it, whole, and cut at every byte of its first lines.
+#[test]
+fn jsonl_reader_on_seeds_and_their_prefixes() {
+    for input in [
+        "redis-7.0/all-types.rdb.jsonl",
+        "redis-6.2/all-types.rdb.jsonl",
+        "redis-6.0/all-types.rdb.jsonl",
+        "redis-7.0/appendonlydir.jsonl",
+        "redis-6.2/appendonly.aof.jsonl",
+    ] {
+        let text = testdata(input);
+        let lines = text.split_inclusive(|&b| b == b'\n').count();
+        assert_eq!(drivers::jsonl_reader(&text), lines, "{input}");
+        for chunk in text
+            .split_inclusive(|&b| b == b'\n')
+            .collect::<Vec<_>>()
+            .chunks(3)
+        {
+            drivers::jsonl_reader(&chunk.concat());
+        }
+        let head: Vec<u8> = text.iter().copied().take(4096).collect();
+        for n in 0..head.len() {
+            drivers::jsonl_reader(&head[..n]);
+        }
+    }
+    for a in artifacts("jsonl_reader") {
+        drivers::jsonl_reader(&a);
+    }
+}
+
+/// What a Redis replica sends the full sync's listener (as `scripts/fuzz.sh` seeds it).
+const HANDSHAKE: &[u8] = b"*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nAUTH\r\n$8\r\npassword\r\n\
+    *3\r\n$8\r\nREPLCONF\r\n$14\r\nlistening-port\r\n$4\r\n6380\r\n\
+    *5\r\n$8\r\nREPLCONF\r\n$4\r\ncapa\r\n$3\r\neof\r\n$4\r\ncapa\r\n$6\r\npsync2\r\n\
+    *3\r\n$5\r\nPSYNC\r\n$1\r\n?\r\n$2\r\n-1\r\n";
+
+#[test]
+fn replica_handshake_whole_cut_and_oversized() {
+    let cmds = drivers::replica_handshake(HANDSHAKE);
+    let names: Vec<&[u8]> = cmds.iter().map(|c| c[0].as_slice()).collect();
+    assert_eq!(
+        names,
+        [&b"PING"[..], b"AUTH", b"REPLCONF", b"REPLCONF", b"PSYNC"]
+    );
+    assert_eq!(
+        drivers::replica_handshake(b"PING\r\nREPLCONF capa eof\r\nSYNC\r\n").len(),
+        3
+    );
+    // Cut anywhere: the whole commands before the cut, nothing more.
+    for n in 0..HANDSHAKE.len() {
+        assert!(drivers::replica_handshake(&HANDSHAKE[..n]).len() <= 5);
+    }
+    // Over the bounds: an error, not an allocation.
+    for bad in [
+        &b"*33\r\n"[..],
+        b"*99999999999999999999\r\n",
+        b"*1\r\n$4097\r\n",
+        b"*1\r\n$1099511627776\r\nabc",
+        b"*-1\r\n",
+        b"*1\r\n:1\r\n",
+    ] {
+        assert!(drivers::replica_handshake(bad).is_empty(), "{bad:?}");
+    }
+    let long_line = vec![b'a'; 1 << 20];
+    assert!(drivers::replica_handshake(&long_line).is_empty());
+    for a in artifacts("replica_handshake") {
+        drivers::replica_handshake(&a);
+    }
+}
+
+/// `loadable` on the testdata dumps (every key passes), on our small RDB and files with a
+/// repeated key or member (found), and on every prefix and byte flip of the small RDB.
+#[test]
+fn loadable_on_seeds_truncations_and_flips() {
+    for dump in [
+        "redis-7.0/all-types.rdb",
+        "redis-6.2/all-types.rdb",
+        "redis-6.0/all-types.rdb",
+    ] {
+        let run = drivers::loadable(&testdata(dump));
+        assert!(run.passed > 50 && run.refused == 0, "{dump}: {run:?}");
+        assert_eq!(run.repeated_keys, 0, "{dump}");
+    }
+    let rdb = small_rdb();
+    let run = drivers::loadable(&rdb);
+    assert_eq!(run.passed + run.refused, 11, "{run:?}");
+    // An intset {1, 2} made {1, 1} (the encoder sorts and dedups).
+    let mut ints = value::set_intset(&[1, 2]);
+    let n = ints.bytes.len();
+    ints.bytes[n - 2] = 1;
+    let mut w = RdbWriter::new(9);
+    w.select_db(0)
+        .key(b"k", None, &value::string(b"1", false))
+        .key(b"twice", None, &value::plain_list(2, &[b"a", b"b", b"a"]))
+        .key(b"ints", None, &ints)
+        .key(
+            b"h",
+            None,
+            &value::hash_ziplist(&[(b"f", b"1"), (b"f", b"2")]),
+        )
+        .key(b"k", None, &value::string(b"2", false));
+    let run = drivers::loadable(&w.finish());
+    assert_eq!(run.refused, 3, "{run:?}");
+    assert_eq!(run.repeated_keys, 1, "{run:?}");
+    for n in 0..rdb.len() {
+        drivers::loadable(&rdb[..n]);
+    }
+    for i in 0..rdb.len() {
+        for x in [0x01, 0x80, 0xff] {
+            let mut d = rdb.clone();
+            d[i] ^= x;
+            drivers::loadable(&d);
+        }
+    }
+    for a in artifacts("loadable") {
+        drivers::loadable(&a);
     }
 }

@@ -1,5 +1,6 @@
 //! Golden outputs: each input in `testdata/` has its expected `.jsonl` and `.resp` beside it.
-//! A change in output shows up as a diff to review. `RDBFERRY_UPDATE_GOLDEN=1` rewrites them.
+//! A change in output shows up as a diff to review. `RDBFERRY_UPDATE_GOLDEN=1` rewrites them
+//! (and then compares nothing, so it is refused under `CI`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,6 +13,17 @@ const INPUTS: &[&str] = &[
     "redis-6.2/appendonly.aof",
 ];
 
+/// Whether to rewrite the golden files instead of comparing: never in CI, where a run that
+/// compares nothing would pass whatever the output.
+fn updating() -> bool {
+    let update = std::env::var_os("RDBFERRY_UPDATE_GOLDEN").is_some();
+    assert!(
+        !(update && std::env::var_os("CI").is_some()),
+        "RDBFERRY_UPDATE_GOLDEN is set under CI: the golden files would be rewritten, not checked"
+    );
+    update
+}
+
 fn golden(input: &str, format: &str) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
     let src = dir.join(input);
@@ -23,7 +35,7 @@ fn golden(input: &str, format: &str) {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    if std::env::var_os("RDBFERRY_UPDATE_GOLDEN").is_some() {
+    if updating() {
         std::fs::write(&want_path, &o.stdout).unwrap();
         return;
     }

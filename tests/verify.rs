@@ -11,6 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use support::ferry::output_text as text;
 use support::{RedisCluster, RedisServer, TempDir, TestCerts, require_old_server};
 
 fn testdata(p: &str) -> PathBuf {
@@ -44,15 +45,6 @@ fn fails_saying(args: &[&str], env: &[(&str, &str)], wants: &[&str], secret: &st
     let o = rdbferry(args, env);
     says(&o, 1, wants);
     assert!(!text(&o).contains(secret), "{}", text(&o));
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// A server started on a copy of `dump` (an RDB file), so that it loads it at start-up.

@@ -1,14 +1,13 @@
-//! The commands a replica sends to rdbferry's full-sync listener (`sink::fullsync`), read one
-//! after the other from arbitrary bytes: no panic, no allocation beyond the bounds.
+//! The commands a replica sends to rdbferry's full-sync listener (`repl::master`), read one
+//! after the other from arbitrary bytes: no panic, no allocation beyond the bounds. The checks
+//! are `drivers::replica_handshake`, shared with `tests/fuzz_regressions.rs`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rdbferry::sink::fullsync::read_command;
+
+#[path = "../drivers.rs"]
+mod drivers;
 
 fuzz_target!(|data: &[u8]| {
-    let mut r = data;
-    while let Ok(args) = read_command(&mut r) {
-        assert!(args.len() <= 32);
-        assert!(args.iter().all(|a| a.len() <= 4096));
-    }
+    drivers::replica_handshake(data);
 });

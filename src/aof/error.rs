@@ -39,6 +39,55 @@ pub enum AofErrorKind {
     },
 }
 
+/// Why following a growing AOF (`crate::input::tail`) cannot go on from where it stands.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TailErrorKind {
+    /// The file is shorter than what was already read from it.
+    #[error(
+        "the file shrank to {len} bytes, below what was already read (truncated or replaced in place)"
+    )]
+    Shrank {
+        /// Its length now.
+        len: u64,
+    },
+    /// The bytes just before the position are no longer those that were read there.
+    #[error(
+        "the bytes before this position changed since they were read (the file was rewritten in place or replaced)"
+    )]
+    Changed,
+    /// A checkpoint that does not name this AOF's file as it was.
+    #[error("the checkpoint is not from this AOF: {0}")]
+    ForeignCheckpoint(String),
+    /// A file the tail needs no longer exists.
+    #[error("{0}")]
+    Gone(String),
+    /// The file is neither RESP commands nor an RDB preamble followed by them.
+    #[error(
+        "not an AOF (starts with {0}; an AOF starts with '*', '#' or an RDB preamble \"REDIS\")"
+    )]
+    NotAof(String),
+    /// The checkpoint's offset falls inside a command, a transaction or an RDB.
+    #[error(
+        "the checkpoint offset is not at a command boundary of this file (the file changed since?)"
+    )]
+    NotBoundary,
+    /// A single-file AOF was rewritten and where the new file continues the old one cannot
+    /// be proven from their bytes.
+    #[error(
+        "the AOF was rewritten and the join between the old and the new file is not proven: {0}"
+    )]
+    JoinNotProven(String),
+    /// Starting over needs a base the caller can load over existing data: an RDB.
+    #[error(
+        "cannot start over from this file: it has no RDB preamble (aof-use-rdb-preamble no), and its commands would merge into existing keys"
+    )]
+    NoRdbBase,
+    /// A pending command or transaction grew past the buffer cap.
+    #[error("a command or transaction longer than {0} bytes")]
+    TooLong(u64),
+}
+
 /// An AOF error with its context.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -86,6 +135,16 @@ pub enum AofError {
         /// How many candidates were found.
         found: usize,
     },
+    /// Following a growing AOF cannot go on (see [`TailErrorKind`]).
+    #[error("following AOF {source_name} at +{offset:#x}: {kind}")]
+    Tail {
+        /// The file (path).
+        source_name: String,
+        /// The byte offset concerned (the position, for most kinds).
+        offset: u64,
+        /// What is wrong.
+        kind: TailErrorKind,
+    },
     /// Reading a file or directory failed.
     #[error("reading {}: {err}", path.display())]
     Io {
@@ -105,12 +164,21 @@ impl AofError {
         }
     }
 
+    /// What stopped a tail, for [`AofError::Tail`].
+    pub fn tail_kind(&self) -> Option<&TailErrorKind> {
+        match self {
+            AofError::Tail { kind, .. } => Some(kind),
+            _ => None,
+        }
+    }
+
     /// The byte offset the error points at, when it points into a file.
     pub fn offset(&self) -> Option<u64> {
         match self {
             AofError::Corrupt { offset, .. }
             | AofError::Truncated { offset, .. }
-            | AofError::Manifest { offset, .. } => Some(*offset),
+            | AofError::Manifest { offset, .. }
+            | AofError::Tail { offset, .. } => Some(*offset),
             _ => None,
         }
     }

@@ -34,7 +34,7 @@ mod corpus_tests;
 
 use std::collections::VecDeque;
 
-pub use error::{AofError, AofErrorKind};
+pub use error::{AofError, AofErrorKind, TailErrorKind};
 pub use manifest::{AofFileKind, Manifest, ManifestEntry};
 
 use crate::resp::parse_command;
@@ -212,25 +212,17 @@ impl<'a> AofReader<'a> {
             Err(e) => return Err(self.corrupt(offset + e.offset, AofErrorKind::Resp(e.kind))),
         };
         self.pos += len;
-        let Some(&name) = args.first() else {
+        if args.is_empty() {
             return Err(self.corrupt(offset, AofErrorKind::EmptyCommand));
-        };
-        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
-        let (multi, ends_txn) = (is("multi"), is("exec") || is("discard"));
-        if is("select") {
-            self.db = match args.as_slice() {
-                [_, index] => parse_db(index),
-                _ => None,
+        }
+        let role = feed_role(&args);
+        let (multi, ends_txn) = (role == Feed::Multi, role == Feed::EndTxn);
+        match role {
+            Feed::Select(db) => self.db = db,
+            Feed::BadSelect(given) => {
+                return Err(self.corrupt(offset, AofErrorKind::BadSelect(given)));
             }
-            .ok_or_else(|| {
-                let given: Vec<_> = args
-                    .iter()
-                    .skip(1)
-                    .map(|a| String::from_utf8_lossy(a))
-                    .collect();
-                let text = given.join(" ");
-                self.corrupt(offset, AofErrorKind::BadSelect(text))
-            })?;
+            _ => {}
         }
         let n_args = args.len();
         let cmd = AofCommand {
@@ -279,6 +271,49 @@ impl<'a> AofReader<'a> {
             offset: cut,
             reason,
         })
+    }
+}
+
+/// What a command does to the commands around it, in an AOF or a replication stream (Redis
+/// writes the same feed to both: `SELECT` before a command for another db, `MULTI` … `EXEC`
+/// around a transaction or a script's effects).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Feed {
+    /// `SELECT db`: the commands after it apply to `db`.
+    Select(u64),
+    /// `SELECT` without a valid db index: its arguments, for messages.
+    BadSelect(String),
+    /// `MULTI`.
+    Multi,
+    /// `EXEC` or `DISCARD`.
+    EndTxn,
+    /// Any other command.
+    Other,
+}
+
+/// How the command `args` (name first) frames the feed; see [`Feed`].
+pub fn feed_role<A: AsRef<[u8]>>(args: &[A]) -> Feed {
+    let name = args.first().map_or(&b""[..], AsRef::as_ref);
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    if is("select") {
+        return match args {
+            [_, index] => parse_db(index.as_ref()).map(Feed::Select),
+            _ => None,
+        }
+        .unwrap_or_else(|| {
+            let given: Vec<_> = args[1..]
+                .iter()
+                .map(|a| String::from_utf8_lossy(a.as_ref()))
+                .collect();
+            Feed::BadSelect(given.join(" "))
+        });
+    }
+    if is("multi") {
+        Feed::Multi
+    } else if is("exec") || is("discard") {
+        Feed::EndTxn
+    } else {
+        Feed::Other
     }
 }
 

@@ -1,5 +1,13 @@
 //! Command-line front end: parses flags with `clap`, builds job configurations, prints
-//! reports. No loop over entries lives here; that is the library's job.
+//! reports, installs the signal handlers (`signals`). No loop over entries lives here; that is
+//! the library's job.
+
+mod fetch;
+mod follow;
+mod signals;
+
+use fetch::{FetchArgs, run_fetch};
+use follow::{FollowArgs, run_follow, run_import_until};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,15 +15,17 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use rdbferry::error::Error;
-use rdbferry::job::convert::{ConvertOptions, Format};
+use rdbferry::job::changes;
+use rdbferry::job::convert::ConvertOptions;
 use rdbferry::job::import::{self, ImportOptions, Mode, OnConflict};
 use rdbferry::job::inspect::InspectOptions;
 use rdbferry::job::{Common, check, convert, inspect};
+use rdbferry::net::RedisUrl;
 use rdbferry::net::TlsOptions;
+use rdbferry::net::url::{PASSWORD_ENV, Role};
 use rdbferry::rdb::ReadOptions;
-use rdbferry::sink::redis::Role;
-use rdbferry::transform::{Filter, FilterSpec};
-use rdbferry::verify::target::TargetUrl;
+use rdbferry::sink::Format;
+use rdbferry::transform::{Filter, FilterSpec, KeyMap};
 use rdbferry::verify::{VerifyOptions, verify, verify_live};
 
 /// rdbferry: read, convert and move Redis RDB and AOF data.
@@ -63,7 +73,8 @@ enum Cmd {
         /// Output format.
         #[arg(long, value_enum)]
         format: FormatArg,
-        /// Output file (one input) or directory (several inputs); stdout by default.
+        /// Output file (one input) or directory (several inputs); stdout by default or with
+        /// -o -. A file is replaced only once it is complete; an input is never overwritten.
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
         /// Leave out keys whose TTL has already passed.
@@ -82,6 +93,38 @@ enum Cmd {
     /// inputs only the RDB part's keys that no later command touches are compared; the AOF
     /// commands themselves are not verified.
     Verify(Box<VerifyArgs>),
+    /// Put a target back after an interrupted run: detach a target left a replica of a full
+    /// sync that is gone (`kill -9`), and put back every setting rdbferry changed on it (what
+    /// the target's claim record and this host's journal say). Exit 1 when something could
+    /// not be put back.
+    Recover(Box<RecoverArgs>),
+    /// Keep a target in sync with a source's AOF (a file or a Redis 7 appendonlydir) while
+    /// the source writes: the base, then every command as it is appended, across rewrites,
+    /// checkpointed (--checkpoint), at least once or --exactly-once. SIGINT/SIGTERM: drain,
+    /// write the checkpoint, exit 0.
+    Follow(Box<FollowArgs>),
+    /// Take a live server's snapshot as a replica does (PSYNC, or SYNC) and write the RDB to
+    /// a file: replaced only once the RDB is whole and its checksum verified, never left
+    /// partial. Nothing on the server is changed. Exit 1 on any error, 130 when interrupted.
+    Fetch(Box<FetchArgs>),
+}
+
+#[derive(Args)]
+struct RecoverArgs {
+    /// The server: redis://[user[:password]@]host[:port] (the password may come from
+    /// RDBFERRY_TO_PASSWORD instead).
+    #[arg(long)]
+    to: String,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// Also when the full sync into it still seems to be running (its link is up).
+    #[arg(long)]
+    force: bool,
+    /// Print what was done as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    net: NetArgs,
 }
 
 #[derive(Args)]
@@ -98,12 +141,6 @@ struct VerifyArgs {
     tls: TlsArgs,
     #[command(flatten)]
     from_tls: FromTlsArgs,
-    /// Replace a key prefix: OLD=NEW (repeatable; first match wins).
-    #[arg(long, value_name = "OLD=NEW")]
-    rename: Vec<String>,
-    /// Source db SRC is in target db DST (repeatable).
-    #[arg(long, value_name = "SRC=DST")]
-    db_map: Vec<String>,
     /// Allowed TTL difference, seconds.
     #[arg(long, default_value_t = 5.0, value_name = "SECS")]
     ttl_tolerance: f64,
@@ -116,18 +153,25 @@ struct VerifyArgs {
     /// the source is one RDB file without filters and the target gives one, else key by key.
     #[arg(long, value_enum, default_value_t = VerifyViaArg::Auto)]
     via: VerifyViaArg,
+    /// How long, in seconds, the target may take to save and start sending its snapshot
+    /// (--via snapshot|auto) before verify gives up on it.
+    #[arg(long, default_value_t = 3600.0, value_name = "SECS")]
+    save_timeout: f64,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    net: NetArgs,
     #[command(flatten)]
     common: CommonArgs,
 }
 
 impl VerifyArgs {
     /// The live source, when SOURCE is a redis:// or rediss:// URL.
-    fn live_source(&self) -> Result<Option<TargetUrl>, Error> {
+    fn live_source(&self) -> Result<Option<RedisUrl>, Error> {
         let s = &self.source;
-        if !(s.starts_with("redis://") || s.starts_with("rediss://")) {
+        // Any letter case: `REDIS://...` is a server, not a file to open (and print).
+        if !rdbferry::net::url::is_url(s) {
             if self.from_tls.is_set() {
                 return Err(Error::Usage(
                     "--from-tls-* options are for a live rediss:// source, not a file".into(),
@@ -136,35 +180,23 @@ impl VerifyArgs {
             return Ok(None);
         }
         let env_pw = std::env::var(Role::Source.password_env()).ok();
-        let url = TargetUrl::parse_as(s, env_pw, Role::Source)?;
-        Ok(Some(url.with_tls(&self.from_tls.build())?))
+        let url = RedisUrl::parse_as(s, env_pw, Role::Source)?;
+        Ok(Some(
+            url.with_tls(&self.from_tls.build())?
+                .with_timeout(self.net.timeout()?),
+        ))
     }
 
     fn build(&self) -> Result<VerifyOptions, Error> {
-        let env_pw = std::env::var(rdbferry::verify::target::PASSWORD_ENV).ok();
-        let target = TargetUrl::parse(&self.to, env_pw)?.with_tls(&self.tls.build())?;
-        let mut renames = Vec::new();
-        for r in &self.rename {
-            let (a, b) = r
-                .split_once('=')
-                .ok_or_else(|| Error::Usage(format!("--rename {r:?}: expected OLD=NEW")))?;
-            renames.push((a.as_bytes().to_vec(), b.as_bytes().to_vec()));
-        }
-        let mut db_map = Vec::new();
-        for m in &self.db_map {
-            let pair = m
-                .split_once('=')
-                .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
-                .ok_or_else(|| Error::Usage(format!("--db-map {m:?}: expected SRC=DST")))?;
-            db_map.push(pair);
-        }
+        let env_pw = std::env::var(PASSWORD_ENV).ok();
+        let target = RedisUrl::parse(&self.to, env_pw)?
+            .with_tls(&self.tls.build())?
+            .with_timeout(self.net.timeout()?);
         if self.ttl_tolerance.is_nan() || self.ttl_tolerance < 0.0 {
             return Err(Error::Usage("--ttl-tolerance must be >= 0".into()));
         }
         Ok(VerifyOptions {
             target,
-            renames,
-            db_map,
             ttl_tolerance_ms: (self.ttl_tolerance * 1000.0) as i64,
             max_diffs: self.max_diffs,
             via: match self.via {
@@ -172,6 +204,7 @@ impl VerifyArgs {
                 VerifyViaArg::Snapshot => rdbferry::verify::snapshot::Via::Snapshot,
                 VerifyViaArg::Commands => rdbferry::verify::snapshot::Via::Commands,
             },
+            save_within: seconds("--save-timeout", self.save_timeout)?,
         })
     }
 }
@@ -181,40 +214,8 @@ struct ImportArgs {
     /// RDB file, AOF file, appendonlydir, JSONL (as convert writes it), or - for stdin.
     #[arg(required = true)]
     inputs: Vec<String>,
-    /// Target: redis://[user[:password]@]host[:port][/db], rediss:// for TLS. The password
-    /// may come from RDBFERRY_TO_PASSWORD instead. With /db, input db 0 goes there (unless
-    /// --db-map says otherwise); other dbs keep their number.
-    #[arg(long)]
-    to: String,
     #[command(flatten)]
-    tls: TlsArgs,
-    /// How keys are written: auto (RESTORE what the target can load), restore, rewrite.
-    #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
-    mode: ModeArg,
-    /// What a key that already exists on the target gets.
-    #[arg(long, value_enum, default_value_t = ConflictArg::Fail)]
-    on_conflict: ConflictArg,
-    /// What a key the target refuses does to the import (skipped keys are counted).
-    #[arg(long, value_enum, default_value_t = OnErrorArg::Stop)]
-    on_error: OnErrorArg,
-    /// Rename keys: OLD_PREFIX=NEW_PREFIX (repeatable; first match wins). Filters see the
-    /// original names.
-    #[arg(long = "rename")]
-    renames: Vec<String>,
-    /// Write db SRC into db DST (repeatable).
-    #[arg(long = "db-map")]
-    db_maps: Vec<String>,
-    /// Parallel connections (keys are spread by a hash of their name; one key's commands
-    /// always share a connection).
-    #[arg(long, default_value_t = 2)]
-    connections: usize,
-    /// Commands in flight per connection.
-    #[arg(long, default_value_t = 1000)]
-    pipeline: usize,
-    /// After a dropped connection, a target restart or a busy/loading target: keep
-    /// reconnecting and resending for this many seconds before giving up.
-    #[arg(long, default_value_t = 60)]
-    retry_timeout: u64,
+    write: WriteArgs,
     /// How keys reach the target. full-sync: the target loads the input itself, as a replica
     /// of rdbferry, then is detached (only an empty standalone target, one RDB input; the
     /// fastest way). commands: RESTORE and rewrite commands. auto: full sync when it may be
@@ -230,11 +231,74 @@ struct ImportArgs {
     /// Go on despite a failed precheck.
     #[arg(long)]
     force: bool,
+    /// An AOF or appendonlydir up to a point in time: stop before the first command the
+    /// source wrote after TIME (RFC 3339, or Unix seconds), by its #TS: annotations
+    /// (aof-timestamp-enabled yes). Point-in-time recovery from a backup.
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
     /// Print the summary (and precheck) as JSON.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
     common: CommonArgs,
+}
+
+/// How entries are written to a live target: the flags `import` and `follow` share.
+#[derive(Args, Clone)]
+struct WriteArgs {
+    /// Target: redis://[user[:password]@]host[:port][/db], rediss:// for TLS. The password
+    /// may come from RDBFERRY_TO_PASSWORD instead. With /db, input db 0 goes there (unless
+    /// --db-map says otherwise); other dbs keep their number.
+    #[arg(long)]
+    to: String,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// How keys are written: auto (RESTORE what the target can load), restore, rewrite.
+    #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
+    mode: ModeArg,
+    /// What a key that already exists on the target gets.
+    #[arg(long, value_enum, default_value_t = ConflictArg::Fail)]
+    on_conflict: ConflictArg,
+    /// What a key the target refuses does to the run (skipped keys are counted).
+    #[arg(long, value_enum, default_value_t = OnErrorArg::Stop)]
+    on_error: OnErrorArg,
+    /// Parallel connections (keys are spread by a hash of their name; one key's commands
+    /// always share a connection).
+    #[arg(long, default_value_t = 2)]
+    connections: usize,
+    /// Commands in flight per connection.
+    #[arg(long, default_value_t = 1000)]
+    pipeline: usize,
+    /// After a dropped connection, a target restart or a busy/loading target: keep
+    /// reconnecting and resending for this many seconds before giving up.
+    #[arg(long, default_value_t = 60)]
+    retry_timeout: u64,
+    #[command(flatten)]
+    net: NetArgs,
+}
+
+#[derive(Args, Clone)]
+struct NetArgs {
+    /// Deadline, in seconds, of each connect, read and write on a live server (a server
+    /// that stalls longer is an error naming it and what was awaited).
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    timeout: f64,
+}
+
+impl NetArgs {
+    fn timeout(&self) -> Result<std::time::Duration, Error> {
+        seconds("--timeout", self.timeout)
+    }
+}
+
+/// A duration flag in seconds: above 0, at most a day.
+fn seconds(flag: &str, secs: f64) -> Result<std::time::Duration, Error> {
+    if !(secs.is_finite() && secs > 0.0 && secs <= 86_400.0) {
+        return Err(Error::Usage(format!(
+            "{flag} {secs}: give a number of seconds above 0 (at most a day)"
+        )));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -277,81 +341,71 @@ fn split_pair(s: &str, flag: &str) -> Result<(String, String), Error> {
         .ok_or_else(|| Error::Usage(format!("{flag} wants A=B, got {s:?}")))
 }
 
-impl ImportArgs {
-    fn build(&self) -> Result<(Common, ImportOptions), Error> {
-        let common = self.common.build()?;
-        let to = rdbferry::sink::redis::TargetUrl::parse(
-            &self.to,
-            std::env::var("RDBFERRY_TO_PASSWORD").ok(),
-        )?
-        .with_tls(&self.tls.build())?;
-        let mut rename = Vec::new();
-        for r in &self.renames {
-            let (a, b) = split_pair(r, "--rename")?;
-            rename.push((a.into_bytes(), b.into_bytes()));
-        }
-        let mut db_map = std::collections::BTreeMap::new();
-        for m in &self.db_maps {
-            let (a, b) = split_pair(m, "--db-map")?;
-            let num = |x: &str| {
-                x.parse::<u64>()
-                    .map_err(|_| Error::Usage(format!("--db-map wants SRC=DST numbers, got {m:?}")))
-            };
-            db_map.insert(num(&a)?, num(&b)?);
-        }
+impl WriteArgs {
+    /// The target and the write options (`via` and the import-only flags at their
+    /// defaults; the caller sets them).
+    fn build(&self, common: &mut Common) -> Result<ImportOptions, Error> {
+        let to = RedisUrl::parse(&self.to, std::env::var(PASSWORD_ENV).ok())?
+            .with_tls(&self.tls.build())?
+            .with_timeout(self.net.timeout()?);
+        common.map = std::mem::take(&mut common.map).with_db0(to.url_db());
         if self.connections == 0 || self.pipeline == 0 {
             return Err(Error::Usage(
                 "--connections and --pipeline must be at least 1".into(),
             ));
         }
-        Ok((
-            common,
-            ImportOptions {
-                to,
-                mode: match self.mode {
-                    ModeArg::Auto => Mode::Auto,
-                    ModeArg::Restore => Mode::Restore,
-                    ModeArg::Rewrite => Mode::Rewrite,
-                },
-                on_conflict: match self.on_conflict {
-                    ConflictArg::Fail => OnConflict::Fail,
-                    ConflictArg::Replace => OnConflict::Replace,
-                    ConflictArg::Skip => OnConflict::Skip,
-                },
-                stop_on_error: matches!(self.on_error, OnErrorArg::Stop),
-                rename,
-                db_map,
-                dry_run: self.dry_run,
-                force: self.force,
-                stream_min: import::DEFAULT_STREAM_MIN,
-                part_bytes: import::PART_BYTES,
-                connections: self.connections,
-                pipeline: self.pipeline,
-                retry_for: std::time::Duration::from_secs(self.retry_timeout),
-                via: match self.via {
-                    ViaArg::Auto => import::Via::Auto,
-                    ViaArg::FullSync => import::Via::FullSync,
-                    ViaArg::Commands => import::Via::Commands,
-                },
+        Ok(ImportOptions {
+            to,
+            mode: match self.mode {
+                ModeArg::Auto => Mode::Auto,
+                ModeArg::Restore => Mode::Restore,
+                ModeArg::Rewrite => Mode::Rewrite,
             },
-        ))
+            on_conflict: match self.on_conflict {
+                ConflictArg::Fail => OnConflict::Fail,
+                ConflictArg::Replace => OnConflict::Replace,
+                ConflictArg::Skip => OnConflict::Skip,
+            },
+            stop_on_error: matches!(self.on_error, OnErrorArg::Stop),
+            dry_run: false,
+            force: false,
+            stream_min: import::DEFAULT_STREAM_MIN,
+            part_bytes: import::PART_BYTES,
+            connections: self.connections,
+            pipeline: self.pipeline,
+            retry_for: std::time::Duration::from_secs(self.retry_timeout),
+            via: import::Via::Auto,
+            rdb_only: false,
+        })
+    }
+}
+
+impl ImportArgs {
+    fn build(&self) -> Result<(Common, ImportOptions), Error> {
+        let mut common = self.common.build()?;
+        let mut opts = self.write.build(&mut common)?;
+        opts.dry_run = self.dry_run;
+        opts.force = self.force;
+        opts.via = match self.via {
+            ViaArg::Auto => import::Via::Auto,
+            ViaArg::FullSync => import::Via::FullSync,
+            ViaArg::Commands => import::Via::Commands,
+        };
+        Ok((common, opts))
     }
 }
 
 fn run_import(args: &ImportArgs) -> ExitCode {
+    if let Some(until) = &args.until {
+        return run_import_until(args, until);
+    }
     let (common, opts) = match args.build() {
         Ok(x) => x,
-        Err(e) => {
-            fail(&e);
-            return ExitCode::from(2);
-        }
+        Err(e) => return usage(&e),
     };
     let pre = match import::precheck(&args.inputs, &common, &opts) {
         Ok(p) => p,
-        Err(e) => {
-            fail(&e);
-            return ExitCode::from(1);
-        }
+        Err(e) => return fail(&e),
     };
     if args.precheck {
         if args.json {
@@ -398,10 +452,7 @@ fn run_import(args: &ImportArgs) -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
-        Err(e) => {
-            fail(&e);
-            ExitCode::from(1)
-        }
+        Err(e) => fail(&e),
     }
 }
 
@@ -428,7 +479,7 @@ struct TlsArgs {
     tls_key: Option<PathBuf>,
 }
 
-/// TLS flags of `verify` for a live rediss:// source.
+/// TLS flags of `verify` and `fetch` for a live rediss:// source.
 #[derive(Args, Clone)]
 struct FromTlsArgs {
     /// PEM bundle of the CAs that sign the source's certificate (default: the system's).
@@ -459,6 +510,7 @@ impl FromTlsArgs {
             insecure: self.from_tls_insecure,
             cert: self.from_tls_cert.clone(),
             key: self.from_tls_key.clone(),
+            flags: "--from-tls",
         }
     }
 
@@ -481,6 +533,7 @@ impl TlsArgs {
             insecure: self.tls_insecure,
             cert: self.tls_cert.clone(),
             key: self.tls_key.clone(),
+            flags: "--tls",
         }
     }
 }
@@ -502,6 +555,13 @@ struct CommonArgs {
     /// Keep only this type: string, list, set, zset, hash, stream, module (repeatable).
     #[arg(long = "type")]
     types: Vec<String>,
+    /// Rename keys: OLD_PREFIX=NEW_PREFIX (repeatable; first match wins), in AOF commands
+    /// too. Filters see the original names.
+    #[arg(long = "rename", value_name = "OLD=NEW")]
+    renames: Vec<String>,
+    /// Write db SRC into db DST (repeatable).
+    #[arg(long = "db-map", value_name = "SRC=DST")]
+    db_maps: Vec<String>,
     /// Go on past a checksum mismatch.
     #[arg(long)]
     ignore_checksum: bool,
@@ -519,22 +579,215 @@ impl CommonArgs {
             exclude_keys: self.exclude_keys.clone(),
             types: self.types.clone(),
         })?;
+        let mut renames = Vec::new();
+        for r in &self.renames {
+            let (a, b) = split_pair(r, "--rename")?;
+            renames.push((a.into_bytes(), b.into_bytes()));
+        }
+        let mut db_map = std::collections::BTreeMap::new();
+        for m in &self.db_maps {
+            let (a, b) = split_pair(m, "--db-map")?;
+            let num = |x: &str| {
+                x.parse::<u64>()
+                    .map_err(|_| Error::Usage(format!("--db-map wants SRC=DST numbers, got {m:?}")))
+            };
+            db_map.insert(num(&a)?, num(&b)?);
+        }
         Ok(Common {
-            filter,
+            map: KeyMap::new(filter, renames, db_map),
             read: ReadOptions {
                 ignore_checksum: self.ignore_checksum,
             },
             quiet: self.quiet,
+            cancel: signals::cancel_token(),
         })
     }
 }
 
-fn fail(e: &Error) {
+/// Print an error; the exit code for it: 130 when the run was interrupted (Ctrl-C,
+/// SIGTERM, SIGHUP), 1 otherwise.
+fn fail(e: &Error) -> ExitCode {
+    if matches!(e, Error::Cancelled) {
+        eprintln!("rdbferry: interrupted");
+        return ExitCode::from(130);
+    }
     eprintln!("rdbferry: error: {e}");
+    ExitCode::from(1)
+}
+
+/// Print a usage error; exit code 2.
+fn usage(e: &Error) -> ExitCode {
+    eprintln!("rdbferry: error: {e}");
+    ExitCode::from(2)
+}
+
+fn run_check(inputs: &[String], json: bool, common: &CommonArgs) -> ExitCode {
+    let common = match common.build() {
+        Ok(c) => c,
+        Err(e) => return usage(&e),
+    };
+    let mut code = ExitCode::SUCCESS;
+    for name in inputs {
+        match check::check(name, &common) {
+            Ok(r) if json => println!("{}", serde_json::to_string(&r).unwrap_or_default()),
+            Ok(r) => println!("{}", check_line(&r)),
+            Err(e) => code = fail(&e),
+        }
+        if common.cancel.is_cancelled() {
+            return ExitCode::from(130);
+        }
+    }
+    code
+}
+
+/// The one-line summary of `check`.
+fn check_line(r: &check::CheckReport) -> String {
+    let dbs: Vec<String> = r
+        .keys_per_db
+        .iter()
+        .map(|(db, n)| format!("db{db}: {n}"))
+        .collect();
+    let mut line = format!(
+        "{}: OK, RDB {} (redis-ver {}), {} keys ({}), {} with a TTL",
+        r.input,
+        r.rdb_version.as_deref().unwrap_or("none"),
+        r.redis_ver.as_deref().unwrap_or("-"),
+        r.keys,
+        if dbs.is_empty() {
+            "empty".into()
+        } else {
+            dbs.join(", ")
+        },
+        r.keys_with_ttl,
+    );
+    if r.functions > 0 {
+        line += &format!(", {} functions", r.functions);
+    }
+    if r.commands > 0 {
+        line += &format!(", {} AOF commands", r.commands);
+    }
+    if let Some((at, n)) = r.ignored_tail {
+        line += &format!(", {n} bytes after EOF at byte {at} ignored");
+    }
+    if let Some(at) = r.truncated_at {
+        line += &format!(", truncated AOF tail ignored from byte {at}");
+    }
+    line + &format!(", {:.3} s, {:.1} MB/s", r.elapsed_s, r.mb_per_s())
+}
+
+fn run_inspect(input: &str, opts: &InspectOptions, json: bool, common: &CommonArgs) -> ExitCode {
+    let res = common
+        .build()
+        .and_then(|c| inspect::inspect(input, &c, opts));
+    match res {
+        Ok(r) if json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&r.to_json()).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            print!("{}", r.to_table());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn run_convert(inputs: &[String], opts: &ConvertOptions, common: &CommonArgs) -> ExitCode {
+    let common = match common.build() {
+        Ok(c) => c,
+        Err(e) => return usage(&e),
+    };
+    let mut code = ExitCode::SUCCESS;
+    for r in convert::convert(inputs, &common, opts) {
+        match r {
+            Ok(r) => {
+                if inputs.len() > 1 && !common.quiet {
+                    eprintln!(
+                        "{} -> {}: {} keys, {} commands",
+                        r.input, r.output, r.keys, r.commands
+                    );
+                }
+            }
+            Err(Error::Io { err, .. }) if err.kind() == std::io::ErrorKind::BrokenPipe => {
+                // `rdbferry convert ... | head`: the reader went away; not an error.
+            }
+            Err(e) => code = fail(&e),
+        }
+    }
+    code
+}
+
+fn run_verify(args: &VerifyArgs) -> ExitCode {
+    let res = args
+        .common
+        .build()
+        .and_then(|c| {
+            let opts = args.build()?;
+            let c = Common {
+                map: c.map.with_db0(opts.target.url_db()),
+                ..c
+            };
+            Ok((c, opts, args.live_source()?))
+        })
+        .and_then(|(c, o, live)| match live {
+            Some(src) => verify_live(&src, &c, &o),
+            None => verify(&args.source, &c, &o),
+        });
+    match res {
+        Ok(r) => {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            } else {
+                print!("{}", r.to_text());
+            }
+            if r.identical() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn run_recover(args: &RecoverArgs) -> ExitCode {
+    let url = RedisUrl::parse(&args.to, std::env::var(PASSWORD_ENV).ok())
+        .and_then(|u| u.with_tls(&args.tls.build()))
+        .and_then(|u| Ok(u.with_timeout(args.net.timeout()?)));
+    let url = match url {
+        Ok(u) => u,
+        Err(e) => return usage(&e),
+    };
+    match changes::recover(&url, args.force) {
+        Ok(r) => {
+            if args.json {
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            } else if r.actions.is_empty() && r.left.is_empty() {
+                println!("{}: nothing of rdbferry's to put back", r.server);
+            } else {
+                for a in &r.actions {
+                    println!("{}: {a}", r.server);
+                }
+            }
+            for l in &r.left {
+                eprintln!("rdbferry: error: {}: could not put back {l}", r.server);
+            }
+            if r.left.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => fail(&e),
+    }
 }
 
 /// Parse arguments and run; returns the process exit code.
 pub fn run() -> ExitCode {
+    signals::install();
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Import(args) => run_import(&args),
@@ -542,94 +795,14 @@ pub fn run() -> ExitCode {
             inputs,
             json,
             common,
-        } => {
-            let common = match common.build() {
-                Ok(c) => c,
-                Err(e) => {
-                    fail(&e);
-                    return ExitCode::from(2);
-                }
-            };
-            let mut ok = true;
-            for name in &inputs {
-                match check::check(name, &common) {
-                    Ok(r) if json => {
-                        println!("{}", serde_json::to_string(&r).unwrap_or_default());
-                    }
-                    Ok(r) => {
-                        let dbs: Vec<String> = r
-                            .keys_per_db
-                            .iter()
-                            .map(|(db, n)| format!("db{db}: {n}"))
-                            .collect();
-                        let mut line = format!(
-                            "{}: OK, RDB {} (redis-ver {}), {} keys ({}), {} with a TTL",
-                            r.input,
-                            r.rdb_version.as_deref().unwrap_or("none"),
-                            r.redis_ver.as_deref().unwrap_or("-"),
-                            r.keys,
-                            if dbs.is_empty() {
-                                "empty".into()
-                            } else {
-                                dbs.join(", ")
-                            },
-                            r.keys_with_ttl,
-                        );
-                        if r.functions > 0 {
-                            line += &format!(", {} functions", r.functions);
-                        }
-                        if r.commands > 0 {
-                            line += &format!(", {} AOF commands", r.commands);
-                        }
-                        if let Some((at, n)) = r.ignored_tail {
-                            line += &format!(", {n} bytes after EOF at byte {at} ignored");
-                        }
-                        if let Some(at) = r.truncated_at {
-                            line += &format!(", truncated AOF tail ignored from byte {at}");
-                        }
-                        line += &format!(", {:.3} s, {:.1} MB/s", r.elapsed_s, r.mb_per_s());
-                        println!("{line}");
-                    }
-                    Err(e) => {
-                        ok = false;
-                        fail(&e);
-                    }
-                }
-            }
-            if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
+        } => run_check(&inputs, json, &common),
         Cmd::Inspect {
             input,
             top,
             json,
             prefix_depth,
             common,
-        } => {
-            let res = common
-                .build()
-                .and_then(|c| inspect::inspect(&input, &c, &InspectOptions { top, prefix_depth }));
-            match res {
-                Ok(r) if json => {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&r.to_json()).unwrap_or_default()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Ok(r) => {
-                    print!("{}", r.to_table());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    fail(&e);
-                    ExitCode::from(1)
-                }
-            }
-        }
+        } => run_inspect(&input, &InspectOptions { top, prefix_depth }, json, &common),
         Cmd::Convert {
             inputs,
             format,
@@ -637,13 +810,6 @@ pub fn run() -> ExitCode {
             skip_expired,
             common,
         } => {
-            let common = match common.build() {
-                Ok(c) => c,
-                Err(e) => {
-                    fail(&e);
-                    return ExitCode::from(2);
-                }
-            };
             let opts = ConvertOptions {
                 format: match format {
                     FormatArg::Jsonl => Format::Jsonl,
@@ -652,59 +818,11 @@ pub fn run() -> ExitCode {
                 output,
                 skip_expired,
             };
-            let mut ok = true;
-            for r in convert::convert(&inputs, &common, &opts) {
-                match r {
-                    Ok(r) => {
-                        if inputs.len() > 1 && !common.quiet {
-                            eprintln!(
-                                "{} -> {}: {} keys, {} commands",
-                                r.input, r.output, r.keys, r.commands
-                            );
-                        }
-                    }
-                    Err(Error::Io { err, .. }) if err.kind() == std::io::ErrorKind::BrokenPipe => {
-                        // `rdbferry convert ... | head`: the reader went away; not an error.
-                    }
-                    Err(e) => {
-                        ok = false;
-                        fail(&e);
-                    }
-                }
-            }
-            if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
+            run_convert(&inputs, &opts, &common)
         }
-        Cmd::Verify(args) => {
-            let res = args
-                .common
-                .build()
-                .and_then(|c| Ok((c, args.build()?, args.live_source()?)))
-                .and_then(|(c, o, live)| match live {
-                    Some(src) => verify_live(&src, &c, &o),
-                    None => verify(&args.source, &c, &o),
-                });
-            match res {
-                Ok(r) => {
-                    if args.json {
-                        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
-                    } else {
-                        print!("{}", r.to_text());
-                    }
-                    if r.identical() {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::from(1)
-                    }
-                }
-                Err(e) => {
-                    fail(&e);
-                    ExitCode::from(1)
-                }
-            }
-        }
+        Cmd::Verify(args) => run_verify(&args),
+        Cmd::Recover(args) => run_recover(&args),
+        Cmd::Follow(args) => run_follow(&args),
+        Cmd::Fetch(args) => run_fetch(&args),
     }
 }

@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use super::{Event, Walked, map_file, walk_file};
+use super::{Event, Mapped, Walked, walk_file};
 use crate::aof::{AofError, AofErrorKind, AofReader, Manifest};
 use crate::error::{Error, Result};
 use crate::rdb::ReadOptions;
@@ -59,7 +59,7 @@ pub fn walk_dir(
         let path = e.path(dir);
         let fname = path.display().to_string();
         let last = i + 1 == files.len();
-        let map = match map_file(&path, &fname) {
+        let map = match Mapped::open(&path, &fname) {
             Ok(m) => m,
             Err(Error::Io { err, .. }) => {
                 return Err(Error::Input {
@@ -71,7 +71,11 @@ pub fn walk_dir(
         };
         let data: &[u8] = map.as_deref().unwrap_or_default();
         // Redis loads each file with a fresh client, so every file starts in db 0.
-        let w = walk_file(&fname, data, opts, last, base, 0, f)?;
+        let w = walk_file(&fname, data, opts, last, base, 0, f);
+        let w = match &map {
+            Some(m) => m.settle(w)?,
+            None => w?,
+        };
         if out.rdb_version.is_none() {
             out.rdb_version = w.rdb_version;
             out.redis_ver = w.redis_ver;

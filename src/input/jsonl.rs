@@ -57,7 +57,7 @@ impl fmt::Display for JsonlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: line {}", self.path, self.line)?;
         if let Some(k) = &self.key {
-            write!(f, " (key {})", crate::sink::redis::show(k))?;
+            write!(f, " (key {})", crate::text::quoted(k))?;
         }
         write!(f, ": {}", self.msg)
     }

@@ -10,19 +10,21 @@
 //! Every input is turned into one sequence of [`Event`]s, handed to a callback together with
 //! the bytes consumed so far (for progress bars). This module decides nothing about keys;
 //! filtering is `transform`'s job.
+//!
+//! Files are memory-mapped; [`Mapped`] says what happens when one changes while it is read.
 
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-
-use memmap2::Mmap;
 
 use crate::error::{Error, Result};
 use crate::rdb::{RdbReader, ReadOptions, Record, StreamReader};
 
 mod aof;
 pub mod jsonl;
+mod mapped;
+pub mod tail;
 pub use crate::aof::is_rdb;
+pub use mapped::Mapped;
 
 /// One item from an input.
 #[derive(Debug)]
@@ -60,7 +62,7 @@ pub struct Input {
     /// What it is.
     pub kind: Kind,
     path: PathBuf,
-    map: Option<Mmap>,
+    map: Option<Mapped>,
     /// Total bytes, when known.
     pub size: Option<u64>,
 }
@@ -81,6 +83,9 @@ pub struct Walked {
     /// Bytes after an RDB's EOF that are not AOF commands (offset, length): ignored, as Redis
     /// ignores them.
     pub ignored_tail: Option<(u64, u64)>,
+    /// Whether AOF commands were read: the file is an AOF, which may grow while it is read
+    /// (Redis appends to it) without harm.
+    pub aof_commands: bool,
 }
 
 impl Walked {
@@ -111,6 +116,7 @@ impl Walked {
             self.ignored_tail = Some((end, rest.len() as u64));
             return Ok(());
         }
+        self.aof_commands = true;
         let (cut, db) = aof::walk_commands(name, data, end, self.db, last, base, f)?;
         self.truncated_at = cut;
         self.db = db;
@@ -135,18 +141,6 @@ pub fn is_aof_tail(rest: &[u8]) -> bool {
     crate::aof::looks_like_aof(rest)
 }
 
-fn map_file(path: &Path, name: &str) -> Result<Option<Mmap>> {
-    let f = File::open(path).map_err(|e| Error::io(name, e))?;
-    let len = f.metadata().map_err(|e| Error::io(name, e))?.len();
-    if len == 0 {
-        return Ok(None);
-    }
-    // SAFETY: the file is opened read-only; a concurrent writer truncating it could fault the
-    // process, as with any mmap reader (ripgrep makes the same trade).
-    let m = unsafe { Mmap::map(&f) }.map_err(|e| Error::io(name, e))?;
-    Ok(Some(m))
-}
-
 impl Input {
     /// Open `name` (a path or `-`) and recognise it.
     pub fn open(name: &str) -> Result<Input> {
@@ -160,7 +154,10 @@ impl Input {
             });
         }
         let path = PathBuf::from(name);
-        let meta = std::fs::metadata(&path).map_err(|e| Error::io(name, e))?;
+        // A name that is no file may be a server given where a file was expected: its
+        // password must not show in the error.
+        let meta =
+            std::fs::metadata(&path).map_err(|e| Error::io(crate::net::url::redact(name), e))?;
         if meta.is_dir() {
             return Ok(Input {
                 name: name.into(),
@@ -170,7 +167,7 @@ impl Input {
                 map: None,
             });
         }
-        let map = map_file(&path, name)?;
+        let map = Mapped::open(&path, name)?;
         let data: &[u8] = map.as_deref().unwrap_or_default();
         let kind = if is_rdb(data) {
             Kind::Rdb
@@ -214,11 +211,24 @@ impl Input {
         match self.kind {
             Kind::Rdb | Kind::Aof => {
                 let data: &[u8] = self.map.as_deref().unwrap_or_default();
-                walk_file(&self.name, data, opts, true, 0, 0, f)
+                self.settle(walk_file(&self.name, data, opts, true, 0, 0, f))
             }
             Kind::AofDir => aof::walk_dir(&self.path, &self.name, opts, f),
-            Kind::Jsonl => jsonl::walk(&self.name, self.map.as_deref().unwrap_or_default(), f),
+            Kind::Jsonl => {
+                let data: &[u8] = self.map.as_deref().unwrap_or_default();
+                self.settle(jsonl::walk(&self.name, data, f))
+            }
             Kind::Stdin => walk_stdin(opts, f),
+        }
+    }
+
+    /// The result of a walk over a single-file input, checked for a change of the file while
+    /// it was read (see [`Mapped::settle`]); for callers that walk [`Input::rdb_bytes`]
+    /// themselves. [`Input::walk`] does this already.
+    pub fn settle(&self, r: Result<Walked>) -> Result<Walked> {
+        match &self.map {
+            Some(m) => m.settle(r),
+            None => r,
         }
     }
 }

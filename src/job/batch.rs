@@ -12,6 +12,10 @@
 //! belong to their batch slot and are reused three batches later, so the steady state
 //! allocates nothing per record.
 //!
+//! Every walk stops with [`Error::Cancelled`] once `common.cancel` is set (Ctrl-C): workers
+//! skip the pieces they take after that, and the calling thread checks it before each piece
+//! it hands on, so a run stops within a piece's time, not at the end of the file.
+//!
 //! Small inputs (under [`PARALLEL_MIN`] bytes) are processed on the calling thread alone, in
 //! the same batches: rayon's pool is never started for them, since starting it costs more
 //! than the second core saves on a file that takes a few milliseconds.
@@ -20,11 +24,13 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use super::Common;
+use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 use crate::input::{Event, Input, Walked};
 use crate::rdb::crc::Crc64;
 use crate::rdb::reader::HEADER_LEN;
-use crate::rdb::{KeyRecord, RdbReader, ReadOptions, Record};
+use crate::rdb::{KeyRecord, RdbReader, Record};
 
 /// Records per batch, and the serialized bytes after which a batch is closed early: a batch
 /// is the unit of hand-over between the decoding thread and the workers.
@@ -126,59 +132,77 @@ impl<'a, O: Default + Send> Batch<'a, O> {
         self.crc_span = start..end.max(start);
     }
 
-    /// Run `work` on every piece, on rayon's workers when `parallel`.
+    /// Run `work` on every piece, on rayon's workers when `parallel`. Pieces taken once
+    /// `cancel` is set are skipped: [`Batch::sink`] stops before their (stale) outputs.
     ///
     /// `crc` is extended over `bytes` alongside (see [`pipeline`] for which).
-    fn work<W>(&mut self, work: &W, bytes: Option<&[u8]>, crc: &mut Crc64, parallel: bool)
+    fn work<W>(&mut self, work: &W, bytes: Option<&[u8]>, crc: &mut Crc64, run: &Run<'_>)
     where
         W: Fn(&[Record<'a>], &mut O) + Sync,
     {
         let recs = &self.recs[..];
         let outs = &mut self.outs[..self.pieces.len()];
         let pieces = &self.pieces;
+        let work = |r: &Range<usize>, o: &mut O| {
+            if !run.cancel.is_cancelled() {
+                work(&recs[r.clone()], o);
+            }
+        };
         let mut sum = || {
             if let Some(b) = bytes {
                 crc.update(b);
             }
         };
-        if parallel {
+        if run.parallel {
             rayon::join(
                 || {
                     pieces
                         .par_iter()
                         .zip(outs.par_iter_mut())
-                        .for_each(|(r, o)| work(&recs[r.clone()], o))
+                        .for_each(|(r, o)| work(r, o))
                 },
                 sum,
             );
         } else {
             for (r, o) in pieces.iter().zip(outs.iter_mut()) {
-                work(&recs[r.clone()], o);
+                work(r, o);
             }
             sum();
         }
     }
 
     /// Hand every piece and its output to `sink`, in order; then the batch's decode error.
-    fn sink<S>(&mut self, sink: &mut S) -> Result<()>
+    /// Stops with [`Error::Cancelled`] before a piece once `cancel` is set (the flag is never
+    /// cleared, so a piece a worker skipped is never handed on).
+    fn sink<S>(&mut self, sink: &mut S, cancel: &Cancel) -> Result<()>
     where
         S: FnMut(&[Record<'a>], &mut O, u64) -> Result<()>,
     {
         for (r, o) in self.pieces.iter().zip(self.outs.iter_mut()) {
+            cancel.check()?;
             sink(&self.recs[r.clone()], o, self.pos)?;
         }
         self.err.take().map_or(Ok(()), Err)
     }
 }
 
+/// How [`pipeline`] runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Run<'c> {
+    /// On rayon's workers (else on the calling thread alone).
+    pub parallel: bool,
+    /// Stop with [`Error::Cancelled`] once this is set.
+    pub cancel: &'c Cancel,
+}
+
 /// Decode `reader` in batches, run `work` on each piece of records (in parallel when
-/// `parallel`), and `sink` on each piece with its output, in file order, on the calling
+/// `run.parallel`), and `sink` on each piece with its output, in file order, on the calling
 /// thread. `work` gets the output the same slot had three batches earlier (or a new one) and
 /// must overwrite it; `sink` also gets the reader's position after the batch (for progress).
 /// Returns the position after the RDB (an AOF tail may follow it).
 pub fn pipeline<'a, O, W, S>(
     reader: RdbReader<'a>,
-    parallel: bool,
+    run: Run<'_>,
     work: W,
     mut sink: S,
 ) -> Result<u64>
@@ -199,10 +223,10 @@ where
     let mut crc = Crc64::new();
     let mut cur = Batch::new();
     cur.fill(&mut reader);
-    if !parallel {
+    if !run.parallel {
         loop {
-            cur.work(&work, span(&cur), &mut crc, false);
-            cur.sink(&mut sink)?;
+            cur.work(&work, span(&cur), &mut crc, &run);
+            cur.sink(&mut sink, run.cancel)?;
             if cur.last {
                 break;
             }
@@ -215,10 +239,10 @@ where
             let more = !cur.last;
             let before = done.as_ref().and_then(span);
             rayon::in_place_scope(|s| {
-                let (c, w, crc) = (&mut cur, &work, &mut crc);
-                s.spawn(move |_| c.work(w, before, crc, true));
+                let (c, w, crc, run) = (&mut cur, &work, &mut crc, &run);
+                s.spawn(move |_| c.work(w, before, crc, run));
                 let r = match done.as_mut() {
-                    Some(d) => d.sink(&mut sink),
+                    Some(d) => d.sink(&mut sink, run.cancel),
                     None => Ok(()),
                 };
                 if more && r.is_ok() {
@@ -230,7 +254,7 @@ where
                 if let Some(b) = span(&cur) {
                     crc.update(b);
                 }
-                cur.sink(&mut sink)?;
+                cur.sink(&mut sink, run.cancel)?;
                 break;
             }
             let spare = done.take().unwrap_or_else(Batch::new);
@@ -254,11 +278,12 @@ pub trait Pieces<'a, O> {
 }
 
 /// Walk the RDB `data` of `input` in pieces ([`pipeline`], on workers when `parallel`), then
-/// its AOF tail, if any. The `redis-ver` AUX field is left to the caller: it is in a piece.
+/// its AOF tail, if any; the result is checked for a change of the file while it was read
+/// ([`Input::settle`]). The `redis-ver` AUX field is left to the caller: it is in a piece.
 pub fn walk_pieces<'a, O, W, P>(
     input: &Input,
     data: &'a [u8],
-    read: &ReadOptions,
+    common: &Common,
     parallel: bool,
     work: W,
     sink: &mut P,
@@ -268,19 +293,56 @@ where
     W: Fn(&[Record<'a>], &mut O) + Sync,
     P: Pieces<'a, O>,
 {
-    let reader = RdbReader::with_options(data, &input.name, read.clone())?;
+    let reader = RdbReader::with_options(data, &input.name, common.read.clone())?;
     let mut walked = Walked {
         rdb_version: Some(reader.version().to_string()),
         ..Default::default()
     };
-    let end = pipeline(reader, parallel, work, |recs, out, pos| {
+    let run = Run {
+        parallel,
+        cancel: &common.cancel,
+    };
+    let r = walk_rdb(input, data, reader, run, work, sink, &mut walked);
+    input.settle(r.map(|()| walked))
+}
+
+/// [`walk_pieces`] without the final check.
+fn walk_rdb<'a, O, W, P>(
+    input: &Input,
+    data: &'a [u8],
+    reader: RdbReader<'a>,
+    run: Run<'_>,
+    work: W,
+    sink: &mut P,
+    walked: &mut Walked,
+) -> Result<()>
+where
+    O: Default + Send,
+    W: Fn(&[Record<'a>], &mut O) + Sync,
+    P: Pieces<'a, O>,
+{
+    let cancel = run.cancel;
+    let end = pipeline(reader, run, work, |recs, out, pos| {
         sink.piece(recs, out, pos)
     })?;
     // An AOF with an RDB preamble: the commands follow, in order.
     walked.after_rdb(&input.name, data, end, true, 0, &mut |ev, pos| {
+        cancel.check()?;
         sink.event(ev, pos)
-    })?;
-    Ok(walked)
+    })
+}
+
+/// Walk an input that is not an RDB file (an AOF, JSON lines, stdin) event by event, in
+/// order, on the calling thread; stops with [`Error::Cancelled`] once `common.cancel` is set.
+pub fn walk_events(
+    input: &Input,
+    common: &Common,
+    f: &mut dyn FnMut(Event<'_, '_>, u64) -> Result<()>,
+) -> Result<Walked> {
+    input.walk(&common.read, &mut |ev, pos| {
+        common.cancel.check()?;
+        f(ev, pos)
+    })
 }
 
 /// [`walk`]'s sink, record by record.
@@ -313,15 +375,26 @@ where
 }
 
 /// Walk `input`, running `work` on each key (in parallel batches for an RDB file, in order
-/// otherwise) and `sink` on every event in input order, with the key's result.
-pub fn walk<T, W, S>(input: &Input, read: &ReadOptions, work: W, mut sink: S) -> Result<Walked>
+/// otherwise) and `sink` on every event in input order, with the key's result. Stops with
+/// [`Error::Cancelled`] once `common.cancel` is set: workers check it before each record,
+/// and the calling thread before each event.
+pub fn walk<T, W, S>(input: &Input, common: &Common, work: W, mut sink: S) -> Result<Walked>
 where
     T: Send,
     W: Fn(&KeyRecord<'_>) -> Result<T> + Sync,
     S: FnMut(Event<'_, '_>, Option<T>, u64) -> Result<()>,
 {
+    let cancel = &common.cancel;
+    let work = |k: &KeyRecord<'_>| {
+        cancel.check()?;
+        work(k)
+    };
+    let mut sink = |ev: Event<'_, '_>, r: Option<T>, pos: u64| {
+        cancel.check()?;
+        sink(ev, r, pos)
+    };
     let Some(data) = input.rdb_bytes() else {
-        return input.walk(read, &mut |ev, pos| {
+        return walk_events(input, common, &mut |ev, pos| {
             let r = match &ev {
                 Event::Rdb(Record::Key(k)) => Some(work(k)?),
                 _ => None,
@@ -336,7 +409,7 @@ where
     let mut walked = walk_pieces(
         input,
         data,
-        read,
+        common,
         parallel_for(data.len() as u64),
         |recs, out: &mut Vec<Option<Result<T>>>| {
             out.clear();
@@ -354,25 +427,75 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rdb::ReadOptions;
     use crate::rdb::encoder::{RdbWriter, value};
+
+    /// An RDB writer with `n` small strings in db 0.
+    fn small_keys(n: usize) -> RdbWriter {
+        let mut w = RdbWriter::new(10);
+        w.select_db(0);
+        for i in 0..n {
+            let v = value::string(format!("value {i}").as_bytes(), false);
+            w.key(format!("k{i}").as_bytes(), None, &v);
+        }
+        w
+    }
+
+    fn first_offset(recs: &[Record<'_>]) -> u64 {
+        recs.iter()
+            .find_map(|r| match r {
+                Record::Key(k) => Some(k.offset),
+                _ => None,
+            })
+            .unwrap_or(0)
+    }
+
+    /// Once the token is set, on workers or not, the walk stops with `Cancelled` before the
+    /// next piece: no piece is handed on after it, and none a worker skipped.
+    #[test]
+    fn a_cancelled_pipeline_stops_before_the_next_piece() {
+        let data = small_keys(50_000).finish();
+        for parallel in [false, true] {
+            let cancel = Cancel::new();
+            let run = Run {
+                parallel,
+                cancel: &cancel,
+            };
+            let mut pieces = 0;
+            let r = pipeline(
+                RdbReader::new(&data, "t").unwrap(),
+                run,
+                |recs, out: &mut u64| *out = first_offset(recs),
+                |recs, out, _| {
+                    assert_eq!(first_offset(recs), *out, "a skipped piece was handed on");
+                    pieces += 1;
+                    if pieces == 3 {
+                        cancel.cancel();
+                    }
+                    Ok(())
+                },
+            );
+            assert!(matches!(r, Err(Error::Cancelled)), "{parallel}: {r:?}");
+            assert_eq!(pieces, 3, "{parallel}");
+        }
+    }
 
     /// On workers or not, the sink sees every record once, in file order, each with its own
     /// output; a corrupt record stops the walk only after the records before it.
     #[test]
     fn pieces_come_back_in_file_order_and_errors_after_them() {
-        let mut w = RdbWriter::new(10);
-        w.select_db(0);
-        for i in 0..20_000 {
-            let v = value::string(format!("value {i}").as_bytes(), false);
-            w.key(format!("k{i}").as_bytes(), None, &v);
-        }
+        let mut w = small_keys(20_000);
         w.raw(&[0x42, 0x01, b'x']);
         let data = w.finish();
         for parallel in [false, true] {
             let mut seen = Vec::new();
+            let cancel = Cancel::new();
             let r = pipeline(
                 RdbReader::new(&data, "t").unwrap(),
-                parallel,
+                Run {
+                    parallel,
+                    cancel: &cancel,
+                },
                 |recs, out: &mut Vec<u64>| {
                     out.clear();
                     out.extend(recs.iter().map(|r| match r {
@@ -415,7 +538,12 @@ mod tests {
                 ignore_checksum: ignore,
             };
             let reader = RdbReader::with_options(data, "t", opts).unwrap();
-            pipeline(reader, parallel, |_, _: &mut ()| {}, |_, _, _| Ok(()))
+            let cancel = Cancel::new();
+            let run = Run {
+                parallel,
+                cancel: &cancel,
+            };
+            pipeline(reader, run, |_, _: &mut ()| {}, |_, _, _| Ok(()))
         };
         for parallel in [false, true] {
             assert!(run(&data, parallel, false).is_ok());

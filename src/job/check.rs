@@ -65,9 +65,9 @@ pub fn check(name: &str, common: &Common) -> Result<CheckReport> {
         Some(data) => {
             let work = |recs: &[Record<'_>], t: &mut Tally| t.count(recs, common, name);
             let parallel = batch::parallel_for(data.len() as u64);
-            batch::walk_pieces(&input, data, &common.read, parallel, work, &mut checker)
+            batch::walk_pieces(&input, data, common, parallel, work, &mut checker)
         }
-        None => input.walk(&common.read, &mut |ev, pos| checker.event(ev, pos)),
+        None => batch::walk_events(&input, common, &mut |ev, pos| checker.event(ev, pos)),
     };
     checker.progress.finish();
     let walked = walked?;
@@ -112,7 +112,7 @@ impl Tally {
                         self.failed = Some(RdbError::from_decode(name, Some(&k.key), e).into());
                         return;
                     }
-                    if common.filter.keep(k.db, &k.key, k.data_type()) {
+                    if common.map.keep(k.db, &k.key, k.data_type()) {
                         self.keys += 1;
                         self.with_ttl += k.expire_ms.is_some() as u64;
                         match self.per_db.last_mut() {
@@ -157,7 +157,7 @@ impl Checker<'_> {
             Event::Rdb(Record::Key(k)) => {
                 k.validate()
                     .map_err(|e| RdbError::from_decode(self.name, Some(&k.key), e))?;
-                if self.common.filter.keep(k.db, &k.key, k.data_type()) {
+                if self.common.map.keep(k.db, &k.key, k.data_type()) {
                     self.key(k.db, k.expire_ms.is_some(), 1);
                 }
                 self.progress.tick(pos, 1);

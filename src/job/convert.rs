@@ -11,7 +11,6 @@
 //! Several inputs are converted in parallel (rayon), one output file each; one input goes to
 //! the file named by `-o`, or to stdout.
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -23,36 +22,20 @@ use crate::error::{Error, Result};
 use crate::input::{Event, Input};
 use crate::progress::Progress;
 use crate::rdb::{KeyRecord, Record};
+use crate::sink::file::{AtomicFile, refuse_input};
 use crate::sink::jsonl::JsonlSink;
 use crate::sink::resp::RespSink;
 use crate::sink::stats::now_ms;
-use crate::sink::{KeyEncoder, PieceBuf, Sink};
-
-/// Output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// JSON lines.
-    Jsonl,
-    /// Redis commands.
-    Resp,
-}
-
-impl Format {
-    /// File extension.
-    pub fn ext(&self) -> &'static str {
-        match self {
-            Format::Jsonl => "jsonl",
-            Format::Resp => "resp",
-        }
-    }
-}
+use crate::sink::{Format, KeyEncoder, PieceBuf, Sink};
+use crate::transform::{CommandFate, KeyMap};
 
 /// Options of `convert`.
 #[derive(Debug, Clone)]
 pub struct ConvertOptions {
     /// Output format.
     pub format: Format,
-    /// Output file (one input) or directory (several); stdout when absent.
+    /// Output file (one input) or directory (several); stdout when absent or `-`. Files are
+    /// written whole or not at all ([`AtomicFile`]).
     pub output: Option<PathBuf>,
     /// Leave out keys already expired.
     pub skip_expired: bool,
@@ -160,9 +143,9 @@ fn convert_with(
         (Some(data), Format::Resp) => {
             writer.rdb::<RespSink<PieceBuf>>(&input, data, common, parallel)
         }
-        (None, _) => input
-            .walk(&common.read, &mut |ev, pos| writer.event(ev, pos))
-            .map(|_| ()),
+        (None, _) => {
+            batch::walk_events(&input, common, &mut |ev, pos| writer.event(ev, pos)).map(|_| ())
+        }
     };
     writer.progress.finish();
     res?;
@@ -186,7 +169,7 @@ enum Verdict {
 
 impl Keep<'_> {
     fn verdict(&self, k: &KeyRecord<'_>) -> Verdict {
-        if !self.common.filter.keep(k.db, &k.key, k.data_type()) {
+        if !self.common.map.keep(k.db, &k.key, k.data_type()) {
             Verdict::Filtered
         } else if self.skip_expired && k.expire_ms.is_some_and(|ms| ms <= self.now) {
             Verdict::Expired
@@ -301,7 +284,7 @@ impl Writer<'_> {
     ) -> Result<()> {
         let keep = self.keep;
         let work = |recs: &[Record<'_>], piece: &mut Piece<E>| piece.encode(recs, keep);
-        batch::walk_pieces(input, data, &common.read, parallel, work, self).map(|_| ())
+        batch::walk_pieces(input, data, common, parallel, work, self).map(|_| ())
     }
 
     /// One event, in order.
@@ -313,7 +296,7 @@ impl Writer<'_> {
                     Verdict::Filtered => self.rep.filtered += 1,
                     Verdict::Expired => self.rep.expired += 1,
                     Verdict::Write => {
-                        self.sink.key(k).map_err(|e| with_source(e, self.name))?;
+                        self.sink.key(k).map_err(|e| e.in_input(self.name, None))?;
                         self.rep.keys += 1;
                     }
                 }
@@ -325,9 +308,18 @@ impl Writer<'_> {
             Event::Rdb(_) => {}
             Event::Command { db, args } => {
                 self.progress.tick(pos, 1);
-                if self.keep.common.filter.keep_command(db, args) {
-                    self.sink.command(db, args)?;
-                    self.rep.commands += 1;
+                match self.keep.common.map.command(db, args) {
+                    CommandFate::Keep { db, args } => {
+                        self.sink.command(db, &KeyMap::refs(&args))?;
+                        self.rep.commands += 1;
+                    }
+                    CommandFate::Drop => {}
+                    CommandFate::Refuse(why) => {
+                        return Err(Error::Input {
+                            path: self.name.to_string(),
+                            msg: format!("AOF command at byte {pos}: {why}"),
+                        });
+                    }
                 }
             }
         }
@@ -355,7 +347,7 @@ impl<'a, E: KeyEncoder> Pieces<'a, Piece<E>> for Writer<'_> {
         self.progress
             .tick(pos, piece.keys + piece.filtered + piece.expired);
         match piece.failed.take() {
-            Some(e) => Err(with_source(e, self.name)),
+            Some(e) => Err(e.in_input(self.name, None)),
             None => Ok(()),
         }
     }
@@ -365,24 +357,18 @@ impl<'a, E: KeyEncoder> Pieces<'a, Piece<E>> for Writer<'_> {
     }
 }
 
-/// Name the input in a decode error raised by a sink (sinks do not know input names).
-fn with_source(e: Error, name: &str) -> Error {
-    match e {
-        Error::Rdb(crate::rdb::Error::Corrupt {
-            offset, key, kind, ..
-        }) => Error::Rdb(crate::rdb::Error::Corrupt {
-            source_name: name.to_string(),
-            offset,
-            key,
-            kind,
-        }),
-        other => other,
-    }
-}
-
-fn create(path: &Path) -> Result<Box<dyn Write + Send>> {
-    let f = File::create(path).map_err(|e| Error::io(path.display().to_string(), e))?;
-    Ok(Box::new(f))
+/// Convert `name` into the file `out`, which gets the whole output or keeps what it had.
+fn convert_file(
+    name: &str,
+    out: &Path,
+    common: &Common,
+    opts: &ConvertOptions,
+) -> Result<ConvertReport> {
+    let file = AtomicFile::create(out)?;
+    let w = Box::new(file.writer()?);
+    let rep = convert_to(name, w, &out.display().to_string(), common, opts)?;
+    file.commit()?;
+    Ok(rep)
 }
 
 /// Convert every input; returns one result per input, in order.
@@ -391,17 +377,17 @@ pub fn convert(
     common: &Common,
     opts: &ConvertOptions,
 ) -> Vec<Result<ConvertReport>> {
+    // `-o -` is standard output, as no `-o` is.
+    let output = opts.output.as_deref().filter(|p| *p != Path::new("-"));
     if inputs.len() == 1 {
         let name = &inputs[0];
-        let r = match &opts.output {
-            Some(p) => {
-                create(p).and_then(|w| convert_to(name, w, &p.display().to_string(), common, opts))
-            }
+        let r = match output {
+            Some(p) => refuse_input(p, inputs).and_then(|()| convert_file(name, p, common, opts)),
             None => convert_to(name, Box::new(std::io::stdout()), "<stdout>", common, opts),
         };
         return vec![r];
     }
-    let Some(dir) = &opts.output else {
+    let Some(dir) = output else {
         return vec![Err(Error::Usage(
             "several inputs need -o DIR: one output file is written per input".into(),
         ))];
@@ -426,12 +412,13 @@ pub fn convert(
             dir.join(file)
         })
         .collect();
+    if let Some(e) = outs.iter().find_map(|out| refuse_input(out, inputs).err()) {
+        return vec![Err(e)];
+    }
     inputs
         .par_iter()
         .zip(outs.par_iter())
-        .map(|(name, out)| {
-            create(out).and_then(|w| convert_to(name, w, &out.display().to_string(), common, opts))
-        })
+        .map(|(name, out)| convert_file(name, out, common, opts))
         .collect()
 }
 
@@ -439,7 +426,7 @@ pub fn convert(
 mod tests {
     use super::*;
     use crate::rdb::encoder::{RdbWriter, value};
-    use crate::transform::{Filter, FilterSpec};
+    use crate::transform::{Filter, FilterSpec, KeyMap};
 
     /// An RDB over three dbs with a function, keys that expired long ago, and strings over
     /// [`PARALLEL_MAX`] (which the writer streams itself) among many small keys.
@@ -487,7 +474,7 @@ mod tests {
         };
         for spec in [FilterSpec::default(), some] {
             let common = Common {
-                filter: Filter::new(&spec).unwrap(),
+                map: KeyMap::new(Filter::new(&spec).unwrap(), Vec::new(), Default::default()),
                 ..Default::default()
             };
             for format in [Format::Jsonl, Format::Resp] {
@@ -504,7 +491,7 @@ mod tests {
                 ];
                 for (i, mode) in modes.into_iter().enumerate() {
                     let out = dir.join(format!("out-{i}"));
-                    let w = create(&out).unwrap();
+                    let w = Box::new(std::fs::File::create(&out).unwrap());
                     let o = out.display().to_string();
                     let rep = convert_with(&name, w, &o, &common, &opts, mode).unwrap();
                     outs.push((std::fs::read(&out).unwrap(), rep.keys, rep.expired));

@@ -53,9 +53,9 @@ pub fn inspect(name: &str, common: &Common, opts: &InspectOptions) -> Result<Ins
             let like = inspector.stats.clone();
             let work = |recs: &[Record<'_>], p: &mut PieceStats| p.count(recs, &like, common, name);
             let parallel = batch::parallel_for(data.len() as u64);
-            batch::walk_pieces(&input, data, &common.read, parallel, work, &mut inspector)
+            batch::walk_pieces(&input, data, common, parallel, work, &mut inspector)
         }
-        None => input.walk(&common.read, &mut |ev, pos| inspector.event(ev, pos)),
+        None => batch::walk_events(&input, common, &mut |ev, pos| inspector.event(ev, pos)),
     };
     inspector.progress.finish();
     let walked = walked?;
@@ -93,7 +93,7 @@ impl PieceStats {
             match rec {
                 // Keys the filter drops are still validated: inspect reports on a sound file.
                 Record::Key(k) => match k.validate() {
-                    Ok(n) if common.filter.keep(k.db, &k.key, k.data_type()) => {
+                    Ok(n) if common.map.keep(k.db, &k.key, k.data_type()) => {
                         self.stats.count_key(k);
                         elems = Some(n);
                     }
@@ -135,7 +135,7 @@ impl Inspector<'_> {
                 let n = k
                     .validate()
                     .map_err(|e| RdbError::from_decode(self.name, Some(&k.key), e))?;
-                if self.common.filter.keep(k.db, &k.key, k.data_type()) {
+                if self.common.map.keep(k.db, &k.key, k.data_type()) {
                     self.stats.add_key(k, Some(n));
                 }
                 self.progress.tick(pos, 1);

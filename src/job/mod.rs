@@ -1,24 +1,30 @@
 //! The jobs behind the commands: `check`, `inspect`, `convert`, `import`. Each walks its inputs through
 //! the filters into a sink; the CLI only builds their configuration and prints their reports.
+//! `fetch` copies a live server's snapshot to a file, as a replica takes it.
 
 pub mod batch;
+pub mod changes;
 pub mod check;
 pub mod convert;
-pub mod fullsync;
+pub mod fetch;
+pub mod follow;
 pub mod import;
 pub mod inspect;
-pub mod modules;
+pub mod metrics;
 
+use crate::cancel::Cancel;
 use crate::rdb::ReadOptions;
-use crate::transform::Filter;
+use crate::transform::KeyMap;
 
 /// Options every job shares.
 #[derive(Debug, Clone, Default)]
 pub struct Common {
-    /// Which keys go on.
-    pub filter: Filter,
+    /// Which entries go on, under which name and db (filters, `--rename`, `--db-map`).
+    pub map: KeyMap,
     /// Reader options (`--ignore-checksum`).
     pub read: ReadOptions,
     /// No progress bar.
     pub quiet: bool,
+    /// Set when the run must stop (the binary's signal handler).
+    pub cancel: Cancel,
 }

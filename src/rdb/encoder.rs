@@ -281,7 +281,7 @@ pub fn intset(ints: &[i64]) -> Vec<u8> {
 
 /// A zipmap of field/value pairs (Redis 2.4 hashes).
 pub fn zipmap(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
-    let mut out = vec![pairs.len().min(253) as u8];
+    let mut out = vec![pairs.len().min(254) as u8];
     let len = |out: &mut Vec<u8>, n: usize| {
         if n < 254 {
             out.push(n as u8);

@@ -136,25 +136,15 @@ impl Error {
     }
 }
 
-/// Formats a key for error messages: printable ASCII as is, other bytes as `\xNN`, cut at 200.
-pub struct KeyCtx<'a>(pub Option<&'a [u8]>);
+/// ` (key "...")` in an error message, when the key is known.
+struct KeyCtx<'a>(Option<&'a [u8]>);
 
 impl fmt::Display for KeyCtx<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Some(k) = self.0 else { return Ok(()) };
-        write!(f, " (key \"")?;
-        for &b in k.iter().take(200) {
-            match b {
-                b'"' => write!(f, "\\\"")?,
-                b'\\' => write!(f, "\\\\")?,
-                0x20..=0x7e => write!(f, "{}", b as char)?,
-                _ => write!(f, "\\x{b:02x}")?,
-            }
+        match self.0 {
+            Some(k) => write!(f, " (key \"{}\")", crate::text::Printable(k)),
+            None => Ok(()),
         }
-        if k.len() > 200 {
-            write!(f, "...")?;
-        }
-        write!(f, "\")")
     }
 }
 

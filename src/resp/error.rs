@@ -55,6 +55,9 @@ pub enum RespErrorKind {
     /// A RESP3 null with a payload, or a boolean other than `t` or `f`.
     #[error("bad RESP3 null or boolean {0:?}")]
     BadLiteral(String),
+    /// A reply longer than the cap its command has (see `ReplyDecoder`).
+    #[error("reply longer than {0} bytes")]
+    ReplyTooLong(u64),
     /// Aggregates nested deeper than the parser accepts.
     #[error("replies nested deeper than {0} levels")]
     TooDeep(usize),

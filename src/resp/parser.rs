@@ -43,6 +43,9 @@ pub const MAX_DEPTH: usize = 128;
 const MIN_ARG_BYTES: usize = 6;
 /// The smallest encoding of one reply element, `_\r\n`.
 const MIN_REPLY_BYTES: usize = 3;
+/// What an element costs in memory besides its bytes, counted against a reply's cap (see
+/// [`ReplyDecoder`]).
+pub const ELEMENT_COST: usize = std::mem::size_of::<Reply>();
 
 type Parsed<T> = Result<Option<T>, RespError>;
 
@@ -301,7 +304,8 @@ impl Reply {
 /// (`_ , # ( = ! ~ % > |`, see [`Reply`]).
 ///
 /// Returns the reply and the bytes it took, or `Ok(None)` if `buf` ends before it does.
-/// Error offsets are relative to `buf`.
+/// Error offsets are relative to `buf`. This is [`ReplyDecoder`] used once: a caller that
+/// reads a reply from a socket keeps a decoder instead, so that bytes are parsed only once.
 ///
 /// ```
 /// use rdbferry::resp::{parse_reply, Reply};
@@ -313,116 +317,303 @@ impl Reply {
 /// # Ok::<(), rdbferry::resp::RespError>(())
 /// ```
 pub fn parse_reply(buf: &[u8]) -> Parsed<(Reply, usize)> {
-    reply_at(buf, 0, 0)
+    let mut d = ReplyDecoder::new(u64::MAX);
+    match d.decode(buf)? {
+        (used, Decoded::Reply(r)) => Ok(Some((r, used))),
+        (_, Decoded::Incomplete { .. }) => Ok(None),
+    }
 }
 
-fn reply_at(buf: &[u8], pos: usize, depth: usize) -> Parsed<(Reply, usize)> {
-    if depth > MAX_DEPTH {
-        return Err(err(pos, RespErrorKind::TooDeep(MAX_DEPTH)));
+/// What [`ReplyDecoder::decode`] got to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    /// A whole reply.
+    Reply(Reply),
+    /// The bytes end inside a reply: append more (after the unconsumed ones) and call again.
+    /// `need`: how many bytes, counted from the first unconsumed one, the next element takes
+    /// when that is known (a bulk string whose header was read), else 0.
+    Incomplete {
+        /// Bytes the next element needs, or 0.
+        need: usize,
+    },
+}
+
+/// An aggregate being filled.
+#[derive(Debug)]
+enum Frame {
+    /// `*`, `~`, `>`: `left` elements still to come.
+    Array { items: Vec<Reply>, left: usize },
+    /// `%`, or `|` (an attribute, dropped once whole): `left` keys and values still to come.
+    Map {
+        pairs: Vec<(Reply, Reply)>,
+        key: Option<Reply>,
+        left: usize,
+        attribute: bool,
+    },
+}
+
+/// An incremental reply parser: the aggregates a reply has opened so far stay with the
+/// decoder between calls, so a caller that reads a socket in pieces parses each byte once
+/// (re-parsing a growing buffer from the start made a big array quadratic). Only a bulk
+/// string is taken whole, once all its bytes are there ([`Decoded::Incomplete`] says how many).
+///
+/// `cap` bounds the bytes of one reply (headers included), and the memory it takes: each
+/// element also counts the [`Reply`] that holds it ([`ELEMENT_COST`]), since `:1` (4 bytes)
+/// takes 32 once parsed. A longer reply is an error before its bytes are buffered, and an
+/// aggregate whose announced length cannot fit is one at its header, so a caller's memory
+/// stays bounded by what the command can legitimately return (a small cap for `INFO` or
+/// `CONFIG GET`, a value's size for `DUMP`).
+///
+/// ```
+/// use rdbferry::resp::{Decoded, Reply, ReplyDecoder};
+///
+/// let mut d = ReplyDecoder::new(1 << 20);
+/// let (used, got) = d.decode(b"*2\r\n:1\r\n$3\r\nab")?;
+/// assert_eq!((used, got), (8, Decoded::Incomplete { need: 9 }));
+/// let (used, got) = d.decode(b"$3\r\nabc\r\n")?;
+/// assert_eq!(used, 9);
+/// assert_eq!(got, Decoded::Reply(Reply::Array(vec![Reply::Integer(1), Reply::Bulk(b"abc".to_vec())])));
+/// # Ok::<(), rdbferry::resp::RespError>(())
+/// ```
+#[derive(Debug)]
+pub struct ReplyDecoder {
+    stack: Vec<Frame>,
+    /// Bytes of the reply in progress consumed so far.
+    taken: u64,
+    cap: u64,
+}
+
+impl ReplyDecoder {
+    /// A decoder whose replies may take at most `cap` bytes each.
+    pub fn new(cap: u64) -> ReplyDecoder {
+        ReplyDecoder {
+            stack: Vec::new(),
+            taken: 0,
+            cap,
+        }
     }
-    let Some(&kind) = buf.get(pos) else {
-        return Ok(None);
-    };
-    let (line_max, what) = match kind {
-        b'+' | b'-' | b',' | b'(' => (MAX_SIMPLE_LINE, "simple string"),
-        b':' => (MAX_NUMBER_LINE, "integer"),
-        b'$' | b'!' | b'=' => (MAX_NUMBER_LINE, "bulk length"),
-        b'*' | b'~' | b'>' | b'%' | b'|' => (MAX_NUMBER_LINE, "aggregate length"),
-        b'_' | b'#' => (MAX_NUMBER_LINE, "RESP3 null or boolean"),
-        found => {
-            return Err(err(
-                pos,
-                RespErrorKind::UnexpectedByte {
-                    expected: "a RESP type byte",
-                    found,
-                },
-            ));
+
+    /// The cap for the next reply; ignored while one is under way.
+    pub fn set_cap(&mut self, cap: u64) {
+        if self.is_idle() {
+            self.cap = cap;
         }
-    };
-    let Some((line, next)) = read_line(buf, pos + 1, line_max, what)? else {
-        return Ok(None);
-    };
-    let at = pos + 1;
-    let reply = match kind {
-        b'+' => Reply::Simple(line.to_vec()),
-        b'-' => Reply::Error(line.to_vec()),
-        b'(' => Reply::Bulk(line.to_vec()),
-        b':' => Reply::Integer(parse_int(line, at, "integer")?),
-        b'_' if line.is_empty() => Reply::Nil,
-        b'#' if line == b"t" => Reply::Boolean(true),
-        b'#' if line == b"f" => Reply::Boolean(false),
-        b'_' | b'#' => return Err(err(at, RespErrorKind::BadLiteral(lossy(line)))),
-        b',' => {
-            let text = std::str::from_utf8(line).ok();
-            match text.and_then(|t| t.parse::<f64>().ok()) {
-                Some(d) => Reply::Double(d),
-                None => return Err(err(at, RespErrorKind::BadDouble(lossy(line)))),
+    }
+
+    /// Whether no reply is under way.
+    pub fn is_idle(&self) -> bool {
+        self.stack.is_empty() && self.taken == 0
+    }
+
+    /// Forget a reply under way (after its connection failed).
+    pub fn reset(&mut self) {
+        self.stack.clear();
+        self.taken = 0;
+    }
+
+    /// Parse from `buf` (the bytes after those consumed by earlier calls): returns the bytes
+    /// consumed, and the reply once it is whole. Error offsets are relative to `buf`.
+    pub fn decode(&mut self, buf: &[u8]) -> Result<(usize, Decoded), RespError> {
+        let mut pos = 0;
+        loop {
+            let Some((value, next)) = self.element(buf, pos)? else {
+                let need = self.bulk_need(buf, pos)?.unwrap_or_default();
+                return Ok((pos, Decoded::Incomplete { need }));
+            };
+            self.take(next - pos + ELEMENT_COST, pos)?;
+            pos = next;
+            if let Some(v) = value
+                && let Some(reply) = self.attach(v)
+            {
+                self.taken = 0;
+                return Ok((pos, Decoded::Reply(reply)));
             }
         }
-        b'$' | b'!' | b'=' => {
-            let Some(len) = parse_len(line, at, "bulk length", MAX_BULK_LEN, kind == b'$')? else {
-                return Ok(Some((Reply::Nil, next)));
-            };
-            let Some((data, end)) = read_bulk(buf, next, len)? else {
-                return Ok(None);
-            };
-            let reply = match kind {
-                b'!' => Reply::Error(data.to_vec()),
-                // Verbatim strings start with a 3-byte format and ':' (`txt:`, `mkd:`).
-                b'=' => Reply::Bulk(
-                    data.get(4..)
-                        .filter(|_| data.get(3) == Some(&b':'))
-                        .unwrap_or(data)
-                        .to_vec(),
-                ),
-                _ => Reply::Bulk(data.to_vec()),
-            };
-            return Ok(Some((reply, end)));
+    }
+
+    /// Count `n` bytes of the reply against the cap.
+    fn take(&mut self, n: usize, at: usize) -> Result<(), RespError> {
+        self.taken = self.taken.saturating_add(n as u64);
+        if self.taken > self.cap {
+            return Err(err(at, RespErrorKind::ReplyTooLong(self.cap)));
         }
-        _ => {
-            let Some(n) = parse_len(
-                line,
-                at,
-                "aggregate length",
-                MAX_AGGREGATE_LEN,
-                kind == b'*',
-            )?
-            else {
-                return Ok(Some((Reply::Nil, next)));
+        Ok(())
+    }
+
+    /// For a bulk string whose header is buffered but not its bytes: the bytes it takes from
+    /// `pos`, once checked against the cap.
+    fn bulk_need(&self, buf: &[u8], pos: usize) -> Result<Option<usize>, RespError> {
+        if !matches!(buf.get(pos), Some(b'$' | b'!' | b'=')) {
+            return Ok(None);
+        }
+        let Some((line, next)) = read_line(buf, pos + 1, MAX_NUMBER_LINE, "bulk length")? else {
+            return Ok(None);
+        };
+        let Some(len) = parse_len(line, pos + 1, "bulk length", MAX_BULK_LEN, true)? else {
+            return Ok(None);
+        };
+        let need = (next - pos) as u64 + len + 2;
+        if self.taken.saturating_add(need) > self.cap {
+            return Err(err(pos, RespErrorKind::ReplyTooLong(self.cap)));
+        }
+        Ok(usize::try_from(need).ok())
+    }
+
+    /// Add a whole element to the aggregate under way; the reply, when that completes it.
+    fn attach(&mut self, mut v: Reply) -> Option<Reply> {
+        loop {
+            let Some(top) = self.stack.last_mut() else {
+                return Some(v);
             };
-            let n = usize::try_from(n).unwrap_or(usize::MAX);
-            let fits = buf.len().saturating_sub(next) / MIN_REPLY_BYTES;
-            let mut pos = next;
-            if kind == b'%' || kind == b'|' {
-                let mut pairs = Vec::with_capacity(n.min(fits / 2));
-                for _ in 0..n {
-                    let Some((k, p)) = reply_at(buf, pos, depth + 1)? else {
-                        return Ok(None);
-                    };
-                    let Some((v, p)) = reply_at(buf, p, depth + 1)? else {
-                        return Ok(None);
-                    };
-                    pairs.push((k, v));
-                    pos = p;
+            let done = match top {
+                Frame::Array { items, left } => {
+                    items.push(v);
+                    *left -= 1;
+                    *left == 0
                 }
-                if kind == b'|' {
-                    // An attribute annotates the reply that follows it.
-                    return reply_at(buf, pos, depth);
+                Frame::Map {
+                    pairs, key, left, ..
+                } => {
+                    match key.take() {
+                        None => *key = Some(v),
+                        Some(k) => {
+                            pairs.push((k, v));
+                            *left -= 1;
+                        }
+                    }
+                    *left == 0
                 }
-                return Ok(Some((Reply::Map(pairs), pos)));
+            };
+            if !done {
+                return None;
             }
-            let mut items = Vec::with_capacity(n.min(fits));
-            for _ in 0..n {
-                let Some((item, p)) = reply_at(buf, pos, depth + 1)? else {
+            v = match self.stack.pop() {
+                Some(Frame::Array { items, .. }) => Reply::Array(items),
+                Some(Frame::Map {
+                    attribute: true, ..
+                }) => return None, // an attribute annotates the element that follows it
+                Some(Frame::Map { pairs, .. }) => Reply::Map(pairs),
+                None => return None,
+            };
+        }
+    }
+
+    /// Parse one element at `pos`: a whole scalar (`Some(reply)`), or the header of a
+    /// non-empty aggregate, pushed on the stack (`None`); and the position after it.
+    /// `Ok(None)`: not all of it is buffered (nothing was consumed).
+    fn element(&mut self, buf: &[u8], pos: usize) -> Parsed<(Option<Reply>, usize)> {
+        let Some(&kind) = buf.get(pos) else {
+            return Ok(None);
+        };
+        let (line_max, what) = match kind {
+            b'+' | b'-' | b',' | b'(' => (MAX_SIMPLE_LINE, "simple string"),
+            b':' => (MAX_NUMBER_LINE, "integer"),
+            b'$' | b'!' | b'=' => (MAX_NUMBER_LINE, "bulk length"),
+            b'*' | b'~' | b'>' | b'%' | b'|' => (MAX_NUMBER_LINE, "aggregate length"),
+            b'_' | b'#' => (MAX_NUMBER_LINE, "RESP3 null or boolean"),
+            found => {
+                return Err(err(
+                    pos,
+                    RespErrorKind::UnexpectedByte {
+                        expected: "a RESP type byte",
+                        found,
+                    },
+                ));
+            }
+        };
+        let Some((line, next)) = read_line(buf, pos + 1, line_max, what)? else {
+            return Ok(None);
+        };
+        let at = pos + 1;
+        let reply = match kind {
+            b'+' => Reply::Simple(line.to_vec()),
+            b'-' => Reply::Error(line.to_vec()),
+            b'(' => Reply::Bulk(line.to_vec()),
+            b':' => Reply::Integer(parse_int(line, at, "integer")?),
+            b'_' if line.is_empty() => Reply::Nil,
+            b'#' if line == b"t" => Reply::Boolean(true),
+            b'#' if line == b"f" => Reply::Boolean(false),
+            b'_' | b'#' => return Err(err(at, RespErrorKind::BadLiteral(lossy(line)))),
+            b',' => {
+                let text = std::str::from_utf8(line).ok();
+                match text.and_then(|t| t.parse::<f64>().ok()) {
+                    Some(d) => Reply::Double(d),
+                    None => return Err(err(at, RespErrorKind::BadDouble(lossy(line)))),
+                }
+            }
+            b'$' | b'!' | b'=' => {
+                let Some(len) = parse_len(line, at, "bulk length", MAX_BULK_LEN, kind == b'$')?
+                else {
+                    return Ok(Some((Some(Reply::Nil), next)));
+                };
+                if self.taken.saturating_add((next - pos) as u64 + len) > self.cap {
+                    return Err(err(pos, RespErrorKind::ReplyTooLong(self.cap)));
+                }
+                let Some((data, end)) = read_bulk(buf, next, len)? else {
                     return Ok(None);
                 };
-                items.push(item);
-                pos = p;
+                let reply = match kind {
+                    b'!' => Reply::Error(data.to_vec()),
+                    // Verbatim strings start with a 3-byte format and ':' (`txt:`, `mkd:`).
+                    b'=' => Reply::Bulk(
+                        data.get(4..)
+                            .filter(|_| data.get(3) == Some(&b':'))
+                            .unwrap_or(data)
+                            .to_vec(),
+                    ),
+                    _ => Reply::Bulk(data.to_vec()),
+                };
+                return Ok(Some((Some(reply), end)));
             }
-            return Ok(Some((Reply::Array(items), pos)));
-        }
-    };
-    Ok(Some((reply, next)))
+            _ => {
+                let allow_null = kind == b'*';
+                let Some(n) =
+                    parse_len(line, at, "aggregate length", MAX_AGGREGATE_LEN, allow_null)?
+                else {
+                    return Ok(Some((Some(Reply::Nil), next)));
+                };
+                let map = kind == b'%' || kind == b'|';
+                // An endless `*2147483647` is refused here, not after gigabytes of `:1`.
+                let least = n
+                    .saturating_mul((MIN_REPLY_BYTES + ELEMENT_COST) as u64)
+                    .saturating_mul(if map { 2 } else { 1 });
+                if self.taken.saturating_add((next - pos) as u64 + least) > self.cap {
+                    return Err(err(pos, RespErrorKind::ReplyTooLong(self.cap)));
+                }
+                let n = usize::try_from(n).unwrap_or(usize::MAX);
+                if n == 0 {
+                    return Ok(Some((
+                        match kind {
+                            b'|' => None,
+                            b'%' => Some(Reply::Map(Vec::new())),
+                            _ => Some(Reply::Array(Vec::new())),
+                        },
+                        next,
+                    )));
+                }
+                if self.stack.len() >= MAX_DEPTH {
+                    return Err(err(pos, RespErrorKind::TooDeep(MAX_DEPTH)));
+                }
+                // Never reserve more than the buffered bytes could hold (a hostile length).
+                let fits = buf.len().saturating_sub(next) / MIN_REPLY_BYTES;
+                self.stack.push(if map {
+                    Frame::Map {
+                        pairs: Vec::with_capacity(n.min(fits / 2)),
+                        key: None,
+                        left: n,
+                        attribute: kind == b'|',
+                    }
+                } else {
+                    Frame::Array {
+                        items: Vec::with_capacity(n.min(fits)),
+                        left: n,
+                    }
+                });
+                return Ok(Some((None, next)));
+            }
+        };
+        Ok(Some((Some(reply), next)))
+    }
 }
 
 #[cfg(test)]
@@ -673,6 +864,78 @@ mod tests {
             Reply::Array(vec![Reply::Simple(b"m".to_vec())])
         );
         assert_eq!(reply(b"|1\r\n+ttl\r\n:3\r\n:7\r\n"), Reply::Integer(7));
+    }
+
+    /// Feed `buf` to one decoder in pieces of `step` bytes, as a socket would deliver it.
+    fn decode_in_pieces(buf: &[u8], step: usize, cap: u64) -> Result<Vec<Reply>, RespError> {
+        let mut d = ReplyDecoder::new(cap);
+        let mut pending: Vec<u8> = Vec::new();
+        let mut out = Vec::new();
+        for piece in buf.chunks(step) {
+            pending.extend_from_slice(piece);
+            loop {
+                let (used, got) = d.decode(&pending)?;
+                pending.drain(..used);
+                match got {
+                    Decoded::Reply(r) => out.push(r),
+                    Decoded::Incomplete { .. } => break,
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn decoder_resumes_where_it_stopped() {
+        let buf: &[u8] =
+            b"*3\r\n:1\r\n%1\r\n+k\r\n$5\r\nvalue\r\n*2\r\n|1\r\n+a\r\n+b\r\n,1.5\r\n_\r\n+OK\r\n";
+        let whole = decode_in_pieces(buf, buf.len(), u64::MAX).unwrap();
+        assert_eq!(whole.len(), 2);
+        for step in 1..buf.len() {
+            assert_eq!(
+                decode_in_pieces(buf, step, u64::MAX).unwrap(),
+                whole,
+                "step {step}"
+            );
+        }
+        // A big array of small integers, in socket-sized pieces: every element parsed once.
+        let n = 200_000;
+        let mut big = format!("*{n}\r\n").into_bytes();
+        for i in 0..n {
+            big.extend_from_slice(format!(":{i}\r\n").as_bytes());
+        }
+        let r = decode_in_pieces(&big, 4096, u64::MAX).unwrap();
+        assert!(matches!(&r[..], [Reply::Array(a)] if a.len() == n));
+    }
+
+    #[test]
+    fn decoder_caps_a_reply() {
+        // A bulk over the cap is refused from its header, before its bytes arrive.
+        let e = decode_in_pieces(b"$1000000\r\n", 64, 1000).unwrap_err();
+        assert_eq!(e.kind, RespErrorKind::ReplyTooLong(1000));
+        // So is an array whose length cannot fit, from its header, whatever the cap.
+        for cap in [1000, 4 << 30] {
+            let e = decode_in_pieces(
+                &[&b"*2147483647\r\n"[..], &b":1\r\n".repeat(1000)].concat(),
+                64,
+                cap,
+            )
+            .unwrap_err();
+            assert_eq!((e.offset, e.kind), (0, RespErrorKind::ReplyTooLong(cap)));
+        }
+        // An array whose header fits stops once its elements, as parsed, pass the cap.
+        let cap = 100 * (8 + ELEMENT_COST as u64);
+        let e = decode_in_pieces(
+            &[&b"*100\r\n"[..], &b"$10\r\n0123456789\r\n".repeat(100)].concat(),
+            64,
+            cap,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, RespErrorKind::ReplyTooLong(cap));
+        // The cap is per reply.
+        let one = 9 + ELEMENT_COST as u64;
+        let ok = decode_in_pieces(&b"$3\r\nabc\r\n".repeat(10), 7, one).unwrap();
+        assert_eq!(ok.len(), 10);
     }
 
     #[test]

@@ -3,22 +3,43 @@
 //!
 //! - `jsonl`: one JSON object per key (`convert --format jsonl`).
 //! - `resp`: the Redis commands that rebuild the dataset (`convert --format resp`).
+//! - `file`: output files written whole or not at all (temporary file, fsync, rename).
 //! - `stats`: counters and top-N lists for `check` and `inspect`.
-//! - `redis`: a live Redis target: URL, connection, handshake.
 //! - `writer`: the pipelined writer behind `import`, with retries.
+//! - `applier`: incremental sync's applier: a command stream, in order, checkpointed, at
+//!   least once or exactly once.
 //! - `rdb`: an RDB stream of records copied from an input (what a full sync sends).
-//! - `fullsync`: the master side of replication, for an `import` the target loads itself.
 
-pub mod fullsync;
+pub mod applier;
+pub mod file;
 pub mod jsonl;
 pub mod rdb;
-pub mod redis;
 pub mod resp;
 pub mod stats;
 pub mod writer;
 
 use crate::error::Result;
 use crate::rdb::KeyRecord;
+
+/// The text formats a dataset is written in (`convert --format`): [`jsonl::JsonlSink`] and
+/// [`resp::RespSink`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// JSON lines.
+    Jsonl,
+    /// Redis commands.
+    Resp,
+}
+
+impl Format {
+    /// File extension.
+    pub fn ext(&self) -> &'static str {
+        match self {
+            Format::Jsonl => "jsonl",
+            Format::Resp => "resp",
+        }
+    }
+}
 
 /// Something entries can be written to.
 pub trait Sink {

@@ -3,7 +3,7 @@
 //! everything before it.
 //!
 //! Where it sits: `import` streams what it keeps of an input RDB through it to a target that
-//! full-syncs from rdbferry (`sink::fullsync`): filters, renames, db mapping and expired keys
+//! full-syncs from rdbferry (`repl::master`): filters, renames, db mapping and expired keys
 //! change which records go and under which name and db, never the value bytes, so the target
 //! loads them as fast as it loads its own dump.
 //!
@@ -118,6 +118,46 @@ impl<W: Write> RdbCopy<W> {
     /// and LFU counter, and its value bytes unchanged. Expiry is always written in
     /// milliseconds (a v1-v2 file's seconds are converted): every loader since RDB 3 reads it.
     pub fn key(&mut self, rec: &KeyRecord<'_>, key: &[u8]) -> std::io::Result<()> {
+        self.key_raw(rec, key, rec.raw)
+    }
+
+    /// [`RdbCopy::key`] with the value bytes `raw` (a checked copy of `rec.raw`).
+    pub fn key_raw(&mut self, rec: &KeyRecord<'_>, key: &[u8], raw: &[u8]) -> std::io::Result<()> {
+        self.key_head(rec, key)?;
+        self.put(raw)
+    }
+
+    /// [`RdbCopy::key`] for a value checked in place whose CRC-64 was `crc`: its bytes are
+    /// copied out piece by piece as they are written, and the last piece is held back until
+    /// the CRC of what was written proves them the same bytes. `Ok(false)`: they changed (the
+    /// file was rewritten meanwhile); the last piece was not written, so the record is cut
+    /// and the caller must abandon the stream.
+    pub fn key_checked(
+        &mut self,
+        rec: &KeyRecord<'_>,
+        key: &[u8],
+        crc: u64,
+    ) -> std::io::Result<bool> {
+        self.key_head(rec, key)?;
+        let mut check = Crc64::new();
+        let mut piece = Vec::with_capacity(BUF);
+        let mut rest = rec.raw;
+        while !rest.is_empty() {
+            let (now, later) = rest.split_at(rest.len().min(BUF));
+            piece.clear();
+            piece.extend_from_slice(now);
+            check.update(&piece);
+            if later.is_empty() && check.value() != crc {
+                return Ok(false);
+            }
+            self.put(&piece)?;
+            rest = later;
+        }
+        Ok(true)
+    }
+
+    /// A key record's modifiers, type and name.
+    fn key_head(&mut self, rec: &KeyRecord<'_>, key: &[u8]) -> std::io::Result<()> {
         if let Some(ms) = rec.expire_ms {
             self.scratch.push(opcode::EXPIRETIME_MS);
             self.scratch.extend_from_slice(&ms.to_le_bytes());
@@ -132,8 +172,7 @@ impl<W: Write> RdbCopy<W> {
         }
         self.scratch.push(rec.type_id);
         put_string(&mut self.scratch, key, false);
-        self.put_scratch()?;
-        self.put(rec.raw)
+        self.put_scratch()
     }
 
     /// End the stream: the EOF opcode and, from RDB 5 on, the CRC-64 of everything before

@@ -10,6 +10,7 @@ use regex::bytes::RegexSet;
 
 use crate::error::{Error, Result};
 use crate::rdb::DataType;
+use crate::transform::commands::command_key;
 
 /// Filter flags as the user gave them.
 #[derive(Debug, Clone, Default)]
@@ -142,23 +143,6 @@ impl Filter {
             None => true,
         }
     }
-}
-
-/// The first key of a command, for the common single-key commands; `None` for commands
-/// without keys (SELECT, MULTI, EXEC, FUNCTION, ...), which filters always keep.
-pub fn command_key<'a>(args: &[&'a [u8]]) -> Option<&'a [u8]> {
-    let name = args.first()?;
-    let keyless = [
-        "select", "multi", "exec", "discard", "function", "script", "flushall", "flushdb", "ping",
-        "swapdb", "eval", "evalsha", "fcall", "fcall_ro", "publish", "replconf",
-    ];
-    if keyless
-        .iter()
-        .any(|k| name.eq_ignore_ascii_case(k.as_bytes()))
-    {
-        return None;
-    }
-    args.get(1).copied()
 }
 
 #[cfg(test)]

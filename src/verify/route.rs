@@ -15,10 +15,11 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
-use super::target::{Conn, Pipe, TargetUrl};
-use super::{Check, Lane, Verifier, push_chunk, quoted};
-use crate::cluster::{NodeAddr, Redirect, SlotMap, key_slot, parse_redirect};
+use super::{Check, Lane, Verifier, push_chunk};
 use crate::error::{Error, Result};
+use crate::keyslot::key_slot;
+use crate::net::cluster::{NodeAddr, Redirect, SlotMap, Topology, parse_redirect};
+use crate::net::{Conn, Pipe, RedisUrl};
 use crate::rdb::{DecodeError, Value};
 use crate::resp::Reply;
 
@@ -27,17 +28,14 @@ pub(super) const MAX_REDIRECTS: usize = 5;
 
 /// Where a key's commands go: a node, with `ASKING` before each command after an `ASK`.
 #[derive(Debug, Clone)]
-pub(super) struct Dest {
+pub(crate) struct Dest {
     pub(super) addr: NodeAddr,
     pub(super) asking: bool,
 }
 
-/// The Cluster's slot map and the lanes of its masters.
-pub(super) struct Router {
-    seed: TargetUrl,
-    map: SlotMap,
-    /// Lane of each master of `map`.
-    lane_of: Vec<usize>,
+/// The Cluster's topology and the lanes of its masters.
+pub(crate) struct Router {
+    topo: Topology,
     /// Lanes by node address (lanes of former masters stay, unused).
     lanes_by_addr: HashMap<NodeAddr, usize>,
     /// Second connections, for keys compared one at a time.
@@ -67,7 +65,7 @@ pub(super) fn find_redirect(replies: &[Reply]) -> Option<Redirect> {
 
 impl Router {
     /// Read the slot map from the seed and open a lane to each master.
-    pub(super) fn open(seed: &TargetUrl) -> Result<(Vec<Lane>, Router)> {
+    pub(super) fn open(seed: &RedisUrl) -> Result<(Vec<Lane>, Router)> {
         let map = SlotMap::discover(seed)?;
         if map.masters().is_empty() {
             return Err(Error::Input {
@@ -76,43 +74,30 @@ impl Router {
             });
         }
         let mut router = Router {
-            seed: seed.clone(),
-            map: map.clone(),
-            lane_of: Vec::new(),
+            topo: Topology::cluster(seed.clone(), map),
             lanes_by_addr: HashMap::new(),
             side: HashMap::new(),
         };
         let mut lanes = Vec::new();
-        router.adopt(map, &mut lanes)?;
+        router.adopt(&mut lanes)?;
         Ok((lanes, router))
     }
 
-    /// Use `map`, opening a lane for each master not seen before.
-    fn adopt(&mut self, map: SlotMap, lanes: &mut Vec<Lane>) -> Result<()> {
-        let mut lane_of = Vec::with_capacity(map.masters().len());
-        for m in map.masters() {
-            let i = match self.lanes_by_addr.get(m) {
-                Some(&i) => i,
-                None => {
-                    lanes.push(Lane::new(Conn::open(&m.url(&self.seed))?));
-                    self.lanes_by_addr.insert(m.clone(), lanes.len() - 1);
-                    lanes.len() - 1
-                }
-            };
-            lane_of.push(i);
+    /// Open a lane for each master not seen before.
+    fn adopt(&mut self, lanes: &mut Vec<Lane>) -> Result<()> {
+        for m in self.topo.masters() {
+            if !self.lanes_by_addr.contains_key(&m) {
+                lanes.push(Lane::new(Conn::open(&self.topo.url_of(&m))?));
+                self.lanes_by_addr.insert(m, lanes.len() - 1);
+            }
         }
-        self.lane_of = lane_of;
-        self.map = map;
         Ok(())
     }
 
-    /// A node address with the seed's host when the node reported none.
-    fn normalize(&self, a: &NodeAddr) -> NodeAddr {
-        if a.host.is_empty() || a.host == "?" {
-            NodeAddr::new(self.seed.host.clone(), a.port)
-        } else {
-            a.clone()
-        }
+    /// The lane of the master of `slot`.
+    fn lane_of_slot(&self, slot: u16) -> Option<usize> {
+        let node = self.topo.node_for_slot(slot)?;
+        self.lanes_by_addr.get(&node).copied()
     }
 }
 
@@ -126,18 +111,18 @@ impl Verifier<'_> {
         if c.db != 0 {
             return Err(self.target_err(format!(
                 "key {} of db {} goes to db {}, but a Cluster has only db 0 (map it with --db-map {}=0, or filter with --db)",
-                quoted(&c.src_key),
+                crate::text::excerpt(&c.src_key),
                 c.src_db,
                 c.db,
                 c.src_db
             )));
         }
         let slot = key_slot(&c.key);
-        match r.map.owner(slot) {
-            Some(i) => Ok(r.lane_of[i]),
+        match r.lane_of_slot(slot) {
+            Some(i) => Ok(i),
             None => Err(self.target_err(format!(
                 "key {}: slot {slot} has no master in the Cluster",
-                quoted(&c.key)
+                crate::text::excerpt(&c.key)
             ))),
         }
     }
@@ -153,7 +138,7 @@ impl Verifier<'_> {
     /// The second connection to a node, opened on first use.
     pub(super) fn side(&mut self, addr: &NodeAddr) -> Result<&mut Conn> {
         let r = self.router()?;
-        let url = addr.url(&r.seed);
+        let url = r.topo.url_of(addr);
         match r.side.entry(addr.clone()) {
             Entry::Occupied(e) => Ok(e.into_mut()),
             Entry::Vacant(e) => Ok(e.insert(Conn::open(&url)?)),
@@ -162,10 +147,9 @@ impl Verifier<'_> {
 
     /// Read the slot map again (after `MOVED`), from any master that answers.
     fn refresh(&mut self) -> Result<()> {
-        let r = self.router()?;
-        let map = r.map.refresh(&r.seed)?;
+        self.router()?.topo.refresh()?;
         let mut lanes = std::mem::take(&mut self.lanes);
-        let res = self.router().and_then(|r| r.adopt(map, &mut lanes));
+        let res = self.router().and_then(|r| r.adopt(&mut lanes));
         self.lanes = lanes;
         res
     }
@@ -175,11 +159,10 @@ impl Verifier<'_> {
     fn follow(&mut self, rd: &Redirect) -> Result<Dest> {
         self.rep.redirects += 1;
         let r = self.router()?;
-        let addr = r.normalize(rd.addr());
+        let addr = r.topo.normalize(rd.addr());
         match rd {
             Redirect::Moved { slot, .. } => {
-                let known = r.map.owner(*slot).map(|i| &r.map.masters()[i]);
-                if known != Some(&addr) {
+                if r.topo.node_for_slot(*slot).as_ref() != Some(&addr) {
                     self.refresh()?;
                 }
                 Ok(Dest {
@@ -205,15 +188,15 @@ impl Verifier<'_> {
             None => {
                 let r = self.router()?;
                 let slot = key_slot(key);
-                match r.map.owner(slot) {
-                    Some(i) => Dest {
-                        addr: r.map.masters()[i].clone(),
+                match r.topo.node_for_slot(slot) {
+                    Some(addr) => Dest {
+                        addr,
                         asking: false,
                     },
                     None => {
                         return Err(self.target_err(format!(
                             "key {}: slot {slot} has no master in the Cluster",
-                            quoted(key)
+                            crate::text::excerpt(key)
                         )));
                     }
                 }
@@ -238,7 +221,7 @@ impl Verifier<'_> {
         }
         Err(self.target_err(format!(
             "key {}: still redirected after {MAX_REDIRECTS} tries (last: {last})",
-            quoted(key)
+            crate::text::excerpt(key)
         )))
     }
 
@@ -282,7 +265,7 @@ impl Verifier<'_> {
         }
         Err(self.target_err(format!(
             "key {}: its slot kept moving while it was compared ({MAX_REDIRECTS} tries)",
-            quoted(&check.key)
+            crate::text::excerpt(&check.key)
         )))
     }
 }

@@ -24,25 +24,26 @@
 //! sources, filters (the target may hold other keys), TTL tolerance (after an import the
 //! absolute expiries are equal; when they are not, the key-by-key comparison applies it).
 
-use std::io::{BufRead, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use super::{BIG, Chunk, StreamMeta, VerifyOptions, walk_chunks};
 use crate::error::{Error, Result};
 use crate::hash::Hash128;
 use crate::input::{Event, Input};
 use crate::job::Common;
+use crate::job::changes::{self, Changed};
+use crate::net::{Conn, NetErrorKind};
 use crate::rdb::Elem;
 use crate::rdb::value::{Tuples, zset_pairs};
 use crate::rdb::{DataType, KeyRecord, Record, StreamReader, Value};
-use crate::resp::Reply;
-use crate::sink::redis::Conn;
+use crate::repl::replica::{self, SyncRequest};
 
-/// `--via` of `verify`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `--via` of `verify` (and, in its report, how it compared: never `Auto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Via {
     /// A snapshot when the input and target allow it, key by key otherwise or on a difference.
+    #[default]
     Auto,
     /// A snapshot (then key by key on a difference), or an error saying why not.
     Snapshot,
@@ -52,7 +53,7 @@ pub enum Via {
 
 /// The largest record of the target's snapshot held in memory: an input with a bigger value
 /// is compared key by key (its values are read in chunks there).
-pub const MAX_RECORD: usize = 16 << 20;
+pub const MAX_RECORD: usize = 16 << 20; // the message above says 16 MB
 
 /// The keys of one side: how many, and the sum of their digests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -145,7 +146,7 @@ fn value_digest(
             })
             .map_err(|e| match e {
                 crate::rdb::cursor::StreamError::Decode(e) => dec(e),
-                crate::rdb::cursor::StreamError::Io(e) => Error::Usage(e.to_string()),
+                crate::rdb::cursor::StreamError::Io(e) => Error::io("snapshot", e),
             })?,
         Value::Module(_) => ordered.bytes(rec.raw),
         Value::Coll(c) => {
@@ -240,26 +241,24 @@ fn value_digest(
 pub fn source_digest(
     input: &Input,
     common: &Common,
-    opts: &VerifyOptions,
     now: i64,
     cancel: &AtomicBool,
 ) -> Result<Digest> {
     let mut d = Digest::default();
     crate::job::batch::walk(
         input,
-        &common.read,
+        common,
         |k| {
             if cancel.load(Ordering::Relaxed) {
-                return Err(Error::Usage("snapshot comparison given up".into()));
+                return Err(Error::GivenUp("snapshot comparison"));
             }
             if k.serialized_len() > MAX_RECORD as u64 {
                 cancel.store(true, Ordering::Relaxed);
-                return Err(Error::Usage(format!(
-                    "a value over {} MB (compared in chunks instead)",
-                    MAX_RECORD >> 20
-                )));
+                return Err(Error::GivenUp(
+                    "a value over 16 MB (compared in chunks instead)",
+                ));
             }
-            key_digest(opts.map_db(k.db), &opts.map_key(&k.key), k, now)
+            key_digest(common.map.db(k.db), &common.map.key(&k.key), k, now)
         },
         |ev, r, _| {
             if let (Event::Rdb(Record::Key(_)), Some(r)) = (ev, r) {
@@ -272,98 +271,97 @@ pub fn source_digest(
 }
 
 /// The digest of the target's snapshot. `Ok(Err(why))`: no snapshot could be had;
-/// `Ok(Ok(None))`: given up because `cancel` was set meanwhile.
+/// `Ok(Ok(None))`: given up because `cancel` or the run's token was set meanwhile.
 pub fn target_digest(
     opts: &VerifyOptions,
+    common: &Common,
     now: i64,
     cancel: &AtomicBool,
 ) -> Result<std::result::Result<Option<Digest>, String>> {
-    let mut c = Conn::open(&opts.target, Duration::from_secs(10))?;
-    c.set_read_timeout(Some(Duration::from_secs(60)));
+    let mut c = Conn::open(&opts.target)?;
     let info = c.info("server")?;
     if info.get("redis_mode").is_some_and(|m| m != "standalone") {
         return Ok(Err("a Cluster target".into()));
     }
-    // A diskless sync waits repl-diskless-sync-delay (5 s by default) for more replicas:
-    // none is coming, so the delay goes to 0 for this sync and back after.
-    let delay = match c.config_get("repl-diskless-sync")?.as_deref() {
-        Some("yes") => c
-            .config_get("repl-diskless-sync-delay")?
-            .filter(|d| d != "0"),
-        _ => None,
-    };
-    if delay.is_some() && c.config_set("repl-diskless-sync-delay", "0")?.is_err() {
-        return Ok(Err("CONFIG SET repl-diskless-sync-delay refused".into()));
+    if let Some(why) = changes::stranded(&mut c)? {
+        return Err(Error::target(
+            opts.target.redacted(),
+            format!(
+                "{why}: run `rdbferry recover --to {}` first",
+                opts.target.redacted()
+            ),
+        ));
     }
-    // LZF-compressing every value is most of what the save costs the target (about 40% of
-    // this comparison on 2 million small keys): off for this snapshot, back after.
-    let compress = c
-        .config_get("rdbcompression")?
-        .filter(|v| v == "yes")
-        .filter(|_| matches!(c.config_set("rdbcompression", "no"), Ok(Ok(()))));
-    let r = read_snapshot(c, opts, now, cancel);
-    let restore: Vec<(&str, String)> = [
-        ("repl-diskless-sync-delay", delay),
-        ("rdbcompression", compress),
-    ]
-    .into_iter()
-    .filter_map(|(name, v)| Some((name, v?)))
-    .collect();
-    if !restore.is_empty() {
-        let mut c = Conn::open(&opts.target, Duration::from_secs(10))?;
-        for (name, v) in restore {
-            if let Err(e) = c.config_set(name, &v)? {
-                return Err(c.err(format!("CONFIG SET {name} {v}: {e}")));
-            }
+    let wanted = snapshot_settings(&mut c, &opts.target)?;
+    let changed = Changed::set(&mut c, &opts.target, &wanted, &common.cancel)?;
+    let r = read_snapshot(c, opts, common, now, cancel);
+    // Back on every path: here, or by the guard if this thread unwinds.
+    let back = changed.put_back();
+    let r = r?;
+    back?;
+    Ok(r)
+}
+
+/// The settings that make the snapshot cheap for the target, each put back after: a diskless
+/// sync waits `repl-diskless-sync-delay` (5 s by default) for more replicas, and none is
+/// coming; LZF-compressing every value is most of what the save costs the target (about 40%
+/// of this comparison on 2 million small keys). None when another run's journal says it has
+/// changed settings here (its values are the ones to put back, not ours to take).
+fn snapshot_settings(
+    c: &mut Conn,
+    url: &crate::net::RedisUrl,
+) -> Result<Vec<(&'static str, &'static str)>> {
+    if let Some((e, live)) = changes::Journal::of(url).other_run() {
+        if !live {
+            eprintln!(
+                "rdbferry: warning: an earlier run (pid {}) changed settings on {} and did not put \
+                 them back; run `rdbferry recover --to {}`",
+                e.pid,
+                url.redacted(),
+                url.redacted()
+            );
         }
+        return Ok(Vec::new());
     }
-    r
+    let mut wanted = vec![("rdbcompression", "no")];
+    if c.config_get("repl-diskless-sync")?.as_deref() == Some("yes") {
+        wanted.push(("repl-diskless-sync-delay", "0"));
+    }
+    Ok(wanted)
 }
 
 fn read_snapshot(
-    mut c: Conn,
+    c: Conn,
     opts: &VerifyOptions,
+    common: &Common,
     now: i64,
     cancel: &AtomicBool,
 ) -> Result<std::result::Result<Option<Digest>, String>> {
-    let name = opts.target.addr();
-    if let Reply::Error(e) = c.call(&[b"REPLCONF", b"capa", b"eof"])? {
-        return Ok(Err(format!("REPLCONF: {}", String::from_utf8_lossy(&e))));
-    }
-    // 7.0+: no command stream after the RDB. Older servers refuse it; SYNC still works.
-    let _ = c.call(&[b"REPLCONF", b"rdb-only", b"1"])?;
-    let (stream, rest) = c.send_raw_and_detach(b"SYNC\r\n")?;
-    let mut r = std::io::BufReader::new(std::io::Read::chain(std::io::Cursor::new(rest), stream));
-    // Newlines keep the link alive while the target forks and saves; then the bulk header.
-    let header = loop {
-        let mut line = Vec::new();
-        let n = (&mut r)
-            .take(1024)
-            .read_until(b'\n', &mut line)
-            .map_err(|e| Error::io(&name, e))?;
-        if n == 0 {
-            return Ok(Err("SYNC: the connection closed before the snapshot".into()));
-        }
-        let line = String::from_utf8_lossy(&line).trim().to_string();
-        if line.is_empty() {
-            continue;
-        }
-        break line;
+    let name = c.name().to_string();
+    let req = SyncRequest {
+        rdb_only: true,
+        save_within: opts.save_within,
+        cancel: common.cancel.clone(),
     };
-    let limit = if let Some(mark) = header.strip_prefix("$EOF:") {
-        if mark.len() != 40 {
-            return Ok(Err(format!("SYNC: bad EOF mark {header:?}")));
+    let payload = match replica::sync(c, req) {
+        Ok(p) => p,
+        Err(e) if matches!(e.kind, NetErrorKind::Interrupted) => return Ok(Ok(None)),
+        // A refusal (no SYNC rights, a server that says no) rules the snapshot out; a dead
+        // or stalled link is the run's error.
+        Err(e)
+            if matches!(
+                e.kind,
+                NetErrorKind::Refused { .. } | NetErrorKind::Unexpected { .. }
+            ) =>
+        {
+            return Ok(Err(e.to_string()));
         }
-        u64::MAX
-    } else if let Some(n) = header.strip_prefix('$').and_then(|n| n.parse::<u64>().ok()) {
-        n
-    } else {
-        return Ok(Err(format!("SYNC: {header}")));
+        Err(e) => return Err(e.into()),
     };
-    let mut rdb =
-        StreamReader::new(r.take(limit), &format!("{name} (snapshot)")).max_record(MAX_RECORD);
+    let mut rdb = StreamReader::new(payload, &format!("{name} (snapshot)")).max_record(MAX_RECORD);
     let mut d = Digest::default();
     loop {
+        common.cancel.check()?;
         if cancel.load(Ordering::Relaxed) {
             return Ok(Ok(None));
         }
@@ -393,7 +391,7 @@ pub fn compare(input: &Input, common: &Common, opts: &VerifyOptions) -> Compared
     if input.kind != crate::input::Kind::Rdb {
         return Compared::Unavailable("the input is not an RDB file".into());
     }
-    if !common.filter.keeps_all() {
+    if !common.map.filter.keeps_all() {
         return Compared::Unavailable("filters (the target may hold other keys)".into());
     }
     let now = super::now_ms();
@@ -401,13 +399,13 @@ pub fn compare(input: &Input, common: &Common, opts: &VerifyOptions) -> Compared
     let stop = || cancel.store(true, Ordering::Relaxed);
     let (src, tgt) = std::thread::scope(|sc| {
         let t = sc.spawn(|| {
-            let r = target_digest(opts, now, &cancel);
+            let r = target_digest(opts, common, now, &cancel);
             if !matches!(r, Ok(Ok(Some(_)))) {
                 stop();
             }
             r
         });
-        let src = source_digest(input, common, opts, now, &cancel);
+        let src = source_digest(input, common, now, &cancel);
         if src.is_err() {
             stop();
         }

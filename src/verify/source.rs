@@ -31,10 +31,10 @@ use std::collections::VecDeque;
 
 use super::now_ms;
 use super::route::is_cluster;
-use super::target::{Caps, Conn, Pipe, TargetUrl};
-use crate::cluster::{NodeAddr, Redirect, SlotMap, parse_redirect};
 use crate::error::{Error, Result};
 use crate::job::Common;
+use crate::net::cluster::{NodeAddr, Redirect, SlotMap, parse_redirect};
+use crate::net::{Conn, Pipe, RedisUrl, Version as Caps};
 use crate::rdb::KeyRecord;
 use crate::rdb::dump::Dump;
 use crate::resp::Reply;
@@ -57,7 +57,7 @@ pub(super) struct Scanned {
 
 /// A live source, connected.
 pub(super) struct LiveSource {
-    url: TargetUrl,
+    url: RedisUrl,
     /// The URL, redacted: the name of the source in messages.
     pub(super) name: String,
     /// The server version (the seed's, on a Cluster).
@@ -91,7 +91,7 @@ fn keyspace_dbs(conn: &mut Conn) -> Result<Vec<u64>> {
     let r = conn.exec(&p)?;
     let Some(Reply::Bulk(b)) = r.first() else {
         return Err(err(
-            &conn.name,
+            conn.name(),
             format!("INFO keyspace: {}", r.first().map(text).unwrap_or_default()),
         ));
     };
@@ -109,7 +109,7 @@ fn expiry(r: &Reply, caps: Caps, now: i64) -> std::result::Result<Option<i64>, O
     match r {
         Reply::Integer(-2) => Err(None),
         Reply::Integer(-1) => Ok(None),
-        Reply::Integer(t) if caps.pexpiretime() => Ok(Some(*t)),
+        Reply::Integer(t) if caps.has_pexpiretime() => Ok(Some(*t)),
         Reply::Integer(t) => Ok(Some(now + *t)),
         other => Err(Some(text(other))),
     }
@@ -118,14 +118,14 @@ fn expiry(r: &Reply, caps: Caps, now: i64) -> std::result::Result<Option<i64>, O
 impl LiveSource {
     /// Connect and authenticate (the first error names the source, never its password), and
     /// read the slot map of a Cluster source.
-    pub(super) fn open(url: &TargetUrl) -> Result<LiveSource> {
+    pub(super) fn open(url: &RedisUrl) -> Result<LiveSource> {
         let mut conn = Conn::open(url)?;
-        let v = conn.caps.version;
+        let v = conn.version()?;
         let masters = if is_cluster(&mut conn)? {
             let map = SlotMap::discover(url)?;
             if map.masters().is_empty() {
                 return Err(err(
-                    &conn.name,
+                    conn.name(),
                     "the Cluster has no master serving a slot".into(),
                 ));
             }
@@ -135,9 +135,9 @@ impl LiveSource {
         };
         Ok(LiveSource {
             url: url.clone(),
-            name: conn.name.clone(),
-            version: format!("{}.{}.{}", v.0, v.1, v.2),
-            caps: conn.caps,
+            name: conn.name().to_string(),
+            version: v.to_string(),
+            caps: v,
             seed: Some(conn),
             masters,
             side: HashMap::new(),
@@ -182,7 +182,7 @@ impl LiveSource {
 
     /// `SCAN` one db of one node, and read its keys in batches (two in flight).
     fn scan_db(&mut self, conn: &mut Conn, db: u64, w: &mut Walk<'_, '_>) -> Result<()> {
-        if !w.common.filter.keep_db(db) {
+        if !w.common.map.filter.keep_db(db) {
             return Ok(());
         }
         if conn.db != db {
@@ -191,29 +191,30 @@ impl LiveSource {
             p.push(&[b"SELECT", d.as_bytes()]);
             if let Some(Reply::Error(e)) = conn.exec(&p)?.first() {
                 let e = String::from_utf8_lossy(e);
-                return Err(err(&conn.name, format!("SELECT {db}: {e}")));
+                return Err(err(conn.name(), format!("SELECT {db}: {e}")));
             }
             conn.db = db;
         }
         let mut cursor = b"0".to_vec();
         loop {
+            w.common.cancel.check()?;
             let mut p = Pipe::default();
             p.push(&[b"SCAN", &cursor, b"COUNT", SCAN_COUNT.as_bytes()]);
             let r = conn.exec(&p)?;
             let (next, keys) = match r.first() {
                 Some(Reply::Array(a)) => match (a.first(), a.get(1)) {
                     (Some(Reply::Bulk(c)), Some(Reply::Array(k))) => (c.clone(), k),
-                    _ => return Err(err(&conn.name, format!("SCAN: unexpected reply {a:?}"))),
+                    _ => return Err(err(conn.name(), format!("SCAN: unexpected reply {a:?}"))),
                 },
                 other => {
                     let t = other.map(text).unwrap_or_default();
-                    return Err(err(&conn.name, format!("SCAN in db {db}: {t}")));
+                    return Err(err(conn.name(), format!("SCAN in db {db}: {t}")));
                 }
             };
             let keys: Vec<&[u8]> = keys
                 .iter()
                 .filter_map(Reply::as_bytes)
-                .filter(|k| w.common.filter.keep_name(k))
+                .filter(|k| w.common.map.filter.keep_name(k))
                 .collect();
             let mut inflight: VecDeque<&[&[u8]]> = VecDeque::new();
             for batch in keys.chunks(BATCH) {
@@ -237,7 +238,7 @@ impl LiveSource {
 
     fn push_key(&self, p: &mut Pipe, key: &[u8]) {
         p.push(&[b"DUMP", key]);
-        if self.caps.pexpiretime() {
+        if self.caps.has_pexpiretime() {
             p.push(&[b"PEXPIRETIME", key]);
         } else {
             p.push(&[b"PTTL", key]);
@@ -249,7 +250,7 @@ impl LiveSource {
         for k in keys {
             self.push_key(&mut p, k);
         }
-        conn.send(&p)
+        Ok(conn.send_pipe(&p)?)
     }
 
     /// Read a batch's replies one key at a time (so one payload is held at a time).
@@ -283,7 +284,7 @@ impl LiveSource {
             }
             let ttl = r.pop().unwrap_or(Reply::Nil);
             let dump = r.pop().unwrap_or(Reply::Nil);
-            if let Err(e) = self.deliver(&conn.name, db, key, dump, &ttl, w) {
+            if let Err(e) = self.deliver(conn.name(), db, key, dump, &ttl, w) {
                 failed = Some(e);
             }
         }
@@ -329,7 +330,7 @@ impl LiveSource {
             &self.name,
             format!(
                 "key {}: still redirected after {MAX_REDIRECTS} tries",
-                super::quoted(key)
+                crate::text::excerpt(key)
             ),
         ))
     }
@@ -352,7 +353,7 @@ impl LiveSource {
                 return Ok(());
             }
             other => {
-                let q = super::quoted(key);
+                let q = crate::text::excerpt(key);
                 return Err(err(node, format!("DUMP {q} in db {db}: {}", text(&other))));
             }
         };
@@ -364,7 +365,7 @@ impl LiveSource {
                 return Ok(());
             }
             Err(Some(e)) => {
-                let q = super::quoted(key);
+                let q = crate::text::excerpt(key);
                 return Err(err(node, format!("TTL of {q} in db {db}: {e}")));
             }
         };
@@ -402,8 +403,8 @@ mod tests {
 
     #[test]
     fn ttl_replies() {
-        let new = Caps { version: (7, 0, 0) };
-        let old = Caps { version: (6, 2, 0) };
+        let new = Caps::parse("7.0.0");
+        let old = Caps::parse("6.2.0");
         assert_eq!(expiry(&Reply::Integer(-1), new, 5), Ok(None));
         assert_eq!(expiry(&Reply::Integer(-2), old, 5), Err(None));
         assert_eq!(expiry(&Reply::Integer(900), new, 5), Ok(Some(900)));

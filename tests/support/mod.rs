@@ -9,7 +9,7 @@
 //! the `dead_code` allowance.
 //!
 //! TLS: [`TestCerts`] makes a CA, a server certificate for 127.0.0.1 and a client certificate
-//! with the `openssl` CLI; [`RedisServer::start_tls`] starts a server that listens on TLS only,
+//! with the `openssl` CLI (or a single self-signed certificate, [`TestCerts::self_signed`]); [`RedisServer::start_tls`] starts a server that listens on TLS only,
 //! and the harness's own `PING` and [`RedisServer::cli`] then go through `redis-cli --tls`.
 //!
 //! Older servers (6.2, 6.0) come from `scripts/fetch-old-servers.sh`; see [`old_server`] and
@@ -17,7 +17,12 @@
 //! (only where the repository keeps its `testdata/`).
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+mod data;
+pub mod fake;
+pub mod ferry;
+#[allow(unused_imports)]
+pub use data::*;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -48,6 +53,16 @@ pub fn expect_digest(p: &str) -> String {
     let text = fs::read_to_string(testdata(&format!("{p}.expect.json"))).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["debug_digest"].as_str().unwrap().to_string()
+}
+
+/// The names of the entries of `dir`, sorted.
+pub fn dir_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
 }
 
 /// A directory under the system temp dir, removed on drop. (A few lines instead of a
@@ -192,6 +207,34 @@ impl TestCerts {
         TestCerts { dir }
     }
 
+    /// A self-signed server certificate made the usual way, with exactly
+    /// `openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=<cn> -addext subjectAltName=<san>`
+    /// (OpenSSL marks it `CA:TRUE`). It is also [`TestCerts::ca`] (what a user gives to
+    /// `--tls-ca`) and the client certificate; [`TestCerts::other_ca`] is a second certificate
+    /// made by the same command (same names, another key).
+    pub fn self_signed(cn: &str, san: &str) -> TestCerts {
+        let dir = TempDir::new("certs");
+        let d = dir.path();
+        let subj = format!("/CN={cn}");
+        let san = format!("subjectAltName={san}");
+        for (key, cert) in [("server.key", "server.crt"), ("other.key", "other-ca.crt")] {
+            let args = [
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", &subj,
+            ];
+            let mut args = args.to_vec();
+            args.extend_from_slice(&["-addext", &san, "-keyout", key, "-out", cert]);
+            openssl(d, &args);
+        }
+        for (from, to) in [
+            ("server.crt", "ca.crt"),
+            ("server.crt", "client.crt"),
+            ("server.key", "client.key"),
+        ] {
+            fs::copy(d.join(from), d.join(to)).unwrap();
+        }
+        TestCerts { dir }
+    }
+
     fn file(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
     }
@@ -235,6 +278,22 @@ impl RedisServer {
     /// without it and refuses unknown options at start-up.
     pub fn start_with(binary: &Path, extra_args: &[&str]) -> RedisServer {
         RedisServer::start_inner(binary, extra_args, None)
+    }
+
+    /// A 7.0 server that writes every command to its `appendonlydir` before answering, with
+    /// `#TS:` annotations: a source for AOF tailing.
+    pub fn aof_source() -> RedisServer {
+        RedisServer::start_with(
+            Path::new("redis-server"),
+            &[
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--aof-timestamp-enabled",
+                "yes",
+            ],
+        )
     }
 
     /// Starts the system `redis-server` listening on TLS only (`--port 0 --tls-port P`), with
@@ -426,10 +485,13 @@ impl RedisServer {
     }
 
     /// Runs `redis-cli -h 127.0.0.1 -p PORT ARGS...` and returns its stdout without the final
-    /// newline. Panics if redis-cli fails or prints an error reply.
+    /// newline. Panics if redis-cli fails or the reply is an error, whatever its code
+    /// (`NOPERM`, `BUSY`, `MOVED`, `READONLY`...).
     pub fn cli(&self, args: &[&str]) -> String {
+        // `-e`: exit 1 on an error reply (without it redis-cli exits 0 whenever stdout is not
+        // a tty, and an error is text like any other).
         let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-e", "-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(&self.tls_cli)
             .args(args)
             .stdin(Stdio::null())
@@ -437,12 +499,8 @@ impl RedisServer {
             .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}"));
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        // redis-cli exits 0 on an error reply when stdout is not a tty; catch those too.
-        let is_error = ["ERR ", "WRONGTYPE ", "NOSCRIPT ", "(error)"]
-            .iter()
-            .any(|p| stdout.starts_with(p));
         assert!(
-            out.status.success() && !is_error,
+            out.status.success(),
             "redis-cli {args:?} on port {} failed ({}): {stdout}{stderr}",
             self.port,
             out.status
@@ -464,7 +522,8 @@ impl RedisServer {
         out.status.success().then_some(text)
     }
 
-    /// `DEBUG DIGEST`: a hash of all values, TTLs and dbs, independent of encodings.
+    /// `DEBUG DIGEST`: a hash of all values and dbs, independent of encodings, which sees only
+    /// *whether* a key has a TTL and no stream group: [`Snapshot`] compares those too.
     pub fn digest(&self) -> String {
         self.cli(&["DEBUG", "DIGEST"])
     }
@@ -546,6 +605,20 @@ impl Running {
         self.0.as_mut().expect("running process")
     }
 
+    /// [`Running::finish`], failing the test (the child killed on drop) if `what` has not
+    /// ended after `limit`: a hang guard with a generous bound, not a timing.
+    pub fn finish_within(mut self, limit: Duration, what: &str) -> std::process::Output {
+        let start = Instant::now();
+        while self.child().try_wait().ok().flatten().is_none() {
+            assert!(
+                start.elapsed() < limit,
+                "{what} still running after {limit:?}: a hang"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.finish()
+    }
+
     /// Wait for it and take its output.
     pub fn finish(mut self) -> std::process::Output {
         self.0
@@ -624,17 +697,27 @@ fn ping(port: u16) -> bool {
 /// An older server fetched by `scripts/fetch-old-servers.sh`: `version` is `"6.2"` or `"6.0"`.
 /// `RDBFERRY_REDIS_62` / `RDBFERRY_REDIS_60` override the default place,
 /// `.cache/servers/redis-<version>/redis-server` in the crate.
+/// A binary that reports another version is an error (a test meant for 6.0 would else
+/// silently run against whatever was put there).
 pub fn old_server(version: &str) -> Option<PathBuf> {
     let var = format!("RDBFERRY_REDIS_{}", version.replace('.', ""));
-    if let Some(p) = std::env::var_os(&var) {
-        let p = PathBuf::from(p);
-        return p.is_file().then_some(p);
+    let p = match std::env::var_os(&var) {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(".cache/servers")
+            .join(format!("redis-{version}"))
+            .join("redis-server"),
+    };
+    if !p.is_file() {
+        return None;
     }
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(".cache/servers")
-        .join(format!("redis-{version}"))
-        .join("redis-server");
-    p.is_file().then_some(p)
+    let reported = server_version(&p);
+    assert!(
+        reported.starts_with(&format!("{version}.")),
+        "{} reports version {reported}, not {version}.x",
+        p.display()
+    );
+    Some(p)
 }
 
 /// [`old_server`] for a test: `None` (the test should return early) on a developer machine
@@ -653,6 +736,88 @@ pub fn require_old_server(version: &str) -> Option<PathBuf> {
     );
     eprintln!("skipping: no Redis {version} binary; run scripts/fetch-old-servers.sh");
     None
+}
+
+/// A Sentinel (`redis-server FILE --sentinel`, the Debian package has no `redis-sentinel`)
+/// on a free loopback port, monitoring one master as `name` with quorum 1, in its own temp
+/// dir; killed on drop.
+pub struct Sentinel {
+    run: Running,
+    port: u16,
+    dir: TempDir,
+}
+
+impl Sentinel {
+    /// Monitor 127.0.0.1:`master_port` as `name`: down after `down_after_ms` without an
+    /// answer, `failover_timeout_ms` for a failover.
+    pub fn start(
+        name: &str,
+        master_port: u16,
+        down_after_ms: u64,
+        failover_timeout_ms: u64,
+    ) -> Sentinel {
+        let dir = TempDir::new("sentinel");
+        let port = free_port();
+        let conf = dir.path().join("sentinel.conf");
+        let text = format!(
+            "port {port}\nbind 127.0.0.1\ndir {d}\nlogfile {d}/sentinel.log\n\
+             sentinel monitor {name} 127.0.0.1 {master_port} 1\n\
+             sentinel down-after-milliseconds {name} {down_after_ms}\n\
+             sentinel failover-timeout {name} {failover_timeout_ms}\n",
+            d = dir.path().display()
+        );
+        fs::write(&conf, text).unwrap();
+        let mut cmd = Command::new("redis-server");
+        cmd.arg(&conf).arg("--sentinel");
+        let run = Running(Some(spawn(cmd, dir.path(), Path::new("redis-server"))));
+        let s = Sentinel { run, port, dir };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !ping(port) {
+            assert!(
+                Instant::now() < deadline,
+                "sentinel did not answer PING; its log:\n{}",
+                s.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis-cli -p PORT ARGS...` on the Sentinel.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}"));
+        String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+    }
+
+    /// Its log so far (the `+sdown`, `+slave`, `+switch-master` ... events).
+    pub fn log(&self) -> String {
+        let mut text = fs::read_to_string(self.dir.path().join("console.log")).unwrap_or_default();
+        text += &fs::read_to_string(self.dir.path().join("sentinel.log")).unwrap_or_default();
+        text
+    }
+
+    /// Wait until `ready` holds (polled every 50 ms); a hang guard fails the test after
+    /// `limit`, showing the log.
+    pub fn wait_for(&self, what: &str, limit: Duration, mut ready: impl FnMut(&Sentinel) -> bool) {
+        let start = Instant::now();
+        while !ready(self) {
+            assert!(
+                start.elapsed() < limit,
+                "no {what} within {limit:?}; sentinel log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 /// A Redis Cluster of `n` masters (no replicas) on free loopback ports, each node a
@@ -917,7 +1082,7 @@ impl RedisCluster {
         let mut s = redis::Client::open(src.url())
             .and_then(|c| c.get_connection())
             .unwrap_or_else(|e| panic!("cannot connect to the source: {e}"));
-        let keys = scan_keys(&mut s);
+        let keys = data::scan_keys(&mut s);
         let mut conns: Vec<redis::Connection> =
             (0..self.nodes.len()).map(|i| self.conn(i)).collect();
         for k in &keys {
@@ -938,68 +1103,6 @@ impl RedisCluster {
                 });
         }
         keys.len()
-    }
-
-    /// Every key of the cluster (each master scanned), with its type, whether it has a TTL and
-    /// `DEBUG DIGEST-VALUE` (a digest of the value, independent of its encoding).
-    pub fn dump(&self) -> BTreeMap<Vec<u8>, KeyDigest> {
-        let mut out = BTreeMap::new();
-        for i in 0..self.nodes.len() {
-            let mut c = self.conn(i);
-            out.extend(key_digests(&mut c));
-        }
-        out
-    }
-}
-
-/// What [`RedisCluster::dump`] and [`key_digests`] record of a key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyDigest {
-    pub ty: String,
-    pub ttl: bool,
-    pub digest: String,
-}
-
-/// Every key of the connection's db (`SCAN`), with [`KeyDigest`]s: to compare a cluster with a
-/// standalone server holding the same data.
-pub fn key_digests(c: &mut redis::Connection) -> BTreeMap<Vec<u8>, KeyDigest> {
-    scan_keys(c)
-        .into_iter()
-        .map(|k| {
-            let ty: String = redis::cmd("TYPE").arg(&k).query(c).unwrap();
-            let pttl: i64 = redis::cmd("PTTL").arg(&k).query(c).unwrap();
-            let digest: Vec<String> = redis::cmd("DEBUG")
-                .arg("DIGEST-VALUE")
-                .arg(&k)
-                .query(c)
-                .unwrap_or_else(|e| {
-                    panic!("DEBUG DIGEST-VALUE (start with --enable-debug-command yes): {e}")
-                });
-            let d = KeyDigest {
-                ty,
-                ttl: pttl >= 0,
-                digest: digest.concat(),
-            };
-            (k, d)
-        })
-        .collect()
-}
-
-fn scan_keys(c: &mut redis::Connection) -> Vec<Vec<u8>> {
-    let mut keys = Vec::new();
-    let mut cursor = 0u64;
-    loop {
-        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(1000)
-            .query(c)
-            .unwrap_or_else(|e| panic!("SCAN: {e}"));
-        keys.extend(batch);
-        if next == 0 {
-            return keys;
-        }
-        cursor = next;
     }
 }
 

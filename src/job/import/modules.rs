@@ -23,10 +23,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::Result;
+use crate::net::Conn;
 use crate::rdb::KeyRecord;
 use crate::rdb::module::ModuleId;
 use crate::resp::Reply;
-use crate::sink::redis::Conn;
 
 /// Module types of common modules and the module names that register them (`RM_Init`), from
 /// the modules' sources: RedisJSON (and valkey-json, which keeps the type name), RedisBloom,

@@ -47,7 +47,7 @@ impl Redirect {
 /// `None` for any other error.
 ///
 /// ```
-/// use rdbferry::cluster::{NodeAddr, Redirect, parse_redirect};
+/// use rdbferry::net::cluster::{NodeAddr, Redirect, parse_redirect};
 /// assert_eq!(
 ///     parse_redirect(b"MOVED 3999 127.0.0.1:6381"),
 ///     Some(Redirect::Moved { slot: 3999, addr: NodeAddr::new("127.0.0.1", 6381) })
@@ -61,7 +61,7 @@ pub fn parse_redirect(err: &[u8]) -> Option<Redirect> {
     let kind = it.next()?;
     let slot: u16 = it.next()?.parse().ok()?;
     let endpoint = it.next()?;
-    if it.next().is_some() || slot >= super::SLOTS {
+    if it.next().is_some() || slot >= crate::keyslot::SLOTS {
         return None;
     }
     let (host, port) = endpoint.rsplit_once(':')?;

@@ -1,12 +1,9 @@
 //! The slot map: which master owns each slot, from `CLUSTER SLOTS`.
 
-use std::time::Duration;
-
-use super::SLOTS;
-use super::slot::key_slot;
-use crate::error::{Error, Result};
+use crate::keyslot::{SLOTS, key_slot};
+use crate::net::conn::TOPOLOGY_REPLY;
+use crate::net::{Conn, NetError, NetErrorKind, RedisUrl};
 use crate::resp::Reply;
-use crate::sink::redis::{Conn, TargetUrl};
 
 /// A node's address, as the cluster reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -29,7 +26,7 @@ impl NodeAddr {
     /// The URL to connect to this node with: the seed's user, password and TLS settings, db 0
     /// (a Cluster has no other). An empty or `?` host (a node that does not know its
     /// endpoint) is taken to be the seed's host.
-    pub fn url(&self, seed: &TargetUrl) -> TargetUrl {
+    pub fn url(&self, seed: &RedisUrl) -> RedisUrl {
         let host = if self.host.is_empty() || self.host == "?" {
             seed.host.as_str()
         } else {
@@ -60,14 +57,14 @@ const NONE: u16 = u16::MAX;
 /// empty one (a node with no known endpoint) means the host of the node that was asked.
 ///
 /// ```no_run
-/// use rdbferry::cluster::{SlotMap, key_slot};
-/// use rdbferry::sink::redis::TargetUrl;
-/// let seed = TargetUrl::parse("redis://127.0.0.1:7000", None)?;
+/// use rdbferry::{keyslot::key_slot, net::cluster::SlotMap};
+/// use rdbferry::net::RedisUrl;
+/// let seed = RedisUrl::parse("redis://127.0.0.1:7000", None)?;
 /// let map = SlotMap::discover(&seed)?;
 /// if let Some(i) = map.owner(key_slot(b"user:42")) {
 ///     let node = map.masters()[i].url(&seed); // connect there
 /// }
-/// # Ok::<(), rdbferry::error::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotMap {
@@ -78,25 +75,24 @@ pub struct SlotMap {
 
 impl SlotMap {
     /// Ask the node of `url` for `CLUSTER SLOTS`.
-    pub fn discover(url: &TargetUrl) -> Result<SlotMap> {
+    pub fn discover(url: &RedisUrl) -> Result<SlotMap, NetError> {
         let seed = url.with_host_port(&url.host, url.port);
-        let mut c = Conn::open(&seed, Duration::from_secs(10))?;
-        let reply = c.call(&[b"CLUSTER", b"SLOTS"])?;
+        let mut c = Conn::open(&seed)?;
+        let reply = c.call_capped(&[b"CLUSTER", b"SLOTS"], TOPOLOGY_REPLY)?;
         if let Reply::Error(e) = &reply {
-            return Err(Error::Target {
-                target: url.addr(),
-                msg: format!("CLUSTER SLOTS: {}", String::from_utf8_lossy(e)),
-            });
+            return Err(c.refused("CLUSTER SLOTS", e));
         }
-        SlotMap::from_reply(&reply, &url.host).map_err(|msg| Error::Target {
-            target: url.addr(),
-            msg: format!("CLUSTER SLOTS: {msg}"),
+        SlotMap::from_reply(&reply, &url.host).map_err(|what| {
+            c.error(NetErrorKind::Unexpected {
+                command: "CLUSTER SLOTS".into(),
+                what,
+            })
         })
     }
 
     /// Ask again, after a `MOVED` or a failover: each known master in turn, then the seed,
     /// until one answers.
-    pub fn refresh(&self, seed: &TargetUrl) -> Result<SlotMap> {
+    pub fn refresh(&self, seed: &RedisUrl) -> Result<SlotMap, NetError> {
         let mut last = None;
         for m in &self.masters {
             match SlotMap::discover(&m.url(seed)) {
@@ -283,7 +279,7 @@ mod tests {
 
     #[test]
     fn node_urls_keep_credentials() {
-        let seed = TargetUrl::parse("redis://u:pw@seed:7000/3", None).unwrap();
+        let seed = RedisUrl::parse("redis://u:pw@seed:7000/3", None).unwrap();
         let u = NodeAddr::new("10.0.0.2", 7001).url(&seed);
         assert_eq!(u.redacted(), "redis://u:***@10.0.0.2:7001/0");
         assert!(u.has_password());

@@ -1,0 +1,474 @@
+//! `follow`: keep a target in sync with a source's AOF (a single file or a Redis 7
+//! `appendonlydir`) while the source keeps writing: the base first (imported as `import`
+//! does), then every command as it is appended, through the [`Applier`], checkpointed.
+//!
+//! Where it sits: the loop between the AOF tail (`input::tail`, which follows rewrites and
+//! waits for commands written in part) and the applier (`sink::applier`, at least once or
+//! exactly once). `import --until` of an AOF uses the same loop, once, without a checkpoint
+//! file.
+//!
+//! Checkpoints: after the target acknowledges a batch, the position (`input::tail::TailPos`:
+//! file, offset, and the file's identity) goes to `--checkpoint FILE` (written to a temporary
+//! file, fsynced, renamed; at most ten times a second, and at the end). With `--exactly-once`
+//! the target holds the position too, in the checkpoint key of each batch's transaction, and
+//! that one wins on restart (the file may be a batch behind after a `kill -9`).
+//!
+//! Stops: `--once` when caught up; `--until TIME` before the first command the source wrote
+//! after TIME (by its `#TS:` annotations, `aof-timestamp-enabled yes`); a signal (drain what
+//! was read, write the checkpoint, exit 0). A refused command stops the run unless
+//! `--on-error skip`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::Common;
+use super::import::{self, ImportOptions, OnConflict, Via};
+use super::metrics::Metrics;
+use crate::error::{Error, Result};
+use crate::input::tail::{AofTail, Start, TailEvent, TailOptions, TailPos};
+use crate::net::RedisUrl;
+use crate::sink::applier::{Applier, ApplyOptions, ApplyStats, Checkpoint, Entry};
+use crate::sink::file::AtomicFile;
+use crate::transform::{CommandFate, Transaction};
+
+/// Where `follow` starts without a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum From {
+    /// The base, then every incr file, then the tail (`--from-start`).
+    Start,
+    /// Only what is written from now on (`--from-end`).
+    End,
+}
+
+/// Options of `follow`.
+#[derive(Debug, Clone)]
+pub struct FollowOptions {
+    /// The target.
+    pub to: RedisUrl,
+    /// `--checkpoint FILE`.
+    pub checkpoint: Option<PathBuf>,
+    /// `--exactly-once`: each batch and its position in one transaction, in this key.
+    pub checkpoint_key: Option<Vec<u8>>,
+    /// Without a checkpoint: from the start or from the end.
+    pub from: From,
+    /// `--until`: Unix seconds; stop before the first command written after it.
+    pub until: Option<i64>,
+    /// `--once`: stop when caught up.
+    pub once: bool,
+    /// `--resync-on-loss`: when a rewrite cannot be joined, start over from the new file.
+    pub resync_on_loss: bool,
+    /// `--metrics-addr`.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Write options shared with `import` (the base is imported with them; `--on-error`,
+    /// `--retry-timeout`).
+    pub import: ImportOptions,
+}
+
+/// What `follow` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FollowReport {
+    /// The source.
+    pub source: String,
+    /// The target (redacted).
+    pub target: String,
+    /// The applier's counters.
+    pub apply: ApplyStats,
+    /// Entries filtered out.
+    pub filtered: u64,
+    /// Base files imported.
+    pub bases: u64,
+    /// Where it stopped (the checkpoint).
+    pub position: Option<TailPos>,
+    /// Why it stopped: `once`, `until`, `signal`.
+    pub stopped: String,
+    /// Rewrites followed, and other notes.
+    pub notes: Vec<String>,
+    /// Wall time, seconds.
+    pub elapsed_s: f64,
+}
+
+/// The checkpoint file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CheckpointFile {
+    /// The source path it belongs to.
+    source: String,
+    /// Entries applied since the stream's start.
+    order: u64,
+    /// Where to resume.
+    pos: TailPos,
+}
+
+fn read_checkpoint(path: &Path, source: &str) -> Result<Option<CheckpointFile>> {
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path.display().to_string(), e)),
+    };
+    let cp: CheckpointFile = serde_json::from_slice(&text).map_err(|e| Error::Input {
+        path: path.display().to_string(),
+        msg: format!("not a checkpoint of rdbferry follow: {e}"),
+    })?;
+    if cp.source != source {
+        return Err(Error::Input {
+            path: path.display().to_string(),
+            msg: format!(
+                "this checkpoint is for {}, not {source}; give another --checkpoint file",
+                cp.source
+            ),
+        });
+    }
+    Ok(Some(cp))
+}
+
+fn write_checkpoint(path: &Path, cp: &CheckpointFile) -> Result<()> {
+    let mut f = AtomicFile::create(path)?;
+    serde_json::to_writer(&mut f, cp)
+        .map_err(|e| Error::io(path.display().to_string(), e.into()))?;
+    f.commit()
+}
+
+/// The one loop of `follow` (see the module doc).
+struct Follower<'a> {
+    /// The AOF file or directory.
+    path: PathBuf,
+    common: &'a Common,
+    opts: &'a FollowOptions,
+    source: String,
+    applier: Applier,
+    metrics: Metrics,
+    rep: FollowReport,
+    /// Entries since the stream's start (the applier's order).
+    order: u64,
+    txn: Transaction,
+    last_checkpoint: Instant,
+    /// The newest `#TS:` seen, and the one of the last entry applied.
+    newest_ts: Option<i64>,
+    /// Where the tail stood when it was last caught up with everything acknowledged: the
+    /// checkpoint moves there (a rewrite may have moved it to a new file meanwhile).
+    idle: Option<(u64, TailPos)>,
+}
+
+/// Follow the AOF at `path` into the target.
+pub fn follow(path: &str, common: &Common, opts: &FollowOptions) -> Result<FollowReport> {
+    let start = Instant::now();
+    let source = std::fs::canonicalize(path)
+        .map_err(|e| Error::io(path, e))?
+        .display()
+        .to_string();
+    let apply = ApplyOptions {
+        checkpoint_key: opts.checkpoint_key.clone(),
+        retry_for: opts.import.retry_for,
+        stop_on_error: opts.import.stop_on_error,
+        ..ApplyOptions::default()
+    };
+    let mut applier = Applier::open(&opts.to, apply, common.cancel.clone())?;
+    // Where to start: the target's checkpoint (exactly once) wins over the file's.
+    let from_file = match &opts.checkpoint {
+        Some(p) => read_checkpoint(p, &source)?,
+        None => None,
+    };
+    let from_target = applier.resume()?;
+    let (order, tail_start) = resume_point(from_target, from_file, opts.from)?;
+    let metrics = Metrics::new();
+    if let Some(addr) = opts.metrics_addr {
+        metrics.serve(addr)?;
+    }
+    let tail = AofTail::open(
+        Path::new(path),
+        TailOptions {
+            start: tail_start,
+            resync_on_loss: opts.resync_on_loss,
+            poll: Duration::from_millis(200),
+        },
+    )?;
+    let mut f = Follower {
+        path: PathBuf::from(path),
+        common,
+        opts,
+        source: source.clone(),
+        applier,
+        metrics,
+        rep: FollowReport {
+            source,
+            target: opts.to.redacted(),
+            ..Default::default()
+        },
+        order,
+        txn: Transaction::default(),
+        last_checkpoint: Instant::now(),
+        newest_ts: None,
+        idle: None,
+    };
+    let stopped = f.run(tail);
+    let drained = f.applier.flush().and_then(|()| f.checkpoint(true));
+    f.rep.apply = f.applier.stats().clone();
+    f.rep.elapsed_s = start.elapsed().as_secs_f64();
+    f.rep.stopped = stopped?;
+    drained?;
+    Ok(f.rep)
+}
+
+/// The order to count from and where the tail starts.
+fn resume_point(
+    target: Option<Checkpoint>,
+    file: Option<CheckpointFile>,
+    from: From,
+) -> Result<(u64, Start)> {
+    let parse = |c: &Checkpoint| -> Result<TailPos> {
+        serde_json::from_slice(&c.pos).map_err(|e| Error::Input {
+            path: "checkpoint key".into(),
+            msg: format!("not a position of rdbferry follow: {e}"),
+        })
+    };
+    Ok(match (target, file) {
+        // The file is written after the target acknowledged: at the same order or later it
+        // is at least as far (it also moves on when the source rewrote and nothing came).
+        (Some(t), Some(f)) if f.order >= t.order => (f.order, Start::At(f.pos)),
+        (Some(t), _) => (t.order, Start::At(parse(&t)?)),
+        (None, Some(f)) => (f.order, Start::At(f.pos)),
+        (None, None) => (
+            0,
+            match from {
+                From::Start => Start::Beginning,
+                From::End => Start::End,
+            },
+        ),
+    })
+}
+
+impl Follower<'_> {
+    /// Pull events until a stop; returns why it stopped.
+    fn run(&mut self, mut tail: AofTail) -> Result<String> {
+        let mut last_status = Instant::now();
+        loop {
+            if self.common.cancel.is_cancelled() {
+                return Ok("signal".into());
+            }
+            let ev = match tail.next(Duration::from_millis(200), &self.common.cancel) {
+                Err(Error::Cancelled) => return Ok("signal".into()),
+                r => r?,
+            };
+            match ev {
+                Some(TailEvent::Base { path, rdb_end, pos }) => {
+                    // Read through the tail's open file: a rewrite may delete the path.
+                    use std::os::fd::AsRawFd;
+                    let open = tail
+                        .base_file()
+                        .map(|f| PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd())))
+                        .filter(|p| p.exists());
+                    self.base(open.as_deref().unwrap_or(&path), rdb_end, pos)?;
+                }
+                Some(TailEvent::Commands {
+                    db,
+                    commands,
+                    pos,
+                    ts,
+                }) => {
+                    if let Some(t) = ts {
+                        self.newest_ts = Some(t);
+                    }
+                    if self.opts.until.is_some_and(|u| ts.is_some_and(|t| t > u)) {
+                        return Ok("until".into());
+                    }
+                    self.commands(db, &commands, &pos)?;
+                }
+                Some(TailEvent::Rewritten { note, pos }) => {
+                    tracing::info!("{note}");
+                    self.rep.notes.push(note);
+                    self.moved(pos)?;
+                }
+                Some(TailEvent::CaughtUp { pos }) => {
+                    self.applier.send_pending()?;
+                    if self.applier.acked().is_some_and(|a| a.order == self.order) {
+                        self.idle = Some((self.order, pos.clone()));
+                    }
+                    self.status(&pos);
+                    if self.opts.once {
+                        self.rep.position = Some(pos);
+                        return Ok("once".into());
+                    }
+                }
+                None => self.applier.send_pending()?,
+            }
+            self.checkpoint(false)?;
+            if last_status.elapsed() > Duration::from_secs(5) {
+                last_status = Instant::now();
+                let pos = tail.pos().clone();
+                self.status(&pos);
+            }
+        }
+    }
+
+    /// The base file: imported as `import` would (idempotent: `--on-conflict replace`), then
+    /// a checkpoint past it.
+    fn base(&mut self, path: &Path, rdb_end: Option<u64>, pos: TailPos) -> Result<()> {
+        self.applier.flush()?;
+        let mut io = self.opts.import.clone();
+        io.on_conflict = OnConflict::Replace;
+        io.via = Via::Auto;
+        io.rdb_only = rdb_end.is_some();
+        let inputs = vec![path.display().to_string()];
+        let pre = import::precheck(&inputs, self.common, &io)?;
+        let r = import::import(&inputs, self.common, &io, &pre)?;
+        if r.errors > 0 {
+            return Err(Error::target(
+                self.opts.to.redacted(),
+                format!(
+                    "the base {} was not imported whole: {}",
+                    path.display(),
+                    r.error_messages.join("; ")
+                ),
+            ));
+        }
+        self.rep.bases += 1;
+        self.order += 1;
+        // An entry without commands moves the checkpoint (key and file) past the base.
+        let pos_bytes = serde_json::to_vec(&pos).unwrap_or_default();
+        if !self.applier.is_cluster() {
+            self.applier.push(Entry {
+                db: 0,
+                commands: Vec::new(),
+                order: self.order,
+                pos: pos_bytes,
+            })?;
+            self.applier.flush()?;
+        }
+        self.rep.position = Some(pos);
+        self.checkpoint(true)
+    }
+
+    /// One source entry (a command or a transaction): mapped, then to the applier.
+    fn commands(&mut self, db: u64, commands: &[Vec<Vec<u8>>], pos: &TailPos) -> Result<()> {
+        let mut mapped = Vec::with_capacity(commands.len());
+        let mut tdb = self.common.map.db(db);
+        for c in commands {
+            let args: Vec<&[u8]> = c.iter().map(Vec::as_slice).collect();
+            let fate = self.common.map.command(db, &args);
+            let kept = matches!(fate, CommandFate::Keep { .. });
+            if let Some(why) = self
+                .txn
+                .note(args.first().copied().unwrap_or_default(), kept)
+            {
+                self.report(c, why)?;
+            }
+            match fate {
+                CommandFate::Keep { db, args } => {
+                    tdb = db;
+                    mapped.push(args.iter().map(|a| a.to_vec()).collect());
+                }
+                CommandFate::Drop => self.rep.filtered += 1,
+                CommandFate::Refuse(why) => self.report(c, why)?,
+            }
+        }
+        self.rep.position = Some(pos.clone());
+        let only_control = mapped.iter().all(|c: &Vec<Vec<u8>>| {
+            c.first().is_some_and(|n| {
+                n.eq_ignore_ascii_case(b"MULTI") || n.eq_ignore_ascii_case(b"EXEC")
+            })
+        });
+        if only_control {
+            // Nothing of it goes on; the position still moves (next batch's checkpoint).
+            return Ok(());
+        }
+        self.order += 1;
+        let before = self.applier.stats().applied;
+        self.applier.push(Entry {
+            db: tdb,
+            commands: mapped,
+            order: self.order,
+            pos: serde_json::to_vec(pos).unwrap_or_default(),
+        })?;
+        self.metrics
+            .applied
+            .inc_by(self.applier.stats().applied.saturating_sub(before));
+        Ok(())
+    }
+
+    /// The tail moved to a new file (a rewrite). With `--exactly-once` on a standalone
+    /// target, an entry without commands moves the target's checkpoint there too, so that a
+    /// restart does not look for the old file (which the rewrite deletes).
+    fn moved(&mut self, pos: TailPos) -> Result<()> {
+        if self.opts.checkpoint_key.is_none() || self.applier.is_cluster() {
+            return Ok(());
+        }
+        self.order += 1;
+        self.applier.push(Entry {
+            db: 0,
+            commands: Vec::new(),
+            order: self.order,
+            pos: serde_json::to_vec(&pos).unwrap_or_default(),
+        })
+    }
+
+    /// A command the filters cannot apply as the source did.
+    fn report(&mut self, c: &[Vec<u8>], why: String) -> Result<()> {
+        self.metrics.errors.inc();
+        let label = c.iter().take(2).cloned().collect::<Vec<_>>().join(&b' ');
+        let msg = format!("command {}: {why}", crate::text::quoted(&label));
+        if self.opts.import.stop_on_error {
+            return Err(Error::target(self.opts.to.redacted(), msg));
+        }
+        tracing::warn!("{msg}");
+        self.rep.notes.push(msg);
+        Ok(())
+    }
+
+    /// Write the checkpoint file when the acknowledged position moved (at most ten times a
+    /// second unless `now`).
+    fn checkpoint(&mut self, now: bool) -> Result<()> {
+        if !now && self.last_checkpoint.elapsed() < Duration::from_millis(100) {
+            return Ok(());
+        }
+        self.last_checkpoint = Instant::now();
+        let Some(acked) = self.applier.acked().cloned() else {
+            return Ok(());
+        };
+        self.metrics.checkpoint.set(acked.order as i64);
+        let Some(path) = &self.opts.checkpoint else {
+            return Ok(());
+        };
+        let pos = match &self.idle {
+            Some((order, pos)) if *order == acked.order => pos.clone(),
+            _ => match serde_json::from_slice::<TailPos>(&acked.pos) {
+                Ok(p) => p,
+                Err(_) => return Ok(()),
+            },
+        };
+        write_checkpoint(
+            path,
+            &CheckpointFile {
+                source: self.source.clone(),
+                order: acked.order,
+                pos,
+            },
+        )
+    }
+
+    /// The status line on stderr, and the lag gauges.
+    fn status(&mut self, pos: &TailPos) {
+        let file = if self.path.is_dir() {
+            self.path.join(&pos.file)
+        } else {
+            self.path.clone()
+        };
+        let lag = std::fs::metadata(&file)
+            .map(|m| m.len().saturating_sub(pos.offset))
+            .unwrap_or(0);
+        self.metrics.lag_bytes.set(lag as i64);
+        let lag_s = match (self.newest_ts, lag) {
+            (_, 0) => 0.0,
+            (Some(t), _) => (crate::time::now_ms() / 1000 - t).max(0) as f64,
+            (None, _) => 0.0,
+        };
+        self.metrics.lag_seconds.set(lag_s);
+        if !self.common.quiet {
+            let s = self.applier.stats();
+            eprintln!(
+                "follow: {} at byte {}, {} commands applied, lag {lag} bytes / {lag_s:.0} s",
+                pos.file, pos.offset, s.applied
+            );
+        }
+    }
+}
