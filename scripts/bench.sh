@@ -29,6 +29,8 @@
 #      (target: <= 2x the import; `--via auto` compares a snapshot of the target, and
 #      `--via commands`, key by key, is timed after the `--via commands` import), and the
 #      import's peak anonymous memory (bounded whatever the file or value size).
+#   7. `rdbferry follow`: catch-up of an AOF vs `redis-cli --pipe`, --exactly-once vs at least
+#      once, lag and CPU under a steady write load, CPU idle (scripts/bench-follow.sh).
 # Every figure is printed, and written to benches/results/YYYY-MM-DD.md (or --results PATH)
 # with the machine, the versions and the load average before and after.
 #
@@ -38,7 +40,7 @@
 #
 # Usage: scripts/bench.sh [--keys N] [--rdbtools-keys "N..."] [--runs N] [--skip-rdbtools]
 #                         [--skip-rdb-rs] [--skip-huge] [--skip-big] [--skip-import]
-#                         [--results PATH]
+#                         [--skip-follow] [--results PATH]
 # Needs: cargo, python3, redis-server and redis-cli (Debian: redis-server, redis-tools);
 # fetches the Redis 6.2 binary (scripts/fetch-old-servers.sh) and rdbtools (pip, into
 # .cache/rdbtools-venv) when the comparison with rdbtools runs, and installs the `rdb` crate
@@ -56,6 +58,7 @@ SKIP_RDBRS=0
 SKIP_HUGE=0
 SKIP_BIG=0
 SKIP_IMPORT=0
+SKIP_FOLLOW=0
 RESULTS="benches/results/$(date -u +%Y-%m-%d).md"
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}"; }
@@ -69,6 +72,7 @@ while [ $# -gt 0 ]; do
         --skip-huge) SKIP_HUGE=1; shift ;;
         --skip-big) SKIP_BIG=1; shift ;;
         --skip-import) SKIP_IMPORT=1; shift ;;
+        --skip-follow) SKIP_FOLLOW=1; shift ;;
         --results) RESULTS="$2"; shift 2 ;;
         -h|--help) usage 0 ;;
         *) echo "bench: unknown option $1" >&2; usage 2 ;;
@@ -428,6 +432,11 @@ if [ "$SKIP_IMPORT" = 0 ]; then
         r_ver="$(calc "$VER/$IMP" 2)"
         row "| $(basename "$f") | ${load} s | ${IMP} s (${IMP_CPU} s) | ${VIA} | ${r_load}x | $(awk -v r="$r_load" 'BEGIN{print (r<=2) ? "meets" : "MISSES"}') | ${pbest} s | ${r_pipe}x | $(verdict "$r_pipe" 1.5) | ${VER} s (${VER_CPU} s) | ${r_ver}x | $(awk -v r="$r_ver" 'BEGIN{print (r<=2) ? "meets" : "MISSES"}') | $(calc "$ANON_KB/1024" 1) MB | ${cbest} s (${CMD_CPU} s) | $(calc "$cbest/$load" 2)x | $(calc "$pbest/$cbest" 2)x | ${cvbest} s (${CVER_CPU} s) | $(calc "$cvbest/$cbest" 2)x |"
     done
+fi
+
+# --- follow (issue 10): scripts/bench-follow.sh, into the same results --------------------------
+if [ "$SKIP_FOLLOW" = 0 ]; then
+    bash scripts/bench-follow.sh --runs "$RUNS" --results "$OUT"
 fi
 
 row ""

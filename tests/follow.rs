@@ -468,3 +468,61 @@ fn inputs_and_checkpoints_that_are_not_right_are_clear_errors() {
         "{err}"
     );
 }
+
+/// `GET /metrics` from `addr`, the body.
+fn scrape(addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// The value of `name` in a Prometheus text body.
+fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn metrics_count_what_was_applied_and_the_lag_falls_to_zero() {
+    let src = RedisServer::aof_source();
+    let dst = RedisServer::start();
+    let mut c = conn(&src);
+    for i in 1..=50 {
+        write_round(&mut c, i);
+    }
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let mut f = Ferry::spawn(&[
+        "follow",
+        &aof_dir(&src),
+        "--to",
+        &dst.url(),
+        "--metrics-addr",
+        &addr,
+        "-q",
+    ]);
+    let mut body = String::new();
+    f.wait_for(
+        "metrics with every command applied",
+        Duration::from_secs(60),
+        || {
+            body = scrape(&addr).unwrap_or_default();
+            dst.cli(&["GET", "counter"]) == "50"
+                && metric(&body, "rdbferry_sync_lag_bytes") == Some(0.0)
+                && metric(&body, "rdbferry_sync_applied_total").is_some_and(|n| n >= 50.0)
+        },
+    );
+    let applied = metric(&body, "rdbferry_sync_applied_total").unwrap_or(0.0);
+    for i in 51..=60 {
+        write_round(&mut c, i);
+    }
+    f.wait_for("the applied count to grow", Duration::from_secs(60), || {
+        let b = scrape(&addr).unwrap_or_default();
+        metric(&b, "rdbferry_sync_applied_total").is_some_and(|n| n > applied)
+    });
+    f.signal("TERM");
+    assert_exit(&f.finish_within(Duration::from_secs(30)), 0);
+}

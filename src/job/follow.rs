@@ -143,6 +143,8 @@ struct Follower<'a> {
     order: u64,
     txn: Transaction,
     last_checkpoint: Instant,
+    /// The applier's count of applied commands last added to the metrics.
+    published: u64,
     /// The newest `#TS:` seen, and the one of the last entry applied.
     newest_ts: Option<i64>,
     /// Where the tail stood when it was last caught up with everything acknowledged: the
@@ -198,6 +200,7 @@ pub fn follow(path: &str, common: &Common, opts: &FollowOptions) -> Result<Follo
         order,
         txn: Transaction::default(),
         last_checkpoint: Instant::now(),
+        published: 0,
         newest_ts: None,
         idle: None,
     };
@@ -290,7 +293,14 @@ impl Follower<'_> {
                         return Ok("once".into());
                     }
                 }
-                None => self.applier.send_pending()?,
+                None => {
+                    // Nothing new for a while: wait for the target's acknowledgement, so
+                    // that the checkpoint, the metrics and the lag are current while idle.
+                    self.applier.flush()?;
+                    if self.applier.acked().is_some_and(|a| a.order == self.order) {
+                        self.idle = Some((self.order, tail.pos().clone()));
+                    }
+                }
             }
             self.checkpoint(false)?;
             if last_status.elapsed() > Duration::from_secs(5) {
@@ -373,17 +383,12 @@ impl Follower<'_> {
             return Ok(());
         }
         self.order += 1;
-        let before = self.applier.stats().applied;
         self.applier.push(Entry {
             db: tdb,
             commands: mapped,
             order: self.order,
             pos: serde_json::to_vec(pos).unwrap_or_default(),
-        })?;
-        self.metrics
-            .applied
-            .inc_by(self.applier.stats().applied.saturating_sub(before));
-        Ok(())
+        })
     }
 
     /// The tail moved to a new file (a rewrite). With `--exactly-once` on a standalone
@@ -422,6 +427,13 @@ impl Follower<'_> {
             return Ok(());
         }
         self.last_checkpoint = Instant::now();
+        // Commands count as applied once the target acknowledged them, batches after
+        // they were pushed.
+        let applied = self.applier.stats().applied;
+        self.metrics
+            .applied
+            .inc_by(applied.saturating_sub(self.published));
+        self.published = applied;
         let Some(acked) = self.applier.acked().cloned() else {
             return Ok(());
         };
