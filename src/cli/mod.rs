@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use rdbferry::error::Error;
 use rdbferry::job::changes;
-use rdbferry::job::convert::{ConvertOptions, Format};
+use rdbferry::job::convert::ConvertOptions;
 use rdbferry::job::import::{self, ImportOptions, Mode, OnConflict};
 use rdbferry::job::inspect::InspectOptions;
 use rdbferry::job::{Common, check, convert, inspect};
@@ -24,6 +24,7 @@ use rdbferry::net::RedisUrl;
 use rdbferry::net::TlsOptions;
 use rdbferry::net::url::{PASSWORD_ENV, Role};
 use rdbferry::rdb::ReadOptions;
+use rdbferry::sink::Format;
 use rdbferry::transform::{Filter, FilterSpec, KeyMap};
 use rdbferry::verify::{VerifyOptions, verify, verify_live};
 

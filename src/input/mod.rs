@@ -91,10 +91,8 @@ pub struct Walked {
 impl Walked {
     /// Take what the report needs from an RDB record (the `redis-ver`/`valkey-ver` AUX).
     pub fn note(&mut self, rec: &Record<'_>) {
-        if let Record::Aux { name, value } = rec
-            && (&**name == b"redis-ver" || &**name == b"valkey-ver")
-        {
-            self.redis_ver = Some(String::from_utf8_lossy(value).into_owned());
+        if let Some(v) = server_version(rec) {
+            self.redis_ver = Some(v);
         }
     }
 
@@ -124,6 +122,16 @@ impl Walked {
         self.db = db;
         self.bytes = data.len() as u64;
         Ok(())
+    }
+}
+
+/// The server version an AUX record names (`redis-ver` or `valkey-ver`), if it is one.
+pub fn server_version(rec: &Record<'_>) -> Option<String> {
+    match rec {
+        Record::Aux { name, value } if &**name == b"redis-ver" || &**name == b"valkey-ver" => {
+            Some(String::from_utf8_lossy(value).into_owned())
+        }
+        _ => None,
     }
 }
 

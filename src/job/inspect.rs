@@ -5,9 +5,10 @@ use std::fmt::Write as _;
 
 use serde_json::json;
 
-use super::{Common, batch};
-use crate::error::Result;
-use crate::input::{Event, Input};
+use super::Common;
+use super::batch::{self, Pieces};
+use crate::error::{Error, Result};
+use crate::input::{Event, Input, server_version};
 use crate::progress::Progress;
 use crate::rdb::{Error as RdbError, Record};
 use crate::sink::stats::Stats;
@@ -39,37 +40,136 @@ pub struct InspectReport {
 /// Inspect one input.
 pub fn inspect(name: &str, common: &Common, opts: &InspectOptions) -> Result<InspectReport> {
     let input = Input::open(name)?;
-    let mut stats = Stats::new(opts.top, opts.prefix_depth);
-    let mut progress = Progress::new(input.size, name, common.quiet);
-    // Keys the filter drops are still validated: inspect reports on a sound file only.
-    let count = |k: &crate::rdb::KeyRecord<'_>| -> Result<u64> {
-        Ok(k.validate()
-            .map_err(|e| RdbError::from_decode(name, Some(&k.key), e))?)
+    let mut inspector = Inspector {
+        stats: Stats::new(opts.top, opts.prefix_depth),
+        redis_ver: None,
+        progress: Progress::new(input.size, name, common.quiet),
+        common,
+        name,
     };
-    let walked = batch::walk(&input, common, count, |ev, n, pos| {
-        match ev {
-            Event::Rdb(Record::Key(k)) => {
-                if common.map.keep(k.db, &k.key, k.data_type()) {
-                    stats.add_key(k, n);
-                }
-                progress.tick(pos, 1);
-            }
-            Event::Rdb(Record::Function { .. }) => stats.functions += 1,
-            Event::Rdb(Record::ModuleAux { .. }) => stats.module_aux += 1,
-            Event::Rdb(_) => {}
-            Event::Command { .. } => stats.commands += 1,
+    let walked = match input.rdb_bytes() {
+        Some(data) => {
+            // What each piece's counters start from: the same prefix depth and clock.
+            let like = inspector.stats.clone();
+            let work = |recs: &[Record<'_>], p: &mut PieceStats| p.count(recs, &like, common, name);
+            let parallel = batch::parallel_for(data.len() as u64);
+            batch::walk_pieces(&input, data, common, parallel, work, &mut inspector)
         }
-        Ok(())
-    });
-    progress.finish();
+        None => batch::walk_events(&input, common, &mut |ev, pos| inspector.event(ev, pos)),
+    };
+    inspector.progress.finish();
     let walked = walked?;
     Ok(InspectReport {
         input: name.to_string(),
         rdb_version: walked.rdb_version,
-        redis_ver: walked.redis_ver,
-        stats,
+        redis_ver: inspector.redis_ver.or(walked.redis_ver),
+        stats: inspector.stats,
         top: opts.top,
     })
+}
+
+/// What a worker counted in one piece of records: the sums of its keys (which add up in any
+/// order), and each key's element count for the top lists (which depend on the order, so the
+/// calling thread ranks the keys itself).
+#[derive(Default)]
+struct PieceStats {
+    stats: Stats,
+    /// Per record: the element count of a key the filter keeps.
+    elems: Vec<Option<u64>>,
+    redis_ver: Option<String>,
+    /// The first key whose value is corrupt; nothing after it was counted.
+    failed: Option<Error>,
+}
+
+impl PieceStats {
+    /// Validate and count `recs`, replacing what the piece held.
+    fn count(&mut self, recs: &[Record<'_>], like: &Stats, common: &Common, name: &str) {
+        self.stats.reset_like(like);
+        self.elems.clear();
+        self.redis_ver = None;
+        self.failed = None;
+        for rec in recs {
+            let mut elems = None;
+            match rec {
+                // Keys the filter drops are still validated: inspect reports on a sound file.
+                Record::Key(k) => match k.validate() {
+                    Ok(n) if common.map.keep(k.db, &k.key, k.data_type()) => {
+                        self.stats.count_key(k);
+                        elems = Some(n);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.failed = Some(RdbError::from_decode(name, Some(&k.key), e).into());
+                        return;
+                    }
+                },
+                Record::Function { .. } => self.stats.functions += 1,
+                Record::ModuleAux { .. } => self.stats.module_aux += 1,
+                Record::Aux { .. } => {
+                    if let Some(v) = server_version(rec) {
+                        self.redis_ver = Some(v);
+                    }
+                }
+                _ => {}
+            }
+            self.elems.push(elems);
+        }
+    }
+}
+
+/// The calling thread's side of `inspect`: adds up what workers counted and ranks the keys,
+/// or counts the events of inputs that are not walked in pieces (AOF, JSONL, stdin).
+struct Inspector<'c> {
+    stats: Stats,
+    redis_ver: Option<String>,
+    progress: Progress,
+    common: &'c Common,
+    name: &'c str,
+}
+
+impl Inspector<'_> {
+    /// One event, in order.
+    fn event(&mut self, ev: Event<'_, '_>, pos: u64) -> Result<()> {
+        match ev {
+            Event::Rdb(Record::Key(k)) => {
+                let n = k
+                    .validate()
+                    .map_err(|e| RdbError::from_decode(self.name, Some(&k.key), e))?;
+                if self.common.map.keep(k.db, &k.key, k.data_type()) {
+                    self.stats.add_key(k, Some(n));
+                }
+                self.progress.tick(pos, 1);
+            }
+            Event::Rdb(Record::Function { .. }) => self.stats.functions += 1,
+            Event::Rdb(Record::ModuleAux { .. }) => self.stats.module_aux += 1,
+            Event::Rdb(_) => {}
+            Event::Command { .. } => self.stats.commands += 1,
+        }
+        Ok(())
+    }
+}
+
+impl<'a> Pieces<'a, PieceStats> for Inspector<'_> {
+    fn piece(&mut self, recs: &[Record<'a>], p: &mut PieceStats, pos: u64) -> Result<()> {
+        let rows = self.stats.merge(&p.stats);
+        for (rec, n) in recs.iter().zip(&p.elems) {
+            if let (Record::Key(k), Some(n)) = (rec, n) {
+                self.stats.rank_key(k, Some(*n));
+                if !rows {
+                    self.stats.prefixes.add(&k.key, k.serialized_len());
+                }
+            }
+        }
+        if let Some(v) = p.redis_ver.take() {
+            self.redis_ver = Some(v);
+        }
+        self.progress.tick(pos, recs.len() as u64);
+        p.failed.take().map_or(Ok(()), Err)
+    }
+
+    fn event(&mut self, ev: Event<'_, '_>, pos: u64) -> Result<()> {
+        Inspector::event(self, ev, pos)
+    }
 }
 
 fn human(bytes: u64) -> String {

@@ -92,6 +92,8 @@ impl<'a> Cursor<'a> {
         DecodeError::invalid(self.offset(), msg)
     }
 
+    #[cold]
+    #[inline(never)]
     fn short(&self, what: &'static str, n: u64) -> DecodeError {
         match self.in_blob {
             Some(blob) => self.invalid(format!(
@@ -134,6 +136,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Skip `n` bytes.
+    #[inline]
     pub fn skip(&mut self, n: u64, what: &'static str) -> DecodeResult<()> {
         self.take(n, what).map(|_| ())
     }
@@ -195,8 +198,28 @@ impl<'a> Cursor<'a> {
     }
 
     /// An RDB length field or the special-encoding marker (FORMATS §3.1).
+    ///
+    /// Lengths under 16384 (one or two bytes) are read inline: they are nearly every length
+    /// of nearly every file, and the walk of a record is mostly reading lengths.
     #[inline]
     pub fn length_or_special(&mut self) -> DecodeResult<Length> {
+        match self.data.get(self.pos..self.pos + 2) {
+            Some(&[b, b1]) if b < 0x80 => {
+                if b < 0x40 {
+                    self.pos += 1;
+                    Ok(Length::Len(b as u64))
+                } else {
+                    self.pos += 2;
+                    Ok(Length::Len((((b & 0x3f) as u64) << 8) | b1 as u64))
+                }
+            }
+            _ => self.length_or_special_slow(),
+        }
+    }
+
+    /// [`Cursor::length_or_special`] for the other forms, and near the end of the data.
+    #[inline(never)]
+    fn length_or_special_slow(&mut self) -> DecodeResult<Length> {
         let start = self.offset();
         let b = self.u8()?;
         match b >> 6 {
@@ -220,17 +243,23 @@ impl<'a> Cursor<'a> {
     /// An RDB length; a special-encoding marker here is corruption.
     #[inline]
     pub fn length(&mut self) -> DecodeResult<u64> {
-        let start = self.offset();
         match self.length_or_special()? {
             Length::Len(n) => Ok(n),
-            Length::Special(e) => Err(DecodeError::invalid(
-                start,
-                format!(
-                    "string encoding marker {:#04x} where a length was expected",
-                    0xc0 | e
-                ),
-            )),
+            Length::Special(e) => Err(self.marker_not_length(e)),
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn marker_not_length(&self, e: u8) -> DecodeError {
+        // The marker was one byte, just read.
+        DecodeError::invalid(
+            self.offset() - 1,
+            format!(
+                "string encoding marker {:#04x} where a length was expected",
+                0xc0 | e
+            ),
+        )
     }
 
     /// An RDB length that counts items of at least `min_size` bytes still to come.
@@ -246,15 +275,23 @@ impl<'a> Cursor<'a> {
         let start = self.offset();
         match self.length_or_special()? {
             Length::Len(n) => Ok(Cow::Borrowed(self.take(n, "string")?)),
-            Length::Special(0) => Ok(Cow::Owned(fmt_int(self.u8()? as i8 as i64))),
-            Length::Special(1) => Ok(Cow::Owned(fmt_int(self.u16_le()? as i16 as i64))),
-            Length::Special(2) => Ok(Cow::Owned(fmt_int(self.u32_le()? as i32 as i64))),
-            Length::Special(3) => {
+            Length::Special(e) => self.special_string(e, start),
+        }
+    }
+
+    /// The rest of an integer or LZF string that started at `start` with marker `e`.
+    #[inline(never)]
+    fn special_string(&mut self, e: u8, start: u64) -> DecodeResult<RStr<'a>> {
+        match e {
+            0 => Ok(Cow::Owned(fmt_int(self.u8()? as i8 as i64))),
+            1 => Ok(Cow::Owned(fmt_int(self.u16_le()? as i16 as i64))),
+            2 => Ok(Cow::Owned(fmt_int(self.u32_le()? as i32 as i64))),
+            3 => {
                 let (compressed, declared) = self.lzf_header()?;
                 let data = self.take(compressed, "LZF data")?;
                 lzf_decompress(data, declared, start).map(Cow::Owned)
             }
-            Length::Special(e) => Err(DecodeError::invalid(
+            e => Err(DecodeError::invalid(
                 start,
                 format!("unknown string encoding {e}"),
             )),
@@ -280,19 +317,28 @@ impl<'a> Cursor<'a> {
 
     /// Skip a string without decoding it; returns the number of bytes it decodes to
     /// (LZF strings report their declared size).
+    #[inline]
     pub fn skip_string(&mut self) -> DecodeResult<u64> {
         let start = self.offset();
         match self.length_or_special()? {
             Length::Len(n) => self.skip(n, "string").map(|_| n),
-            Length::Special(0) => self.skip(1, "int8").map(|_| 4),
-            Length::Special(1) => self.skip(2, "int16").map(|_| 6),
-            Length::Special(2) => self.skip(4, "int32").map(|_| 11),
-            Length::Special(3) => {
+            Length::Special(e) => self.skip_special_string(e, start),
+        }
+    }
+
+    /// The rest of [`Cursor::skip_string`] for an integer or LZF string.
+    #[inline(never)]
+    fn skip_special_string(&mut self, e: u8, start: u64) -> DecodeResult<u64> {
+        match e {
+            0 => self.skip(1, "int8").map(|_| 4),
+            1 => self.skip(2, "int16").map(|_| 6),
+            2 => self.skip(4, "int32").map(|_| 11),
+            3 => {
                 let (compressed, declared) = self.lzf_header()?;
                 self.skip(compressed, "LZF data")?;
                 Ok(declared)
             }
-            Length::Special(e) => Err(DecodeError::invalid(
+            e => Err(DecodeError::invalid(
                 start,
                 format!("unknown string encoding {e}"),
             )),

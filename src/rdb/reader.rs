@@ -360,6 +360,9 @@ pub struct RdbReader<'a> {
     opts: ReadOptions,
     done: bool,
     checksum_ok: Option<bool>,
+    /// The caller computes the checksum ([`RdbReader::defer_checksum`]); after EOF, the
+    /// stored one and the length of the bytes it covers.
+    deferred: Option<Option<(u64, u64)>>,
 }
 
 impl<'a> RdbReader<'a> {
@@ -378,12 +381,41 @@ impl<'a> RdbReader<'a> {
             opts,
             done: false,
             checksum_ok: None,
+            deferred: None,
         })
+    }
+
+    /// Leave the checksum to the caller, who can compute it in pieces on several threads: at
+    /// EOF the reader computes nothing, [`RdbReader::checksum_span`] says what to cover, and
+    /// [`RdbReader::check_checksum`] compares.
+    pub fn defer_checksum(mut self) -> Self {
+        self.deferred = Some(None);
+        self
+    }
+
+    /// After EOF, with [`RdbReader::defer_checksum`]: the length of the bytes the stored
+    /// checksum covers (from the start of the input). `None` before EOF, or when there is no
+    /// checksum to verify (RDB before v5, or stored as 0: disabled).
+    pub fn checksum_span(&self) -> Option<u64> {
+        self.deferred.flatten().map(|(_, len)| len)
+    }
+
+    /// Compare `computed`, the CRC-64 of the bytes [`RdbReader::checksum_span`] names, with
+    /// the stored checksum: a mismatch is an error unless the checksum is ignored.
+    pub fn check_checksum(&mut self, computed: u64) -> Result<(), Error> {
+        let Some((stored, len)) = self.deferred.flatten() else {
+            return Ok(());
+        };
+        self.compare_checksum(stored, computed, len)
     }
 
     /// The file's version.
     pub fn version(&self) -> Version {
         self.dec.version()
+    }
+    /// The whole input.
+    pub fn input(&self) -> &'a [u8] {
+        self.data
     }
     /// Bytes consumed so far (after EOF: the whole RDB including its checksum).
     pub fn position(&self) -> u64 {
@@ -411,16 +443,22 @@ impl<'a> RdbReader<'a> {
         if stored == 0 {
             return Ok(());
         }
+        let covered = (eof_end - 8) as u64;
+        if self.deferred.is_some() {
+            self.deferred = Some(Some((stored, covered)));
+            return Ok(());
+        }
         let computed = crc64(&self.data[..eof_end - 8]);
+        self.compare_checksum(stored, computed, covered)
+    }
+
+    fn compare_checksum(&mut self, stored: u64, computed: u64, covered: u64) -> Result<(), Error> {
         self.checksum_ok = Some(computed == stored);
         if computed != stored && !self.opts.ignore_checksum {
             return Err(Error::from_decode(
                 &self.source,
                 None,
-                DecodeError::new(
-                    (eof_end - 8) as u64,
-                    ErrorKind::ChecksumMismatch { stored, computed },
-                ),
+                DecodeError::new(covered, ErrorKind::ChecksumMismatch { stored, computed }),
             ));
         }
         Ok(())

@@ -27,24 +27,123 @@ pub struct JsonlSink<W: Write> {
 }
 
 /// Write bytes as a JSON string, or `{"base64": ...}` when not UTF-8.
+///
+/// Escaped exactly as `serde_json` escapes a string (`\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`,
+/// `\u00XX` for the other control characters; DEL and non-ASCII characters as they are), so
+/// that the output stays byte for byte what earlier versions wrote.
 pub fn write_bytes<W: Write + ?Sized>(w: &mut W, b: &[u8]) -> std::io::Result<()> {
-    // Fast path: printable ASCII without quotes or backslashes needs no escaping.
-    if b.iter()
-        .all(|&c| (0x20..0x7f).contains(&c) && c != b'"' && c != b'\\')
-    {
+    let Some(i) = first_special(b) else {
+        // The common case: nothing to escape, one copy.
         w.write_all(b"\"")?;
         w.write_all(b)?;
         return w.write_all(b"\"");
+    };
+    // b[..i] is plain ASCII, so b is UTF-8 exactly when b[i..] is.
+    let rest = &b[i..];
+    if !rest.is_ascii() && std::str::from_utf8(rest).is_err() {
+        // Streamed, so a huge binary value is never held twice in memory.
+        w.write_all(b"{\"base64\":\"")?;
+        write_base64(w, b)?;
+        return w.write_all(b"\"}");
     }
-    match std::str::from_utf8(b) {
-        Ok(s) => serde_json::to_writer(&mut *w, s).map_err(std::io::Error::other),
-        Err(_) => {
-            // Streamed, so a huge binary value is never held twice in memory.
-            w.write_all(b"{\"base64\":\"")?;
-            write_base64(w, b)?;
-            w.write_all(b"\"}")
+    w.write_all(b"\"")?;
+    w.write_all(&b[..i])?;
+    write_escaped(w, rest)?;
+    w.write_all(b"\"")
+}
+
+/// Whether byte `c` needs a look before it goes into a JSON string: a control character, a
+/// quote, a backslash, or part of a multi-byte (or invalid) UTF-8 sequence.
+#[inline]
+fn special(c: u8) -> bool {
+    c < 0x20 || c == b'"' || c == b'\\' || c >= 0x80
+}
+
+/// The index of the first [`special`] byte of `b`, if any.
+///
+/// Values are mostly plain text, so the scan tests 16 bytes per step with vector compares
+/// (SSE2, which every x86-64 CPU has) and only looks for the exact byte once a block has one.
+#[inline]
+fn first_special(b: &[u8]) -> Option<usize> {
+    let mut blocks = b.chunks_exact(16);
+    let mut at = 0;
+    for block in &mut blocks {
+        if let Some(p) = block_special(block) {
+            return Some(at + p);
+        }
+        at += 16;
+    }
+    // The last bytes, padded with a byte that is not special to make a whole block.
+    let rest = blocks.remainder();
+    let mut last = [b'.'; 16];
+    last.get_mut(..rest.len())?.copy_from_slice(rest);
+    block_special(&last).map(|p| at + p)
+}
+
+/// [`first_special`] within one block of 16 bytes.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn block_special(block: &[u8]) -> Option<usize> {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+    if block.len() != 16 {
+        return block.iter().position(|&c| special(c));
+    }
+    // SAFETY: SSE2 is part of every x86-64 CPU, and the unaligned load reads exactly the 16
+    // bytes of `block` (its length was just checked).
+    let mask = unsafe {
+        let v = _mm_loadu_si128(block.as_ptr().cast::<__m128i>());
+        // Signed compare: bytes 0x80..=0xff are negative, so one test finds controls and
+        // non-ASCII bytes.
+        let low = _mm_cmplt_epi8(v, _mm_set1_epi8(0x20));
+        let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+        let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+        _mm_movemask_epi8(_mm_or_si128(low, _mm_or_si128(quote, backslash)))
+    };
+    (mask != 0).then(|| mask.trailing_zeros() as usize)
+}
+
+/// [`first_special`] within one block of 16 bytes.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn block_special(block: &[u8]) -> Option<usize> {
+    block.iter().position(|&c| special(c))
+}
+
+/// Write valid UTF-8 `b` escaped for a JSON string, without the quotes.
+fn write_escaped<W: Write + ?Sized>(w: &mut W, b: &[u8]) -> std::io::Result<()> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        let short = match c {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            0x0c => b'f',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            0..0x20 => b'u',
+            _ => continue,
+        };
+        w.write_all(&b[start..i])?;
+        start = i + 1;
+        if short == b'u' {
+            w.write_all(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(c >> 4) as usize],
+                HEX[(c & 0xf) as usize],
+            ])?;
+        } else {
+            w.write_all(&[b'\\', short])?;
         }
     }
+    w.write_all(&b[start..])
 }
 
 /// Write `b` as base64 in bounded chunks (multiples of 3 bytes, so no padding in between).
@@ -90,10 +189,8 @@ pub fn write_big_string<W: Write + ?Sized>(w: &mut W, l: &LzfData<'_>) -> Result
                 Ok(_) => carry.len(),
                 Err(e) => e.valid_up_to(),
             };
-            let text = std::str::from_utf8(&carry[..valid]).map_err(std::io::Error::other)?;
-            // serde_json escapes a whole string with its quotes; drop them for this piece.
-            let quoted = serde_json::to_vec(text).map_err(std::io::Error::other)?;
-            w.write_all(&quoted[1..quoted.len() - 1])?;
+            // carry[..valid] is UTF-8: the first pass said so, and `valid` ends on a boundary.
+            write_escaped(w, &carry[..valid])?;
             carry.drain(..valid);
             Ok(())
         })?;
@@ -115,7 +212,12 @@ pub fn write_big_string<W: Write + ?Sized>(w: &mut W, l: &LzfData<'_>) -> Result
 fn write_elem<W: Write + ?Sized>(w: &mut W, e: &Elem<'_>) -> std::io::Result<()> {
     match e {
         Elem::Bytes(b) => write_bytes(w, b),
-        Elem::Int(_) | Elem::Double(_) => write_bytes(w, &e.to_bytes()),
+        // Digits, a sign, a dot, an exponent, `inf` or `nan`: nothing to escape.
+        number => number.with_text(|t| {
+            w.write_all(b"\"")?;
+            w.write_all(t)?;
+            w.write_all(b"\"")
+        }),
     }
 }
 
@@ -159,6 +261,11 @@ impl<W: Write> JsonlSink<W> {
     /// The writer back.
     pub fn into_inner(self) -> W {
         self.w
+    }
+
+    /// The writer.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.w
     }
 
     /// Turn a write failure into the crate error, naming the output or the key.
@@ -214,14 +321,28 @@ fn write_coll<W: Write>(w: &mut W, c: &Coll<'_>) -> Result<(), StreamError> {
         2 if c.data_type() == DataType::ZSet => {
             for t in Tuples::<'_, 2>(c.elements()) {
                 let [m, s] = t?;
-                let d = s
-                    .as_f64()
-                    .ok_or_else(|| DecodeError::invalid(0, "zset score is not a number"))?;
+                // Most scores are written as the file has them; the others as doubles.
+                let mut num = itoa::Buffer::new();
+                let text = s.score_text(&mut num);
+                let d = match text {
+                    Some(_) => 0.0,
+                    None => s
+                        .as_f64()
+                        .ok_or_else(|| DecodeError::invalid(0, "zset score is not a number"))?,
+                };
                 sep.next(w)?;
                 w.write_all(b"[")?;
                 write_elem(w, &m)?;
                 w.write_all(b",")?;
-                write_score(w, d)?;
+                match text {
+                    Some((t, integral)) => {
+                        w.write_all(t)?;
+                        if integral {
+                            w.write_all(b".0")?;
+                        }
+                    }
+                    None => write_score(w, d)?,
+                }
                 w.write_all(b"]")?;
             }
         }
@@ -246,7 +367,8 @@ fn write_coll<W: Write>(w: &mut W, c: &Coll<'_>) -> Result<(), StreamError> {
                 w.write_all(b",")?;
                 write_elem(w, &v)?;
                 if let Some(ms) = x.as_i64().filter(|&ms| ms > 0) {
-                    write!(w, ",{ms}")?;
+                    w.write_all(b",")?;
+                    w.write_all(itoa::Buffer::new().format(ms).as_bytes())?;
                 }
                 w.write_all(b"]")?;
             }
@@ -348,13 +470,19 @@ impl<W: Write> Sink for JsonlSink<W> {
             .value()
             .map_err(|e| crate::rdb::Error::from_decode("", Some(&rec.key), e))?;
         let head = (|| -> std::io::Result<()> {
-            write!(self.w, "{{\"db\":{},\"key\":", rec.db)?;
-            write_bytes(&mut self.w, &rec.key)?;
-            write!(self.w, ",\"type\":\"{}\"", rec.data_type().name())?;
+            let w = &mut self.w;
+            w.write_all(b"{\"db\":")?;
+            w.write_all(itoa::Buffer::new().format(rec.db).as_bytes())?;
+            w.write_all(b",\"key\":")?;
+            write_bytes(w, &rec.key)?;
+            w.write_all(b",\"type\":\"")?;
+            w.write_all(rec.data_type().name().as_bytes())?;
+            w.write_all(b"\"")?;
             if let Some(ms) = rec.expire_ms {
-                write!(self.w, ",\"expire_at_ms\":{ms}")?;
+                w.write_all(b",\"expire_at_ms\":")?;
+                w.write_all(itoa::Buffer::new().format(ms).as_bytes())?;
             }
-            self.w.write_all(b",\"value\":")
+            w.write_all(b",\"value\":")
         })();
         head.map_err(|e| self.io(e))?;
         write_value(&mut self.w, &v).map_err(|e| self.fail(&rec.key, e))?;
@@ -375,7 +503,7 @@ impl<W: Write> Sink for JsonlSink<W> {
         r.map_err(|e| self.io(e))
     }
 
-    fn encoded_key(&mut self, _db: u64, bytes: &[u8]) -> Result<()> {
+    fn encoded(&mut self, _first_db: u64, _last_db: u64, bytes: &[u8]) -> Result<()> {
         self.w.write_all(bytes).map_err(|e| self.io(e))
     }
 
@@ -408,6 +536,32 @@ mod tests {
         write_base64(&mut out, &data).unwrap();
         assert_eq!(out, B64.encode(&data).into_bytes());
     }
+    /// Every byte value at every place of a block and of the tail, alone and next to a
+    /// multi-byte character: written as serde_json writes the string, or as base64 when the
+    /// bytes are not UTF-8.
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let expected = |b: &[u8]| match std::str::from_utf8(b) {
+            Ok(s) => serde_json::to_vec(s).unwrap(),
+            Err(_) => format!("{{\"base64\":\"{}\"}}", B64.encode(b)).into_bytes(),
+        };
+        for len in 1..40 {
+            for at in 0..len {
+                for c in 0..=255u8 {
+                    let mut b = vec![b'x'; len];
+                    b[at] = c;
+                    let mut out = Vec::new();
+                    write_bytes(&mut out, &b).unwrap();
+                    assert_eq!(out, expected(&b), "{b:?}");
+                    b.splice(len / 2..len / 2, "é€".bytes());
+                    out.clear();
+                    write_bytes(&mut out, &b).unwrap();
+                    assert_eq!(out, expected(&b), "{b:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn function_names() {
         let (e, n) = function_meta(b"#!lua name=mylib\nredis.register_function('f', ...)");

@@ -11,7 +11,7 @@ use std::io::Write;
 
 use super::Sink;
 use crate::error::{Error, Result};
-use crate::rdb::elem::format_double;
+use crate::rdb::elem::double_text;
 use crate::rdb::value::Tuples;
 use crate::rdb::{DataType, Elem, KeyRecord, Value};
 
@@ -88,9 +88,20 @@ impl<W: Write> RespSink<W> {
         self.w
     }
 
+    /// The writer.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.w
+    }
+
     /// Take `db` as already selected (for encoding one key on its own).
     pub fn assume_db(&mut self, db: u64) {
         self.db = Some(db);
+    }
+
+    /// Drop the arguments a collection that failed halfway left in the batch.
+    pub fn reset(&mut self) {
+        self.batch.clear();
+        self.batch_args = 0;
     }
 
     fn select(&mut self, db: u64) -> Result<()> {
@@ -159,10 +170,7 @@ impl<W: Write> RespSink<W> {
             return r.map_err(|e| self.io(e));
         }
         for e in group {
-            match e {
-                Elem::Bytes(b) => push_bulk(&mut self.batch, b),
-                other => push_bulk(&mut self.batch, &other.to_bytes()),
-            }
+            e.with_text(|t| push_bulk(&mut self.batch, t));
         }
         self.batch_args += group.len();
         Ok(())
@@ -187,13 +195,20 @@ impl<W: Write> RespSink<W> {
             (DataType::ZSet, _) => {
                 for t in Tuples::<'_, 2>(c.elements()) {
                     let [m, s] = t.map_err(dec)?;
-                    let d = s.as_f64().ok_or_else(|| {
-                        dec(crate::rdb::DecodeError::invalid(
-                            rec.value_offset,
-                            "zset score is not a number",
-                        ))
-                    })?;
-                    let score = Elem::Bytes(format_double(d).into_bytes().into());
+                    // Most scores are written as the file has them; the others as doubles.
+                    let (mut num, mut text) = (itoa::Buffer::new(), ryu::Buffer::new());
+                    let score = match s.score_text(&mut num) {
+                        Some((t, _)) => Elem::borrowed(t),
+                        None => {
+                            let d = s.as_f64().ok_or_else(|| {
+                                dec(crate::rdb::DecodeError::invalid(
+                                    rec.value_offset,
+                                    "zset score is not a number",
+                                ))
+                            })?;
+                            Elem::borrowed(double_text(d, &mut text).as_bytes())
+                        }
+                    };
                     self.add(b"ZADD", key, &[&score, &m])?;
                 }
                 self.flush_batch(b"ZADD", key)
@@ -215,15 +230,9 @@ impl<W: Write> RespSink<W> {
                 for t in Tuples::<'_, 3>(c.elements()) {
                     let [f, _, x] = t.map_err(dec)?;
                     if let Some(ms) = x.as_i64().filter(|&ms| ms > 0) {
-                        let ms = ms.to_string();
-                        self.cmd(&[
-                            b"HPEXPIREAT",
-                            key,
-                            ms.as_bytes(),
-                            b"FIELDS",
-                            b"1",
-                            &f.to_bytes(),
-                        ])?;
+                        let mut ms_text = itoa::Buffer::new();
+                        let ms = ms_text.format(ms).as_bytes();
+                        f.with_text(|f| self.cmd(&[b"HPEXPIREAT", key, ms, b"FIELDS", b"1", f]))?;
                     }
                 }
                 Ok(())
@@ -365,8 +374,7 @@ impl<W: Write> Sink for RespSink<W> {
             }
         }
         if let Some(ms) = rec.expire_ms {
-            let ms = ms.to_string();
-            self.cmd(&[b"PEXPIREAT", key, ms.as_bytes()])?;
+            self.cmd(&[b"PEXPIREAT", key, itoa::Buffer::new().format(ms).as_bytes()])?;
         }
         Ok(())
     }
@@ -379,9 +387,11 @@ impl<W: Write> Sink for RespSink<W> {
         }
     }
 
-    fn encoded_key(&mut self, db: u64, bytes: &[u8]) -> Result<()> {
-        self.select(db)?;
-        self.w.write_all(bytes).map_err(|e| self.io(e))
+    fn encoded(&mut self, first_db: u64, last_db: u64, bytes: &[u8]) -> Result<()> {
+        self.select(first_db)?;
+        self.w.write_all(bytes).map_err(|e| self.io(e))?;
+        self.db = Some(last_db);
+        Ok(())
     }
 
     fn command(&mut self, db: u64, args: &[&[u8]]) -> Result<()> {

@@ -4,6 +4,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::hash::BuildHasherDefault;
 
 use serde::Serialize;
 
@@ -11,7 +12,7 @@ use crate::rdb::KeyRecord;
 use crate::rdb::types::encoding_name;
 
 /// Keys and bytes of one group.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Count {
     /// Keys.
     pub keys: u64,
@@ -68,6 +69,13 @@ impl TopN {
             heap: BinaryHeap::new(),
         }
     }
+    /// Whether a row of `value` would make the list (what [`TopN::offer`] checks first).
+    #[inline]
+    pub fn takes(&self, value: u64) -> bool {
+        self.n > 0
+            && (self.heap.len() < self.n || self.heap.peek().is_some_and(|m| m.0.value < value))
+    }
+
     /// Offer a row; `key` is only built when it makes the list.
     pub fn offer(&mut self, value: u64, db: u64, key: &[u8], type_name: &'static str) {
         if self.n == 0 {
@@ -96,12 +104,33 @@ impl TopN {
 }
 
 /// Key-prefix breakdown, bounded.
+///
+/// Rows are keyed by the prefix without its `*` (`a:b:` for `a:b:*`), so that a key is counted
+/// with a lookup of a slice of it and no allocation; a stored row with `depth` separators is a
+/// prefix and gets its `*` back in [`Prefixes::sorted`], one with fewer is a whole key.
 #[derive(Debug, Clone, Default)]
 pub struct Prefixes {
     depth: usize,
     cap: usize,
-    rows: HashMap<Vec<u8>, Count>,
+    rows: HashMap<Vec<u8>, Count, BuildHasherDefault<BytesHasher>>,
     other: Count,
+}
+
+/// A [`std::hash::Hasher`] over [`crate::hash::hash64`]: key prefixes are hashed once per key
+/// of a dump, and SipHash's resistance to chosen collisions buys nothing for a report.
+#[derive(Debug, Default)]
+pub struct BytesHasher(u64);
+
+impl std::hash::Hasher for BytesHasher {
+    fn write(&mut self, b: &[u8]) {
+        self.0 = crate::hash::fmix64(self.0 ^ crate::hash::hash64(b));
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 ^= n as u64;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl Prefixes {
@@ -114,21 +143,33 @@ impl Prefixes {
         }
     }
 
-    /// The prefix of `key` at this depth (`a:b:*` for `a:b:c` at depth 2, the key itself
-    /// when it has fewer parts).
-    pub fn prefix_of(&self, key: &[u8]) -> Vec<u8> {
+    /// The row of `key`: up to and with its `depth`-th `:`, or the whole key when it has fewer.
+    fn row_of<'k>(&self, key: &'k [u8]) -> &'k [u8] {
         let mut seps = 0;
         for (i, &b) in key.iter().enumerate() {
             if b == b':' {
                 seps += 1;
                 if seps == self.depth {
-                    let mut p = key[..=i].to_vec();
-                    p.push(b'*');
-                    return p;
+                    return &key[..=i];
                 }
             }
         }
-        key.to_vec()
+        key
+    }
+
+    /// The prefix of `key` at this depth (`a:b:*` for `a:b:c` at depth 2, the key itself
+    /// when it has fewer parts).
+    pub fn prefix_of(&self, key: &[u8]) -> Vec<u8> {
+        self.name(self.row_of(key))
+    }
+
+    /// The name of a stored row (see the type's documentation).
+    fn name(&self, row: &[u8]) -> Vec<u8> {
+        let mut p = row.to_vec();
+        if row.iter().filter(|&&b| b == b':').count() == self.depth {
+            p.push(b'*');
+        }
+        p
     }
 
     /// Count a key.
@@ -136,9 +177,15 @@ impl Prefixes {
         if self.depth == 0 {
             return;
         }
-        let p = self.prefix_of(key);
-        if let Some(c) = self.rows.get_mut(&p) {
-            c.add(bytes);
+        let row = self.row_of(key);
+        self.add_row(row, Count { keys: 1, bytes });
+    }
+
+    /// Add `n` to the row `row`, making room first if it is new and the table is full.
+    fn add_row(&mut self, row: &[u8], n: Count) {
+        if let Some(c) = self.rows.get_mut(row) {
+            c.keys += n.keys;
+            c.bytes += n.bytes;
             return;
         }
         if self.rows.len() >= self.cap {
@@ -151,9 +198,25 @@ impl Prefixes {
             }
             self.rows = v.into_iter().collect();
         }
-        let mut c = Count::default();
-        c.add(bytes);
-        self.rows.insert(p, c);
+        self.rows.insert(row.to_vec(), n);
+    }
+
+    /// Add the rows of `other` (counted from later keys), if that gives what counting its keys
+    /// one by one would: no row can be folded on the way. Returns whether it did.
+    pub fn merge(&mut self, other: &Prefixes) -> bool {
+        if other.other.keys > 0 || self.rows.len() + other.rows.len() > self.cap {
+            return false;
+        }
+        for (row, &n) in &other.rows {
+            self.add_row(row, n);
+        }
+        true
+    }
+
+    /// Forget every row.
+    pub fn clear(&mut self) {
+        self.rows.clear();
+        self.other = Count::default();
     }
 
     /// Rows with most keys first, then `(other)` if anything was folded.
@@ -161,7 +224,7 @@ impl Prefixes {
         let mut v: Vec<(String, Count)> = self
             .rows
             .iter()
-            .map(|(k, c)| (String::from_utf8_lossy(k).into_owned(), *c))
+            .map(|(k, c)| (String::from_utf8_lossy(&self.name(k)).into_owned(), *c))
             .collect();
         v.sort_by(|a, b| b.1.keys.cmp(&a.1.keys).then_with(|| a.0.cmp(&b.0)));
         let mut rest = self.other;
@@ -224,8 +287,14 @@ impl Stats {
 
     /// Count one key; `elems` is its element count when known.
     pub fn add_key(&mut self, rec: &KeyRecord<'_>, elems: Option<u64>) {
+        self.count_key(rec);
+        self.rank_key(rec, elems);
+    }
+
+    /// Everything [`Stats::add_key`] does but the top lists: sums, which pieces of a dump can
+    /// count apart and [`Stats::merge`] adds up.
+    pub fn count_key(&mut self, rec: &KeyRecord<'_>) {
         let bytes = rec.serialized_len();
-        let t = rec.data_type().name();
         self.keys += 1;
         self.bytes += bytes;
         let db = self.dbs.entry(rec.db).or_default();
@@ -239,16 +308,81 @@ impl Stats {
                 db.expired += 1;
             }
         }
-        self.types.entry(t).or_default().add(bytes);
+        self.types
+            .entry(rec.data_type().name())
+            .or_default()
+            .add(bytes);
         self.encodings
             .entry(encoding_name(rec.type_id))
             .or_default()
             .add(bytes);
-        self.top_bytes.offer(bytes, rec.db, &rec.key, t);
-        if let Some(n) = elems {
+        self.prefixes.add(&rec.key, bytes);
+    }
+
+    /// The top lists' part of [`Stats::add_key`], which depends on the order keys come in.
+    #[inline]
+    pub fn rank_key(&mut self, rec: &KeyRecord<'_>, elems: Option<u64>) {
+        // Most keys make neither list: that is settled without a call.
+        let bytes = rec.serialized_len();
+        if self.top_bytes.takes(bytes) {
+            let t = rec.data_type().name();
+            self.top_bytes.offer(bytes, rec.db, &rec.key, t);
+        }
+        if let Some(n) = elems.filter(|&n| self.top_elems.takes(n)) {
+            let t = rec.data_type().name();
             self.top_elems.offer(n, rec.db, &rec.key, t);
         }
-        self.prefixes.add(&rec.key, bytes);
+    }
+
+    /// Empty counters that judge expiry against `now_ms` and split prefixes like `like`, for
+    /// counting a piece of a dump apart; reuses the allocations.
+    pub fn reset_like(&mut self, like: &Stats) {
+        let mut prefixes = std::mem::take(&mut self.prefixes);
+        prefixes.clear();
+        prefixes.depth = like.prefixes.depth;
+        prefixes.cap = like.prefixes.cap;
+        self.dbs.clear();
+        self.types.clear();
+        self.encodings.clear();
+        *self = Stats {
+            dbs: std::mem::take(&mut self.dbs),
+            types: std::mem::take(&mut self.types),
+            encodings: std::mem::take(&mut self.encodings),
+            prefixes,
+            now_ms: like.now_ms,
+            ..Default::default()
+        };
+    }
+
+    /// Add the sums of `piece` (counted by [`Stats::count_key`] from later keys). Returns
+    /// false when its prefixes could not be added as rows (see [`Prefixes::merge`]): the
+    /// caller then counts its keys' prefixes one by one.
+    pub fn merge(&mut self, piece: &Stats) -> bool {
+        self.keys += piece.keys;
+        self.bytes += piece.bytes;
+        self.expires += piece.expires;
+        self.expired += piece.expired;
+        self.functions += piece.functions;
+        self.module_aux += piece.module_aux;
+        self.commands += piece.commands;
+        for (db, c) in &piece.dbs {
+            let d = self.dbs.entry(*db).or_default();
+            d.keys += c.keys;
+            d.bytes += c.bytes;
+            d.expires += c.expires;
+            d.expired += c.expired;
+        }
+        for (mine, theirs) in [
+            (&mut self.types, &piece.types),
+            (&mut self.encodings, &piece.encodings),
+        ] {
+            for (name, c) in theirs {
+                let m = mine.entry(name).or_default();
+                m.keys += c.keys;
+                m.bytes += c.bytes;
+            }
+        }
+        self.prefixes.merge(&piece.prefixes)
     }
 }
 
@@ -272,6 +406,28 @@ mod tests {
         let s: Vec<_> = t.sorted().into_iter().map(|b| b.key).collect();
         assert_eq!(s, ["c", "d"]);
     }
+    /// Pieces counted apart and merged give the rows of one count, and a piece whose rows
+    /// could be folded on the way is refused.
+    #[test]
+    fn merged_prefixes_equal_one_count() {
+        let keys: Vec<String> = (0..3000)
+            .map(|i| format!("t{}:{}:x", i % 7, i % 13))
+            .collect();
+        let mut one = Prefixes::new(2, 1000);
+        let mut merged = Prefixes::new(2, 1000);
+        for chunk in keys.chunks(250) {
+            let mut piece = Prefixes::new(2, 1000);
+            for k in chunk {
+                one.add(k.as_bytes(), k.len() as u64);
+                piece.add(k.as_bytes(), k.len() as u64);
+            }
+            assert!(merged.merge(&piece));
+        }
+        assert_eq!(one.sorted(100), merged.sorted(100));
+        let mut small = Prefixes::new(2, 10);
+        assert!(!small.merge(&merged));
+    }
+
     #[test]
     fn prefixes_bounded() {
         let mut p = Prefixes::new(1, 10);
