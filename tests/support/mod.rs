@@ -20,6 +20,7 @@
 mod data;
 pub mod fake;
 pub mod ferry;
+pub mod writes;
 #[allow(unused_imports)]
 pub use data::*;
 
