@@ -142,7 +142,8 @@ fn follow_with_writes_during_and_after_the_snapshot() {
     for i in 1..=100 {
         write_round(&mut c, i);
     }
-    let mut run = follow(&src, &dst, &ck, &[]);
+    let metrics = format!("127.0.0.1:{}", support::free_port());
+    let mut run = follow(&src, &dst, &ck, &["--metrics-addr", &metrics]);
     // During the snapshot, then after it (the checkpoint exists once it is applied).
     let mut i = 100;
     while !ck.exists() {
@@ -175,11 +176,25 @@ fn follow_with_writes_during_and_after_the_snapshot() {
     run.wait_for("the checkpoint to catch up", GUARD, || {
         checkpointed() >= before
     });
+    run.wait_for("a lag of 0 in the metrics", GUARD, || {
+        let m = scrape(&metrics);
+        m.contains("rdbferry_sync_lag_bytes 0\n") && !m.contains("rdbferry_sync_applied_total 0\n")
+    });
     run.signal("TERM");
     let o = run.finish_within(GUARD);
     assert_exit(&o, 0);
     assert!((before..=offset(&mut c)).contains(&checkpointed()));
     assert_eq!(stat(&src, "sync_full"), 1);
+}
+
+/// `GET /metrics` at `addr`: the body.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
 }
 
 #[test]
@@ -228,6 +243,46 @@ fn kill_9_and_restarts_continue_and_count_exactly_once() {
     }
     assert_eq!(stat(&src, "sync_full"), 1, "a second full copy was taken");
     assert!(stat(&src, "sync_partial_ok") >= 6);
+}
+
+#[test]
+fn follow_a_6_2_and_a_6_0_source() {
+    for v in ["6.2", "6.0"] {
+        let Some(bin) = support::require_old_server(v) else {
+            return;
+        };
+        let src = RedisServer::start_with(&bin, &["--repl-diskless-sync-delay", "0"]);
+        let dst = RedisServer::start();
+        let dir = TempDir::new("sync-old");
+        let ck = dir.path().join("ck.json");
+        let mut c = conn(&src);
+        for i in 1..=100 {
+            write_round(&mut c, i);
+        }
+        let mut run = follow(&src, &dst, &ck, &[]);
+        run.wait_for("the first checkpoint", GUARD, || ck.exists());
+        for i in 101..=300 {
+            write_round(&mut c, i);
+        }
+        wait_same(&dst, &src, &mut run);
+        run.signal("TERM");
+        assert_exit(&run.finish_within(GUARD), 0);
+        // A restart continues.
+        write_round(&mut c, 301);
+        let o = sync(&src, &dst, &["--checkpoint", path_str(&ck), "--json"]);
+        assert_exit(&o, 0);
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(
+            (r["continues"].as_u64(), r["full_syncs"].as_u64()),
+            (Some(1), Some(0)),
+            "{v}: {r}"
+        );
+        assert_eq!(
+            dst.cli(&["GET", "counter"]),
+            src.cli(&["GET", "counter"]),
+            "{v}"
+        );
+    }
 }
 
 #[test]

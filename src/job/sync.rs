@@ -108,6 +108,8 @@ pub struct SyncReport {
     pub position: Option<SyncPos>,
     /// Bytes the source had sent and were not applied at the last look.
     pub lag_bytes: u64,
+    /// How long ago the first byte not applied then had arrived, seconds.
+    pub lag_s: f64,
     /// Why it stopped: `snapshot` (no `--follow`), `caught-up` (no `--follow`, continued
     /// from a checkpoint), `signal`.
     pub stopped: String,
@@ -160,6 +162,44 @@ struct Syncer<'a> {
     last_send: Instant,
     /// The source's offset at the last look (for the lag).
     received: u64,
+    arrivals: Arrivals,
+    /// Commands applied at the last status line, and when.
+    last_status: (u64, Instant),
+}
+
+/// When the stream's bytes arrived (sampled every few milliseconds): how long ago the first
+/// byte not yet applied came is the lag in seconds (the replication stream carries no
+/// timestamps of the source's own).
+#[derive(Default)]
+struct Arrivals {
+    /// (offset received by then, when), oldest first.
+    samples: std::collections::VecDeque<(u64, Instant)>,
+}
+
+/// Most samples kept (beyond, the newest one is moved forward: the lag reads a little
+/// high rather than memory growing while far behind).
+const MAX_SAMPLES: usize = 10_000;
+
+impl Arrivals {
+    fn received(&mut self, offset: u64) {
+        let full = self.samples.len() >= MAX_SAMPLES;
+        match self.samples.back_mut() {
+            Some((o, _)) if *o >= offset => {}
+            Some((o, t)) if t.elapsed() < Duration::from_millis(10) => *o = offset,
+            Some((o, _)) if full => *o = offset,
+            _ => self.samples.push_back((offset, Instant::now())),
+        }
+    }
+
+    /// The lag once `applied` is applied.
+    fn lag(&mut self, applied: u64) -> Duration {
+        while self.samples.front().is_some_and(|&(o, _)| o <= applied) {
+            self.samples.pop_front();
+        }
+        self.samples
+            .front()
+            .map_or(Duration::ZERO, |(_, t)| t.elapsed())
+    }
 }
 
 /// Run `sync`; see the module doc.
@@ -200,6 +240,8 @@ pub fn sync(common: &Common, opts: &SyncOptions) -> Result<SyncReport> {
         last_checkpoint: Instant::now(),
         last_send: Instant::now(),
         received: 0,
+        arrivals: Arrivals::default(),
+        last_status: (0, Instant::now()),
     };
     let run = s.run(resume);
     let drained = s.applier.flush().and_then(|()| s.checkpoint(true));
@@ -514,6 +556,7 @@ impl Syncer<'_> {
                 self.send()?;
             }
             self.received = stream.offset();
+            self.arrivals.received(self.received);
             if let Some(applied) = self.applied_offset() {
                 stream.set_applied(applied);
             }
@@ -585,6 +628,8 @@ impl Syncer<'_> {
         let lag = self.received.saturating_sub(pos.offset);
         self.rep.lag_bytes = lag;
         self.metrics.lag_bytes.set(lag as i64);
+        self.rep.lag_s = self.arrivals.lag(pos.offset).as_secs_f64();
+        self.metrics.lag_seconds.set(self.rep.lag_s);
         let Some(path) = &self.opts.checkpoint else {
             return Ok(());
         };
@@ -598,16 +643,20 @@ impl Syncer<'_> {
         )
     }
 
-    /// The status line on stderr.
-    fn status(&self) {
+    /// The status line on stderr: offset applied, lag, commands per second.
+    fn status(&mut self) {
+        let applied = self.applier.stats().applied;
+        let (before, at) = std::mem::replace(&mut self.last_status, (applied, Instant::now()));
         if self.common.quiet {
             return;
         }
-        let s = self.applier.stats();
-        let at = self.applied_offset().unwrap_or(0);
+        let rate = applied.saturating_sub(before) as f64 / at.elapsed().as_secs_f64().max(1e-3);
         eprintln!(
-            "sync: offset {at} applied, {} commands applied, lag {} bytes",
-            s.applied, self.rep.lag_bytes
+            "sync: offset {} applied, {applied} commands applied ({rate:.0}/s), lag {} bytes / \
+             {:.3} s",
+            self.applied_offset().unwrap_or(0),
+            self.rep.lag_bytes,
+            self.rep.lag_s
         );
     }
 }
@@ -627,6 +676,17 @@ mod tests {
                 db: 0,
             },
         }
+    }
+
+    #[test]
+    fn lag_is_the_age_of_the_first_byte_not_applied() {
+        let mut a = Arrivals::default();
+        a.received(100);
+        std::thread::sleep(Duration::from_millis(20));
+        a.received(200);
+        assert!(a.lag(50) >= Duration::from_millis(20));
+        assert!(a.lag(150) < Duration::from_millis(20));
+        assert_eq!(a.lag(200), Duration::ZERO);
     }
 
     #[test]
