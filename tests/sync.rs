@@ -5,7 +5,8 @@
 //! restarts from the checkpoint continue with `+CONTINUE` (the source's `sync_full` does not
 //! move) and `--exactly-once` counters end exactly right; a link the source drops is
 //! continued; a `--key` filter applies to the stream; a checkpoint the source can no longer
-//! continue from is a clear error.
+//! continue from is a clear error, or with `--resync-on-loss` a second full copy; a Cluster
+//! target through kills, exactly once; 6.2 and 6.0 sources; an ACL user and a wrong password.
 
 mod support;
 
@@ -364,4 +365,90 @@ fn a_checkpoint_the_source_cannot_continue_is_an_error() {
         "{}",
         output_text(&o)
     );
+    // With --resync-on-loss: a full copy over what the target holds, then the stream.
+    src.cli(&["SET", "a", "1"]);
+    dst.cli(&["SET", "a", "stale"]);
+    let mut run = follow(&src, &dst, &ck, &["--resync-on-loss"]);
+    run.wait_for("the copy", GUARD, || dst.cli(&["GET", "a"]) == "1");
+    src.cli(&["SET", "b", "2"]);
+    wait_same(&dst, &src, &mut run);
+    run.signal("TERM");
+    let o = run.finish_within(GUARD);
+    assert_exit(&o, 0);
+    assert_eq!(stat(&src, "sync_full"), 2, "{}", output_text(&o));
+}
+
+#[test]
+fn into_a_cluster_exactly_once_through_kills() {
+    let src = source(&["--repl-backlog-size", "256mb"]);
+    let dst = support::RedisCluster::start(3);
+    let dir = TempDir::new("sync-cluster");
+    let ck = dir.path().join("ck.json");
+    for i in 0..200 {
+        src.cli(&["SET", &format!("pre:{i}"), &i.to_string()]);
+    }
+    let (from, to) = (src.url(), dst.seed_url());
+    let ckp = path_str(&ck);
+    let args = [
+        "sync",
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--follow",
+        "--checkpoint",
+        ckp,
+        "--exactly-once",
+        "-q",
+    ];
+    let keys: Vec<String> = (0..8).map(|i| format!("counter:{i}")).collect();
+    let stop = AtomicBool::new(false);
+    let done = AtomicU64::new(0);
+    std::thread::scope(|sc| {
+        let w = counting_writer(sc, &src, &keys, &stop, &done);
+        for round in 0..4u64 {
+            let mut run = Ferry::spawn(&args);
+            if round == 0 {
+                run.wait_for("the first checkpoint", GUARD, || ck.exists());
+            }
+            std::thread::sleep(Duration::from_millis(200 + 97 * round));
+            run.signal("KILL");
+            let _ = run.finish_within(GUARD);
+        }
+        stop.store(true, Ordering::Relaxed);
+        w.join().unwrap();
+    });
+    let mut catch_up = args[..args.len() - 1].to_vec();
+    catch_up.retain(|a| *a != "--follow");
+    assert_exit(&rdbferry(&catch_up), 0);
+    let got = |k: &str| {
+        let slot = dst.key_slot(k);
+        dst.cli_on(dst.owner(slot), &["GET", k])
+    };
+    for k in &keys {
+        assert_eq!(got(k), src.cli(&["GET", k]), "{k}");
+    }
+    assert_eq!(got("pre:7"), "7");
+    assert_eq!(stat(&src, "sync_full"), 1);
+}
+
+#[test]
+fn a_source_with_an_acl_user() {
+    let src = source(&[]);
+    src.cli(&["ACL", "SETUSER", "ferry", "on", ">s3cret", "+@all", "~*"]);
+    src.cli(&["SET", "k", "v"]);
+    let dst = RedisServer::start();
+    let from = format!("redis://ferry:s3cret@127.0.0.1:{}/", src.port());
+    let o = rdbferry(&["sync", "--from", &from, "--to", &dst.url()]);
+    assert_exit(&o, 0);
+    let out = output_text(&o);
+    assert!(!out.contains("s3cret"), "{out}");
+    assert_eq!(dst.cli(&["GET", "k"]), "v");
+    let bad = format!("redis://ferry:wrong@127.0.0.1:{}/", src.port());
+    let empty = RedisServer::start();
+    let o = rdbferry(&["sync", "--from", &bad, "--to", &empty.url()]);
+    assert_exit(&o, 1);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("authentication failed"), "{}", output_text(&o));
+    assert_eq!(empty.cli(&["DBSIZE"]), "0");
 }
