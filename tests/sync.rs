@@ -6,7 +6,8 @@
 //! move) and `--exactly-once` counters end exactly right; a link the source drops is
 //! continued; a `--key` filter applies to the stream; a checkpoint the source can no longer
 //! continue from is a clear error, or with `--resync-on-loss` a second full copy; a Cluster
-//! target through kills, exactly once; 6.2 and 6.0 sources; an ACL user and a wrong password.
+//! target through kills, exactly once; 6.2 and 6.0 sources; a source restarted from its save
+//! (continued); an ACL user and a wrong password.
 
 mod support;
 
@@ -306,6 +307,33 @@ fn a_link_the_source_drops_is_continued() {
     let o = run.finish_within(GUARD);
     assert_exit(&o, 0);
     assert_eq!(stat(&src, "sync_full"), 1, "{}", output_text(&o));
+}
+
+#[test]
+fn a_source_restarted_from_its_save_is_continued() {
+    let mut src = source(&[]);
+    let dst = RedisServer::start();
+    let dir = TempDir::new("sync-restart");
+    let ck = dir.path().join("ck.json");
+    let mut run = follow(&src, &dst, &ck, &[]);
+    run.wait_for("the first checkpoint", GUARD, || ck.exists());
+    let mut c = conn(&src);
+    for i in 1..=100 {
+        write_round(&mut c, i);
+    }
+    // The save holds the replication id and offset: Redis 7 takes PSYNC after a restart.
+    src.cli(&["SAVE"]);
+    src.kill_and_restart(Duration::from_millis(500));
+    let mut c = conn(&src);
+    for i in 101..=200 {
+        write_round(&mut c, i);
+    }
+    wait_same(&dst, &src, &mut run);
+    run.signal("TERM");
+    let o = run.finish_within(GUARD);
+    assert_exit(&o, 0);
+    assert_eq!(stat(&src, "sync_full"), 0, "{}", output_text(&o));
+    assert_eq!(stat(&src, "sync_partial_ok"), 1, "{}", output_text(&o));
 }
 
 #[test]
