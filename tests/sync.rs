@@ -461,6 +461,16 @@ fn into_a_cluster_exactly_once_through_kills() {
 }
 
 #[test]
+fn a_cluster_source_is_refused_clearly() {
+    let src = support::RedisCluster::start(3);
+    let dst = RedisServer::start();
+    let o = rdbferry(&["sync", "--from", &src.seed_url(), "--to", &dst.url()]);
+    assert_exit(&o, 1);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("a Cluster source"), "{}", output_text(&o));
+}
+
+#[test]
 fn a_source_with_an_acl_user() {
     let src = source(&[]);
     src.cli(&["ACL", "SETUSER", "ferry", "on", ">s3cret", "+@all", "~*"]);

@@ -22,8 +22,8 @@
 //! target (`--on-conflict replace`; keys deleted on the source meanwhile stay).
 //!
 //! Stops: without `--follow`, once the snapshot is applied; with it, on SIGINT/SIGTERM
-//! (drain what was received, write the checkpoint, exit 0). Not here: a Cluster source,
-//! `--via scan` for sources that refuse replication.
+//! (drain what was received, write the checkpoint, exit 0). Not here: a Cluster source
+//! (refused with a clear error), `--via scan` for sources that refuse replication.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -206,6 +206,7 @@ impl Arrivals {
 pub fn sync(common: &Common, opts: &SyncOptions) -> Result<SyncReport> {
     let start = Instant::now();
     let source = opts.from.addr();
+    refuse_cluster(&opts.from)?;
     let apply = ApplyOptions {
         checkpoint_key: opts.checkpoint_key.clone(),
         retry_for: opts.import.retry_for,
@@ -251,6 +252,23 @@ pub fn sync(common: &Common, opts: &SyncOptions) -> Result<SyncReport> {
     s.rep.stopped = run?;
     drained?;
     Ok(s.rep)
+}
+
+/// A Cluster source is refused (not synced yet): one master's stream holds only its slots.
+fn refuse_cluster(from: &RedisUrl) -> Result<()> {
+    let mut conn = Conn::open(from)?;
+    // INFO may be refused (ACL): then the source is taken for a standalone one.
+    let cluster = conn
+        .info("cluster")
+        .is_ok_and(|i| i.get("cluster_enabled").is_some_and(|v| v == "1"));
+    if cluster {
+        return Err(Error::target(
+            from.redacted(),
+            "a Cluster source is not supported by sync yet (each master's stream holds only \
+             its slots); use verify or import from each master's snapshot (rdbferry fetch)",
+        ));
+    }
+    Ok(())
 }
 
 impl Syncer<'_> {
