@@ -7,7 +7,8 @@
 //! continued; a `--key` filter applies to the stream; a checkpoint the source can no longer
 //! continue from is a clear error, or with `--resync-on-loss` a second full copy; a Cluster
 //! target through kills, exactly once; 6.2 and 6.0 sources; a source restarted from its save
-//! (continued); an ACL user and a wrong password.
+//! (continued); an ACL user and a wrong password; a renamed PSYNC, and both PSYNC and SYNC
+//! renamed away (a clear error); a Cluster source refused clearly.
 
 mod support;
 
@@ -458,6 +459,36 @@ fn into_a_cluster_exactly_once_through_kills() {
     }
     assert_eq!(got("pre:7"), "7");
     assert_eq!(stat(&src, "sync_full"), 1);
+}
+
+#[test]
+fn a_renamed_psync() {
+    let src = source(&["--rename-command", "PSYNC", "FERRYSYNC"]);
+    src.cli(&["SET", "k", "v"]);
+    let dst = RedisServer::start();
+    // Without its name: the unknown PSYNC falls back to SYNC.
+    let o = sync(&src, &dst, &["-q"]);
+    assert_exit(&o, 0);
+    assert_eq!(dst.cli(&["GET", "k"]), "v");
+    let other = RedisServer::start();
+    let o = sync(&src, &other, &["--psync-command", "FERRYSYNC", "-q"]);
+    assert_exit(&o, 0);
+    assert_eq!(other.cli(&["GET", "k"]), "v");
+    // Both renamed away, as managed services do: an error that says so, nothing written.
+    let closed = source(&[
+        "--rename-command",
+        "PSYNC",
+        "",
+        "--rename-command",
+        "SYNC",
+        "",
+    ]);
+    let empty = RedisServer::start();
+    let o = sync(&closed, &empty, &[]);
+    assert_exit(&o, 1);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--psync-command"), "{}", output_text(&o));
+    assert_eq!(empty.cli(&["DBSIZE"]), "0");
 }
 
 #[test]
