@@ -475,14 +475,7 @@ fn a_renamed_psync() {
     assert_exit(&o, 0);
     assert_eq!(other.cli(&["GET", "k"]), "v");
     // Both renamed away, as managed services do: an error that says so, nothing written.
-    let closed = source(&[
-        "--rename-command",
-        "PSYNC",
-        "",
-        "--rename-command",
-        "SYNC",
-        "",
-    ]);
+    let closed = source(&support::NO_REPLICATION);
     let empty = RedisServer::start();
     let o = sync(&closed, &empty, &[]);
     assert_exit(&o, 1);

@@ -40,6 +40,16 @@ const MAX_PORT: u16 = 55535;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// Server arguments that rename `PSYNC` and `SYNC` away, as managed services do.
+pub const NO_REPLICATION: [&str; 6] = [
+    "--rename-command",
+    "PSYNC",
+    "",
+    "--rename-command",
+    "SYNC",
+    "",
+];
+
 /// `testdata/P` of this repository, as a path string.
 pub fn testdata(p: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
