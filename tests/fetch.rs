@@ -282,15 +282,7 @@ fn refused_psync_says_why_and_a_renamed_one_can_be_named() {
         rdbferry(&args)
     };
     // Both disabled (as managed services do).
-    let none = [
-        "--rename-command",
-        "PSYNC",
-        "",
-        "--rename-command",
-        "SYNC",
-        "",
-    ];
-    let (src, _k1) = source(redis, dump, &none);
+    let (src, _k1) = source(redis, dump, &support::NO_REPLICATION);
     let o = fetch(&src.url(), &[]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);

@@ -17,18 +17,8 @@ pub(super) struct FollowArgs {
     path: String,
     #[command(flatten)]
     write: WriteArgs,
-    /// Where the position is kept (written after the target acknowledges, atomically); a
-    /// restart with the same file continues where it stopped.
-    #[arg(long, value_name = "FILE")]
-    checkpoint: Option<PathBuf>,
-    /// Each batch and its position in one MULTI/EXEC on the target (the position kept in
-    /// the key --checkpoint-key names; one per slot on a Cluster): after a crash at any
-    /// instant no command is applied twice and none is missed.
-    #[arg(long)]
-    exactly_once: bool,
-    /// The key that holds the position with --exactly-once.
-    #[arg(long, value_name = "NAME", default_value = "rdbferry:checkpoint")]
-    checkpoint_key: String,
+    #[command(flatten)]
+    checkpoint: CheckpointArgs,
     /// Without a checkpoint: apply the base and every incr file, then follow (default).
     #[arg(long, conflicts_with = "from_end")]
     from_start: bool,
@@ -47,14 +37,46 @@ pub(super) struct FollowArgs {
     /// meanwhile may remain on the target).
     #[arg(long)]
     resync_on_loss: bool,
-    /// Serve Prometheus metrics (lag, commands applied, errors, checkpoint) at HOST:PORT.
-    #[arg(long, value_name = "HOST:PORT")]
-    metrics_addr: Option<std::net::SocketAddr>,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
     common: CommonArgs,
+}
+
+/// The checkpoint and metrics flags of incremental sync (`follow`, `sync`).
+#[derive(Args)]
+pub(super) struct CheckpointArgs {
+    /// Where the position is kept (written after the target acknowledges, atomically); a
+    /// restart with the same file continues where it stopped.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
+    /// Each batch and its position in one MULTI/EXEC on the target (the position kept in
+    /// the key --checkpoint-key names; one per slot on a Cluster): after a crash at any
+    /// instant no command is applied twice and none is missed.
+    #[arg(long)]
+    exactly_once: bool,
+    /// The key that holds the position with --exactly-once.
+    #[arg(long, value_name = "NAME", default_value = "rdbferry:checkpoint")]
+    checkpoint_key: String,
+    /// Serve Prometheus metrics (lag, commands applied, errors, checkpoint) at HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+impl CheckpointArgs {
+    /// The checkpoint key, with --exactly-once.
+    pub fn key(&self) -> Option<Vec<u8>> {
+        self.exactly_once
+            .then(|| self.checkpoint_key.as_bytes().to_vec())
+    }
+}
+
+/// The errors an applier reported, on stderr.
+pub(super) fn print_errors(messages: &[String]) {
+    for m in messages {
+        eprintln!("rdbferry: error: {m}");
+    }
 }
 
 /// A point in time: Unix seconds, or RFC 3339 (`2026-12-03T10:00:00Z`, `...+02:00`).
@@ -98,10 +120,8 @@ impl FollowArgs {
             common,
             FollowOptions {
                 to: import.to.clone(),
-                checkpoint: self.checkpoint.clone(),
-                checkpoint_key: self
-                    .exactly_once
-                    .then(|| self.checkpoint_key.as_bytes().to_vec()),
+                checkpoint: self.checkpoint.checkpoint.clone(),
+                checkpoint_key: self.checkpoint.key(),
                 from: if self.from_end {
                     follow::From::End
                 } else {
@@ -114,7 +134,7 @@ impl FollowArgs {
                     .transpose()?,
                 once: self.once,
                 resync_on_loss: self.resync_on_loss,
-                metrics_addr: self.metrics_addr,
+                metrics_addr: self.checkpoint.metrics_addr,
                 import,
             },
         ))
@@ -128,9 +148,7 @@ pub(super) fn run_follow(args: &FollowArgs) -> ExitCode {
     };
     match follow::follow(&args.path, &common, &opts) {
         Ok(r) => {
-            for m in &r.apply.messages {
-                eprintln!("rdbferry: error: {m}");
-            }
+            print_errors(&r.apply.messages);
             if args.json {
                 println!("{}", serde_json::to_string(&r).unwrap_or_default());
             } else if !common.quiet {
@@ -177,9 +195,7 @@ pub(super) fn run_import_until(args: &ImportArgs, until: &str) -> ExitCode {
     };
     match follow::follow(input, &common, &f) {
         Ok(r) => {
-            for m in &r.apply.messages {
-                eprintln!("rdbferry: error: {m}");
-            }
+            print_errors(&r.apply.messages);
             if args.json {
                 println!("{}", serde_json::to_string(&r).unwrap_or_default());
             }

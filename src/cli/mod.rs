@@ -5,9 +5,11 @@
 mod fetch;
 mod follow;
 mod signals;
+mod sync;
 
 use fetch::{FetchArgs, run_fetch};
 use follow::{FollowArgs, run_follow, run_import_until};
+use sync::{SyncArgs, run_sync};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -107,6 +109,12 @@ enum Cmd {
     /// a file: replaced only once the RDB is whole and its checksum verified, never left
     /// partial. Nothing on the server is changed. Exit 1 on any error, 130 when interrupted.
     Fetch(Box<FetchArgs>),
+    /// Copy a live source into a target as a replica of the source would (PSYNC; the
+    /// snapshot streamed into the import, by commands), then with --follow apply its
+    /// replication stream until SIGINT/SIGTERM, checkpointed (--checkpoint): a restart
+    /// continues with PSYNC, without a second full copy. Without --follow it stops once the
+    /// snapshot is applied and prints the verify command to run.
+    Sync(Box<SyncArgs>),
 }
 
 #[derive(Args)]
@@ -824,5 +832,6 @@ pub fn run() -> ExitCode {
         Cmd::Recover(args) => run_recover(&args),
         Cmd::Follow(args) => run_follow(&args),
         Cmd::Fetch(args) => run_fetch(&args),
+        Cmd::Sync(args) => run_sync(&args),
     }
 }

@@ -5,7 +5,9 @@
 //! - a Redis 7 `appendonlydir` with its manifest: the base (RDB or AOF), then the incr files
 //!   in manifest order;
 //! - JSON lines as `convert --format jsonl` writes them (first non-blank byte `{`), read line
-//!   by line; keys come out as RDB records (see [`jsonl`]).
+//!   by line; keys come out as RDB records (see [`jsonl`]);
+//! - a stream handed over by the caller ([`Input::from_reader`]: `sync` gives the RDB payload
+//!   of a replication socket), read as standard input is, without a file in between.
 //!
 //! Every input is turned into one sequence of [`Event`]s, handed to a callback together with
 //! the bytes consumed so far (for progress bars). This module decides nothing about keys;
@@ -53,6 +55,8 @@ pub enum Kind {
     Jsonl,
     /// Standard input (kind decided when reading).
     Stdin,
+    /// A stream given by the caller ([`Input::from_reader`]), read as standard input is.
+    Stream,
 }
 
 /// An opened input.
@@ -65,6 +69,8 @@ pub struct Input {
     map: Option<Mapped>,
     /// Total bytes, when known.
     pub size: Option<u64>,
+    /// The stream of a [`Kind::Stream`] input, taken by the one walk it allows.
+    reader: std::sync::Mutex<Option<Box<dyn Read + Send>>>,
 }
 
 /// What the walk found, besides the events.
@@ -151,6 +157,7 @@ impl Input {
                 path: PathBuf::new(),
                 map: None,
                 size: None,
+                reader: Default::default(),
             });
         }
         let path = PathBuf::from(name);
@@ -165,6 +172,7 @@ impl Input {
                 size: Some(dir_size(&path)),
                 path,
                 map: None,
+                reader: Default::default(),
             });
         }
         let map = Mapped::open(&path, name)?;
@@ -190,7 +198,22 @@ impl Input {
             size: Some(meta.len()),
             path,
             map,
+            reader: Default::default(),
         })
+    }
+
+    /// A stream read once, as standard input is (recognised by its first byte: an RDB,
+    /// possibly followed by AOF commands, plain AOF commands, or JSON lines); `size` is its
+    /// length when known (progress). Named `name` in messages.
+    pub fn from_reader(name: &str, reader: Box<dyn Read + Send>, size: Option<u64>) -> Input {
+        Input {
+            name: name.into(),
+            kind: Kind::Stream,
+            path: PathBuf::new(),
+            map: None,
+            size,
+            reader: std::sync::Mutex::new(Some(reader)),
+        }
     }
 
     /// The bytes of a single-file RDB input (memory-mapped), for callers that process its
@@ -218,7 +241,14 @@ impl Input {
                 let data: &[u8] = self.map.as_deref().unwrap_or_default();
                 self.settle(jsonl::walk(&self.name, data, f))
             }
-            Kind::Stdin => walk_stdin(opts, f),
+            Kind::Stdin => walk_reader(STDIN, std::io::stdin().lock(), opts, f),
+            Kind::Stream => {
+                let taken = self.reader.lock().ok().and_then(|mut r| r.take());
+                let Some(reader) = taken else {
+                    return Err(Error::Internal(format!("{} was read already", self.name)));
+                };
+                walk_reader(&self.name, reader, opts, f)
+            }
         }
     }
 
@@ -278,11 +308,13 @@ pub fn walk_file(
 /// How standard input is named in messages.
 const STDIN: &str = "<stdin>";
 
-fn walk_stdin(
+/// Walk a stream (standard input, or a caller's) named `name`, read once from the front.
+fn walk_reader(
+    name: &str,
+    mut head: impl Read,
     opts: &ReadOptions,
     f: &mut dyn FnMut(Event<'_, '_>, u64) -> Result<()>,
 ) -> Result<Walked> {
-    let mut head = std::io::stdin().lock();
     let mut w = Walked::default();
     // The first non-blank byte decides; the bytes read to find it are put back in front.
     let mut peek = Vec::new();
@@ -290,12 +322,16 @@ fn walk_stdin(
         let mut b = [0u8; 1];
         let n = match head.read(&mut b) {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            r => r.map_err(|e| Error::io(STDIN, e))?,
+            r => r.map_err(|e| Error::io(name, e))?,
         };
         if n == 0 {
             return Err(Error::Input {
-                path: STDIN.into(),
-                msg: "standard input is empty".into(),
+                path: name.into(),
+                msg: if name == STDIN {
+                    "standard input is empty".into()
+                } else {
+                    "the stream is empty".into()
+                },
             });
         }
         peek.push(b[0]);
@@ -305,10 +341,10 @@ fn walk_stdin(
     };
     let chained = std::io::Cursor::new(peek).chain(head);
     if first == b'{' {
-        return jsonl::walk(STDIN, std::io::BufReader::new(chained), f);
+        return jsonl::walk(name, std::io::BufReader::new(chained), f);
     }
     if first == b'R' || first == b'V' {
-        let mut r = StreamReader::new(chained, STDIN).options(opts.clone());
+        let mut r = StreamReader::new(chained, name).options(opts.clone());
         while let Some(rec) = r.next_record()? {
             w.note(&rec);
             f(Event::Rdb(&rec), 0)?;
@@ -316,12 +352,12 @@ fn walk_stdin(
         w.rdb_version = r.version().map(|v| v.to_string());
         w.bytes = r.position();
         let (rest, reader) = r.into_rest();
-        let t = aof::walk_stream(STDIN, std::io::Cursor::new(rest).chain(reader), w.bytes, f)?;
+        let t = aof::walk_stream(name, std::io::Cursor::new(rest).chain(reader), w.bytes, f)?;
         w.truncated_at = t.0;
         w.bytes = t.1;
         Ok(w)
     } else {
-        let t = aof::walk_stream(STDIN, chained, 0, f)?;
+        let t = aof::walk_stream(name, chained, 0, f)?;
         w.truncated_at = t.0;
         w.bytes = t.1;
         Ok(w)

@@ -21,6 +21,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::Common;
@@ -31,7 +32,7 @@ use crate::input::tail::{AofTail, Start, TailEvent, TailOptions, TailPos};
 use crate::net::RedisUrl;
 use crate::sink::applier::{Applier, ApplyOptions, ApplyStats, Checkpoint, Entry};
 use crate::sink::file::AtomicFile;
-use crate::transform::{CommandFate, Transaction};
+use crate::transform::{CommandFate, KeyMap, Transaction};
 
 /// Where `follow` starts without a checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,26 +90,32 @@ pub struct FollowReport {
     pub elapsed_s: f64,
 }
 
-/// The checkpoint file.
+/// The checkpoint file of `follow` (`P`: [`TailPos`]) and `sync` (its replication position).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct CheckpointFile {
-    /// The source path it belongs to.
-    source: String,
+pub(crate) struct CheckpointFile<P> {
+    /// The source it belongs to (a path, or `host:port`).
+    pub source: String,
     /// Entries applied since the stream's start.
-    order: u64,
+    pub order: u64,
     /// Where to resume.
-    pos: TailPos,
+    pub pos: P,
 }
 
-fn read_checkpoint(path: &Path, source: &str) -> Result<Option<CheckpointFile>> {
+/// The checkpoint file at `path` of rdbferry's `what` (`follow`, `sync`) for `source`;
+/// `None` when there is none yet. Not a checkpoint, or one of another source: an error.
+pub(crate) fn read_checkpoint<P: DeserializeOwned>(
+    path: &Path,
+    source: &str,
+    what: &str,
+) -> Result<Option<CheckpointFile<P>>> {
     let text = match std::fs::read(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(path.display().to_string(), e)),
     };
-    let cp: CheckpointFile = serde_json::from_slice(&text).map_err(|e| Error::Input {
+    let cp: CheckpointFile<P> = serde_json::from_slice(&text).map_err(|e| Error::Input {
         path: path.display().to_string(),
-        msg: format!("not a checkpoint of rdbferry follow: {e}"),
+        msg: format!("not a checkpoint of rdbferry {what}: {e}"),
     })?;
     if cp.source != source {
         return Err(Error::Input {
@@ -122,7 +129,31 @@ fn read_checkpoint(path: &Path, source: &str) -> Result<Option<CheckpointFile>> 
     Ok(Some(cp))
 }
 
-fn write_checkpoint(path: &Path, cp: &CheckpointFile) -> Result<()> {
+/// Where to resume, from the target's checkpoint key (exactly once) and the file: the
+/// order to count from and the position; `None` when neither has one.
+pub(crate) fn resume_from<P: DeserializeOwned>(
+    target: Option<Checkpoint>,
+    file: Option<CheckpointFile<P>>,
+    what: &str,
+) -> Result<Option<(u64, P)>> {
+    let parse = |c: &Checkpoint| -> Result<P> {
+        serde_json::from_slice(&c.pos).map_err(|e| Error::Input {
+            path: "checkpoint key".into(),
+            msg: format!("not a position of rdbferry {what}: {e}"),
+        })
+    };
+    Ok(match (target, file) {
+        // The file is written after the target acknowledged: at the same order or later it
+        // is at least as far (it also moves on when nothing came to apply).
+        (Some(t), Some(f)) if f.order >= t.order => Some((f.order, f.pos)),
+        (Some(t), _) => Some((t.order, parse(&t)?)),
+        (None, Some(f)) => Some((f.order, f.pos)),
+        (None, None) => None,
+    })
+}
+
+/// Write `cp` as JSON to `path` atomically (a temporary file, fsynced, renamed).
+pub(crate) fn write_checkpoint(path: &Path, cp: &impl Serialize) -> Result<()> {
     let mut f = AtomicFile::create(path)?;
     serde_json::to_writer(&mut f, cp)
         .map_err(|e| Error::io(path.display().to_string(), e.into()))?;
@@ -143,8 +174,6 @@ struct Follower<'a> {
     order: u64,
     txn: Transaction,
     last_checkpoint: Instant,
-    /// The applier's count of applied commands last added to the metrics.
-    published: u64,
     /// The newest `#TS:` seen, and the one of the last entry applied.
     newest_ts: Option<i64>,
     /// Where the tail stood when it was last caught up with everything acknowledged: the
@@ -168,7 +197,7 @@ pub fn follow(path: &str, common: &Common, opts: &FollowOptions) -> Result<Follo
     let mut applier = Applier::open(&opts.to, apply, common.cancel.clone())?;
     // Where to start: the target's checkpoint (exactly once) wins over the file's.
     let from_file = match &opts.checkpoint {
-        Some(p) => read_checkpoint(p, &source)?,
+        Some(p) => read_checkpoint(p, &source, "follow")?,
         None => None,
     };
     let from_target = applier.resume()?;
@@ -200,7 +229,6 @@ pub fn follow(path: &str, common: &Common, opts: &FollowOptions) -> Result<Follo
         order,
         txn: Transaction::default(),
         last_checkpoint: Instant::now(),
-        published: 0,
         newest_ts: None,
         idle: None,
     };
@@ -216,22 +244,12 @@ pub fn follow(path: &str, common: &Common, opts: &FollowOptions) -> Result<Follo
 /// The order to count from and where the tail starts.
 fn resume_point(
     target: Option<Checkpoint>,
-    file: Option<CheckpointFile>,
+    file: Option<CheckpointFile<TailPos>>,
     from: From,
 ) -> Result<(u64, Start)> {
-    let parse = |c: &Checkpoint| -> Result<TailPos> {
-        serde_json::from_slice(&c.pos).map_err(|e| Error::Input {
-            path: "checkpoint key".into(),
-            msg: format!("not a position of rdbferry follow: {e}"),
-        })
-    };
-    Ok(match (target, file) {
-        // The file is written after the target acknowledged: at the same order or later it
-        // is at least as far (it also moves on when the source rewrote and nothing came).
-        (Some(t), Some(f)) if f.order >= t.order => (f.order, Start::At(f.pos)),
-        (Some(t), _) => (t.order, Start::At(parse(&t)?)),
-        (None, Some(f)) => (f.order, Start::At(f.pos)),
-        (None, None) => (
+    Ok(match resume_from(target, file, "follow")? {
+        Some((order, pos)) => (order, Start::At(pos)),
+        None => (
             0,
             match from {
                 From::Start => Start::Beginning,
@@ -351,37 +369,16 @@ impl Follower<'_> {
 
     /// One source entry (a command or a transaction): mapped, then to the applier.
     fn commands(&mut self, db: u64, commands: &[Vec<Vec<u8>>], pos: &TailPos) -> Result<()> {
-        let mut mapped = Vec::with_capacity(commands.len());
-        let mut tdb = self.common.map.db(db);
-        for c in commands {
-            let args: Vec<&[u8]> = c.iter().map(Vec::as_slice).collect();
-            let fate = self.common.map.command(db, &args);
-            let kept = matches!(fate, CommandFate::Keep { .. });
-            if let Some(why) = self
-                .txn
-                .note(args.first().copied().unwrap_or_default(), kept)
-            {
-                self.report(c, why)?;
-            }
-            match fate {
-                CommandFate::Keep { db, args } => {
-                    tdb = db;
-                    mapped.push(args.iter().map(|a| a.to_vec()).collect());
-                }
-                CommandFate::Drop => self.rep.filtered += 1,
-                CommandFate::Refuse(why) => self.report(c, why)?,
-            }
+        let (mapped, refused) = map_entry(&self.common.map, &mut self.txn, db, commands);
+        self.rep.filtered += mapped.filtered;
+        for (c, why) in refused {
+            self.report(&c, why)?;
         }
         self.rep.position = Some(pos.clone());
-        let only_control = mapped.iter().all(|c: &Vec<Vec<u8>>| {
-            c.first().is_some_and(|n| {
-                n.eq_ignore_ascii_case(b"MULTI") || n.eq_ignore_ascii_case(b"EXEC")
-            })
-        });
-        if only_control {
+        let Some((tdb, mapped)) = mapped.kept else {
             // Nothing of it goes on; the position still moves (next batch's checkpoint).
             return Ok(());
-        }
+        };
         self.order += 1;
         self.applier.push(Entry {
             db: tdb,
@@ -409,15 +406,15 @@ impl Follower<'_> {
 
     /// A command the filters cannot apply as the source did.
     fn report(&mut self, c: &[Vec<u8>], why: String) -> Result<()> {
-        self.metrics.errors.inc();
-        let label = c.iter().take(2).cloned().collect::<Vec<_>>().join(&b' ');
-        let msg = format!("command {}: {why}", crate::text::quoted(&label));
-        if self.opts.import.stop_on_error {
-            return Err(Error::target(self.opts.to.redacted(), msg));
-        }
-        tracing::warn!("{msg}");
-        self.rep.notes.push(msg);
-        Ok(())
+        let stop = self.opts.import.stop_on_error;
+        report_refusal(
+            &self.metrics,
+            stop,
+            &self.opts.to,
+            &mut self.rep.notes,
+            c,
+            why,
+        )
     }
 
     /// Write the checkpoint file when the acknowledged position moved (at most ten times a
@@ -427,13 +424,8 @@ impl Follower<'_> {
             return Ok(());
         }
         self.last_checkpoint = Instant::now();
-        // Commands count as applied once the target acknowledged them, batches after
-        // they were pushed.
-        let applied = self.applier.stats().applied;
-        self.metrics
-            .applied
-            .inc_by(applied.saturating_sub(self.published));
-        self.published = applied;
+        // Commands count as applied once the target acknowledged them.
+        self.metrics.count_applied(self.applier.stats().applied);
         let Some(acked) = self.applier.acked().cloned() else {
             return Ok(());
         };
@@ -483,4 +475,73 @@ impl Follower<'_> {
             );
         }
     }
+}
+
+/// A source entry after the key map: see [`map_entry`].
+pub(crate) struct Mapped {
+    /// The target db and the commands that go on; `None` when nothing does (every command
+    /// dropped, or only `MULTI`/`EXEC` left).
+    pub kept: Option<(u64, Vec<Vec<Vec<u8>>>)>,
+    /// Commands dropped by the filters.
+    pub filtered: u64,
+}
+
+/// Commands the filters cannot apply as the source did, each with the reason.
+pub(crate) type Refused = Vec<(Vec<Vec<u8>>, String)>;
+
+/// One source entry (a command, or a transaction with its `MULTI` and `EXEC`) in source db
+/// `db`, mapped through `map` (filters, renames, db mapping). `follow` and `sync --follow`
+/// share it.
+pub(crate) fn map_entry(
+    map: &KeyMap,
+    txn: &mut Transaction,
+    db: u64,
+    commands: &[Vec<Vec<u8>>],
+) -> (Mapped, Refused) {
+    let mut mapped: Vec<Vec<Vec<u8>>> = Vec::with_capacity(commands.len());
+    let (mut filtered, mut refused) = (0, Vec::new());
+    let mut tdb = map.db(db);
+    for c in commands {
+        let args: Vec<&[u8]> = c.iter().map(Vec::as_slice).collect();
+        let fate = map.command(db, &args);
+        let kept = matches!(fate, CommandFate::Keep { .. });
+        if let Some(why) = txn.note(args.first().copied().unwrap_or_default(), kept) {
+            refused.push((c.clone(), why));
+        }
+        match fate {
+            CommandFate::Keep { db, args } => {
+                tdb = db;
+                mapped.push(args.iter().map(|a| a.to_vec()).collect());
+            }
+            CommandFate::Drop => filtered += 1,
+            CommandFate::Refuse(why) => refused.push((c.clone(), why)),
+        }
+    }
+    let only_control = mapped.iter().all(|c| {
+        c.first()
+            .is_some_and(|n| n.eq_ignore_ascii_case(b"MULTI") || n.eq_ignore_ascii_case(b"EXEC"))
+    });
+    let kept = (!only_control).then_some((tdb, mapped));
+    (Mapped { kept, filtered }, refused)
+}
+
+/// A command the filters cannot apply as the source did: an error with `stop_on_error`
+/// (`--on-error stop`), else a warning kept in `notes`; counted in the metrics either way.
+pub(crate) fn report_refusal(
+    metrics: &Metrics,
+    stop_on_error: bool,
+    to: &RedisUrl,
+    notes: &mut Vec<String>,
+    c: &[Vec<u8>],
+    why: String,
+) -> Result<()> {
+    metrics.errors.inc();
+    let label = c.iter().take(2).cloned().collect::<Vec<_>>().join(&b' ');
+    let msg = format!("command {}: {why}", crate::text::quoted(&label));
+    if stop_on_error {
+        return Err(Error::target(to.redacted(), msg));
+    }
+    tracing::warn!("{msg}");
+    notes.push(msg);
+    Ok(())
 }

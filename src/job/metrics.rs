@@ -32,6 +32,8 @@ pub struct Metrics {
     pub lag_seconds: Gauge<f64, AtomicU64>,
     /// The position of the last checkpoint written (entries since the stream's start).
     pub checkpoint: Gauge,
+    /// The applier's count of applied commands last added to `applied`.
+    counted: Arc<AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -41,6 +43,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Bring `applied` up to `total`, the applier's count of commands the target
+    /// acknowledged (which grows when replies are read, not when commands are pushed).
+    pub fn count_applied(&self, total: u64) {
+        let before = self
+            .counted
+            .swap(total, std::sync::atomic::Ordering::Relaxed);
+        self.applied.inc_by(total.saturating_sub(before));
+    }
+
     /// A fresh set, registered under `rdbferry_sync_*`.
     pub fn new() -> Metrics {
         let mut r = Registry::with_prefix("rdbferry_sync");
@@ -51,6 +62,7 @@ impl Metrics {
             lag_bytes: Gauge::default(),
             lag_seconds: Gauge::default(),
             checkpoint: Gauge::default(),
+            counted: Arc::default(),
         };
         r.register(
             "applied",

@@ -20,6 +20,7 @@
 mod data;
 pub mod fake;
 pub mod ferry;
+pub mod writes;
 #[allow(unused_imports)]
 pub use data::*;
 
@@ -38,6 +39,16 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_PORT: u16 = 55535;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Server arguments that rename `PSYNC` and `SYNC` away, as managed services do.
+pub const NO_REPLICATION: [&str; 6] = [
+    "--rename-command",
+    "PSYNC",
+    "",
+    "--rename-command",
+    "SYNC",
+    "",
+];
 
 /// `testdata/P` of this repository, as a path string.
 pub fn testdata(p: &str) -> String {

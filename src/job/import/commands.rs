@@ -205,19 +205,18 @@ impl Sender<'_, '_> {
 
 /// Import one input into `writer` (`None`: a dry run), counting into `rep` and `local`.
 pub(crate) fn import_one(
-    name: &str,
+    input: Input,
     ctx: &Ctx<'_>,
     writer: Option<&Writer>,
     info: &TargetInfo,
     rep: &mut ImportReport,
     local: &mut WriteStats,
 ) -> Result<()> {
-    let input = Input::open(name)?;
     let ctx = &Ctx {
         input: input.name.clone(),
         ..ctx.clone()
     };
-    let mut progress = Progress::new(input.size, name, ctx.common.quiet);
+    let mut progress = Progress::new(input.size, &input.name, ctx.common.quiet);
     let mut s = Sender {
         ctx,
         writer,

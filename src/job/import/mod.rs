@@ -62,7 +62,7 @@ pub use groups::AOF_MARKER;
 pub use options::{
     DEFAULT_STREAM_MIN, ImportOptions, MULTI_MAX, Mode, OnConflict, PART_BYTES, min_rdb_version,
 };
-pub use precheck::{Check, Precheck, Status, precheck};
+pub use precheck::{Check, Precheck, Status, precheck, precheck_stream};
 pub use report::ImportReport;
 
 use std::time::Instant;
@@ -71,6 +71,7 @@ use self::commands::import_one;
 use self::encode::*;
 use self::groups::*;
 use crate::error::{Error, Result};
+use crate::input::Input;
 use crate::job::Common;
 use crate::net::cluster::SlotMap;
 use crate::sink::writer::{WriteStats, Writer, WriterOptions};
@@ -102,6 +103,31 @@ pub fn import(
             Err(why) => declined = Some(why),
         }
     }
+    let open = inputs.iter().map(|name| Input::open(name));
+    by_commands(open, common, opts, pre, declined, start)
+}
+
+/// Import one input already opened (a stream: [`Input::from_reader`]) by commands, as
+/// [`import`] does once the full sync is ruled out. `pre` is the precheck already run.
+pub fn import_input(
+    input: Input,
+    common: &Common,
+    opts: &ImportOptions,
+    pre: &Precheck,
+) -> Result<ImportReport> {
+    let start = Instant::now();
+    by_commands(std::iter::once(Ok(input)), common, opts, pre, None, start)
+}
+
+/// The command path over `inputs` (each opened only when its turn comes).
+fn by_commands(
+    inputs: impl Iterator<Item = Result<Input>>,
+    common: &Common,
+    opts: &ImportOptions,
+    pre: &Precheck,
+    declined: Option<String>,
+    start: Instant,
+) -> Result<ImportReport> {
     let info = pre.info.clone().unwrap_or_default();
     // A Cluster: the writer sends each key to its slot's master and follows MOVED/ASK.
     let map = if info.cluster && !opts.dry_run {
@@ -155,8 +181,10 @@ pub fn import(
     };
     let mut local = WriteStats::default();
     let mut res = Ok(());
-    for name in inputs {
-        res = import_one(name, &ctx, writer.as_ref(), &info, &mut rep, &mut local);
+    for input in inputs {
+        res = input.and_then(|input| {
+            import_one(input, &ctx, writer.as_ref(), &info, &mut rep, &mut local)
+        });
         if res.is_err() {
             break;
         }

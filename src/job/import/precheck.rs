@@ -317,6 +317,23 @@ pub(crate) fn cluster_data_rows(
 /// Connect to the target and check it against the inputs (see the module doc). An
 /// unreachable target or a refused password is an error, not a row.
 pub fn precheck(inputs: &[String], common: &Common, opts: &ImportOptions) -> Result<Precheck> {
+    prechecked(inputs, opts, |info| {
+        scan(inputs, common, opts, info.rdb_version)
+    })
+}
+
+/// The precheck of an input that cannot be scanned before it is imported (a stream: `sync`
+/// imports a snapshot as it arrives): the target's rows only, as for standard input.
+pub fn precheck_stream(opts: &ImportOptions) -> Result<Precheck> {
+    prechecked(&[], opts, |_| Ok(Scan::default()))
+}
+
+/// The precheck, with the scan of the inputs `scan` makes once the target is known.
+fn prechecked(
+    inputs: &[String],
+    opts: &ImportOptions,
+    scan: impl FnOnce(&TargetInfo) -> Result<Scan>,
+) -> Result<Precheck> {
     let mut conn = Conn::open(&opts.to)?;
     let info = TargetInfo::query(&mut conn)?;
     let mut checks = vec![row(
@@ -328,7 +345,7 @@ pub fn precheck(inputs: &[String], common: &Common, opts: &ImportOptions) -> Res
             if opts.to.has_password() { "" } else { "not " }
         ),
     )];
-    let sc = scan(inputs, common, opts, info.rdb_version)?;
+    let sc = scan(&info)?;
     let cluster = if info.cluster {
         let map = SlotMap::discover(&opts.to)?;
         checks.extend(cluster_rows(&map));

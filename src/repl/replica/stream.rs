@@ -203,6 +203,13 @@ impl ReplStream {
         self.received
     }
 
+    /// Where the stream stands once every entry handed out is applied: the offset after the
+    /// `PING`s and `SELECT`s that followed the last entry, and the db selected there (what a
+    /// checkpoint can say when caught up). `None` while a transaction is being gathered.
+    pub fn settled(&self) -> Option<(u64, u64)> {
+        self.txn.is_none().then_some((self.settled, self.db))
+    }
+
     /// The replication id (to resume with).
     pub fn replid(&self) -> &str {
         &self.replid

@@ -1,0 +1,731 @@
+//! `sync`: copy a live source into a target as a replica of the source would, then (with
+//! `--follow`) keep the target in sync with the source's replication stream, resumably.
+//!
+//! Where it sits: between the replica client (`repl::replica`: the handshake, `PSYNC`, the
+//! RDB payload, then the command stream with its offsets and ACKs) and the two writers of
+//! the job layer: `import`'s command path for the snapshot, and the [`Applier`] that `follow`
+//! uses for every command after it (batches, checkpoint, at least once or `--exactly-once`).
+//!
+//! The snapshot is streamed from the socket into the import ([`Input::from_reader`]): no
+//! temporary file (`--spool DIR` keeps a copy, written as the bytes pass and renamed into
+//! place once the RDB is whole). Records are decoded by the streaming RDB reader, which holds
+//! one whole record in memory: a value of several hundred MB costs that much memory here
+//! (the file-based import does not). The full sync of `import` (the target loading the
+//! snapshot as rdbferry's replica) is not used: the payload goes by commands (`RESTORE`).
+//!
+//! The position is the source's: (replication id, offset applied, db selected there):
+//! written after the target acknowledged, to `--checkpoint FILE` (atomically) and, with
+//! `--exactly-once`, into the target's checkpoint key inside each batch's transaction. A
+//! dropped link or a restart continues with `PSYNC <replid> <offset + 1>`; a source that
+//! answers `+FULLRESYNC` instead (its backlog no longer holds the offset, or its replication
+//! id changed) is an error unless `--resync-on-loss`, which takes a full copy again over the
+//! target (`--on-conflict replace`; keys deleted on the source meanwhile stay).
+//!
+//! Stops: without `--follow`, once the snapshot is applied; with it, on SIGINT/SIGTERM
+//! (drain what was received, write the checkpoint, exit 0). Not here: a Cluster source
+//! (refused with a clear error), `--via scan` for sources that refuse replication.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::Common;
+use super::follow::{
+    CheckpointFile, map_entry, read_checkpoint, report_refusal, resume_from, write_checkpoint,
+};
+use super::import::{self, ImportOptions, ImportReport, OnConflict, Via};
+use super::metrics::Metrics;
+use crate::cancel::Cancel;
+use crate::error::{Error, Result};
+use crate::input::Input;
+use crate::net::{Conn, NetErrorKind, RedisUrl};
+use crate::repl::replica::{self, Handshake, Payload, ReplStream, ReplicaOptions, SyncStart};
+use crate::sink::applier::{Applier, ApplyOptions, ApplyStats, Entry};
+use crate::sink::file::AtomicFile;
+use crate::transform::Transaction;
+
+/// Options of `sync`.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// The source (`--from`).
+    pub from: RedisUrl,
+    /// `--follow`: apply the replication stream after the snapshot, until a signal.
+    pub follow: bool,
+    /// `--checkpoint FILE`.
+    pub checkpoint: Option<PathBuf>,
+    /// `--exactly-once`: each batch and its position in one transaction, in this key.
+    pub checkpoint_key: Option<Vec<u8>>,
+    /// `--metrics-addr`.
+    pub metrics_addr: Option<SocketAddr>,
+    /// `--spool DIR`: keep a copy of the snapshot there.
+    pub spool: Option<PathBuf>,
+    /// `--psync-command`.
+    pub psync_command: Vec<u8>,
+    /// `--save-timeout`: how long the source may take to start sending its snapshot.
+    pub save_within: Duration,
+    /// `--resync-on-loss`: take a full copy again when the source cannot continue.
+    pub resync_on_loss: bool,
+    /// `--force`: go on despite a failed precheck.
+    pub force: bool,
+    /// Write options shared with `import` (the snapshot; `--on-error`, `--retry-timeout`).
+    pub import: ImportOptions,
+}
+
+/// A point of the source's replication stream: where to continue from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncPos {
+    /// The replication id.
+    pub replid: String,
+    /// The offset applied.
+    pub offset: u64,
+    /// The db selected there (a partial resync repeats no `SELECT`).
+    pub db: u64,
+}
+
+/// What `sync` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SyncReport {
+    /// The source (redacted).
+    pub source: String,
+    /// The target (redacted).
+    pub target: String,
+    /// The snapshot's import, when one was taken (the last one, after a resync).
+    pub snapshot: Option<ImportReport>,
+    /// Full copies taken (`+FULLRESYNC`).
+    pub full_syncs: u64,
+    /// Partial resyncs (`+CONTINUE`), at start and after a lost link.
+    pub continues: u64,
+    /// The applier's counters (the stream after the snapshot).
+    pub apply: ApplyStats,
+    /// Stream commands filtered out.
+    pub filtered: u64,
+    /// Where it stopped (the checkpoint).
+    pub position: Option<SyncPos>,
+    /// Bytes the source had sent and were not applied at the last look.
+    pub lag_bytes: u64,
+    /// How long ago the first byte not applied then had arrived, seconds.
+    pub lag_s: f64,
+    /// Why it stopped: `snapshot` (no `--follow`), `caught-up` (no `--follow`, continued
+    /// from a checkpoint), `signal`.
+    pub stopped: String,
+    /// Lost links, resyncs, refused commands.
+    pub notes: Vec<String>,
+    /// Wall time, seconds.
+    pub elapsed_s: f64,
+}
+
+/// The payload being imported, shared with the import's reader so that it can be taken
+/// back afterwards (its link carries the command stream), and copied to the spool file.
+struct Snapshot {
+    payload: Payload,
+    spool: Option<AtomicFile>,
+}
+
+/// The import's end of a [`Snapshot`].
+struct SnapshotReader(Arc<Mutex<Option<Snapshot>>>);
+
+impl Read for SnapshotReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let mut guard = self
+            .0
+            .lock()
+            .map_err(|_| std::io::Error::other("the snapshot's reader panicked"))?;
+        let Some(s) = guard.as_mut() else {
+            return Ok(0);
+        };
+        let n = s.payload.read(out)?;
+        if let Some(f) = &mut s.spool {
+            std::io::Write::write_all(f, &out[..n])?;
+        }
+        Ok(n)
+    }
+}
+
+/// The one loop of `sync` (see the module doc).
+struct Syncer<'a> {
+    common: &'a Common,
+    opts: &'a SyncOptions,
+    applier: Applier,
+    metrics: Metrics,
+    rep: SyncReport,
+    /// Entries since the first snapshot (the applier's order).
+    order: u64,
+    /// The position after the last entry received (applied or filtered out).
+    last: Option<SyncPos>,
+    txn: Transaction,
+    last_checkpoint: Instant,
+    last_send: Instant,
+    /// The source's offset at the last look (for the lag).
+    received: u64,
+    arrivals: Arrivals,
+    /// Commands applied at the last status line, and when.
+    last_status: (u64, Instant),
+}
+
+/// When the stream's bytes arrived (sampled every few milliseconds): how long ago the first
+/// byte not yet applied came is the lag in seconds (the replication stream carries no
+/// timestamps of the source's own).
+#[derive(Default)]
+struct Arrivals {
+    /// (offset received by then, when), oldest first.
+    samples: std::collections::VecDeque<(u64, Instant)>,
+}
+
+/// Most samples kept (beyond, the newest one is moved forward: the lag reads a little
+/// high rather than memory growing while far behind).
+const MAX_SAMPLES: usize = 10_000;
+
+impl Arrivals {
+    fn received(&mut self, offset: u64) {
+        let full = self.samples.len() >= MAX_SAMPLES;
+        match self.samples.back_mut() {
+            Some((o, _)) if *o >= offset => {}
+            Some((o, t)) if t.elapsed() < Duration::from_millis(10) => *o = offset,
+            Some((o, _)) if full => *o = offset,
+            _ => self.samples.push_back((offset, Instant::now())),
+        }
+    }
+
+    /// The lag once `applied` is applied.
+    fn lag(&mut self, applied: u64) -> Duration {
+        while self.samples.front().is_some_and(|&(o, _)| o <= applied) {
+            self.samples.pop_front();
+        }
+        self.samples
+            .front()
+            .map_or(Duration::ZERO, |(_, t)| t.elapsed())
+    }
+}
+
+/// Run `sync`; see the module doc.
+pub fn sync(common: &Common, opts: &SyncOptions) -> Result<SyncReport> {
+    let start = Instant::now();
+    let source = opts.from.addr();
+    refuse_cluster(&opts.from)?;
+    let apply = ApplyOptions {
+        checkpoint_key: opts.checkpoint_key.clone(),
+        retry_for: opts.import.retry_for,
+        stop_on_error: opts.import.stop_on_error,
+        ..ApplyOptions::default()
+    };
+    // Its own stop token: after a signal, what was received is still drained (a second
+    // signal ends the process at once).
+    let mut applier = Applier::open(&opts.import.to, apply, Cancel::new())?;
+    let from_file = match &opts.checkpoint {
+        Some(p) => read_checkpoint(p, &source, "sync")?,
+        None => None,
+    };
+    let resume = resume_from(applier.resume()?, from_file, "sync")?;
+    let metrics = Metrics::new();
+    if let Some(addr) = opts.metrics_addr {
+        metrics.serve(addr)?;
+    }
+    let mut s = Syncer {
+        common,
+        opts,
+        applier,
+        metrics,
+        rep: SyncReport {
+            source: opts.from.redacted(),
+            target: opts.import.to.redacted(),
+            ..Default::default()
+        },
+        order: 0,
+        last: None,
+        txn: Transaction::default(),
+        last_checkpoint: Instant::now(),
+        last_send: Instant::now(),
+        received: 0,
+        arrivals: Arrivals::default(),
+        last_status: (0, Instant::now()),
+    };
+    let run = s.run(resume);
+    let drained = s.applier.flush().and_then(|()| s.checkpoint(true));
+    s.rep.apply = s.applier.stats().clone();
+    s.rep.position = s.position();
+    s.rep.elapsed_s = start.elapsed().as_secs_f64();
+    s.rep.stopped = run?;
+    drained?;
+    Ok(s.rep)
+}
+
+/// A Cluster source is refused (not synced yet): one master's stream holds only its slots.
+fn refuse_cluster(from: &RedisUrl) -> Result<()> {
+    let mut conn = Conn::open(from)?;
+    // INFO may be refused (ACL): then the source is taken for a standalone one.
+    let cluster = conn
+        .info("cluster")
+        .is_ok_and(|i| i.get("cluster_enabled").is_some_and(|v| v == "1"));
+    if cluster {
+        return Err(Error::target(
+            from.redacted(),
+            "a Cluster source is not supported by sync yet (each master's stream holds only \
+             its slots); use verify or import from each master's snapshot (rdbferry fetch)",
+        ));
+    }
+    Ok(())
+}
+
+impl Syncer<'_> {
+    /// Start (a snapshot, or a continue from `resume`), then follow; why it stopped.
+    fn run(&mut self, resume: Option<(u64, SyncPos)>) -> Result<String> {
+        let stream = match resume {
+            Some((order, pos)) => {
+                if pos.replid.is_empty() {
+                    return Err(self.no_replid());
+                }
+                self.order = order;
+                self.last = Some(pos.clone());
+                match self.continue_from(&pos)? {
+                    Some(s) => s,
+                    None => return Ok("signal".into()),
+                }
+            }
+            None => {
+                let pre = self.precheck(&self.opts.import)?;
+                match self.snapshot(SyncStart::Full, &pre)? {
+                    Some(s) => s,
+                    None => return Ok("snapshot".into()),
+                }
+            }
+        };
+        self.follow(stream)
+    }
+
+    /// The precheck of the target for a snapshot (its table on stderr unless quiet); a
+    /// failed one is an error unless `--force`.
+    fn precheck(&self, io: &ImportOptions) -> Result<import::Precheck> {
+        let mut io = io.clone();
+        io.via = Via::Commands;
+        let pre = import::precheck_stream(&io)?;
+        if !self.common.quiet || pre.failed() {
+            eprint!("{}", pre.to_table());
+        }
+        if pre.failed() && !self.opts.force {
+            return Err(Error::target(
+                io.to.redacted(),
+                "precheck failed; nothing was written (--force to go on)",
+            ));
+        }
+        Ok(pre)
+    }
+
+    /// The source's error for a checkpoint without a replication id (a `SYNC` source).
+    fn no_replid(&self) -> Error {
+        Error::target(
+            self.opts.from.redacted(),
+            "the checkpoint has no replication id (the source was synced with SYNC, not \
+             PSYNC): it cannot be continued from; start over with an empty target",
+        )
+    }
+
+    /// `PSYNC` to the source; `None` when a signal came first.
+    fn handshake(&self, start: SyncStart) -> Result<Option<Handshake>> {
+        let conn = Conn::open(&self.opts.from)?;
+        let ropts = ReplicaOptions {
+            psync_command: self.opts.psync_command.clone(),
+            save_within: self.opts.save_within,
+            cancel: self.common.cancel.clone(),
+            // Only the RDB when nothing will continue from it.
+            rdb_only: !self.opts.follow && self.opts.checkpoint.is_none(),
+        };
+        match replica::psync(conn, start, &ropts) {
+            Ok(h) => Ok(Some(h)),
+            Err(e) if matches!(e.kind, NetErrorKind::Interrupted) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Take a snapshot (`start` is [`SyncStart::Full`], or a continue the source may answer
+    /// with a full copy) and import it; the stream after it when following.
+    fn snapshot(&mut self, start: SyncStart, pre: &import::Precheck) -> Result<Option<ReplStream>> {
+        let Some(h) = self.handshake(start)? else {
+            return Err(Error::Cancelled);
+        };
+        match h {
+            Handshake::Full {
+                replid,
+                offset,
+                payload,
+            } => {
+                let opts = self.opts;
+                self.import_snapshot(replid, offset, payload, &opts.import, pre, opts.follow)
+            }
+            Handshake::Continue { .. } => Err(Error::Internal("+CONTINUE to PSYNC ? -1".into())),
+        }
+    }
+
+    /// Import the snapshot in `payload`, then checkpoint past it; the stream after it when
+    /// `then_stream`.
+    fn import_snapshot(
+        &mut self,
+        replid: String,
+        offset: u64,
+        payload: Payload,
+        io: &ImportOptions,
+        pre: &import::Precheck,
+        then_stream: bool,
+    ) -> Result<Option<ReplStream>> {
+        self.rep.full_syncs += 1;
+        let name = payload.name().to_string();
+        let size = match payload.framing() {
+            replica::Framing::Length(n) => Some(n),
+            replica::Framing::EofMark(_) => None,
+        };
+        let spool = match &self.opts.spool {
+            Some(dir) => {
+                let id = if replid.is_empty() { "sync" } else { &replid };
+                Some(AtomicFile::create(&dir.join(format!("{id}-{offset}.rdb")))?)
+            }
+            None => None,
+        };
+        let shared = Arc::new(Mutex::new(Some(Snapshot { payload, spool })));
+        let input = Input::from_reader(&name, Box::new(SnapshotReader(shared.clone())), size);
+        let mut io = io.clone();
+        io.via = Via::Commands;
+        let r = import::import_input(input, self.common, &io, pre)?;
+        if r.errors > 0 {
+            return Err(Error::target(
+                io.to.redacted(),
+                format!(
+                    "the snapshot of {name} was not imported whole: {}",
+                    r.error_messages.join("; ")
+                ),
+            ));
+        }
+        self.rep.snapshot = Some(r);
+        let taken = shared.lock().ok().and_then(|mut s| s.take());
+        let Some(Snapshot { payload, spool }) = taken else {
+            return Err(Error::Internal("the snapshot's payload is gone".into()));
+        };
+        if let Some(f) = spool {
+            f.commit()?;
+        }
+        let pos = SyncPos {
+            replid: replid.clone(),
+            offset,
+            db: 0,
+        };
+        self.mark(pos)?;
+        if !then_stream {
+            return Ok(None);
+        }
+        if replid.is_empty() {
+            let note = "the source gave no replication id (SYNC): a lost link or a restart \
+                        cannot continue; it needs a new full copy";
+            tracing::warn!("{note}");
+            self.rep.notes.push(note.into());
+        }
+        Ok(Some(payload.into_stream(replid, offset)?))
+    }
+
+    /// A position with nothing to apply (after a snapshot): an entry without commands moves
+    /// the checkpoint (key and file) there.
+    fn mark(&mut self, pos: SyncPos) -> Result<()> {
+        self.order += 1;
+        self.last = Some(pos.clone());
+        if !self.applier.is_cluster() {
+            self.applier.push(Entry {
+                db: 0,
+                commands: Vec::new(),
+                order: self.order,
+                pos: serde_json::to_vec(&pos).unwrap_or_default(),
+            })?;
+        }
+        self.applier.flush()?;
+        self.checkpoint(true)
+    }
+
+    /// Continue from `pos` (`PSYNC replid offset+1`), retrying a source that cannot be
+    /// reached for `--retry-timeout`; a source that offers only a full copy is an error
+    /// unless `--resync-on-loss`. `None`: a signal came first.
+    fn continue_from(&mut self, pos: &SyncPos) -> Result<Option<ReplStream>> {
+        let start = SyncStart::Continue {
+            replid: pos.replid.clone(),
+            offset: pos.offset,
+            db: pos.db,
+        };
+        let deadline = Instant::now() + self.opts.import.retry_for;
+        loop {
+            if self.common.cancel.is_cancelled() {
+                return Ok(None);
+            }
+            let h = match self.handshake(start.clone()) {
+                Ok(Some(h)) => h,
+                Ok(None) => return Ok(None),
+                Err(Error::Net(e)) if e.is_transient() && Instant::now() < deadline => {
+                    tracing::warn!("{e}; trying again");
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            match h {
+                Handshake::Continue { replid, stream, .. } => {
+                    self.rep.continues += 1;
+                    if !self.common.quiet {
+                        eprintln!(
+                            "sync: continued at offset {} of {replid} (+CONTINUE)",
+                            pos.offset
+                        );
+                    }
+                    return Ok(Some(stream));
+                }
+                Handshake::Full {
+                    replid,
+                    offset,
+                    payload,
+                } => return self.lost(pos, replid, offset, payload).map(Some),
+            }
+        }
+    }
+
+    /// The source answered a continue with a full copy: an error, or with
+    /// `--resync-on-loss` the copy imported over the target.
+    fn lost(
+        &mut self,
+        pos: &SyncPos,
+        replid: String,
+        offset: u64,
+        payload: Payload,
+    ) -> Result<ReplStream> {
+        let why = format!(
+            "the source cannot continue from offset {} of replication id {} (it answered \
+             FULLRESYNC {replid} {offset}: its backlog no longer holds that offset, or its \
+             replication id changed)",
+            pos.offset, pos.replid
+        );
+        if !self.opts.resync_on_loss {
+            return Err(Error::target(
+                self.opts.from.redacted(),
+                format!(
+                    "{why}; rerun with --resync-on-loss to take a full copy again (keys \
+                     deleted on the source meanwhile stay on the target)"
+                ),
+            ));
+        }
+        tracing::warn!("{why}: taking a full copy again (--resync-on-loss)");
+        self.rep.notes.push(format!("{why}: full copy taken again"));
+        let mut io = self.opts.import.clone();
+        io.on_conflict = OnConflict::Replace;
+        io.via = Via::Commands;
+        let pre = import::precheck_stream(&io)?;
+        match self.import_snapshot(replid, offset, payload, &io, &pre, true)? {
+            Some(s) => Ok(s),
+            None => Err(Error::Internal("a resync without its stream".into())),
+        }
+    }
+
+    /// Apply the stream until a signal; lost links are continued (see the module doc).
+    fn follow(&mut self, mut stream: ReplStream) -> Result<String> {
+        let mut last_status = Instant::now();
+        loop {
+            if self.common.cancel.is_cancelled() {
+                return Ok("signal".into());
+            }
+            match stream.next(Duration::from_millis(100)) {
+                Ok(Some(e)) => {
+                    let pos = SyncPos {
+                        replid: stream.replid().to_string(),
+                        offset: e.offset,
+                        db: e.db_after,
+                    };
+                    self.entry(e.db, &e.commands, pos)?;
+                }
+                // Without --follow, a run that continued from a checkpoint stops once caught up.
+                Ok(None) if !self.opts.follow => return Ok("caught-up".into()),
+                // Idle: wait for the replies, so that the checkpoint and the ACKs catch up
+                // (past the PINGs and SELECTs after the last entry too).
+                Ok(None) => {
+                    self.applier.flush()?;
+                    if let (Some((offset, db)), Some(last)) = (stream.settled(), &self.last)
+                        && offset > last.offset
+                    {
+                        let replid = stream.replid().to_string();
+                        self.last = Some(SyncPos { replid, offset, db });
+                    }
+                }
+                Err(e) => {
+                    let note = format!("the replication link was lost: {e}");
+                    tracing::warn!("{note}");
+                    self.rep.notes.push(note);
+                    // Everything received is applied first: the continue starts after it.
+                    self.applier.flush()?;
+                    self.checkpoint(true)?;
+                    let Some(pos) = self.last.clone() else {
+                        return Err(e.into());
+                    };
+                    if pos.replid.is_empty() {
+                        return Err(self.no_replid());
+                    }
+                    match self.continue_from(&pos)? {
+                        Some(s) => stream = s,
+                        None => return Ok("signal".into()),
+                    }
+                    continue;
+                }
+            }
+            if self.last_send.elapsed() >= Duration::from_millis(20) {
+                self.send()?;
+            }
+            self.received = stream.offset();
+            self.arrivals.received(self.received);
+            if let Some(applied) = self.applied_offset() {
+                stream.set_applied(applied);
+            }
+            self.checkpoint(false)?;
+            if last_status.elapsed() > Duration::from_secs(5) {
+                last_status = Instant::now();
+                self.status();
+            }
+        }
+    }
+
+    /// Send what is pending (without waiting for the replies).
+    fn send(&mut self) -> Result<()> {
+        self.last_send = Instant::now();
+        self.applier.send_pending()
+    }
+
+    /// One entry of the stream: mapped, then to the applier.
+    fn entry(&mut self, db: u64, commands: &[Vec<Vec<u8>>], pos: SyncPos) -> Result<()> {
+        let (mapped, refused) = map_entry(&self.common.map, &mut self.txn, db, commands);
+        self.rep.filtered += mapped.filtered;
+        let stop = self.opts.import.stop_on_error;
+        for (c, why) in refused {
+            let to = &self.opts.import.to;
+            report_refusal(&self.metrics, stop, to, &mut self.rep.notes, &c, why)?;
+        }
+        self.last = Some(pos.clone());
+        let Some((tdb, mapped)) = mapped.kept else {
+            return Ok(());
+        };
+        self.order += 1;
+        let pos = serde_json::to_vec(&pos).unwrap_or_default();
+        self.applier.push(Entry {
+            db: tdb,
+            commands: mapped,
+            order: self.order,
+            pos,
+        })
+    }
+
+    /// The position every entry up to is acknowledged (entries filtered out after the last
+    /// acknowledged one included, once everything pushed is acknowledged).
+    fn position(&self) -> Option<SyncPos> {
+        let acked = self.applier.acked()?;
+        if acked.order == self.order {
+            return self.last.clone();
+        }
+        serde_json::from_slice(&acked.pos).ok()
+    }
+
+    /// The source offset applied on the target.
+    fn applied_offset(&self) -> Option<u64> {
+        self.position().map(|p| p.offset)
+    }
+
+    /// Write the checkpoint file (at most ten times a second unless `now`).
+    fn checkpoint(&mut self, now: bool) -> Result<()> {
+        if !now && self.last_checkpoint.elapsed() < Duration::from_millis(100) {
+            return Ok(());
+        }
+        self.last_checkpoint = Instant::now();
+        let Some(pos) = self.position() else {
+            return Ok(());
+        };
+        let order = self.applier.acked().map_or(0, |a| a.order);
+        self.metrics.checkpoint.set(order as i64);
+        self.metrics.count_applied(self.applier.stats().applied);
+        let lag = self.received.saturating_sub(pos.offset);
+        self.rep.lag_bytes = lag;
+        self.metrics.lag_bytes.set(lag as i64);
+        self.rep.lag_s = self.arrivals.lag(pos.offset).as_secs_f64();
+        self.metrics.lag_seconds.set(self.rep.lag_s);
+        let Some(path) = &self.opts.checkpoint else {
+            return Ok(());
+        };
+        write_checkpoint(
+            path,
+            &CheckpointFile {
+                source: self.opts.from.addr(),
+                order,
+                pos,
+            },
+        )
+    }
+
+    /// The status line on stderr: offset applied, lag, commands per second.
+    fn status(&mut self) {
+        let applied = self.applier.stats().applied;
+        let (before, at) = std::mem::replace(&mut self.last_status, (applied, Instant::now()));
+        if self.common.quiet {
+            return;
+        }
+        let rate = applied.saturating_sub(before) as f64 / at.elapsed().as_secs_f64().max(1e-3);
+        eprintln!(
+            "sync: offset {} applied, {applied} commands applied ({rate:.0}/s), lag {} bytes / \
+             {:.3} s",
+            self.applied_offset().unwrap_or(0),
+            self.rep.lag_bytes,
+            self.rep.lag_s
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::applier::Checkpoint;
+
+    fn file(order: u64, offset: u64) -> CheckpointFile<SyncPos> {
+        CheckpointFile {
+            source: "h:1".into(),
+            order,
+            pos: SyncPos {
+                replid: "a".repeat(40),
+                offset,
+                db: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn lag_is_the_age_of_the_first_byte_not_applied() {
+        let mut a = Arrivals::default();
+        a.received(100);
+        std::thread::sleep(Duration::from_millis(20));
+        a.received(200);
+        assert!(a.lag(50) >= Duration::from_millis(20));
+        assert!(a.lag(150) < Duration::from_millis(20));
+        assert_eq!(a.lag(200), Duration::ZERO);
+    }
+
+    #[test]
+    fn resume_takes_the_furthest() {
+        let key = |order, offset| Checkpoint {
+            order,
+            pos: serde_json::to_vec(&file(order, offset).pos).unwrap(),
+        };
+        let none: Option<CheckpointFile<SyncPos>> = None;
+        assert_eq!(resume_from(None, none, "sync").unwrap(), None);
+        let (o, p) = resume_from(Some(key(5, 50)), Some(file(4, 40)), "sync")
+            .unwrap()
+            .unwrap();
+        assert_eq!((o, p.offset), (5, 50));
+        let (o, p) = resume_from(Some(key(5, 50)), Some(file(6, 60)), "sync")
+            .unwrap()
+            .unwrap();
+        assert_eq!((o, p.offset), (6, 60));
+        let bad = Checkpoint {
+            order: 9,
+            pos: b"x".to_vec(),
+        };
+        let none: Option<CheckpointFile<SyncPos>> = None;
+        assert!(resume_from(Some(bad), none, "sync").is_err());
+    }
+}

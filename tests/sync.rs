@@ -1,0 +1,516 @@
+//! `rdbferry sync` (issue 11) against real servers: a one-time copy of a live source (sent
+//! from disk and diskless) equals it ([`assert_same_data`]); `--follow` while a client writes
+//! during and after the snapshot (strings, counters, lists, hashes, streams, expiries,
+//! deletes, MULTI, a script, a second db) ends with the source's digest; `kill -9` and
+//! restarts from the checkpoint continue with `+CONTINUE` (the source's `sync_full` does not
+//! move) and `--exactly-once` counters end exactly right; a link the source drops is
+//! continued; a `--key` filter applies to the stream; a checkpoint the source can no longer
+//! continue from is a clear error, or with `--resync-on-loss` a second full copy; a Cluster
+//! target through kills, exactly once; 6.2 and 6.0 sources; a source restarted from its save
+//! (continued); an ACL user and a wrong password; a renamed PSYNC, and both PSYNC and SYNC
+//! renamed away (a clear error); a Cluster source refused clearly.
+
+mod support;
+
+use std::path::Path;
+use std::process::Output;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use support::ferry::{Ferry, assert_exit, conn, info_field, output_text, path_str, rdbferry};
+use support::writes::{counting_writer, write_round};
+use support::{RedisServer, Snapshot, TempDir, assert_same_data, testdata};
+
+/// A hang guard, never a timing.
+const GUARD: Duration = Duration::from_secs(120);
+
+/// A source that starts its snapshot at once (`repl-diskless-sync-delay 0`), `extra` added.
+fn source(extra: &[&str]) -> RedisServer {
+    let mut args = vec!["--repl-diskless-sync-delay", "0"];
+    args.extend_from_slice(extra);
+    RedisServer::start_with(Path::new("redis-server"), &args)
+}
+
+/// `rdbferry sync --from SRC --to DST EXTRA...` to its end.
+fn sync(src: &RedisServer, dst: &RedisServer, extra: &[&str]) -> Output {
+    let (from, to) = (src.url(), dst.url());
+    let mut args = vec!["sync", "--from", &from, "--to", &to];
+    args.extend_from_slice(extra);
+    rdbferry(&args)
+}
+
+/// A field of the source's `INFO stats`, as a number.
+fn stat(s: &RedisServer, field: &str) -> u64 {
+    info_field(&mut conn(s), "stats", field)
+        .parse()
+        .unwrap_or(0)
+}
+
+/// Wait until `target` holds what `source` holds (digest, then [`Snapshot`]: expiry times,
+/// stream groups); the source must have stopped writing. A group's `entries-read` is left
+/// out: Redis 7.0 propagates `XREADGROUP` as `XCLAIM ... LASTID`, which leaves it unknown on
+/// a replica, a real one as rdbferry's target ([`Snapshot::without_group_reads`]).
+fn wait_same(target: &RedisServer, source: &RedisServer, run: &mut Ferry) {
+    let start = Instant::now();
+    while target.digest() != source.digest() {
+        assert!(!run.ended(), "sync ended: {}", run.stderr());
+        if start.elapsed() > GUARD {
+            let diff = Snapshot::of(source).diff(&Snapshot::of(target));
+            panic!(
+                "the target differs after {GUARD:?}: {:?}\n{}",
+                &diff[..diff.len().min(10)],
+                run.stderr()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let strip = |s: Snapshot| s.without_group_reads();
+    strip(Snapshot::of(source)).assert_same(&strip(Snapshot::of(target)));
+}
+
+#[test]
+fn a_one_time_sync_equals_the_source() {
+    for diskless in ["no", "yes"] {
+        let dir = TempDir::new("sync-src");
+        std::fs::copy(
+            testdata("redis-7.0/all-types.rdb"),
+            dir.path().join("source.rdb"),
+        )
+        .unwrap();
+        let d = path_str(dir.path());
+        let src = source(&[
+            "--dir",
+            d,
+            "--dbfilename",
+            "source.rdb",
+            "--repl-diskless-sync",
+            diskless,
+        ]);
+        let dst = RedisServer::start();
+        let spool = TempDir::new("sync-spool");
+        let o = sync(&src, &dst, &["--spool", path_str(spool.path()), "-q"]);
+        assert_exit(&o, 0);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            out.contains(&format!("rdbferry verify {}", src.url())),
+            "{}",
+            output_text(&o)
+        );
+        assert_same_data(&dst, &src);
+        // The spooled copy is the whole RDB: `check` reads it to its checksum.
+        let names = support::dir_names(spool.path());
+        assert_eq!(names.len(), 1, "{names:?}");
+        let spooled = spool.path().join(&names[0]);
+        assert_exit(&rdbferry(&["check", path_str(&spooled)]), 0);
+        // And the verify it suggests agrees.
+        let v = rdbferry(&["verify", &src.url(), "--to", &dst.url()]);
+        assert_exit(&v, 0);
+    }
+}
+
+#[test]
+fn a_target_that_is_not_empty_stops_before_the_snapshot() {
+    let src = source(&[]);
+    src.cli(&["SET", "a", "1"]);
+    let dst = RedisServer::start();
+    dst.cli(&["SET", "b", "2"]);
+    let o = sync(&src, &dst, &[]);
+    assert_exit(&o, 1);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("precheck failed"),
+        "{}",
+        output_text(&o)
+    );
+    assert_eq!(stat(&src, "sync_full"), 0, "the source saved for nothing");
+}
+
+/// Start `sync --follow` into `dst` with the checkpoint in `ck`, `extra` added.
+fn follow(src: &RedisServer, dst: &RedisServer, ck: &Path, extra: &[&str]) -> Ferry {
+    let (from, to) = (src.url(), dst.url());
+    let ck = path_str(ck);
+    let mut args = vec!["sync", "--from", &from, "--to", &to, "--follow"];
+    args.extend_from_slice(&["--checkpoint", ck, "-q"]);
+    args.extend_from_slice(extra);
+    Ferry::spawn(&args)
+}
+
+#[test]
+fn follow_with_writes_during_and_after_the_snapshot() {
+    let src = source(&[]);
+    src.cli(&["DEBUG", "POPULATE", "100000", "pre", "100"]);
+    let dst = RedisServer::start();
+    let dir = TempDir::new("sync-follow");
+    let ck = dir.path().join("ck.json");
+    let mut c = conn(&src);
+    for i in 1..=100 {
+        write_round(&mut c, i);
+    }
+    let metrics = format!("127.0.0.1:{}", support::free_port());
+    let mut run = follow(&src, &dst, &ck, &["--metrics-addr", &metrics]);
+    // During the snapshot, then after it (the checkpoint exists once it is applied).
+    let mut i = 100;
+    while !ck.exists() {
+        i += 1;
+        write_round(&mut c, i);
+        assert!(!run.ended(), "{}", run.stderr());
+        assert!(i < 1_000_000, "no checkpoint: {}", run.stderr());
+    }
+    for j in 1..=300 {
+        write_round(&mut c, i + j);
+    }
+    src.cli(&["FLUSHDB"]);
+    write_round(&mut c, 1); // the consumer group again
+    for j in 1..=50 {
+        write_round(&mut c, 2_000_000 + j);
+    }
+    wait_same(&dst, &src, &mut run);
+    // Caught up, the checkpoint reaches the source's offset (PINGs included).
+    let offset = |c: &mut redis::Connection| -> u64 {
+        info_field(c, "replication", "master_repl_offset")
+            .parse()
+            .unwrap()
+    };
+    let checkpointed = || -> u64 {
+        let cp: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&ck).unwrap()).unwrap_or_default();
+        cp["pos"]["offset"].as_u64().unwrap_or(0)
+    };
+    let before = offset(&mut c);
+    run.wait_for("the checkpoint to catch up", GUARD, || {
+        checkpointed() >= before
+    });
+    run.wait_for("a lag of 0 in the metrics", GUARD, || {
+        let m = scrape(&metrics);
+        m.contains("rdbferry_sync_lag_bytes 0\n") && !m.contains("rdbferry_sync_applied_total 0\n")
+    });
+    run.signal("TERM");
+    let o = run.finish_within(GUARD);
+    assert_exit(&o, 0);
+    assert!((before..=offset(&mut c)).contains(&checkpointed()));
+    assert_eq!(stat(&src, "sync_full"), 1);
+}
+
+/// `GET /metrics` at `addr`: the body.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
+#[test]
+fn kill_9_and_restarts_continue_and_count_exactly_once() {
+    // A backlog that holds what the writer writes while rdbferry is down or behind.
+    let src = source(&["--repl-backlog-size", "256mb"]);
+    let dst = RedisServer::start();
+    let dir = TempDir::new("sync-kill");
+    let ck = dir.path().join("ck.json");
+    let keys: Vec<String> = (0..5).map(|i| format!("counter:{i}")).collect();
+    let stop = AtomicBool::new(false);
+    let done = AtomicU64::new(0);
+    std::thread::scope(|sc| {
+        let w = counting_writer(sc, &src, &keys, &stop, &done);
+        let mut seed = 0x9e37_79b9u64;
+        for round in 0..6 {
+            let mut run = follow(&src, &dst, &ck, &["--exactly-once"]);
+            if round == 0 {
+                // Killed only once the snapshot is applied (a snapshot cut short leaves a
+                // target that is not empty and no checkpoint).
+                run.wait_for("the first checkpoint", GUARD, || ck.exists());
+            }
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            std::thread::sleep(Duration::from_millis(150 + (seed >> 33) % 400));
+            run.signal("KILL");
+            let _ = run.finish_within(GUARD);
+        }
+        stop.store(true, Ordering::Relaxed);
+        w.join().unwrap();
+    });
+    assert!(done.load(Ordering::Relaxed) > 0);
+    // Caught up once, without --follow: it stops when nothing more comes.
+    let o = sync(
+        &src,
+        &dst,
+        &["--checkpoint", path_str(&ck), "--exactly-once", "--json"],
+    );
+    assert_exit(&o, 0);
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["stopped"], "caught-up", "{r}");
+    assert_eq!(r["full_syncs"], 0, "{r}");
+    for k in &keys {
+        assert_eq!(dst.cli(&["GET", k]), src.cli(&["GET", k]), "{k}");
+    }
+    assert_eq!(stat(&src, "sync_full"), 1, "a second full copy was taken");
+    assert!(stat(&src, "sync_partial_ok") >= 6);
+}
+
+#[test]
+fn follow_a_6_2_and_a_6_0_source() {
+    for v in ["6.2", "6.0"] {
+        let Some(bin) = support::require_old_server(v) else {
+            return;
+        };
+        let src = RedisServer::start_with(&bin, &["--repl-diskless-sync-delay", "0"]);
+        let dst = RedisServer::start();
+        let dir = TempDir::new("sync-old");
+        let ck = dir.path().join("ck.json");
+        let mut c = conn(&src);
+        for i in 1..=100 {
+            write_round(&mut c, i);
+        }
+        let mut run = follow(&src, &dst, &ck, &[]);
+        run.wait_for("the first checkpoint", GUARD, || ck.exists());
+        for i in 101..=300 {
+            write_round(&mut c, i);
+        }
+        wait_same(&dst, &src, &mut run);
+        run.signal("TERM");
+        assert_exit(&run.finish_within(GUARD), 0);
+        // A restart continues.
+        write_round(&mut c, 301);
+        let o = sync(&src, &dst, &["--checkpoint", path_str(&ck), "--json"]);
+        assert_exit(&o, 0);
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(
+            (r["continues"].as_u64(), r["full_syncs"].as_u64()),
+            (Some(1), Some(0)),
+            "{v}: {r}"
+        );
+        assert_eq!(
+            dst.cli(&["GET", "counter"]),
+            src.cli(&["GET", "counter"]),
+            "{v}"
+        );
+    }
+}
+
+#[test]
+fn a_link_the_source_drops_is_continued() {
+    let src = source(&[]);
+    let dst = RedisServer::start();
+    let dir = TempDir::new("sync-drop");
+    let ck = dir.path().join("ck.json");
+    let mut run = follow(&src, &dst, &ck, &[]);
+    run.wait_for("the first checkpoint", GUARD, || ck.exists());
+    let mut c = conn(&src);
+    for round in 0..3u64 {
+        for i in 1..=100 {
+            write_round(&mut c, round * 1000 + i);
+        }
+        src.cli(&["CLIENT", "KILL", "TYPE", "replica"]);
+    }
+    wait_same(&dst, &src, &mut run);
+    run.signal("TERM");
+    let o = run.finish_within(GUARD);
+    assert_exit(&o, 0);
+    assert_eq!(stat(&src, "sync_full"), 1, "{}", output_text(&o));
+}
+
+#[test]
+fn a_source_restarted_from_its_save_is_continued() {
+    let mut src = source(&[]);
+    let dst = RedisServer::start();
+    let dir = TempDir::new("sync-restart");
+    let ck = dir.path().join("ck.json");
+    let mut run = follow(&src, &dst, &ck, &[]);
+    run.wait_for("the first checkpoint", GUARD, || ck.exists());
+    let mut c = conn(&src);
+    for i in 1..=100 {
+        write_round(&mut c, i);
+    }
+    // The save holds the replication id and offset: Redis 7 takes PSYNC after a restart.
+    src.cli(&["SAVE"]);
+    src.kill_and_restart(Duration::from_millis(500));
+    let mut c = conn(&src);
+    for i in 101..=200 {
+        write_round(&mut c, i);
+    }
+    wait_same(&dst, &src, &mut run);
+    run.signal("TERM");
+    let o = run.finish_within(GUARD);
+    assert_exit(&o, 0);
+    assert_eq!(stat(&src, "sync_full"), 0, "{}", output_text(&o));
+    assert_eq!(stat(&src, "sync_partial_ok"), 1, "{}", output_text(&o));
+}
+
+#[test]
+fn a_key_filter_applies_to_the_stream() {
+    let src = source(&[]);
+    src.cli(&["SET", "keep:0", "x"]);
+    src.cli(&["SET", "drop:0", "x"]);
+    let dst = RedisServer::start();
+    let dir = TempDir::new("sync-filter");
+    let ck = dir.path().join("ck.json");
+    let mut run = follow(&src, &dst, &ck, &["--key", "keep:*"]);
+    run.wait_for("the first checkpoint", GUARD, || ck.exists());
+    for i in 1..=50 {
+        let n = i.to_string();
+        src.cli(&["SET", &format!("keep:{i}"), &n]);
+        src.cli(&["SET", &format!("drop:{i}"), &n]);
+        src.cli(&["RPUSH", "keep:list", &n]);
+        src.cli(&["DEL", "keep:0", "drop:0"]);
+    }
+    src.cli(&["SET", "keep:last", "end"]);
+    run.wait_for("the last key", GUARD, || {
+        dst.cli(&["GET", "keep:last"]) == "end"
+    });
+    run.signal("TERM");
+    let o = run.finish_within(GUARD);
+    assert_exit(&o, 0);
+    let mut c = conn(&dst);
+    let mut got = support::scan_keys(&mut c);
+    got.sort();
+    let mut want: Vec<Vec<u8>> = (1..=50).map(|i| format!("keep:{i}").into_bytes()).collect();
+    want.push(b"keep:last".to_vec());
+    want.push(b"keep:list".to_vec());
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(dst.cli(&["LLEN", "keep:list"]), "50");
+}
+
+#[test]
+fn a_checkpoint_the_source_cannot_continue_is_an_error() {
+    let src = source(&[]);
+    let dst = RedisServer::start();
+    let dir = TempDir::new("sync-lost");
+    let ck = dir.path().join("ck.json");
+    // The source's own replication id, at an offset it never reached.
+    let replid = info_field(&mut conn(&src), "replication", "master_replid");
+    let cp = serde_json::json!({
+        "source": format!("127.0.0.1:{}", src.port()),
+        "order": 7,
+        "pos": { "replid": replid, "offset": 999_999_999u64, "db": 0 },
+    });
+    std::fs::write(&ck, cp.to_string()).unwrap();
+    let o = sync(&src, &dst, &["--follow", "--checkpoint", path_str(&ck)]);
+    assert_exit(&o, 1);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cannot continue") && err.contains("--resync-on-loss"),
+        "{}",
+        output_text(&o)
+    );
+    // With --resync-on-loss: a full copy over what the target holds, then the stream.
+    src.cli(&["SET", "a", "1"]);
+    dst.cli(&["SET", "a", "stale"]);
+    let mut run = follow(&src, &dst, &ck, &["--resync-on-loss"]);
+    run.wait_for("the copy", GUARD, || dst.cli(&["GET", "a"]) == "1");
+    src.cli(&["SET", "b", "2"]);
+    wait_same(&dst, &src, &mut run);
+    run.signal("TERM");
+    let o = run.finish_within(GUARD);
+    assert_exit(&o, 0);
+    assert_eq!(stat(&src, "sync_full"), 2, "{}", output_text(&o));
+}
+
+#[test]
+fn into_a_cluster_exactly_once_through_kills() {
+    let src = source(&["--repl-backlog-size", "256mb"]);
+    let dst = support::RedisCluster::start(3);
+    let dir = TempDir::new("sync-cluster");
+    let ck = dir.path().join("ck.json");
+    for i in 0..200 {
+        src.cli(&["SET", &format!("pre:{i}"), &i.to_string()]);
+    }
+    let (from, to) = (src.url(), dst.seed_url());
+    let ckp = path_str(&ck);
+    let args = [
+        "sync",
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--follow",
+        "--checkpoint",
+        ckp,
+        "--exactly-once",
+        "-q",
+    ];
+    let keys: Vec<String> = (0..8).map(|i| format!("counter:{i}")).collect();
+    let stop = AtomicBool::new(false);
+    let done = AtomicU64::new(0);
+    std::thread::scope(|sc| {
+        let w = counting_writer(sc, &src, &keys, &stop, &done);
+        for round in 0..4u64 {
+            let mut run = Ferry::spawn(&args);
+            if round == 0 {
+                run.wait_for("the first checkpoint", GUARD, || ck.exists());
+            }
+            std::thread::sleep(Duration::from_millis(200 + 97 * round));
+            run.signal("KILL");
+            let _ = run.finish_within(GUARD);
+        }
+        stop.store(true, Ordering::Relaxed);
+        w.join().unwrap();
+    });
+    let mut catch_up = args[..args.len() - 1].to_vec();
+    catch_up.retain(|a| *a != "--follow");
+    assert_exit(&rdbferry(&catch_up), 0);
+    let got = |k: &str| {
+        let slot = dst.key_slot(k);
+        dst.cli_on(dst.owner(slot), &["GET", k])
+    };
+    for k in &keys {
+        assert_eq!(got(k), src.cli(&["GET", k]), "{k}");
+    }
+    assert_eq!(got("pre:7"), "7");
+    assert_eq!(stat(&src, "sync_full"), 1);
+}
+
+#[test]
+fn a_renamed_psync() {
+    let src = source(&["--rename-command", "PSYNC", "FERRYSYNC"]);
+    src.cli(&["SET", "k", "v"]);
+    let dst = RedisServer::start();
+    // Without its name: the unknown PSYNC falls back to SYNC.
+    let o = sync(&src, &dst, &["-q"]);
+    assert_exit(&o, 0);
+    assert_eq!(dst.cli(&["GET", "k"]), "v");
+    let other = RedisServer::start();
+    let o = sync(&src, &other, &["--psync-command", "FERRYSYNC", "-q"]);
+    assert_exit(&o, 0);
+    assert_eq!(other.cli(&["GET", "k"]), "v");
+    // Both renamed away, as managed services do: an error that says so, nothing written.
+    let closed = source(&support::NO_REPLICATION);
+    let empty = RedisServer::start();
+    let o = sync(&closed, &empty, &[]);
+    assert_exit(&o, 1);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--psync-command"), "{}", output_text(&o));
+    assert_eq!(empty.cli(&["DBSIZE"]), "0");
+}
+
+#[test]
+fn a_cluster_source_is_refused_clearly() {
+    let src = support::RedisCluster::start(3);
+    let dst = RedisServer::start();
+    let o = rdbferry(&["sync", "--from", &src.seed_url(), "--to", &dst.url()]);
+    assert_exit(&o, 1);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("a Cluster source"), "{}", output_text(&o));
+}
+
+#[test]
+fn a_source_with_an_acl_user() {
+    let src = source(&[]);
+    src.cli(&["ACL", "SETUSER", "ferry", "on", ">s3cret", "+@all", "~*"]);
+    src.cli(&["SET", "k", "v"]);
+    let dst = RedisServer::start();
+    let from = format!("redis://ferry:s3cret@127.0.0.1:{}/", src.port());
+    let o = rdbferry(&["sync", "--from", &from, "--to", &dst.url()]);
+    assert_exit(&o, 0);
+    let out = output_text(&o);
+    assert!(!out.contains("s3cret"), "{out}");
+    assert_eq!(dst.cli(&["GET", "k"]), "v");
+    let bad = format!("redis://ferry:wrong@127.0.0.1:{}/", src.port());
+    let empty = RedisServer::start();
+    let o = rdbferry(&["sync", "--from", &bad, "--to", &empty.url()]);
+    assert_exit(&o, 1);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("authentication failed"), "{}", output_text(&o));
+    assert_eq!(empty.cli(&["DBSIZE"]), "0");
+}
