@@ -28,7 +28,8 @@
 //!   command stream in checkpointed batches, at least once or exactly once;
 //! - `job/`: the loops behind each command (`check`, `inspect`, `convert`, `import`, and
 //!   `fullsync`, import's fast path for an empty target; `fetch`; `follow`, an AOF tail into
-//!   the applier), with `changes` (what rdbferry changes on a server, and `recover` to put it
+//!   the applier; `sync`, a live source's snapshot into the import and its replication
+//!   stream into the applier), with `changes` (what rdbferry changes on a server, and `recover` to put it
 //!   back after a `kill -9`) and `metrics` (the Prometheus endpoint); `verify/`: compares a source (a
 //!   file, or a live server read with `SCAN` + `DUMP`) with a live target, by digest against
 //!   the target's own snapshot first, else key by key;
