@@ -64,7 +64,8 @@ enum Cmd {
         #[command(flatten)]
         common: CommonArgs,
     },
-    /// Convert to JSON lines or to the Redis commands that rebuild the data.
+    /// Convert to JSON lines, to the Redis commands that rebuild the data, or to an RDB file
+    /// of any version from 6 to 12.
     Convert {
         /// RDB file, AOF file, appendonlydir, JSONL (as convert writes it), or - for stdin.
         #[arg(required = true)]
@@ -79,6 +80,15 @@ enum Cmd {
         /// Leave out keys whose TTL has already passed.
         #[arg(long)]
         skip_expired: bool,
+        /// With --format rdb: the RDB version to write, 6 to 12 (Redis 6.x writes 9, 7.0
+        /// writes 10, 7.2 11, 7.4 12); default the input's.
+        #[arg(long, value_name = "N")]
+        rdb_version: Option<u32>,
+        /// With --format rdb: leave out what the version cannot hold (a stream below 9, a
+        /// function below 10, hash-field TTLs below 12...) and report it key by key, instead
+        /// of failing.
+        #[arg(long)]
+        lossy: bool,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -459,6 +469,7 @@ fn run_import(args: &ImportArgs) -> ExitCode {
 enum FormatArg {
     Jsonl,
     Resp,
+    Rdb,
 }
 
 /// TLS flags of `import` and `verify` (for a rediss:// target).
@@ -703,6 +714,16 @@ fn run_convert(inputs: &[String], opts: &ConvertOptions, common: &CommonArgs) ->
     for r in convert::convert(inputs, &common, opts) {
         match r {
             Ok(r) => {
+                for d in &r.dropped {
+                    eprintln!("rdbferry: {}: left out: {d}", r.input);
+                }
+                if !r.dropped.is_empty() {
+                    eprintln!(
+                        "rdbferry: {}: --lossy left out or cut {} item(s)",
+                        r.input,
+                        r.dropped.len()
+                    );
+                }
                 if inputs.len() > 1 && !common.quiet {
                     eprintln!(
                         "{} -> {}: {} keys, {} commands",
@@ -807,15 +828,26 @@ pub fn run() -> ExitCode {
             format,
             output,
             skip_expired,
+            rdb_version,
+            lossy,
             common,
         } => {
+            let format = match format {
+                FormatArg::Jsonl => Format::Jsonl,
+                FormatArg::Resp => Format::Resp,
+                FormatArg::Rdb => Format::Rdb,
+            };
+            if format != Format::Rdb && (rdb_version.is_some() || lossy) {
+                return usage(&Error::Usage(
+                    "--rdb-version and --lossy go with --format rdb".into(),
+                ));
+            }
             let opts = ConvertOptions {
-                format: match format {
-                    FormatArg::Jsonl => Format::Jsonl,
-                    FormatArg::Resp => Format::Resp,
-                },
+                format,
                 output,
                 skip_expired,
+                rdb_version,
+                lossy,
             };
             run_convert(&inputs, &opts, &common)
         }

@@ -1,4 +1,5 @@
-//! `convert`: write inputs as JSON lines or as RESP commands.
+//! `convert`: write inputs as JSON lines, as RESP commands or as RDB files
+//! (`convert_rdb`).
 //!
 //! Several inputs are converted in parallel (rayon), one output file each; one input goes to
 //! the file named by `-o`, or to stdout.
@@ -27,6 +28,8 @@ pub enum Format {
     Jsonl,
     /// Redis commands.
     Resp,
+    /// An RDB file (`super::convert_rdb`).
+    Rdb,
 }
 
 impl Format {
@@ -35,6 +38,7 @@ impl Format {
         match self {
             Format::Jsonl => "jsonl",
             Format::Resp => "resp",
+            Format::Rdb => "rdb",
         }
     }
 }
@@ -49,6 +53,10 @@ pub struct ConvertOptions {
     pub output: Option<PathBuf>,
     /// Leave out keys already expired.
     pub skip_expired: bool,
+    /// `--rdb-version` of `--format rdb` (default: the input's).
+    pub rdb_version: Option<u32>,
+    /// `--lossy`: leave out, and report, what the RDB version cannot hold.
+    pub lossy: bool,
 }
 
 /// Counts of one conversion.
@@ -68,6 +76,8 @@ pub struct ConvertReport {
     pub commands: u64,
     /// Functions written.
     pub functions: u64,
+    /// What `--lossy` left out or wrote without a part, one line per key.
+    pub dropped: Vec<String>,
 }
 
 /// Convert one input into `w`.
@@ -78,11 +88,14 @@ pub fn convert_to(
     common: &Common,
     opts: &ConvertOptions,
 ) -> Result<ConvertReport> {
+    if opts.format == Format::Rdb {
+        return super::convert_rdb::convert_rdb(name, w, out_name, common, opts);
+    }
     let input = Input::open(name)?;
     let w = BufWriter::with_capacity(1 << 20, w);
     let mut sink: Box<dyn Sink> = match opts.format {
         Format::Jsonl => Box::new(JsonlSink::new(w, out_name)),
-        Format::Resp => Box::new(RespSink::new(w, out_name)),
+        Format::Resp | Format::Rdb => Box::new(RespSink::new(w, out_name)),
     };
     let mut rep = ConvertReport {
         input: name.into(),

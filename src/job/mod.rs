@@ -6,6 +6,7 @@ pub mod batch;
 pub mod changes;
 pub mod check;
 pub mod convert;
+pub mod convert_rdb;
 pub mod fetch;
 pub mod follow;
 pub mod import;

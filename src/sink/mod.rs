@@ -46,6 +46,9 @@ pub fn encode_key(format: crate::job::convert::Format, rec: &KeyRecord<'_>) -> R
             s.key(rec)?;
             Ok(s.into_inner())
         }
+        Format::Rdb => Err(crate::error::Error::Internal(
+            "RDB output is written by job::convert_rdb, not key by key".into(),
+        )),
         Format::Resp => {
             let mut s = resp::RespSink::new(Vec::with_capacity(cap), "");
             s.assume_db(rec.db);

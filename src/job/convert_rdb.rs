@@ -1,0 +1,350 @@
+//! `convert --format rdb`: an input written again as an RDB file for a chosen version
+//! (`--rdb-version N`, default the input's), loadable by that version's server at start-up.
+//!
+//! Where it sits: the same walk as the other formats (`batch::walk`: values planned on worker
+//! threads, written in file order), with `rdb::reencode` deciding per value between a byte copy
+//! and a re-encoding, and `sink::rdb::RdbCopy` writing the file (CRC-64 trailer). Filters,
+//! renames and db mapping apply as everywhere. [`RdbOut`] is the writing half, shared with
+//! `split` and `--merge`, which feed one or several of them.
+//!
+//! What the target version cannot hold (a stream below RDB 9, a function below 10, hash-field
+//! TTLs below 12...) is an error naming the key, before the output is committed; with
+//! `--lossy` it is left out and reported, key by key ([`ConvertReport::dropped`]).
+//!
+//! Not done: AOF commands (they would have to be executed; import them into a server and
+//! `fetch` its snapshot instead), Valkey as a target.
+
+use std::collections::HashSet;
+use std::io::Write;
+
+use super::convert::{ConvertOptions, ConvertReport};
+use super::{Common, batch};
+use crate::error::{Error, Result};
+use crate::input::{Event, Input, Kind};
+use crate::progress::Progress;
+use crate::rdb::reencode::{self, Plan};
+use crate::rdb::{KeyRecord, Record, Version};
+use crate::sink::rdb::RdbCopy;
+use crate::sink::stats::now_ms;
+use crate::text::quoted;
+
+/// The oldest and newest RDB versions `--rdb-version` takes.
+pub const VERSIONS: std::ops::RangeInclusive<u32> = 6..=12;
+
+/// What one key becomes, decided on a worker thread.
+#[derive(Debug)]
+pub enum Prep {
+    /// Left out by the filters.
+    Filtered,
+    /// Left out because expired (`--skip-expired`).
+    Expired,
+    /// Written as `name` in `db`.
+    Write {
+        /// Target db.
+        db: u64,
+        /// Target name.
+        name: Vec<u8>,
+        /// How its value goes.
+        plan: Plan,
+    },
+}
+
+/// The version to write for `input`: `--rdb-version`, else the input's own.
+pub fn target_version(input: &Input, wanted: Option<u32>) -> Result<Version> {
+    if let Some(n) = wanted {
+        if !VERSIONS.contains(&n) {
+            return Err(Error::Usage(format!(
+                "--rdb-version {n}: rdbferry writes RDB {} to {}",
+                VERSIONS.start(),
+                VERSIONS.end()
+            )));
+        }
+        return Ok(reencode::redis(n));
+    }
+    let own = match (input.rdb_bytes(), input.kind) {
+        (Some(data), _) => Version::parse_header(data).ok(),
+        (None, Kind::Jsonl) => Some(crate::input::jsonl::VERSION),
+        _ => None,
+    };
+    match own {
+        Some(v) if v.dialect == crate::rdb::Dialect::Redis && VERSIONS.contains(&v.number) => Ok(v),
+        Some(v) => Err(Error::Usage(format!(
+            "{}: the input is RDB {v}; give --rdb-version {}..{}",
+            input.name,
+            VERSIONS.start(),
+            VERSIONS.end()
+        ))),
+        None => Err(Error::Usage(format!(
+            "{}: give --rdb-version for this kind of input",
+            input.name
+        ))),
+    }
+}
+
+/// Decide what `k` becomes for `target`: filtered, expired, or its plan. A value copied as it
+/// is gets validated first, so that a corrupt input stops here and not in a loader.
+pub fn prepare(
+    k: &KeyRecord<'_>,
+    common: &Common,
+    target: Version,
+    skip_expired: bool,
+    now: i64,
+) -> std::result::Result<Prep, crate::rdb::DecodeError> {
+    if !common.map.keep(k.db, &k.key, k.data_type()) {
+        return Ok(Prep::Filtered);
+    }
+    if skip_expired && k.expire_ms.is_some_and(|ms| ms <= now) {
+        return Ok(Prep::Expired);
+    }
+    let plan = reencode::reencode(k, target)?;
+    if plan == Plan::Copy {
+        k.validate()?;
+    }
+    Ok(Prep::Write {
+        db: common.map.db(k.db),
+        name: common.map.key(&k.key).into_owned(),
+        plan,
+    })
+}
+
+/// One RDB output: the file's writer, the target version, and what was left out.
+pub struct RdbOut<W: Write> {
+    out: RdbCopy<W>,
+    target: Version,
+    lossy: bool,
+    /// Where the file goes (for I/O errors).
+    name: String,
+    /// The input being written (for errors about what it holds).
+    pub source: String,
+    /// (db, key) already written, when two inputs or renames could write one twice (a loader
+    /// stops on a duplicate key).
+    seen: Option<HashSet<(u64, Vec<u8>)>>,
+    /// Keys and records written.
+    pub keys: u64,
+    /// Functions written.
+    pub functions: u64,
+    /// What was left out or written without a part (`--lossy`), one line per key.
+    pub dropped: Vec<String>,
+}
+
+impl<W: Write> RdbOut<W> {
+    /// Start the file: header and the AUX fields a server of `target` writes.
+    pub fn new(w: W, name: &str, target: Version, lossy: bool) -> Result<Self> {
+        let io = |e| Error::io(name, e);
+        let mut out = RdbCopy::new(w, target).map_err(io)?;
+        // AUX fields came in RDB 7; older loaders stop at them.
+        if target.number >= 7 {
+            let ctime = (now_ms() / 1000).to_string();
+            out.aux(b"redis-ver", reencode::redis_ver(target.number).as_bytes())
+                .and_then(|()| out.aux(b"redis-bits", b"64"))
+                .and_then(|()| out.aux(b"ctime", ctime.as_bytes()))
+                .map_err(io)?;
+        }
+        Ok(RdbOut {
+            out,
+            target,
+            lossy,
+            name: name.into(),
+            source: String::new(),
+            seen: None,
+            keys: 0,
+            functions: 0,
+            dropped: Vec::new(),
+        })
+    }
+
+    /// Refuse a key written twice (several inputs, or renames that meet).
+    pub fn check_duplicates(mut self) -> Self {
+        self.seen = Some(HashSet::new());
+        self
+    }
+
+    /// Whether (db, name) was written already (always false without
+    /// [`RdbOut::check_duplicates`]).
+    pub fn has(&self, db: u64, name: &[u8]) -> bool {
+        self.seen
+            .as_ref()
+            .is_some_and(|s| s.contains(&(db, name.to_vec())))
+    }
+
+    /// Leave something out: an error without `--lossy`, a line of the report with it.
+    fn drop_or_fail(&mut self, what: String, why: &str) -> Result<()> {
+        if !self.lossy {
+            return Err(Error::Input {
+                path: self.source.clone(),
+                msg: format!(
+                    "{what}: {why}; RDB {} cannot hold it (--lossy leaves it out)",
+                    self.target.number
+                ),
+            });
+        }
+        self.dropped.push(format!("{what}: {why}"));
+        Ok(())
+    }
+
+    /// Write key `k` as `prep` says, into db `db` with the sizing `hint` when it is the
+    /// first key there.
+    pub fn key(&mut self, k: &KeyRecord<'_>, prep: Prep, hint: Option<(u64, u64)>) -> Result<()> {
+        let Prep::Write { db, name, plan } = prep else {
+            return Ok(());
+        };
+        let what = || format!("key {} (db {db})", quoted(&name));
+        if let Some(seen) = &mut self.seen
+            && !seen.insert((db, name.clone()))
+        {
+            return Err(Error::Input {
+                path: self.source.clone(),
+                msg: format!("{} is written twice", what()),
+            });
+        }
+        let name_out = self.name.clone();
+        let io = |e| Error::io(name_out.clone(), e);
+        match plan {
+            Plan::Unloadable(why) => return self.drop_or_fail(what(), &why),
+            Plan::Lossy(enc, why) => {
+                self.drop_or_fail(what(), &why)?;
+                self.out.select_db(db, hint).map_err(io)?;
+                self.out.key_encoded(k, &name, &enc).map_err(io)?;
+            }
+            Plan::Encoded(enc) => {
+                self.out.select_db(db, hint).map_err(io)?;
+                self.out.key_encoded(k, &name, &enc).map_err(io)?;
+            }
+            Plan::Copy => {
+                self.out.select_db(db, hint).map_err(io)?;
+                self.out.key_raw(k, &name, k.raw).map_err(io)?;
+            }
+        }
+        self.keys += 1;
+        Ok(())
+    }
+
+    /// A record other than a key: functions and module aux data go on when the target holds
+    /// them; the rest (AUX, sizing hints) is the writer's own.
+    pub fn record(&mut self, rec: &Record<'_>) -> Result<()> {
+        let n = self.target.number;
+        let name_out = self.name.clone();
+        let io = |e| Error::io(name_out.clone(), e);
+        match rec {
+            Record::Function { code } if n >= 10 => {
+                self.out.function(code).map_err(io)?;
+                self.functions += 1;
+            }
+            Record::Function { code } => {
+                let (engine, lib) = crate::sink::jsonl::function_meta(code);
+                let what = format!("function library {lib} ({engine})");
+                self.drop_or_fail(what, "functions came in RDB 10 (Redis 7.0)")?;
+            }
+            Record::ModuleAux { raw, .. } if n >= 9 => self.out.module_aux(raw).map_err(io)?,
+            Record::ModuleAux { id, .. } => {
+                let what = format!("module aux data (module type {})", id.0);
+                self.drop_or_fail(what, "module aux records came in RDB 9")?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// End the file (EOF and CRC-64); returns the writer.
+    pub fn finish(self) -> Result<W> {
+        self.out.finish().map_err(|e| Error::io(self.name, e))
+    }
+}
+
+/// The sizing hints of an RDB input, per input db, as it declares them (RESIZEDB).
+#[derive(Debug, Default)]
+pub struct Hints {
+    db: u64,
+    per_db: std::collections::BTreeMap<u64, (u64, u64)>,
+}
+
+impl Hints {
+    /// Note a record.
+    pub fn note(&mut self, rec: &Record<'_>) {
+        match rec {
+            Record::SelectDb(db) => self.db = *db,
+            Record::ResizeDb {
+                db_size,
+                expires_size,
+            } => {
+                self.per_db.insert(self.db, (*db_size, *expires_size));
+            }
+            _ => {}
+        }
+    }
+
+    /// The hint for keys of input db `db`, once (`None` after).
+    pub fn take(&mut self, db: u64) -> Option<(u64, u64)> {
+        self.per_db.remove(&db)
+    }
+}
+
+/// Convert one input into `w` as an RDB file.
+pub fn convert_rdb(
+    name: &str,
+    w: Box<dyn Write + Send>,
+    out_name: &str,
+    common: &Common,
+    opts: &ConvertOptions,
+) -> Result<ConvertReport> {
+    let input = Input::open(name)?;
+    let target = target_version(&input, opts.rdb_version)?;
+    let mut out = RdbOut::new(w, out_name, target, opts.lossy)?;
+    out.source = name.into();
+    if !common.map.keeps_names() {
+        out = out.check_duplicates();
+    }
+    let (mut filtered, mut expired) = (0, 0);
+    let now = now_ms();
+    let mut hints = Hints::default();
+    // A hint only helps when every key of the db goes on into one db.
+    let use_hints = common.map.is_identity();
+    let work = |k: &KeyRecord<'_>| {
+        prepare(k, common, target, opts.skip_expired, now)
+            .map_err(|e| Error::Rdb(crate::rdb::Error::from_decode(name, Some(&k.key), e)))
+    };
+    let mut progress = Progress::new(input.size, name, common.quiet);
+    let res = batch::walk(&input, common, work, |ev, prep, pos| {
+        match (ev, prep) {
+            (Event::Rdb(Record::Key(k)), Some(prep)) => {
+                progress.tick(pos, 1);
+                match prep {
+                    Prep::Filtered => filtered += 1,
+                    Prep::Expired => expired += 1,
+                    prep => {
+                        let hint = hints.take(k.db).filter(|_| use_hints);
+                        out.key(k, prep, hint)?;
+                    }
+                }
+            }
+            (Event::Rdb(rec), _) => {
+                hints.note(rec);
+                out.record(rec)?;
+            }
+            (Event::Command { .. }, _) => {
+                return Err(Error::Input {
+                    path: name.into(),
+                    msg: format!(
+                        "AOF commands at byte {pos} cannot be written to an RDB file \
+                         (import them into a server, then `rdbferry fetch` its snapshot)"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    });
+    progress.finish();
+    res?;
+    let rep = ConvertReport {
+        input: name.into(),
+        output: out_name.into(),
+        keys: out.keys,
+        filtered,
+        expired,
+        commands: 0,
+        functions: out.functions,
+        dropped: std::mem::take(&mut out.dropped),
+    };
+    out.finish()?;
+    Ok(rep)
+}
