@@ -185,3 +185,87 @@ fn bad_versions_and_outputs_are_refused() {
     let o = rdbferry(&["convert", &input, "--format", "jsonl", "--lossy"]);
     assert!(!o.status.success());
 }
+
+const THIRDS: [(u16, u16); 3] = [(0, 5460), (5461, 10922), (10923, 16383)];
+
+/// A split into three ranges: each file loads in its own server, holds only keys of its
+/// slots, and the three together hold db 0 of the original.
+#[test]
+fn split_into_three_loads_in_three_servers() {
+    let tmp = TempDir::new("split");
+    let dir = tmp.path().join("out");
+    let input = testdata("redis-7.0/all-types.rdb");
+    let spec = "0-5460,5461-10922,10923-16383";
+    let o = rdbferry(&["split", &input, "--by-slots", spec, "-o", path_str(&dir)]);
+    assert!(!o.status.success());
+    assert!(output_text(&o).contains("a Cluster node has only db 0"));
+    assert!(!dir.join("slots-0-5460.rdb").exists());
+    let o = rdbferry(&[
+        "split",
+        &input,
+        "--by-slots",
+        spec,
+        "--db",
+        "0",
+        "-o",
+        path_str(&dir),
+    ]);
+    assert!(o.status.success(), "{}", output_text(&o));
+    let mut parts = Vec::new();
+    for (lo, hi) in THIRDS {
+        let s = loading(None, &dir.join(format!("slots-{lo}-{hi}.rdb")));
+        let snap = Snapshot::of(&s);
+        assert!(snap.len() > 0);
+        for (db, key) in snap.keys.keys() {
+            let slot = rdbferry::keyslot::key_slot(key);
+            assert!(
+                *db == 0 && (lo..=hi).contains(&slot),
+                "{key:?} in {lo}-{hi}"
+            );
+        }
+        assert!(s.cli(&["FUNCTION", "LIST"]).contains("rdbferrylib"));
+        parts.push(snap.without_group_reads());
+    }
+    let want = original("redis-7.0/all-types.rdb").only_db(0);
+    want.assert_same(&Snapshot::union(&parts));
+}
+
+/// `--shard I/N` on convert, import and verify: the three shards together are the whole.
+#[test]
+fn shards_together_equal_the_whole() {
+    let input = testdata("redis-7.0/all-types.rdb");
+    let want = original("redis-7.0/all-types.rdb").without_digest();
+    let tmp = TempDir::new("shard");
+    let (mut converted, mut imported) = (Vec::new(), Vec::new());
+    for i in 0..3 {
+        let shard = format!("{i}/3");
+        let out = tmp.path().join(format!("shard{i}.rdb"));
+        let (ok, err) = convert(&input, &out, &["--shard", &shard]);
+        assert!(ok, "{err}");
+        let s = loading(None, &out);
+        converted.push(Snapshot::of(&s).without_group_reads());
+
+        let target = RedisServer::start();
+        let url = target.url();
+        let o = rdbferry(&["import", &input, "--to", &url, "--shard", &shard, "-q"]);
+        assert!(
+            o.status.success(),
+            "import --shard {shard}: {}",
+            output_text(&o)
+        );
+        let o = rdbferry(&["verify", &input, "--to", &url, "--shard", &shard]);
+        assert!(
+            o.status.success(),
+            "verify --shard {shard}: {}",
+            output_text(&o)
+        );
+        let o = rdbferry(&["verify", &input, "--to", &url]);
+        assert!(
+            !o.status.success(),
+            "verify without --shard passed on shard {shard}"
+        );
+        imported.push(Snapshot::of(&target).without_group_reads());
+    }
+    want.assert_same(&Snapshot::union(&converted));
+    want.assert_same(&Snapshot::union(&imported));
+}

@@ -19,11 +19,13 @@ use rdbferry::job::changes;
 use rdbferry::job::convert::{ConvertOptions, Format};
 use rdbferry::job::import::{self, ImportOptions, Mode, OnConflict};
 use rdbferry::job::inspect::InspectOptions;
+use rdbferry::job::split::{self, SplitOptions, parse_slots};
 use rdbferry::job::{Common, check, convert, inspect};
 use rdbferry::net::RedisUrl;
 use rdbferry::net::TlsOptions;
 use rdbferry::net::url::{PASSWORD_ENV, Role};
 use rdbferry::rdb::ReadOptions;
+use rdbferry::transform::filter::parse_shard;
 use rdbferry::transform::{Filter, FilterSpec, KeyMap};
 use rdbferry::verify::{VerifyOptions, verify, verify_live};
 
@@ -89,6 +91,29 @@ enum Cmd {
         /// of failing.
         #[arg(long)]
         lossy: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Write one RDB file per Cluster slot range (DIR/slots-LO-HI.rdb), each loadable at
+    /// start-up by the node serving those slots. Keys must go to db 0 (--db, --db-map).
+    Split {
+        /// RDB file, AOF file without commands, appendonlydir or JSONL.
+        input: String,
+        /// Slot ranges: 0-5460,5461-10922,10923-16383.
+        #[arg(long, value_name = "SPEC")]
+        by_slots: String,
+        /// Output directory.
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+        /// The RDB version to write, 6 to 12; default the input's.
+        #[arg(long, value_name = "N")]
+        rdb_version: Option<u32>,
+        /// Leave out what the version cannot hold, and report it, instead of failing.
+        #[arg(long)]
+        lossy: bool,
+        /// Leave out keys whose TTL has already passed.
+        #[arg(long)]
+        skip_expired: bool,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -572,6 +597,11 @@ struct CommonArgs {
     /// Write db SRC into db DST (repeatable).
     #[arg(long = "db-map", value_name = "SRC=DST")]
     db_maps: Vec<String>,
+    /// Keep only the keys whose Cluster slot lies in the I-th of N equal slot ranges
+    /// (0 <= I < N): N runs, on N machines, share one job (e.g. a Kubernetes Indexed Job's
+    /// --shard $JOB_COMPLETION_INDEX/N).
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
     /// Go on past a checksum mismatch.
     #[arg(long)]
     ignore_checksum: bool,
@@ -588,6 +618,7 @@ impl CommonArgs {
             key_regexes: self.key_regexes.clone(),
             exclude_keys: self.exclude_keys.clone(),
             types: self.types.clone(),
+            shard: self.shard.as_deref().map(parse_shard).transpose()?,
         })?;
         let mut renames = Vec::new();
         for r in &self.renames {
@@ -740,6 +771,30 @@ fn run_convert(inputs: &[String], opts: &ConvertOptions, common: &CommonArgs) ->
     code
 }
 
+fn run_split(input: &str, opts: &SplitOptions, common: &CommonArgs) -> ExitCode {
+    let common = match common.build() {
+        Ok(c) => c,
+        Err(e) => return usage(&e),
+    };
+    match split::split(input, &common, opts) {
+        Ok(r) => {
+            for d in &r.dropped {
+                eprintln!("rdbferry: {input}: left out: {d}");
+            }
+            if !common.quiet {
+                for (path, (lo, hi), keys) in &r.outputs {
+                    eprintln!("{path}: slots {lo}-{hi}, {keys} keys");
+                }
+                if r.outside > 0 {
+                    eprintln!("{} keys in slots of no range, left out", r.outside);
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
 fn run_verify(args: &VerifyArgs) -> ExitCode {
     let res = args
         .common
@@ -850,6 +905,27 @@ pub fn run() -> ExitCode {
                 lossy,
             };
             run_convert(&inputs, &opts, &common)
+        }
+        Cmd::Split {
+            input,
+            by_slots,
+            output,
+            rdb_version,
+            lossy,
+            skip_expired,
+            common,
+        } => {
+            let opts = parse_slots(&by_slots).map(|ranges| SplitOptions {
+                ranges,
+                dir: output,
+                rdb_version,
+                lossy,
+                skip_expired,
+            });
+            match opts {
+                Ok(o) => run_split(&input, &o, &common),
+                Err(e) => usage(&e),
+            }
         }
         Cmd::Verify(args) => run_verify(&args),
         Cmd::Recover(args) => run_recover(&args),

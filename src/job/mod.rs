@@ -1,6 +1,7 @@
 //! The jobs behind the commands: `check`, `inspect`, `convert`, `import`. Each walks its inputs through
 //! the filters into a sink; the CLI only builds their configuration and prints their reports.
-//! `fetch` copies a live server's snapshot to a file, as a replica takes it.
+//! `fetch` copies a live server's snapshot to a file, as a replica takes it. `split` writes
+//! one RDB file per Cluster slot range.
 
 pub mod batch;
 pub mod changes;
@@ -12,6 +13,7 @@ pub mod follow;
 pub mod import;
 pub mod inspect;
 pub mod metrics;
+pub mod split;
 
 use crate::cancel::Cancel;
 use crate::rdb::ReadOptions;
