@@ -110,8 +110,7 @@ pub fn split(name: &str, common: &Common, opts: &SplitOptions) -> Result<SplitRe
             &path.display().to_string(),
             target,
             opts.lossy,
-        )?
-        .check_duplicates();
+        )?;
         out.source = name.into();
         parts.push(Part { file, out });
     }
