@@ -348,3 +348,60 @@ fn corpus_dumps_load_after_conversion() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(checked > 50, "only {checked} corpus files checked");
 }
+
+/// `--merge`: shards written apart merge back into the whole; a key in two inputs is an
+/// error unless `--on-conflict` says which one stays.
+#[test]
+fn merge_of_dumps() {
+    let tmp = TempDir::new("merge");
+    let input = testdata("redis-7.0/all-types.rdb");
+    let mut shards = Vec::new();
+    for i in 0..3 {
+        let out = tmp.path().join(format!("shard{i}.rdb"));
+        let (ok, err) = convert(&input, &out, &["--shard", &format!("{i}/3")]);
+        assert!(ok, "{err}");
+        shards.push(out.display().to_string());
+    }
+    let merged = tmp.path().join("merged.rdb");
+    let mut args = vec!["convert"];
+    args.extend(shards.iter().map(String::as_str));
+    args.extend(["--format", "rdb", "--merge", "-q", "-o", path_str(&merged)]);
+    let o = rdbferry(&args);
+    assert!(o.status.success(), "{}", output_text(&o));
+    let s = loading(None, &merged);
+    original("redis-7.0/all-types.rdb").assert_same(&Snapshot::of(&s).without_group_reads());
+    assert!(s.cli(&["FUNCTION", "LIST"]).contains("rdbferrylib"));
+
+    let (old, new) = (testdata("redis-6.2/all-types.rdb"), input);
+    let both = [
+        "convert", &old, &new, "--format", "rdb", "--merge", "-q", "-o",
+    ];
+    let o = rdbferry(&[&both[..], &[path_str(&merged)]].concat());
+    assert!(!o.status.success());
+    assert!(
+        output_text(&o).contains("--on-conflict"),
+        "{}",
+        output_text(&o)
+    );
+    for (conflict, wins) in [("replace", &new), ("skip", &old)] {
+        let extra = [path_str(&merged), "--on-conflict", conflict];
+        let o = rdbferry(&[&both[..], &extra[..]].concat());
+        assert!(o.status.success(), "{}", output_text(&o));
+        let got = Snapshot::with_values(&loading(None, &merged));
+        let load = |p: &str| {
+            let copy = tmp.path().join("one.rdb");
+            std::fs::copy(p, &copy).unwrap();
+            Snapshot::with_values(&loading(None, &copy))
+        };
+        let (a, b) = (load(&old), load(&new));
+        let winner = if wins == &new { &b } else { &a };
+        for (k, v) in &got.keys {
+            let want = winner
+                .keys
+                .get(k)
+                .or_else(|| a.keys.get(k).or(b.keys.get(k)));
+            assert_eq!(want.map(|w| &w.value), Some(&v.value), "{conflict}: {k:?}");
+        }
+        assert!(got.keys.len() >= a.keys.len().max(b.keys.len()));
+    }
+}

@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use rdbferry::error::Error;
 use rdbferry::job::changes;
 use rdbferry::job::convert::{ConvertOptions, Format};
+use rdbferry::job::convert_rdb::Conflict;
 use rdbferry::job::import::{self, ImportOptions, Mode, OnConflict};
 use rdbferry::job::inspect::InspectOptions;
 use rdbferry::job::split::{self, SplitOptions, parse_slots};
@@ -91,6 +92,14 @@ enum Cmd {
         /// of failing.
         #[arg(long)]
         lossy: bool,
+        /// With --format rdb: write all inputs into one RDB file (-o FILE). A key present in
+        /// two inputs is an error unless --on-conflict says which one is kept.
+        #[arg(long)]
+        merge: bool,
+        /// With --merge: keep the key of the last input that has it (replace) or of the first
+        /// (skip).
+        #[arg(long, value_enum, requires = "merge")]
+        on_conflict: Option<MergeConflictArg>,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -491,6 +500,12 @@ fn run_import(args: &ImportArgs) -> ExitCode {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum MergeConflictArg {
+    Replace,
+    Skip,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum FormatArg {
     Jsonl,
     Resp,
@@ -750,7 +765,7 @@ fn run_convert(inputs: &[String], opts: &ConvertOptions, common: &CommonArgs) ->
                 }
                 if !r.dropped.is_empty() {
                     eprintln!(
-                        "rdbferry: {}: --lossy left out or cut {} item(s)",
+                        "rdbferry: {}: {} line(s) of things left out or cut",
                         r.input,
                         r.dropped.len()
                     );
@@ -885,6 +900,8 @@ pub fn run() -> ExitCode {
             skip_expired,
             rdb_version,
             lossy,
+            merge,
+            on_conflict,
             common,
         } => {
             let format = match format {
@@ -892,9 +909,9 @@ pub fn run() -> ExitCode {
                 FormatArg::Resp => Format::Resp,
                 FormatArg::Rdb => Format::Rdb,
             };
-            if format != Format::Rdb && (rdb_version.is_some() || lossy) {
+            if format != Format::Rdb && (rdb_version.is_some() || lossy || merge) {
                 return usage(&Error::Usage(
-                    "--rdb-version and --lossy go with --format rdb".into(),
+                    "--rdb-version, --lossy and --merge go with --format rdb".into(),
                 ));
             }
             let opts = ConvertOptions {
@@ -903,6 +920,12 @@ pub fn run() -> ExitCode {
                 skip_expired,
                 rdb_version,
                 lossy,
+                merge,
+                on_conflict: match on_conflict {
+                    None => Conflict::Error,
+                    Some(MergeConflictArg::Replace) => Conflict::Replace,
+                    Some(MergeConflictArg::Skip) => Conflict::Skip,
+                },
             };
             run_convert(&inputs, &opts, &common)
         }

@@ -57,6 +57,10 @@ pub struct ConvertOptions {
     pub rdb_version: Option<u32>,
     /// `--lossy`: leave out, and report, what the RDB version cannot hold.
     pub lossy: bool,
+    /// `--merge`: all inputs into one RDB file.
+    pub merge: bool,
+    /// `--on-conflict` of `--merge`.
+    pub on_conflict: super::convert_rdb::Conflict,
 }
 
 /// Counts of one conversion.
@@ -193,6 +197,9 @@ pub fn convert(
 ) -> Vec<Result<ConvertReport>> {
     // `-o -` is standard output, as no `-o` is.
     let output = opts.output.as_deref().filter(|p| *p != Path::new("-"));
+    if opts.merge {
+        return vec![super::convert_rdb::merge(inputs, output, common, opts)];
+    }
     if inputs.len() == 1 {
         let name = &inputs[0];
         let r = match output {

@@ -31,6 +31,18 @@ use crate::text::quoted;
 /// The oldest and newest RDB versions `--rdb-version` takes.
 pub const VERSIONS: std::ops::RangeInclusive<u32> = 6..=12;
 
+/// What a key (or function library) present twice gets (`--on-conflict`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Conflict {
+    /// An error (a loader refuses a duplicate key).
+    #[default]
+    Error,
+    /// The first one is kept.
+    Skip,
+    /// The last one is kept (`--merge` writes the inputs last first and keeps the first).
+    Replace,
+}
+
 /// What one key becomes, decided on a worker thread.
 #[derive(Debug)]
 pub enum Prep {
@@ -110,7 +122,8 @@ pub fn prepare(
 /// One RDB output: the file's writer, the target version, and what was left out.
 pub struct RdbOut<W: Write> {
     out: RdbCopy<W>,
-    target: Version,
+    /// The version written.
+    pub target: Version,
     lossy: bool,
     /// Where the file goes (for I/O errors).
     name: String,
@@ -121,7 +134,14 @@ pub struct RdbOut<W: Write> {
     /// one is an error here first. Two keys sharing a 64-bit hash look like a duplicate too:
     /// a spurious error about once in 10^7 files of 2 million keys, never a bad file.
     seen: HashSet<u64>,
-    /// Keys and records written.
+    /// Names and code hashes of the function libraries written (a loader refuses a library
+    /// loaded twice).
+    libraries: std::collections::HashMap<String, u64>,
+    /// What a second key of the same name gets.
+    pub on_conflict: Conflict,
+    /// Keys and libraries not written because written already (`on_conflict`).
+    pub skipped: u64,
+    /// Keys written.
     pub keys: u64,
     /// Functions written.
     pub functions: u64,
@@ -149,6 +169,9 @@ impl<W: Write> RdbOut<W> {
             name: name.into(),
             source: String::new(),
             seen: HashSet::new(),
+            libraries: Default::default(),
+            on_conflict: Conflict::Error,
+            skipped: 0,
             keys: 0,
             functions: 0,
             dropped: Vec::new(),
@@ -183,11 +206,15 @@ impl<W: Write> RdbOut<W> {
         };
         let what = || format!("key {} (db {db})", quoted(&name));
         if !self.seen.insert(key_hash(db, &name)) {
+            if self.on_conflict != Conflict::Error {
+                self.skipped += 1;
+                return Ok(());
+            }
             return Err(Error::Input {
                 path: self.source.clone(),
                 msg: format!(
-                    "{} appears twice (or shares its 64-bit hash with another key); \
-                     a server would refuse the file",
+                    "{} appears twice (or shares its 64-bit hash with another key); a server \
+                     would refuse the file (with --merge, --on-conflict replace|skip keeps one)",
                     what()
                 ),
             });
@@ -223,6 +250,9 @@ impl<W: Write> RdbOut<W> {
         match rec {
             Record::Function { code } => match reencode::function_unloadable(code, n) {
                 None => {
+                    if self.library_written(code)? {
+                        return Ok(());
+                    }
                     self.out.function(code).map_err(io)?;
                     self.functions += 1;
                 }
@@ -240,6 +270,47 @@ impl<W: Write> RdbOut<W> {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Whether a library of this name was written already: the same code is written once,
+    /// other code under the same name is a conflict.
+    fn library_written(&mut self, code: &[u8]) -> Result<bool> {
+        let (_, lib) = crate::sink::jsonl::function_meta(code);
+        let h = crate::hash::hash64(code);
+        match self.libraries.insert(lib.clone(), h) {
+            None => Ok(false),
+            Some(old) if old == h => Ok(true),
+            Some(old) if self.on_conflict != Conflict::Error => {
+                self.libraries.insert(lib, old);
+                self.skipped += 1;
+                Ok(true)
+            }
+            Some(_) => Err(Error::Input {
+                path: self.source.clone(),
+                msg: format!("function library {lib} appears twice, with different code"),
+            }),
+        }
+    }
+
+    /// [`RdbOut::finish`], with the report of a conversion of `input` into this file.
+    pub fn finish_report(
+        mut self,
+        input: String,
+        filtered: u64,
+        expired: u64,
+    ) -> Result<ConvertReport> {
+        let rep = ConvertReport {
+            input,
+            output: self.name.clone(),
+            keys: self.keys,
+            filtered,
+            expired,
+            commands: 0,
+            functions: self.functions,
+            dropped: std::mem::take(&mut self.dropped),
+        };
+        self.finish()?;
+        Ok(rep)
     }
 
     /// End the file (EOF and CRC-64); returns the writer.
@@ -292,18 +363,33 @@ pub fn convert_rdb(
     let input = Input::open(name)?;
     let target = target_version(&input, opts.rdb_version)?;
     let mut out = RdbOut::new(w, out_name, target, opts.lossy)?;
+    let (filtered, expired) = write_input(&input, &mut out, common, opts.skip_expired, true)?;
+    out.finish_report(name.into(), filtered, expired)
+}
+
+/// Write every key and record of `input` to `out`; returns the keys (filtered, expired).
+/// `hints`: pass the input's RESIZEDB sizes on (one input, every key kept).
+pub fn write_input<W: Write>(
+    input: &Input,
+    out: &mut RdbOut<W>,
+    common: &Common,
+    skip_expired: bool,
+    hints: bool,
+) -> Result<(u64, u64)> {
+    let name = input.name.as_str();
     out.source = name.into();
+    let target = out.target;
     let (mut filtered, mut expired) = (0, 0);
     let now = now_ms();
-    let mut hints = Hints::default();
+    let mut sizes = Hints::default();
     // A hint only helps when every key of the db goes on into one db.
-    let use_hints = common.map.is_identity();
+    let use_hints = hints && common.map.is_identity();
     let work = |k: &KeyRecord<'_>| {
-        prepare(k, common, target, opts.skip_expired, now)
+        prepare(k, common, target, skip_expired, now)
             .map_err(|e| Error::Rdb(crate::rdb::Error::from_decode(name, Some(&k.key), e)))
     };
     let mut progress = Progress::new(input.size, name, common.quiet);
-    let res = batch::walk(&input, common, work, |ev, prep, pos| {
+    let res = batch::walk(input, common, work, |ev, prep, pos| {
         match (ev, prep) {
             (Event::Rdb(Record::Key(k)), Some(prep)) => {
                 progress.tick(pos, 1);
@@ -311,13 +397,13 @@ pub fn convert_rdb(
                     Prep::Filtered => filtered += 1,
                     Prep::Expired => expired += 1,
                     prep => {
-                        let hint = hints.take(k.db).filter(|_| use_hints);
+                        let hint = sizes.take(k.db).filter(|_| use_hints);
                         out.key(k, prep, hint)?;
                     }
                 }
             }
             (Event::Rdb(rec), _) => {
-                hints.note(rec);
+                sizes.note(rec);
                 out.record(rec)?;
             }
             (Event::Command { .. }, _) => {
@@ -334,16 +420,75 @@ pub fn convert_rdb(
     });
     progress.finish();
     res?;
-    let rep = ConvertReport {
-        input: name.into(),
-        output: out_name.into(),
-        keys: out.keys,
-        filtered,
-        expired,
-        commands: 0,
-        functions: out.functions,
-        dropped: std::mem::take(&mut out.dropped),
+    Ok((filtered, expired))
+}
+
+/// `--merge`: every input into one RDB file `w`, for the newest version among them (or
+/// `--rdb-version`). A key in two inputs is an error, or with `--on-conflict skip` the first
+/// one is kept, with `replace` the last one: the inputs are then written last first, each key
+/// kept the first time it is seen, so that one pass suffices.
+pub fn merge_rdb(
+    inputs: &[String],
+    w: Box<dyn Write + Send>,
+    out_name: &str,
+    common: &Common,
+    opts: &ConvertOptions,
+) -> Result<ConvertReport> {
+    let mut opened = Vec::new();
+    let mut target: Option<Version> = None;
+    for name in inputs {
+        let input = Input::open(name)?;
+        let v = target_version(&input, opts.rdb_version)?;
+        target = Some(target.map_or(v, |t| if v.number > t.number { v } else { t }));
+        opened.push(input);
+    }
+    let Some(target) = target else {
+        return Err(Error::Usage("--merge needs inputs".into()));
     };
-    out.finish()?;
+    if opts.on_conflict == Conflict::Replace {
+        opened.reverse();
+    }
+    let mut out = RdbOut::new(w, out_name, target, opts.lossy)?;
+    out.on_conflict = opts.on_conflict;
+    let (mut filtered, mut expired) = (0, 0);
+    for input in &opened {
+        let (f, e) = write_input(input, &mut out, common, opts.skip_expired, false)?;
+        filtered += f;
+        expired += e;
+    }
+    if out.skipped > 0 {
+        out.dropped.push(format!(
+            "{} key(s) or libraries present in several inputs, kept once (--on-conflict)",
+            out.skipped
+        ));
+    }
+    out.finish_report(inputs.join(" + "), filtered, expired)
+}
+
+/// [`merge_rdb`] into the file `output` (written whole or not at all; an input is refused)
+/// or standard output.
+pub fn merge(
+    inputs: &[String],
+    output: Option<&std::path::Path>,
+    common: &Common,
+    opts: &ConvertOptions,
+) -> Result<ConvertReport> {
+    if opts.format != super::convert::Format::Rdb {
+        return Err(Error::Usage("--merge goes with --format rdb".into()));
+    }
+    let Some(path) = output else {
+        return merge_rdb(
+            inputs,
+            Box::new(std::io::stdout()),
+            "<stdout>",
+            common,
+            opts,
+        );
+    };
+    crate::sink::file::refuse_input(path, inputs)?;
+    let file = crate::sink::file::AtomicFile::create(path)?;
+    let w = Box::new(file.writer()?);
+    let rep = merge_rdb(inputs, w, &path.display().to_string(), common, opts)?;
+    file.commit()?;
     Ok(rep)
 }
