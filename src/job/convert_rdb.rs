@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::input::{Event, Input, Kind};
 use crate::progress::Progress;
 use crate::rdb::reencode::{self, Plan};
-use crate::rdb::{KeyRecord, Record, Version};
+use crate::rdb::{DataType, KeyRecord, Record, Version};
 use crate::sink::rdb::RdbCopy;
 use crate::sink::stats::now_ms;
 use crate::text::quoted;
@@ -50,6 +50,8 @@ pub enum Prep {
     Filtered,
     /// Left out because expired (`--skip-expired`).
     Expired,
+    /// An empty collection: left out, as every loader drops one (and 6.0's stops on it).
+    Empty,
     /// Written as `name` in `db`.
     Write {
         /// Target db.
@@ -93,8 +95,9 @@ pub fn target_version(input: &Input, wanted: Option<u32>) -> Result<Version> {
     }
 }
 
-/// Decide what `k` becomes for `target`: filtered, expired, or its plan. A value copied as it
-/// is gets validated first, so that a corrupt input stops here and not in a loader.
+/// Decide what `k` becomes for `target`: filtered, expired, empty, or its plan. Every value
+/// is walked first (corrupt: an error) and checked for a member twice (a loader stops the
+/// server on that), so that a bad input stops here and not in a loader.
 pub fn prepare(
     k: &KeyRecord<'_>,
     common: &Common,
@@ -108,10 +111,19 @@ pub fn prepare(
     if skip_expired && k.expire_ms.is_some_and(|ms| ms <= now) {
         return Ok(Prep::Expired);
     }
-    let plan = reencode::reencode(k, target)?;
-    if plan == Plan::Copy {
-        k.validate()?;
+    let elements = k.validate()?;
+    let coll = !matches!(
+        k.data_type(),
+        DataType::String | DataType::Stream | DataType::Module
+    );
+    if coll && elements == 0 {
+        return Ok(Prep::Empty);
     }
+    if let Some(what) = crate::job::import::loadable::duplicate_member(k, elements) {
+        let msg = format!("{what} appears twice in the value, which a loader refuses");
+        return Err(crate::rdb::DecodeError::invalid(k.value_offset, msg));
+    }
+    let plan = reencode::reencode(k, target)?;
     Ok(Prep::Write {
         db: common.map.db(k.db),
         name: common.map.key(&k.key).into_owned(),
@@ -272,6 +284,15 @@ impl<W: Write> RdbOut<W> {
         Ok(())
     }
 
+    /// Note an empty collection left out (a report line, not a loss).
+    pub fn empty(&mut self, k: &KeyRecord<'_>) {
+        self.dropped.push(format!(
+            "key {} (db {}): an empty collection, which loaders drop",
+            quoted(&k.key),
+            k.db
+        ));
+    }
+
     /// Whether a library of this name was written already: the same code is written once,
     /// other code under the same name is a conflict.
     fn library_written(&mut self, code: &[u8]) -> Result<bool> {
@@ -396,6 +417,7 @@ pub fn write_input<W: Write>(
                 match prep {
                     Prep::Filtered => filtered += 1,
                     Prep::Expired => expired += 1,
+                    Prep::Empty => out.empty(k),
                     prep => {
                         let hint = sizes.take(k.db).filter(|_| use_hints);
                         out.key(k, prep, hint)?;

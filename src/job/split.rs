@@ -137,6 +137,7 @@ pub fn split(name: &str, common: &Common, opts: &SplitOptions) -> Result<SplitRe
                 match (prep, part) {
                     (Prep::Filtered, _) => rep.filtered += 1,
                     (Prep::Expired, _) => rep.expired += 1,
+                    (Prep::Empty, _) => parts[0].out.empty(k),
                     (Prep::Write { db, name: key, .. }, _) if db != 0 => {
                         return Err(Error::Input {
                             path: name.into(),
