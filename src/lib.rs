@@ -7,7 +7,7 @@
 //! down (a module uses the ones above it in this list, never one below):
 //!
 //! - bottom, the formats and pure helpers: `rdb/` (RDB reader, zero-copy and pull-based, and
-//!   encoder; CRC-64, LZF, every inner encoding), `resp/` (RESP commands and replies, the
+//!   encoder; CRC-64, LZF, every inner encoding; `reencode`, a value for another version), `resp/` (RESP commands and replies, the
 //!   incremental reply decoder), `aof/` (plain, RDB preamble, multi-part directories),
 //!   `keyslot.rs` (Cluster key slots), `hash.rs` (fast non-cryptographic hashes), `text.rs`
 //!   (how keys appear in messages), `time.rs` (the wall clock), `cancel.rs` (the stop token
@@ -15,8 +15,9 @@
 //!   temporary output files);
 //! - `input/`: recognises an input (RDB, AOF, appendonlydir, JSONL, stdin) and walks it as
 //!   events; `input::tail` follows an AOF as Redis writes and rewrites it;
-//! - `transform/`: the whole key mapping of a run (`KeyMap`: filters, renames, db mapping),
-//!   and the command-key table that judges a command by every key it names;
+//! - `transform/`: the whole key mapping of a run (`KeyMap`: filters, `--shard` among them,
+//!   renames, db mapping), and the command-key table that judges a command by every key it
+//!   names;
 //! - `net/`: the one live-Redis layer: URLs, TCP/TLS, AUTH, one connection type with
 //!   deadlines and capped replies, `INFO`/`CONFIG` helpers, Cluster topology and
 //!   `MOVED`/`ASK`;
@@ -26,11 +27,12 @@
 //! - `sink/`: outputs: JSON lines, RESP commands, RDB streams, statistics, the pipelined
 //!   writer into a live Redis, and the applier (`sink::applier`) that applies an incremental
 //!   command stream in checkpointed batches, at least once or exactly once;
-//! - `job/`: the loops behind each command (`check`, `inspect`, `convert`, `import`, and
-//!   `fullsync`, import's fast path for an empty target; `fetch`; `follow`, an AOF tail into
-//!   the applier; `sync`, a live source's snapshot into the import and its replication
-//!   stream into the applier), with `changes` (what rdbferry changes on a server, and `recover` to put it
-//!   back after a `kill -9`) and `metrics` (the Prometheus endpoint); `verify/`: compares a source (a
+//! - `job/`: the loops behind each command (`check`, `inspect`, `convert` with
+//!   `convert_rdb` for RDB output and `--merge`, `split`, `import`, and `fullsync`, import's
+//!   fast path for an empty target; `fetch`; `follow`, an AOF tail into the applier; `sync`,
+//!   a live source's snapshot into the import and its replication stream into the applier),
+//!   with `changes` (what rdbferry changes on a server, and `recover` to put it back after a
+//!   `kill -9`) and `metrics` (the Prometheus endpoint); `verify/`: compares a source (a
 //!   file, or a live server read with `SCAN` + `DUMP`) with a live target, by digest against
 //!   the target's own snapshot first, else key by key;
 //! - `cli/` (in the binary): flags to configuration; nothing else.

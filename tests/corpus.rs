@@ -40,12 +40,14 @@
 //!   comparing them means re-encoding, which is the encoder's test, not the reader's.
 
 mod dataset;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use dataset::{Bytes, Decoded, Key, Model, Val, decode_path, show};
 use serde_json::Value as Json;
+use support::corpus_dir;
 
 /// Files whose decoding is expected to fail although the manifest does not call them corrupt,
 /// with the text the error must contain and why.
@@ -77,19 +79,6 @@ struct Row {
     what: String,
     contents: String,
     edge: String,
-}
-
-fn corpus_dir() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("RDBFERRY_CORPUS") {
-        return Some(PathBuf::from(d));
-    }
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
-    if d.is_dir() {
-        Some(d)
-    } else {
-        eprintln!("note: RDBFERRY_CORPUS is not set and ../shared/corpus is absent; skipping");
-        None
-    }
 }
 
 fn manifest(dir: &Path) -> Vec<Row> {

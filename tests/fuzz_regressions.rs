@@ -157,6 +157,25 @@ fn small_rdb_reads_whole() {
     }
 }
 
+/// The `rdb_reencode` target's checks on every encoding we have: each key re-encoded for
+/// every version decodes to the same items.
+#[test]
+fn reencode_keeps_every_item() {
+    let mut checked = drivers::rdb_reencode(&small_rdb());
+    assert!(checked > 10, "{checked}");
+    for dump in [
+        "redis-7.0/all-types.rdb",
+        "redis-6.2/all-types.rdb",
+        "redis-6.0/all-types.rdb",
+    ] {
+        checked += drivers::rdb_reencode(&testdata(dump));
+    }
+    assert!(checked > 80, "{checked}");
+    for a in artifacts("rdb_reencode") {
+        drivers::rdb_reencode(&a);
+    }
+}
+
 #[test]
 fn rdb_reader_artifacts_replay() {
     for a in artifacts("rdb_reader") {

@@ -19,14 +19,17 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use rdbferry::error::Error;
 use rdbferry::job::changes;
 use rdbferry::job::convert::ConvertOptions;
+use rdbferry::job::convert_rdb::Conflict;
 use rdbferry::job::import::{self, ImportOptions, Mode, OnConflict};
 use rdbferry::job::inspect::InspectOptions;
+use rdbferry::job::split::{self, SplitOptions, parse_slots};
 use rdbferry::job::{Common, check, convert, inspect};
 use rdbferry::net::RedisUrl;
 use rdbferry::net::TlsOptions;
 use rdbferry::net::url::{PASSWORD_ENV, Role};
 use rdbferry::rdb::ReadOptions;
 use rdbferry::sink::Format;
+use rdbferry::transform::filter::parse_shard;
 use rdbferry::transform::{Filter, FilterSpec, KeyMap};
 use rdbferry::verify::{VerifyOptions, verify, verify_live};
 
@@ -67,7 +70,8 @@ enum Cmd {
         #[command(flatten)]
         common: CommonArgs,
     },
-    /// Convert to JSON lines or to the Redis commands that rebuild the data.
+    /// Convert to JSON lines, to the Redis commands that rebuild the data, or to an RDB file
+    /// of any version from 6 to 12.
     Convert {
         /// RDB file, AOF file, appendonlydir, JSONL (as convert writes it), or - for stdin.
         #[arg(required = true)]
@@ -79,6 +83,46 @@ enum Cmd {
         /// -o -. A file is replaced only once it is complete; an input is never overwritten.
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
+        /// Leave out keys whose TTL has already passed.
+        #[arg(long)]
+        skip_expired: bool,
+        /// With --format rdb: the RDB version to write, 6 to 12 (Redis 6.x writes 9, 7.0
+        /// writes 10, 7.2 11, 7.4 12); default the input's.
+        #[arg(long, value_name = "N")]
+        rdb_version: Option<u32>,
+        /// With --format rdb: leave out what the version cannot hold (a stream below 9, a
+        /// function below 10, hash-field TTLs below 12...) and report it key by key, instead
+        /// of failing.
+        #[arg(long)]
+        lossy: bool,
+        /// With --format rdb: write all inputs into one RDB file (-o FILE). A key present in
+        /// two inputs is an error unless --on-conflict says which one is kept.
+        #[arg(long)]
+        merge: bool,
+        /// With --merge: keep the key of the last input that has it (replace) or of the first
+        /// (skip).
+        #[arg(long, value_enum, requires = "merge")]
+        on_conflict: Option<MergeConflictArg>,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Write one RDB file per Cluster slot range (DIR/slots-LO-HI.rdb), each loadable at
+    /// start-up by the node serving those slots. Keys must go to db 0 (--db, --db-map).
+    Split {
+        /// RDB file, AOF file without commands, appendonlydir or JSONL.
+        input: String,
+        /// Slot ranges: 0-5460,5461-10922,10923-16383.
+        #[arg(long, value_name = "SPEC")]
+        by_slots: String,
+        /// Output directory.
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+        /// The RDB version to write, 6 to 12; default the input's.
+        #[arg(long, value_name = "N")]
+        rdb_version: Option<u32>,
+        /// Leave out what the version cannot hold, and report it, instead of failing.
+        #[arg(long)]
+        lossy: bool,
         /// Leave out keys whose TTL has already passed.
         #[arg(long)]
         skip_expired: bool,
@@ -465,9 +509,16 @@ fn run_import(args: &ImportArgs) -> ExitCode {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum MergeConflictArg {
+    Replace,
+    Skip,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum FormatArg {
     Jsonl,
     Resp,
+    Rdb,
 }
 
 /// TLS flags of `import` and `verify` (for a rediss:// target).
@@ -570,6 +621,11 @@ struct CommonArgs {
     /// Write db SRC into db DST (repeatable).
     #[arg(long = "db-map", value_name = "SRC=DST")]
     db_maps: Vec<String>,
+    /// Keep only the keys whose Cluster slot lies in the I-th of N equal slot ranges
+    /// (0 <= I < N): N runs, on N machines, share one job (e.g. a Kubernetes Indexed Job's
+    /// --shard $JOB_COMPLETION_INDEX/N).
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
     /// Go on past a checksum mismatch.
     #[arg(long)]
     ignore_checksum: bool,
@@ -586,6 +642,7 @@ impl CommonArgs {
             key_regexes: self.key_regexes.clone(),
             exclude_keys: self.exclude_keys.clone(),
             types: self.types.clone(),
+            shard: self.shard.as_deref().map(parse_shard).transpose()?,
         })?;
         let mut renames = Vec::new();
         for r in &self.renames {
@@ -712,6 +769,16 @@ fn run_convert(inputs: &[String], opts: &ConvertOptions, common: &CommonArgs) ->
     for r in convert::convert(inputs, &common, opts) {
         match r {
             Ok(r) => {
+                for d in &r.dropped {
+                    eprintln!("rdbferry: {}: left out: {d}", r.input);
+                }
+                if !r.dropped.is_empty() {
+                    eprintln!(
+                        "rdbferry: {}: {} line(s) of things left out or cut",
+                        r.input,
+                        r.dropped.len()
+                    );
+                }
                 if inputs.len() > 1 && !common.quiet {
                     eprintln!(
                         "{} -> {}: {} keys, {} commands",
@@ -726,6 +793,30 @@ fn run_convert(inputs: &[String], opts: &ConvertOptions, common: &CommonArgs) ->
         }
     }
     code
+}
+
+fn run_split(input: &str, opts: &SplitOptions, common: &CommonArgs) -> ExitCode {
+    let common = match common.build() {
+        Ok(c) => c,
+        Err(e) => return usage(&e),
+    };
+    match split::split(input, &common, opts) {
+        Ok(r) => {
+            for d in &r.dropped {
+                eprintln!("rdbferry: {input}: left out: {d}");
+            }
+            if !common.quiet {
+                for (path, (lo, hi), keys) in &r.outputs {
+                    eprintln!("{path}: slots {lo}-{hi}, {keys} keys");
+                }
+                if r.outside > 0 {
+                    eprintln!("{} keys in slots of no range, left out", r.outside);
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
 }
 
 fn run_verify(args: &VerifyArgs) -> ExitCode {
@@ -816,17 +907,57 @@ pub fn run() -> ExitCode {
             format,
             output,
             skip_expired,
+            rdb_version,
+            lossy,
+            merge,
+            on_conflict,
             common,
         } => {
+            let format = match format {
+                FormatArg::Jsonl => Format::Jsonl,
+                FormatArg::Resp => Format::Resp,
+                FormatArg::Rdb => Format::Rdb,
+            };
+            if format != Format::Rdb && (rdb_version.is_some() || lossy || merge) {
+                return usage(&Error::Usage(
+                    "--rdb-version, --lossy and --merge go with --format rdb".into(),
+                ));
+            }
             let opts = ConvertOptions {
-                format: match format {
-                    FormatArg::Jsonl => Format::Jsonl,
-                    FormatArg::Resp => Format::Resp,
-                },
+                format,
                 output,
                 skip_expired,
+                rdb_version,
+                lossy,
+                merge,
+                on_conflict: match on_conflict {
+                    None => Conflict::Error,
+                    Some(MergeConflictArg::Replace) => Conflict::Replace,
+                    Some(MergeConflictArg::Skip) => Conflict::Skip,
+                },
             };
             run_convert(&inputs, &opts, &common)
+        }
+        Cmd::Split {
+            input,
+            by_slots,
+            output,
+            rdb_version,
+            lossy,
+            skip_expired,
+            common,
+        } => {
+            let opts = parse_slots(&by_slots).map(|ranges| SplitOptions {
+                ranges,
+                dir: output,
+                rdb_version,
+                lossy,
+                skip_expired,
+            });
+            match opts {
+                Ok(o) => run_split(&input, &o, &common),
+                Err(e) => usage(&e),
+            }
         }
         Cmd::Verify(args) => run_verify(&args),
         Cmd::Recover(args) => run_recover(&args),

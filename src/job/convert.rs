@@ -1,4 +1,5 @@
-//! `convert`: write inputs as JSON lines or as RESP commands.
+//! `convert`: write inputs as JSON lines, as RESP commands or as RDB files
+//! (`convert_rdb`).
 //!
 //! An RDB file is converted in pieces of a few hundred records ([`batch::pipeline`]): rayon
 //! workers encode each piece into a buffer of their own, kept and reused from piece to piece,
@@ -39,6 +40,14 @@ pub struct ConvertOptions {
     pub output: Option<PathBuf>,
     /// Leave out keys already expired.
     pub skip_expired: bool,
+    /// `--rdb-version` of `--format rdb` (default: the input's).
+    pub rdb_version: Option<u32>,
+    /// `--lossy`: leave out, and report, what the RDB version cannot hold.
+    pub lossy: bool,
+    /// `--merge`: all inputs into one RDB file.
+    pub merge: bool,
+    /// `--on-conflict` of `--merge`.
+    pub on_conflict: super::convert_rdb::Conflict,
 }
 
 /// Counts of one conversion.
@@ -58,6 +67,8 @@ pub struct ConvertReport {
     pub commands: u64,
     /// Functions written.
     pub functions: u64,
+    /// What `--lossy` left out or wrote without a part, one line per key.
+    pub dropped: Vec<String>,
 }
 
 /// Keys whose record is bigger than this are written by the writer itself, streamed to the
@@ -103,6 +114,9 @@ fn convert_with(
     opts: &ConvertOptions,
     mode: Mode,
 ) -> Result<ConvertReport> {
+    if opts.format == Format::Rdb {
+        return super::convert_rdb::convert_rdb(name, w, out_name, common, opts);
+    }
     let input = Input::open(name)?;
     // Encoded pieces (tens of KB and more) pass this buffer by; it gathers the writes of the
     // big values the writer streams itself, and of AOF commands.
@@ -115,7 +129,8 @@ fn convert_with(
     let mut writer = Writer {
         sink: match opts.format {
             Format::Jsonl => Box::new(JsonlSink::new(w, out_name)),
-            Format::Resp => Box::new(RespSink::new(w, out_name)),
+            // (RDB output went to `convert_rdb` above.)
+            Format::Resp | Format::Rdb => Box::new(RespSink::new(w, out_name)),
         },
         rep: ConvertReport {
             input: name.into(),
@@ -140,7 +155,7 @@ fn convert_with(
         (Some(data), Format::Jsonl) => {
             writer.rdb::<JsonlSink<PieceBuf>>(&input, data, common, parallel)
         }
-        (Some(data), Format::Resp) => {
+        (Some(data), Format::Resp | Format::Rdb) => {
             writer.rdb::<RespSink<PieceBuf>>(&input, data, common, parallel)
         }
         (None, _) => {
@@ -379,6 +394,9 @@ pub fn convert(
 ) -> Vec<Result<ConvertReport>> {
     // `-o -` is standard output, as no `-o` is.
     let output = opts.output.as_deref().filter(|p| *p != Path::new("-"));
+    if opts.merge {
+        return vec![super::convert_rdb::merge(inputs, output, common, opts)];
+    }
     if inputs.len() == 1 {
         let name = &inputs[0];
         let r = match output {
@@ -482,6 +500,10 @@ mod tests {
                     format,
                     output: None,
                     skip_expired: true,
+                    rdb_version: None,
+                    lossy: false,
+                    merge: false,
+                    on_conflict: Default::default(),
                 };
                 let mut outs = Vec::new();
                 let modes = [

@@ -39,7 +39,8 @@ pub fn canonical_int(s: &[u8]) -> Option<i64> {
         return None;
     }
     let v: i64 = std::str::from_utf8(s).ok()?.parse().ok()?;
-    (v.to_string().as_bytes() == s).then_some(v)
+    // Compared without an allocation: this runs per element when re-encoding.
+    (itoa::Buffer::new().format(v).as_bytes() == s).then_some(v)
 }
 
 /// Append an RDB string: integer-encoded when Redis would, LZF when `compress` and it pays.

@@ -16,6 +16,7 @@ pub mod intset;
 pub mod listpack;
 pub mod module;
 pub mod reader;
+pub mod reencode;
 pub mod stream;
 pub mod types;
 pub mod value;

@@ -207,6 +207,12 @@ impl<'a> StreamValue<'a> {
         })
     }
 
+    /// The serialized nodes as stored (node count, then each node's key and listpack): the
+    /// same bytes in every stream type, so a re-encoder copies them.
+    pub fn nodes_raw(&self) -> &'a [u8] {
+        self.nodes
+    }
+
     /// Walk the live entries in order, node by node.
     pub fn for_each_entry(
         &self,

@@ -21,14 +21,16 @@ pub mod writer;
 use crate::error::Result;
 use crate::rdb::KeyRecord;
 
-/// The text formats a dataset is written in (`convert --format`): [`jsonl::JsonlSink`] and
-/// [`resp::RespSink`].
+/// The formats a dataset is written in (`convert --format`): [`jsonl::JsonlSink`],
+/// [`resp::RespSink`], and RDB files (written by `job::convert_rdb` through [`rdb`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// JSON lines.
     Jsonl,
     /// Redis commands.
     Resp,
+    /// An RDB file.
+    Rdb,
 }
 
 impl Format {
@@ -37,6 +39,7 @@ impl Format {
         match self {
             Format::Jsonl => "jsonl",
             Format::Resp => "resp",
+            Format::Rdb => "rdb",
         }
     }
 }

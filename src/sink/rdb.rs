@@ -98,7 +98,8 @@ impl<W: Write> RdbCopy<W> {
         self.db = Some(db);
         self.scratch.push(opcode::SELECTDB);
         put_length(&mut self.scratch, db);
-        if let Some((keys, expires)) = hint {
+        // RESIZEDB came in RDB 7 (Redis 3.2).
+        if let Some((keys, expires)) = hint.filter(|_| self.version.redis_equivalent() >= 7) {
             self.scratch.push(opcode::RESIZEDB);
             put_length(&mut self.scratch, keys);
             put_length(&mut self.scratch, expires);
@@ -123,7 +124,32 @@ impl<W: Write> RdbCopy<W> {
 
     /// [`RdbCopy::key`] with the value bytes `raw` (a checked copy of `rec.raw`).
     pub fn key_raw(&mut self, rec: &KeyRecord<'_>, key: &[u8], raw: &[u8]) -> std::io::Result<()> {
-        self.key_head(rec, key)?;
+        self.key_head(rec, key, rec.type_id)?;
+        self.put(raw)
+    }
+
+    /// [`RdbCopy::key`] with a value re-encoded for this stream's version
+    /// (`rdb::reencode`).
+    pub fn key_encoded(
+        &mut self,
+        rec: &KeyRecord<'_>,
+        key: &[u8],
+        value: &crate::rdb::encoder::Encoded,
+    ) -> std::io::Result<()> {
+        self.key_head(rec, key, value.type_id)?;
+        self.put(&value.bytes)
+    }
+
+    /// A function library (`FUNCTION2`, RDB 10+: the caller checks the version).
+    pub fn function(&mut self, code: &[u8]) -> std::io::Result<()> {
+        self.scratch.push(opcode::FUNCTION2);
+        put_string(&mut self.scratch, code, false);
+        self.put_scratch()
+    }
+
+    /// A module aux record, its bytes after the opcode as read (RDB 9+).
+    pub fn module_aux(&mut self, raw: &[u8]) -> std::io::Result<()> {
+        self.put(&[opcode::MODULE_AUX])?;
         self.put(raw)
     }
 
@@ -138,7 +164,7 @@ impl<W: Write> RdbCopy<W> {
         key: &[u8],
         crc: u64,
     ) -> std::io::Result<bool> {
-        self.key_head(rec, key)?;
+        self.key_head(rec, key, rec.type_id)?;
         let mut check = Crc64::new();
         let mut piece = Vec::with_capacity(BUF);
         let mut rest = rec.raw;
@@ -156,21 +182,23 @@ impl<W: Write> RdbCopy<W> {
         Ok(true)
     }
 
-    /// A key record's modifiers, type and name.
-    fn key_head(&mut self, rec: &KeyRecord<'_>, key: &[u8]) -> std::io::Result<()> {
+    /// A key record's modifiers, type `type_id` and name. LRU and LFU hints only from RDB 9,
+    /// whose loader first knows them.
+    fn key_head(&mut self, rec: &KeyRecord<'_>, key: &[u8], type_id: u8) -> std::io::Result<()> {
+        let hints = self.version.redis_equivalent() >= 9;
         if let Some(ms) = rec.expire_ms {
             self.scratch.push(opcode::EXPIRETIME_MS);
             self.scratch.extend_from_slice(&ms.to_le_bytes());
         }
-        if let Some(idle) = rec.idle {
+        if let Some(idle) = rec.idle.filter(|_| hints) {
             self.scratch.push(opcode::IDLE);
             put_length(&mut self.scratch, idle);
         }
-        if let Some(freq) = rec.freq {
+        if let Some(freq) = rec.freq.filter(|_| hints) {
             self.scratch.push(opcode::FREQ);
             self.scratch.push(freq);
         }
-        self.scratch.push(rec.type_id);
+        self.scratch.push(type_id);
         put_string(&mut self.scratch, key, false);
         self.put_scratch()
     }

@@ -1,9 +1,12 @@
-//! Key filters: `--db`, `--key GLOB`, `--key-regex RE`, `--exclude-key GLOB`, `--type T`.
+//! Key filters: `--db`, `--key GLOB`, `--key-regex RE`, `--exclude-key GLOB`, `--type T`,
+//! `--shard I/N`.
 //!
 //! A key is kept when its db is listed (or no `--db` was given), its type is listed (or no
 //! `--type`), it matches at least one `--key`/`--key-regex` (or none was given), and it
 //! matches no `--exclude-key`. Globs follow Redis `KEYS` syntax (`*`, `?`, `[...]`), matched
-//! over the raw key bytes.
+//! over the raw key bytes. `--shard I/N` keeps the keys whose Cluster slot lies in the I-th of
+//! N equal slot ranges, so that N runs (on N machines) share one job and together see every
+//! key once.
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use regex::bytes::RegexSet;
@@ -25,6 +28,34 @@ pub struct FilterSpec {
     pub exclude_keys: Vec<String>,
     /// Types to keep.
     pub types: Vec<String>,
+    /// `--shard I/N`: (I, N).
+    pub shard: Option<(u32, u32)>,
+}
+
+/// The slots of shard `i` of `n`: the i-th of n equal ranges of the 16384 slots, cut where
+/// `redis-cli --cluster create` cuts them for n masters (0-5460, 5461-10922, 10923-16383).
+pub fn shard_slots(i: u32, n: u32) -> Result<(u16, u16)> {
+    if n == 0 || n > 16384 || i >= n {
+        return Err(Error::Usage(format!(
+            "--shard {i}/{n}: wants I/N with 0 <= I < N <= 16384"
+        )));
+    }
+    // redis-cli: last = lround((i + 1) * 16384 / n - 1), in integers.
+    let last = |i: u64| (2 * (i + 1) * 16384 + n as u64) / (2 * n as u64) - 1;
+    let lo = if i == 0 { 0 } else { last(i as u64 - 1) + 1 };
+    Ok((lo as u16, last(i as u64).min(16383) as u16))
+}
+
+/// Parse `--shard I/N`.
+pub fn parse_shard(s: &str) -> Result<(u32, u32)> {
+    let bad = || Error::Usage(format!("--shard wants I/N (e.g. 0/3), got {s:?}"));
+    let (i, n) = s.split_once('/').ok_or_else(bad)?;
+    let (i, n) = (
+        i.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    shard_slots(i, n)?;
+    Ok((i, n))
 }
 
 /// A compiled filter.
@@ -35,6 +66,8 @@ pub struct Filter {
     include_re: Option<RegexSet>,
     exclude: Option<GlobSet>,
     types: Vec<DataType>,
+    /// `--shard`: the slot range kept.
+    slots: Option<(u16, u16)>,
 }
 
 fn globs(patterns: &[String]) -> Result<Option<GlobSet>> {
@@ -63,6 +96,7 @@ impl Filter {
             && self.include_re.is_none()
             && self.exclude.is_none()
             && self.types.is_empty()
+            && self.slots.is_none()
     }
 
     /// Compile the flags.
@@ -88,6 +122,10 @@ impl Filter {
             include_re,
             exclude: globs(&spec.exclude_keys)?,
             types,
+            slots: match spec.shard {
+                Some((i, n)) => Some(shard_slots(i, n)?),
+                None => None,
+            },
         })
     }
 
@@ -98,6 +136,7 @@ impl Filter {
             && self.include_re.is_none()
             && self.exclude.is_none()
             && self.types.is_empty()
+            && self.slots.is_none()
     }
 
     /// Whether the db passes.
@@ -107,6 +146,11 @@ impl Filter {
 
     /// Whether a key name passes the key patterns.
     pub fn keep_name(&self, key: &[u8]) -> bool {
+        if let Some((lo, hi)) = self.slots
+            && !(lo..=hi).contains(&crate::keyslot::key_slot(key))
+        {
+            return false;
+        }
         if self.include.is_none() && self.include_re.is_none() && self.exclude.is_none() {
             return true;
         }
@@ -188,6 +232,41 @@ mod tests {
             })
             .is_err()
         );
+    }
+    #[test]
+    fn shards_cover_every_slot_once() {
+        assert_eq!(shard_slots(0, 3).unwrap(), (0, 5460));
+        assert_eq!(shard_slots(1, 3).unwrap(), (5461, 10922));
+        assert_eq!(shard_slots(2, 3).unwrap(), (10923, 16383));
+        assert_eq!(shard_slots(0, 1).unwrap(), (0, 16383));
+        assert_eq!(shard_slots(16383, 16384).unwrap(), (16383, 16383));
+        for n in [2, 5, 7, 1000] {
+            let mut next = 0;
+            for i in 0..n {
+                let (lo, hi) = shard_slots(i, n).unwrap();
+                assert!(lo == next && hi >= lo, "{i}/{n}");
+                next = hi + 1;
+            }
+            assert_eq!(next, 16384);
+        }
+        assert!(shard_slots(3, 3).is_err() && parse_shard("1-3").is_err());
+        let shards: Vec<Filter> = (0..3)
+            .map(|i| {
+                f(FilterSpec {
+                    shard: Some((i, 3)),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        for k in 0..500 {
+            let key = format!("key:{k}");
+            let n = shards
+                .iter()
+                .filter(|s| s.keep(0, key.as_bytes(), DataType::String))
+                .count();
+            assert_eq!(n, 1, "{key}");
+        }
+        assert!(!shards[0].keeps_all());
     }
     #[test]
     fn commands() {

@@ -1,6 +1,6 @@
 //! The middle of the pipeline: decide which entries go on, and under which name and db.
 //!
-//! - [`filter`]: `--db`, `--key`, `--key-regex`, `--exclude-key`, `--type`;
+//! - [`filter`]: `--db`, `--key`, `--key-regex`, `--exclude-key`, `--type`, `--shard`;
 //! - [`commands`]: the command-key table (which arguments of a command are keys);
 //! - [`keymap`]: [`KeyMap`], the whole mapping of a run (filters, renames, db mapping, for
 //!   keys and commands), built once by the CLI.

@@ -132,6 +132,27 @@ impl Snapshot {
         snap
     }
 
+    /// The keys of several servers together (shards of one dataset): no digest; a key held
+    /// by two of them is a difference.
+    pub fn union(parts: &[Snapshot]) -> Snapshot {
+        let mut all = Snapshot::empty("the union of the shards", &parts[0].version);
+        for p in parts {
+            for (k, v) in &p.keys {
+                if all.keys.insert(k.clone(), v.clone()).is_some() {
+                    all.doubled
+                        .push(format!("db {} key \"{}\"", k.0, show(&k.1)));
+                }
+            }
+        }
+        all
+    }
+
+    /// The same keys, without the digest (to compare with a [`Snapshot::union`]).
+    pub fn without_digest(mut self) -> Snapshot {
+        self.digest = None;
+        self
+    }
+
     /// db 0 of every master of `cluster` (each node that says `role:master`), with values.
     pub fn of_cluster(cluster: &RedisCluster) -> Snapshot {
         let urls: Vec<String> = cluster

@@ -705,6 +705,66 @@ fn ping(port: u16) -> bool {
     s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
 }
 
+/// The shared corpus of RDB and AOF files: `$RDBFERRY_CORPUS`, else `../shared/corpus` next
+/// to the crate; `None` (with a note) when neither exists.
+pub fn corpus_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("RDBFERRY_CORPUS") {
+        return Some(PathBuf::from(d));
+    }
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
+    if d.is_dir() {
+        Some(d)
+    } else {
+        eprintln!("note: RDBFERRY_CORPUS is not set and ../shared/corpus is absent; skipping");
+        None
+    }
+}
+
+/// Start `binary` loading `file` at start-up, for a file that may be refused: the server's
+/// `DEBUG DIGEST` once it answers, or `Err(its log)` when it exits first. Killed on return.
+pub fn try_load(binary: &Path, file: &Path) -> Result<String, String> {
+    let port = free_port();
+    let (dir, name) = (file.parent().unwrap(), file.file_name().unwrap());
+    let log = dir.join(format!("{}.log", name.to_string_lossy()));
+    let major = server_version(binary)
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(7);
+    let name = name.to_str().unwrap();
+    let args = server_args(port, dir, &log, major, &["--dbfilename", name]);
+    let mut cmd = Command::new(binary);
+    cmd.args(&args);
+    let child = spawn(cmd, dir, binary);
+    let port = port.to_string();
+    let mut run = Running(Some(child));
+    let start = Instant::now();
+    loop {
+        if run.child().try_wait().ok().flatten().is_some() {
+            return Err(fs::read_to_string(&log).unwrap_or_default());
+        }
+        // PING answers only once the load is done (DEBUG would answer during it).
+        let cli = |args: &[&str]| {
+            let out = Command::new("redis-cli")
+                .args(["-p", &port])
+                .args(args)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        if cli(&["PING"]) == "PONG" {
+            return Ok(cli(&["DEBUG", "DIGEST"]));
+        }
+        assert!(
+            start.elapsed() < START_TIMEOUT * 6,
+            "{} hangs loading {}",
+            binary.display(),
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// An older server fetched by `scripts/fetch-old-servers.sh`: `version` is `"6.2"` or `"6.0"`.
 /// `RDBFERRY_REDIS_62` / `RDBFERRY_REDIS_60` override the default place,
 /// `.cache/servers/redis-<version>/redis-server` in the crate.

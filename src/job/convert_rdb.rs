@@ -1,0 +1,516 @@
+//! `convert --format rdb`: an input written again as an RDB file for a chosen version
+//! (`--rdb-version N`, default the input's), loadable by that version's server at start-up.
+//!
+//! Where it sits: the same walk as the other formats (`batch::walk`: values planned on worker
+//! threads, written in file order), with `rdb::reencode` deciding per value between a byte copy
+//! and a re-encoding, and `sink::rdb::RdbCopy` writing the file (CRC-64 trailer). Filters,
+//! renames and db mapping apply as everywhere. [`RdbOut`] is the writing half, shared with
+//! `split` and `--merge`, which feed one or several of them.
+//!
+//! What the target version cannot hold (a stream below RDB 9, a function below 10, hash-field
+//! TTLs below 12...) is an error naming the key, before the output is committed; with
+//! `--lossy` it is left out and reported, key by key ([`ConvertReport::dropped`]).
+//!
+//! Not done: AOF commands (they would have to be executed; import them into a server and
+//! `fetch` its snapshot instead), Valkey as a target.
+
+use std::collections::HashSet;
+use std::io::Write;
+
+use super::convert::{ConvertOptions, ConvertReport};
+use super::{Common, batch};
+use crate::error::{Error, Result};
+use crate::input::{Event, Input, Kind};
+use crate::progress::Progress;
+use crate::rdb::reencode::{self, Plan};
+use crate::rdb::{DataType, KeyRecord, Record, Version};
+use crate::sink::rdb::RdbCopy;
+use crate::sink::stats::now_ms;
+use crate::text::quoted;
+
+/// The oldest and newest RDB versions `--rdb-version` takes.
+pub const VERSIONS: std::ops::RangeInclusive<u32> = 6..=12;
+
+/// What a key (or function library) present twice gets (`--on-conflict`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Conflict {
+    /// An error (a loader refuses a duplicate key).
+    #[default]
+    Error,
+    /// The first one is kept.
+    Skip,
+    /// The last one is kept (`--merge` writes the inputs last first and keeps the first).
+    Replace,
+}
+
+/// What one key becomes, decided on a worker thread.
+#[derive(Debug)]
+pub enum Prep {
+    /// Left out by the filters.
+    Filtered,
+    /// Left out because expired (`--skip-expired`).
+    Expired,
+    /// An empty collection: left out, as every loader drops one (and 6.0's stops on it).
+    Empty,
+    /// Written as `name` in `db`.
+    Write {
+        /// Target db.
+        db: u64,
+        /// Target name.
+        name: Vec<u8>,
+        /// How its value goes.
+        plan: Plan,
+    },
+}
+
+/// The version to write for `input`: `--rdb-version`, else the input's own.
+pub fn target_version(input: &Input, wanted: Option<u32>) -> Result<Version> {
+    if let Some(n) = wanted {
+        if !VERSIONS.contains(&n) {
+            return Err(Error::Usage(format!(
+                "--rdb-version {n}: rdbferry writes RDB {} to {}",
+                VERSIONS.start(),
+                VERSIONS.end()
+            )));
+        }
+        return Ok(reencode::redis(n));
+    }
+    let own = match (input.rdb_bytes(), input.kind) {
+        (Some(data), _) => Version::parse_header(data).ok(),
+        (None, Kind::Jsonl) => Some(crate::input::jsonl::VERSION),
+        _ => None,
+    };
+    match own {
+        Some(v) if v.dialect == crate::rdb::Dialect::Redis && VERSIONS.contains(&v.number) => Ok(v),
+        Some(v) => Err(Error::Usage(format!(
+            "{}: the input is RDB {v}; give --rdb-version {}..{}",
+            input.name,
+            VERSIONS.start(),
+            VERSIONS.end()
+        ))),
+        None => Err(Error::Usage(format!(
+            "{}: give --rdb-version for this kind of input",
+            input.name
+        ))),
+    }
+}
+
+/// Decide what `k` becomes for `target`: filtered, expired, empty, or its plan. Every value
+/// is walked first (corrupt: an error) and checked for a member twice (a loader stops the
+/// server on that), so that a bad input stops here and not in a loader.
+pub fn prepare(
+    k: &KeyRecord<'_>,
+    common: &Common,
+    target: Version,
+    skip_expired: bool,
+    now: i64,
+) -> std::result::Result<Prep, crate::rdb::DecodeError> {
+    if !common.map.keep(k.db, &k.key, k.data_type()) {
+        return Ok(Prep::Filtered);
+    }
+    if skip_expired && k.expire_ms.is_some_and(|ms| ms <= now) {
+        return Ok(Prep::Expired);
+    }
+    let elements = k.validate()?;
+    let coll = !matches!(
+        k.data_type(),
+        DataType::String | DataType::Stream | DataType::Module
+    );
+    if coll && elements == 0 {
+        return Ok(Prep::Empty);
+    }
+    if let Some(what) = crate::job::import::loadable::duplicate_member(k, elements) {
+        let msg = format!("{what} appears twice in the value, which a loader refuses");
+        return Err(crate::rdb::DecodeError::invalid(k.value_offset, msg));
+    }
+    let plan = reencode::reencode(k, target)?;
+    Ok(Prep::Write {
+        db: common.map.db(k.db),
+        name: common.map.key(&k.key).into_owned(),
+        plan,
+    })
+}
+
+/// One RDB output: the file's writer, the target version, and what was left out.
+pub struct RdbOut<W: Write> {
+    out: RdbCopy<W>,
+    /// The version written.
+    pub target: Version,
+    lossy: bool,
+    /// Where the file goes (for I/O errors).
+    name: String,
+    /// The input being written (for errors about what it holds).
+    pub source: String,
+    /// Hashes of the (db, key) pairs written: a loader stops on a duplicate key (an input
+    /// may hold one, as cut Cluster dumps do; renames and merges can make one), so a second
+    /// one is an error here first. Two keys sharing a 64-bit hash look like a duplicate too:
+    /// a spurious error about once in 10^7 files of 2 million keys, never a bad file.
+    seen: HashSet<u64>,
+    /// Names and code hashes of the function libraries written (a loader refuses a library
+    /// loaded twice).
+    libraries: std::collections::HashMap<String, u64>,
+    /// What a second key of the same name gets.
+    pub on_conflict: Conflict,
+    /// Keys and libraries not written because written already (`on_conflict`).
+    pub skipped: u64,
+    /// Keys written.
+    pub keys: u64,
+    /// Functions written.
+    pub functions: u64,
+    /// What was left out or written without a part (`--lossy`), one line per key.
+    pub dropped: Vec<String>,
+}
+
+impl<W: Write> RdbOut<W> {
+    /// Start the file: header and the AUX fields a server of `target` writes.
+    pub fn new(w: W, name: &str, target: Version, lossy: bool) -> Result<Self> {
+        let io = |e| Error::io(name, e);
+        let mut out = RdbCopy::new(w, target).map_err(io)?;
+        // AUX fields came in RDB 7; older loaders stop at them.
+        if target.number >= 7 {
+            let ctime = (now_ms() / 1000).to_string();
+            out.aux(b"redis-ver", reencode::redis_ver(target.number).as_bytes())
+                .and_then(|()| out.aux(b"redis-bits", b"64"))
+                .and_then(|()| out.aux(b"ctime", ctime.as_bytes()))
+                .map_err(io)?;
+        }
+        Ok(RdbOut {
+            out,
+            target,
+            lossy,
+            name: name.into(),
+            source: String::new(),
+            seen: HashSet::new(),
+            libraries: Default::default(),
+            on_conflict: Conflict::Error,
+            skipped: 0,
+            keys: 0,
+            functions: 0,
+            dropped: Vec::new(),
+        })
+    }
+
+    /// Whether (db, name) was written already (or one with the same 64-bit hash).
+    pub fn has(&self, db: u64, name: &[u8]) -> bool {
+        self.seen.contains(&key_hash(db, name))
+    }
+
+    /// Leave something out: an error without `--lossy`, a line of the report with it.
+    fn drop_or_fail(&mut self, what: String, why: &str) -> Result<()> {
+        if !self.lossy {
+            return Err(Error::Input {
+                path: self.source.clone(),
+                msg: format!(
+                    "{what}: {why}; RDB {} cannot hold it (--lossy leaves it out)",
+                    self.target.number
+                ),
+            });
+        }
+        self.dropped.push(format!("{what}: {why}"));
+        Ok(())
+    }
+
+    /// Write key `k` as `prep` says, into db `db` with the sizing `hint` when it is the
+    /// first key there.
+    pub fn key(&mut self, k: &KeyRecord<'_>, prep: Prep, hint: Option<(u64, u64)>) -> Result<()> {
+        let Prep::Write { db, name, plan } = prep else {
+            return Ok(());
+        };
+        let what = || format!("key {} (db {db})", quoted(&name));
+        if !self.seen.insert(key_hash(db, &name)) {
+            if self.on_conflict != Conflict::Error {
+                self.skipped += 1;
+                return Ok(());
+            }
+            return Err(Error::Input {
+                path: self.source.clone(),
+                msg: format!(
+                    "{} appears twice (or shares its 64-bit hash with another key); a server \
+                     would refuse the file (with --merge, --on-conflict replace|skip keeps one)",
+                    what()
+                ),
+            });
+        }
+        let name_out = self.name.clone();
+        let io = |e| Error::io(name_out.clone(), e);
+        match plan {
+            Plan::Unloadable(why) => return self.drop_or_fail(what(), &why),
+            Plan::Lossy(enc, why) => {
+                self.drop_or_fail(what(), &why)?;
+                self.out.select_db(db, hint).map_err(io)?;
+                self.out.key_encoded(k, &name, &enc).map_err(io)?;
+            }
+            Plan::Encoded(enc) => {
+                self.out.select_db(db, hint).map_err(io)?;
+                self.out.key_encoded(k, &name, &enc).map_err(io)?;
+            }
+            Plan::Copy => {
+                self.out.select_db(db, hint).map_err(io)?;
+                self.out.key_raw(k, &name, k.raw).map_err(io)?;
+            }
+        }
+        self.keys += 1;
+        Ok(())
+    }
+
+    /// A record other than a key: functions and module aux data go on when the target holds
+    /// them; the rest (AUX, sizing hints) is the writer's own.
+    pub fn record(&mut self, rec: &Record<'_>) -> Result<()> {
+        let n = self.target.number;
+        let name_out = self.name.clone();
+        let io = |e| Error::io(name_out.clone(), e);
+        match rec {
+            Record::Function { code } => match reencode::function_unloadable(code, n) {
+                None => {
+                    if self.library_written(code)? {
+                        return Ok(());
+                    }
+                    self.out.function(code).map_err(io)?;
+                    self.functions += 1;
+                }
+                Some(why) => {
+                    let (engine, lib) = crate::sink::jsonl::function_meta(code);
+                    let what = format!("function library {lib} ({engine})");
+                    self.drop_or_fail(what, why)?;
+                }
+            },
+            Record::ModuleAux { raw, .. } if n >= 9 => self.out.module_aux(raw).map_err(io)?,
+            Record::ModuleAux { id, .. } => {
+                let what = format!("module aux data (module type {})", id.0);
+                self.drop_or_fail(what, "module aux records came in RDB 9")?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Note an empty collection left out (a report line, not a loss).
+    pub fn empty(&mut self, k: &KeyRecord<'_>) {
+        self.dropped.push(format!(
+            "key {} (db {}): an empty collection, which loaders drop",
+            quoted(&k.key),
+            k.db
+        ));
+    }
+
+    /// Whether a library of this name was written already: the same code is written once,
+    /// other code under the same name is a conflict.
+    fn library_written(&mut self, code: &[u8]) -> Result<bool> {
+        let (_, lib) = crate::sink::jsonl::function_meta(code);
+        let h = crate::hash::hash64(code);
+        match self.libraries.insert(lib.clone(), h) {
+            None => Ok(false),
+            Some(old) if old == h => Ok(true),
+            Some(old) if self.on_conflict != Conflict::Error => {
+                self.libraries.insert(lib, old);
+                self.skipped += 1;
+                Ok(true)
+            }
+            Some(_) => Err(Error::Input {
+                path: self.source.clone(),
+                msg: format!("function library {lib} appears twice, with different code"),
+            }),
+        }
+    }
+
+    /// [`RdbOut::finish`], with the report of a conversion of `input` into this file.
+    pub fn finish_report(
+        mut self,
+        input: String,
+        filtered: u64,
+        expired: u64,
+    ) -> Result<ConvertReport> {
+        let rep = ConvertReport {
+            input,
+            output: self.name.clone(),
+            keys: self.keys,
+            filtered,
+            expired,
+            commands: 0,
+            functions: self.functions,
+            dropped: std::mem::take(&mut self.dropped),
+        };
+        self.finish()?;
+        Ok(rep)
+    }
+
+    /// End the file (EOF and CRC-64); returns the writer.
+    pub fn finish(self) -> Result<W> {
+        self.out.finish().map_err(|e| Error::io(self.name, e))
+    }
+}
+
+/// The hash [`RdbOut`] remembers a written key by.
+fn key_hash(db: u64, key: &[u8]) -> u64 {
+    crate::hash::hash64(key) ^ crate::hash::fmix64(db.wrapping_add(1))
+}
+
+/// The sizing hints of an RDB input, per input db, as it declares them (RESIZEDB).
+#[derive(Debug, Default)]
+pub struct Hints {
+    db: u64,
+    per_db: std::collections::BTreeMap<u64, (u64, u64)>,
+}
+
+impl Hints {
+    /// Note a record.
+    pub fn note(&mut self, rec: &Record<'_>) {
+        match rec {
+            Record::SelectDb(db) => self.db = *db,
+            Record::ResizeDb {
+                db_size,
+                expires_size,
+            } => {
+                self.per_db.insert(self.db, (*db_size, *expires_size));
+            }
+            _ => {}
+        }
+    }
+
+    /// The hint for keys of input db `db`, once (`None` after).
+    pub fn take(&mut self, db: u64) -> Option<(u64, u64)> {
+        self.per_db.remove(&db)
+    }
+}
+
+/// Convert one input into `w` as an RDB file.
+pub fn convert_rdb(
+    name: &str,
+    w: Box<dyn Write + Send>,
+    out_name: &str,
+    common: &Common,
+    opts: &ConvertOptions,
+) -> Result<ConvertReport> {
+    let input = Input::open(name)?;
+    let target = target_version(&input, opts.rdb_version)?;
+    let mut out = RdbOut::new(w, out_name, target, opts.lossy)?;
+    let (filtered, expired) = write_input(&input, &mut out, common, opts.skip_expired, true)?;
+    out.finish_report(name.into(), filtered, expired)
+}
+
+/// Write every key and record of `input` to `out`; returns the keys (filtered, expired).
+/// `hints`: pass the input's RESIZEDB sizes on (one input, every key kept).
+pub fn write_input<W: Write>(
+    input: &Input,
+    out: &mut RdbOut<W>,
+    common: &Common,
+    skip_expired: bool,
+    hints: bool,
+) -> Result<(u64, u64)> {
+    let name = input.name.as_str();
+    out.source = name.into();
+    let target = out.target;
+    let (mut filtered, mut expired) = (0, 0);
+    let now = now_ms();
+    let mut sizes = Hints::default();
+    // A hint only helps when every key of the db goes on into one db.
+    let use_hints = hints && common.map.is_identity();
+    let work = |k: &KeyRecord<'_>| {
+        prepare(k, common, target, skip_expired, now)
+            .map_err(|e| Error::Rdb(crate::rdb::Error::from_decode(name, Some(&k.key), e)))
+    };
+    let mut progress = Progress::new(input.size, name, common.quiet);
+    let res = batch::walk(input, common, work, |ev, prep, pos| {
+        match (ev, prep) {
+            (Event::Rdb(Record::Key(k)), Some(prep)) => {
+                progress.tick(pos, 1);
+                match prep {
+                    Prep::Filtered => filtered += 1,
+                    Prep::Expired => expired += 1,
+                    Prep::Empty => out.empty(k),
+                    prep => {
+                        let hint = sizes.take(k.db).filter(|_| use_hints);
+                        out.key(k, prep, hint)?;
+                    }
+                }
+            }
+            (Event::Rdb(rec), _) => {
+                sizes.note(rec);
+                out.record(rec)?;
+            }
+            (Event::Command { .. }, _) => {
+                return Err(Error::Input {
+                    path: name.into(),
+                    msg: format!(
+                        "AOF commands at byte {pos} cannot be written to an RDB file \
+                         (import them into a server, then `rdbferry fetch` its snapshot)"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    });
+    progress.finish();
+    res?;
+    Ok((filtered, expired))
+}
+
+/// `--merge`: every input into one RDB file `w`, for the newest version among them (or
+/// `--rdb-version`). A key in two inputs is an error, or with `--on-conflict skip` the first
+/// one is kept, with `replace` the last one: the inputs are then written last first, each key
+/// kept the first time it is seen, so that one pass suffices.
+pub fn merge_rdb(
+    inputs: &[String],
+    w: Box<dyn Write + Send>,
+    out_name: &str,
+    common: &Common,
+    opts: &ConvertOptions,
+) -> Result<ConvertReport> {
+    let mut opened = Vec::new();
+    let mut target: Option<Version> = None;
+    for name in inputs {
+        let input = Input::open(name)?;
+        let v = target_version(&input, opts.rdb_version)?;
+        target = Some(target.map_or(v, |t| if v.number > t.number { v } else { t }));
+        opened.push(input);
+    }
+    let Some(target) = target else {
+        return Err(Error::Usage("--merge needs inputs".into()));
+    };
+    if opts.on_conflict == Conflict::Replace {
+        opened.reverse();
+    }
+    let mut out = RdbOut::new(w, out_name, target, opts.lossy)?;
+    out.on_conflict = opts.on_conflict;
+    let (mut filtered, mut expired) = (0, 0);
+    for input in &opened {
+        let (f, e) = write_input(input, &mut out, common, opts.skip_expired, false)?;
+        filtered += f;
+        expired += e;
+    }
+    if out.skipped > 0 {
+        out.dropped.push(format!(
+            "{} key(s) or libraries present in several inputs, kept once (--on-conflict)",
+            out.skipped
+        ));
+    }
+    out.finish_report(inputs.join(" + "), filtered, expired)
+}
+
+/// [`merge_rdb`] into the file `output` (written whole or not at all; an input is refused)
+/// or standard output.
+pub fn merge(
+    inputs: &[String],
+    output: Option<&std::path::Path>,
+    common: &Common,
+    opts: &ConvertOptions,
+) -> Result<ConvertReport> {
+    if opts.format != crate::sink::Format::Rdb {
+        return Err(Error::Usage("--merge goes with --format rdb".into()));
+    }
+    let Some(path) = output else {
+        return merge_rdb(
+            inputs,
+            Box::new(std::io::stdout()),
+            "<stdout>",
+            common,
+            opts,
+        );
+    };
+    crate::sink::file::refuse_input(path, inputs)?;
+    let file = crate::sink::file::AtomicFile::create(path)?;
+    let w = Box::new(file.writer()?);
+    let rep = merge_rdb(inputs, w, &path.display().to_string(), common, opts)?;
+    file.commit()?;
+    Ok(rep)
+}
