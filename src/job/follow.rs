@@ -232,7 +232,12 @@ pub fn follow(path: &str, common: &Common, opts: &FollowOptions) -> Result<Follo
         newest_ts: None,
         idle: None,
     };
-    let stopped = f.run(tail);
+    let stopped = match f.run(tail) {
+        // A signal seen by a step of the loop (the applier checks it too) is the same stop
+        // as one seen at the top of the loop: drain and checkpoint what was acknowledged.
+        Err(Error::Cancelled) if common.cancel.is_cancelled() => Ok("signal".to_string()),
+        r => r,
+    };
     let drained = f.applier.flush().and_then(|()| f.checkpoint(true));
     f.rep.apply = f.applier.stats().clone();
     f.rep.elapsed_s = start.elapsed().as_secs_f64();
