@@ -293,7 +293,12 @@ impl Syncer<'_> {
                 }
             }
         };
-        self.follow(stream)
+        match self.follow(stream) {
+            // A signal seen by a step of the stream loop (the applier checks it too) is the
+            // same stop as one seen by the loop itself: drain and checkpoint.
+            Err(Error::Cancelled) if self.common.cancel.is_cancelled() => Ok("signal".into()),
+            r => r,
+        }
     }
 
     /// The precheck of the target for a snapshot (its table on stderr unless quiet); a
