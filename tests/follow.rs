@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use support::ferry::{Ferry, assert_exit, conn, rdbferry};
+use support::ferry::{Ferry, assert_exit, conn, metric, rdbferry, scrape};
 use support::writes::{counting_writer, write_round};
 use support::{RedisCluster, RedisServer, Snapshot, TempDir, require_old_server};
 
@@ -379,23 +379,6 @@ fn inputs_and_checkpoints_that_are_not_right_are_clear_errors() {
         err.contains("checkpoint") && err.contains("ck.json"),
         "{err}"
     );
-}
-
-/// `GET /metrics` from `addr`, the body.
-fn scrape(addr: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
-/// The value of `name` in a Prometheus text body.
-fn metric(body: &str, name: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 #[test]

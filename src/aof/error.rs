@@ -39,7 +39,7 @@ pub enum AofErrorKind {
     },
 }
 
-/// Why following a growing AOF (`crate::input::tail`) cannot go on from where it stands.
+/// Why following a growing AOF (the tail `follow` reads) cannot go on from where it stands.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TailErrorKind {

@@ -172,8 +172,6 @@ impl Conn {
             .map_err(|e| NetError::new(addr.clone(), NetErrorKind::Tls(e.to_string())))?;
         let stream = stream::connect(&url.host, url.port, tls.as_ref(), opts.timeout)
             .map_err(|k| NetError::new(addr.clone(), k))?;
-        let _ = stream.set_read_timeout(Some(opts.timeout));
-        let _ = stream.set_write_timeout(Some(opts.timeout));
         let mut c = Conn {
             stream,
             buf: vec![0; READ_BYTES],

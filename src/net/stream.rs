@@ -31,7 +31,8 @@ use super::error::NetErrorKind;
 use super::tls::{self, TlsConfig};
 
 /// Open a connection to `host:port`, with TLS when `tls` is given (the handshake is done
-/// here). `timeout` bounds the TCP connect and each read or write of the handshake.
+/// here). `timeout` bounds the TCP connect and each read and write from then on, the
+/// handshake's included, until the caller sets other deadlines.
 pub fn connect(
     host: &str,
     port: u16,
@@ -60,6 +61,8 @@ pub fn connect(
         )
     })?;
     let _ = sock.set_nodelay(true);
+    let _ = sock.set_read_timeout(Some(timeout));
+    let _ = sock.set_write_timeout(Some(timeout));
     let Some(tls) = tls else {
         return Ok(Stream::Tcp(sock));
     };
@@ -67,10 +70,8 @@ pub fn connect(
         .map_err(|_| NetErrorKind::Tls(format!("{host:?} is not a valid server name")))?;
     let mut session = ClientConnection::new(tls.client_config(), name)
         .map_err(|e| NetErrorKind::Tls(e.to_string()))?;
-    // A server that never answers the ClientHello (a plain Redis waiting for a newline) must
-    // not hang us: bound every read and write of the handshake.
-    let _ = sock.set_read_timeout(Some(timeout));
-    let _ = sock.set_write_timeout(Some(timeout));
+    // A server that never answers the ClientHello (a plain Redis waiting for a newline)
+    // cannot hang us: every read and write of the handshake has the deadline set above.
     while session.is_handshaking() {
         if let Err(e) = session.complete_io(&mut sock) {
             return Err(NetErrorKind::Tls(tls::describe_io(
@@ -80,8 +81,6 @@ pub fn connect(
             )));
         }
     }
-    let _ = sock.set_read_timeout(None);
-    let _ = sock.set_write_timeout(None);
     // Writes are sealed whole under the `send` lock (see the module doc): no buffer limit.
     session.set_buffer_limit(None);
     Ok(Stream::Tls(TlsStream {

@@ -233,7 +233,9 @@ impl Linked0 {
         let flag = closed.clone();
         let _ = self.sock.set_read_timeout(None);
         // The replica writes REPLCONF ACKs once linked; nobody needs them, but the socket
-        // buffer must not fill up, and their end tells that the replica let go.
+        // buffer must not fill up, and their end tells that the replica let go. This read has
+        // no deadline of its own (a quiet replica is no fault): the transfer shuts the socket
+        // down when it finishes or is dropped, which ends it.
         let mut r = self.reader;
         let drain = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];

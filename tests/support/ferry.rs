@@ -179,6 +179,23 @@ impl Ferry {
     }
 }
 
+/// `GET /metrics` from a `--metrics-addr` at `addr`: the body (`None` while nothing answers).
+pub fn scrape(addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// The value of `name` in a Prometheus text body.
+pub fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// Fails the test, with the run's stderr, unless it exited with `code`.
 pub fn assert_exit(o: &Output, code: i32) {
     assert_eq!(
