@@ -4,6 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A /dev/null that is a regular file (an older rdbferry renamed its output over it when run with
+# `-o /dev/null` as root) hands its contents to every reader: the compiler then reads stale text
+# as its source. Put the device back when we can, else say so.
+if [ ! -c /dev/null ]; then
+    echo "/dev/null is not a character device; recreating it" >&2
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO rm -f /dev/null && $SUDO mknod -m 666 /dev/null c 1 3
+fi
+
 if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
     echo "installing redis-server (Debian package)" >&2
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

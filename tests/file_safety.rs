@@ -338,3 +338,48 @@ fn an_aof_appended_to_while_read_is_fine() {
     });
     assert!(o.status.success(), "{:?}: {}", o.status, stderr(&o));
 }
+
+/// `convert -o /dev/null` (what `scripts/bench.sh` runs) renamed its temporary file over
+/// `/dev/null`, leaving a regular file there: as root, every later write to `/dev/null` went into
+/// it and every read of it returned what was written, until a CI run's compiler read a stale
+/// error as its source. An output that is not a regular file (a device, a FIFO) is written in
+/// place, never replaced. The test uses a FIFO, which shows the same mistake without touching
+/// `/dev`: a reader of the FIFO gets the output, and the FIFO is still a FIFO afterwards.
+#[test]
+fn an_output_that_is_not_a_regular_file_is_written_in_place() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = TempDir::new("fifo-out");
+    let fifo = dir.path().join("out.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let input = testdata("redis-7.0/all-types.rdb");
+    let want = rdbferry(&["convert", &input, "--format", "jsonl"]);
+    assert!(want.status.success(), "{}", stderr(&want));
+    // The reader opens the FIFO (blocking until a writer does) and reads to the end.
+    let path = fifo.clone();
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        fs::File::open(&path)
+            .unwrap()
+            .read_to_end(&mut got)
+            .unwrap();
+        got
+    });
+    let o = rdbferry(&["convert", &input, "--format", "jsonl", "-o", s(&fifo)]);
+    let kind = fs::symlink_metadata(&fifo).unwrap().file_type();
+    if !kind.is_fifo() {
+        // Unblock the reader (a regular file is there now), then fail.
+        let _ = fs::remove_file(&fifo);
+        panic!(
+            "the FIFO was replaced by a {kind:?}; convert said: {}",
+            stderr(&o)
+        );
+    }
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = reader.join().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&want.stdout)
+    );
+    assert_eq!(names(dir.path()), ["out.fifo"]);
+}

@@ -13,6 +13,10 @@
 //! refused before anything is opened for writing, since the inputs are memory-mapped and read
 //! while the output is written.
 //!
+//! An output that exists and is not a regular file (`/dev/null`, a terminal, a FIFO) is opened
+//! and written in place: there is nothing to replace, and renaming over a device would put a
+//! regular file where the device was.
+//!
 //! Not done here: standard output (`-o -`) is a stream and is written as it comes; the owner
 //! and group of a replaced file are not kept (its permission bits are).
 
@@ -46,7 +50,8 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug)]
 pub struct AtomicFile {
     file: File,
-    tmp: PathBuf,
+    /// The temporary file; `None` when `dest` is a device or a FIFO, written in place.
+    tmp: Option<PathBuf>,
     dest: PathBuf,
     committed: bool,
     /// The temporary file's place in [`TEMP_FILES`], freed after the file is gone.
@@ -83,6 +88,9 @@ impl AtomicFile {
             let e = io::Error::new(io::ErrorKind::IsADirectory, "is a directory");
             return Err(io_err(dest)(e));
         }
+        if let Some(m) = old.as_ref().filter(|m| !m.is_file()) {
+            return Self::in_place(dest, real, m);
+        }
         let Some(name) = real.file_name() else {
             let e = io::Error::new(io::ErrorKind::InvalidInput, "not a file name");
             return Err(io_err(dest)(e));
@@ -103,7 +111,7 @@ impl AtomicFile {
             .map_err(io_err(dest))?;
         let f = AtomicFile {
             file,
-            tmp,
+            tmp: Some(tmp),
             dest: real,
             committed: false,
             _registered: registered,
@@ -114,6 +122,27 @@ impl AtomicFile {
                 .map_err(io_err(dest))?;
         }
         Ok(f)
+    }
+
+    /// `dest` exists and is neither a regular file nor a directory (a device, a FIFO, a
+    /// socket): opened for writing as it is, without truncating or replacing it.
+    fn in_place(dest: &Path, real: PathBuf, m: &fs::Metadata) -> Result<AtomicFile> {
+        tracing::debug!(
+            "{} is not a regular file ({:?}): written in place",
+            dest.display(),
+            m.file_type()
+        );
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&real)
+            .map_err(io_err(dest))?;
+        Ok(AtomicFile {
+            file,
+            tmp: None,
+            dest: real,
+            committed: false,
+            _registered: None,
+        })
     }
 
     /// The file that [`commit`](AtomicFile::commit) replaces (symlinks followed).
@@ -130,10 +159,18 @@ impl AtomicFile {
     /// Make the written bytes the content of `dest`: fsync, rename over `dest`, fsync the
     /// directory. On an error before the rename, `dest` is untouched and the temporary file
     /// is removed.
+    /// Written in place (a device, a FIFO), it only flushes.
     pub fn commit(mut self) -> Result<()> {
         self.file.flush().map_err(io_err(&self.dest))?;
+        let Some(tmp) = self.tmp.take() else {
+            self.committed = true;
+            return Ok(());
+        };
         self.file.sync_all().map_err(io_err(&self.dest))?;
-        fs::rename(&self.tmp, &self.dest).map_err(io_err(&self.dest))?;
+        if let Err(e) = fs::rename(&tmp, &self.dest) {
+            self.tmp = Some(tmp);
+            return Err(io_err(&self.dest)(e));
+        }
         self.committed = true;
         let dir = match self.dest.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
@@ -160,8 +197,8 @@ impl Write for AtomicFile {
 
 impl Drop for AtomicFile {
     fn drop(&mut self) {
-        if !self.committed {
-            let _ = fs::remove_file(&self.tmp);
+        if let Some(tmp) = self.tmp.as_ref().filter(|_| !self.committed) {
+            let _ = fs::remove_file(tmp);
         }
     }
 }
