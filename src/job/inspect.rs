@@ -208,8 +208,8 @@ impl InspectReport {
             "functions": s.functions,
             "commands": s.commands,
             "dbs": s.dbs,
-            "types": s.types,
-            "encodings": s.encodings,
+            "types": s.types(),
+            "encodings": s.encodings(),
             "top_by_bytes": s.top_bytes.sorted(),
             "top_by_elements": s.top_elems.sorted(),
             "prefixes": prefixes,
@@ -258,11 +258,11 @@ impl InspectReport {
             );
         }
         let _ = writeln!(o, "\n{:<14} {:>12} {:>12}", "type", "keys", "bytes");
-        for (t, c) in &s.types {
+        for (t, c) in &s.types() {
             let _ = writeln!(o, "{:<14} {:>12} {:>12}", t, c.keys, human(c.bytes));
         }
         let _ = writeln!(o, "\n{:<14} {:>12} {:>12}", "encoding", "keys", "bytes");
-        for (t, c) in &s.encodings {
+        for (t, c) in &s.encodings() {
             let _ = writeln!(o, "{:<14} {:>12} {:>12}", t, c.keys, human(c.bytes));
         }
         for (title, rows) in [

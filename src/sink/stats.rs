@@ -9,7 +9,7 @@ use std::hash::BuildHasherDefault;
 use serde::Serialize;
 
 use crate::rdb::KeyRecord;
-use crate::rdb::types::encoding_name;
+use crate::rdb::types::{DataType, encoding_name};
 
 /// Keys and bytes of one group.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -112,8 +112,66 @@ impl TopN {
 pub struct Prefixes {
     depth: usize,
     cap: usize,
+    /// Rows of up to 16 bytes (nearly all prefixes), hashed and compared as two words.
+    short: HashMap<Short, Count, BuildHasherDefault<BytesHasher>>,
+    /// Longer rows.
     rows: HashMap<Vec<u8>, Count, BuildHasherDefault<BytesHasher>>,
     other: Count,
+}
+
+/// A row of up to 16 bytes in two words and its length: a lookup once per key of a dump costs
+/// a multiply and two compares, with no call to `memcmp`. The words are loaded straight from
+/// the key (two loads that may overlap; the length makes them unique), not through a buffer,
+/// which would stall each load behind the bytes just stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Short {
+    len: u8,
+    a: u64,
+    b: u64,
+}
+
+fn word(b: &[u8]) -> u64 {
+    b.try_into().map_or(0, u64::from_le_bytes)
+}
+
+fn half(b: &[u8]) -> u64 {
+    b.try_into().map_or(0, |w| u64::from(u32::from_le_bytes(w)))
+}
+
+impl Short {
+    fn new(row: &[u8]) -> Option<Short> {
+        let n = row.len();
+        let (a, b) = match n {
+            8..=16 => (word(&row[..8]), word(&row[n - 8..])),
+            4..=7 => (half(&row[..4]) | half(&row[n - 4..]) << 32, 0),
+            0..=3 => (row.iter().rev().fold(0, |w, &x| w << 8 | u64::from(x)), 0),
+            _ => return None,
+        };
+        Some(Short { len: n as u8, a, b })
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let n = usize::from(self.len);
+        let mut v = vec![0u8; n];
+        match n {
+            8..=16 => {
+                v[n - 8..].copy_from_slice(&self.b.to_le_bytes());
+                v[..8].copy_from_slice(&self.a.to_le_bytes());
+            }
+            4..=7 => {
+                v[n - 4..].copy_from_slice(&(self.a >> 32).to_le_bytes()[..4]);
+                v[..4].copy_from_slice(&self.a.to_le_bytes()[..4]);
+            }
+            _ => v.copy_from_slice(&self.a.to_le_bytes()[..n]),
+        }
+        v
+    }
+}
+
+impl std::hash::Hash for Short {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.a ^ self.b.rotate_left(29) ^ u64::from(self.len) << 56);
+    }
 }
 
 /// A [`std::hash::Hasher`] over [`crate::hash::hash64`]: key prefixes are hashed once per key
@@ -127,6 +185,9 @@ impl std::hash::Hasher for BytesHasher {
     }
     fn write_usize(&mut self, n: usize) {
         self.0 ^= n as u64;
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = crate::hash::fmix64(self.0 ^ n);
     }
     fn finish(&self) -> u64 {
         self.0
@@ -183,38 +244,69 @@ impl Prefixes {
 
     /// Add `n` to the row `row`, making room first if it is new and the table is full.
     fn add_row(&mut self, row: &[u8], n: Count) {
-        if let Some(c) = self.rows.get_mut(row) {
+        let short = Short::new(row);
+        let known = match short {
+            Some(s) => self.short.get_mut(&s),
+            None => self.rows.get_mut(row),
+        };
+        if let Some(c) = known {
             c.keys += n.keys;
             c.bytes += n.bytes;
             return;
         }
-        if self.rows.len() >= self.cap {
-            // Fold the smaller half into (other) so the table stays bounded.
-            let mut v: Vec<(Vec<u8>, Count)> = self.rows.drain().collect();
-            v.sort_by_key(|(_, c)| Reverse(c.keys));
-            for (_, c) in v.split_off(self.cap / 2) {
-                self.other.keys += c.keys;
-                self.other.bytes += c.bytes;
-            }
-            self.rows = v.into_iter().collect();
+        if self.len() >= self.cap {
+            self.fold();
         }
-        self.rows.insert(row.to_vec(), n);
+        match short {
+            Some(s) => self.short.insert(s, n),
+            None => self.rows.insert(row.to_vec(), n),
+        };
+    }
+
+    /// Rows held.
+    fn len(&self) -> usize {
+        self.short.len() + self.rows.len()
+    }
+
+    /// Every row and its count.
+    fn all(&self) -> impl Iterator<Item = (Vec<u8>, Count)> + '_ {
+        let short = self.short.iter().map(|(s, c)| (s.bytes(), *c));
+        short.chain(self.rows.iter().map(|(r, c)| (r.clone(), *c)))
+    }
+
+    /// Fold the smaller half of the rows into (other), so that the table stays bounded.
+    fn fold(&mut self) {
+        let mut v: Vec<(Vec<u8>, Count)> = self.all().collect();
+        v.sort_by_key(|(_, c)| Reverse(c.keys));
+        for (_, c) in v.split_off(self.cap / 2) {
+            self.other.keys += c.keys;
+            self.other.bytes += c.bytes;
+        }
+        self.short.clear();
+        self.rows.clear();
+        for (row, c) in v {
+            match Short::new(&row) {
+                Some(s) => self.short.insert(s, c),
+                None => self.rows.insert(row, c),
+            };
+        }
     }
 
     /// Add the rows of `other` (counted from later keys), if that gives what counting its keys
     /// one by one would: no row can be folded on the way. Returns whether it did.
     pub fn merge(&mut self, other: &Prefixes) -> bool {
-        if other.other.keys > 0 || self.rows.len() + other.rows.len() > self.cap {
+        if other.other.keys > 0 || self.len() + other.len() > self.cap {
             return false;
         }
-        for (row, &n) in &other.rows {
-            self.add_row(row, n);
+        for (row, n) in other.all() {
+            self.add_row(&row, n);
         }
         true
     }
 
     /// Forget every row.
     pub fn clear(&mut self) {
+        self.short.clear();
         self.rows.clear();
         self.other = Count::default();
     }
@@ -222,9 +314,8 @@ impl Prefixes {
     /// Rows with most keys first, then `(other)` if anything was folded.
     pub fn sorted(&self, limit: usize) -> Vec<(String, Count)> {
         let mut v: Vec<(String, Count)> = self
-            .rows
-            .iter()
-            .map(|(k, c)| (String::from_utf8_lossy(&self.name(k)).into_owned(), *c))
+            .all()
+            .map(|(k, c)| (String::from_utf8_lossy(&self.name(&k)).into_owned(), c))
             .collect();
         v.sort_by(|a, b| b.1.keys.cmp(&a.1.keys).then_with(|| a.0.cmp(&b.0)));
         let mut rest = self.other;
@@ -249,10 +340,9 @@ pub struct Stats {
     pub bytes: u64,
     /// Per db.
     pub dbs: BTreeMap<u64, DbCount>,
-    /// Per type.
-    pub types: BTreeMap<&'static str, Count>,
-    /// Per encoding.
-    pub encodings: BTreeMap<&'static str, Count>,
+    /// Per RDB type id (empty until the first key): one index per key instead of two ordered
+    /// maps keyed by name; [`Stats::types`] and [`Stats::encodings`] group them.
+    by_type_id: Vec<Count>,
     /// Keys with a TTL.
     pub expires: u64,
     /// Keys already expired at `now_ms`.
@@ -308,15 +398,33 @@ impl Stats {
                 db.expired += 1;
             }
         }
-        self.types
-            .entry(rec.data_type().name())
-            .or_default()
-            .add(bytes);
-        self.encodings
-            .entry(encoding_name(rec.type_id))
-            .or_default()
-            .add(bytes);
+        if self.by_type_id.is_empty() {
+            self.by_type_id.resize(256, Count::default());
+        }
+        self.by_type_id[usize::from(rec.type_id)].add(bytes);
         self.prefixes.add(&rec.key, bytes);
+    }
+
+    /// Keys and bytes per data type (`string`, `hash`...).
+    pub fn types(&self) -> BTreeMap<&'static str, Count> {
+        self.group_type_ids(|t| DataType::of(t).name())
+    }
+
+    /// Keys and bytes per encoding as the file stores it (`listpack`, `quicklist2`...).
+    pub fn encodings(&self) -> BTreeMap<&'static str, Count> {
+        self.group_type_ids(encoding_name)
+    }
+
+    fn group_type_ids(&self, name: impl Fn(u8) -> &'static str) -> BTreeMap<&'static str, Count> {
+        let mut out = BTreeMap::<&'static str, Count>::new();
+        for (t, c) in (0..=u8::MAX).zip(&self.by_type_id) {
+            if c.keys > 0 {
+                let m = out.entry(name(t)).or_default();
+                m.keys += c.keys;
+                m.bytes += c.bytes;
+            }
+        }
+        out
     }
 
     /// The top lists' part of [`Stats::add_key`], which depends on the order keys come in.
@@ -342,12 +450,10 @@ impl Stats {
         prefixes.depth = like.prefixes.depth;
         prefixes.cap = like.prefixes.cap;
         self.dbs.clear();
-        self.types.clear();
-        self.encodings.clear();
+        self.by_type_id.fill(Count::default());
         *self = Stats {
             dbs: std::mem::take(&mut self.dbs),
-            types: std::mem::take(&mut self.types),
-            encodings: std::mem::take(&mut self.encodings),
+            by_type_id: std::mem::take(&mut self.by_type_id),
             prefixes,
             now_ms: like.now_ms,
             ..Default::default()
@@ -372,15 +478,13 @@ impl Stats {
             d.expires += c.expires;
             d.expired += c.expired;
         }
-        for (mine, theirs) in [
-            (&mut self.types, &piece.types),
-            (&mut self.encodings, &piece.encodings),
-        ] {
-            for (name, c) in theirs {
-                let m = mine.entry(name).or_default();
-                m.keys += c.keys;
-                m.bytes += c.bytes;
-            }
+        if self.by_type_id.len() < piece.by_type_id.len() {
+            self.by_type_id
+                .resize(piece.by_type_id.len(), Count::default());
+        }
+        for (m, c) in self.by_type_id.iter_mut().zip(&piece.by_type_id) {
+            m.keys += c.keys;
+            m.bytes += c.bytes;
         }
         self.prefixes.merge(&piece.prefixes)
     }
@@ -429,6 +533,43 @@ mod tests {
     }
 
     #[test]
+    fn short_and_long_rows_are_told_apart() {
+        let mut p = Prefixes::new(1, 100);
+        let rows: [&[u8]; 12] = [
+            b"a",
+            b"a\0",
+            b"",
+            b"0123456789abcdef",
+            b"0123456789abcdefg",
+            b"0123456789abcde\0",
+            b"abc",
+            b"abcd",
+            b"abcde",
+            b"abcdefg",
+            b"abcdefgh",
+            b"abcdefghi",
+        ];
+        for (i, r) in rows.iter().enumerate() {
+            for _ in 0..=i {
+                p.add(r, 1);
+            }
+        }
+        let mut got = p.sorted(100);
+        got.sort_by(|x, y| x.0.cmp(&y.0));
+        let mut want: Vec<(String, Count)> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let n = i as u64 + 1;
+                let c = Count { keys: n, bytes: n };
+                (String::from_utf8_lossy(r).into_owned(), c)
+            })
+            .collect();
+        want.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(got, want);
+    }
+
+    #[test]
     fn prefixes_bounded() {
         let mut p = Prefixes::new(1, 10);
         for i in 0..1000 {
@@ -436,7 +577,7 @@ mod tests {
         }
         p.add(b"user:1", 1);
         p.add(b"user:2", 1);
-        assert!(p.rows.len() <= 10);
+        assert!(p.len() <= 10);
         let rows = p.sorted(100);
         assert_eq!(rows[0].0, "user:*");
         let total: u64 = rows.iter().map(|r| r.1.keys).sum();
