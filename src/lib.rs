@@ -7,8 +7,9 @@
 //! down (a module uses the ones above it in this list, never one below):
 //!
 //! - bottom, the formats and pure helpers: `rdb/` (RDB reader, zero-copy and pull-based, and
-//!   encoder; CRC-64, LZF, every inner encoding; `reencode`, a value for another version), `resp/` (RESP commands and replies, the
-//!   incremental reply decoder), `aof/` (plain, RDB preamble, multi-part directories),
+//!   encoder; CRC-64, LZF, every inner encoding; `reencode`, a value for another version;
+//!   `spill`, the stream reader's buffer, in a temporary file for a huge record), `resp/`
+//!   (RESP commands and replies, the incremental reply decoder), `aof/` (plain, RDB preamble, multi-part directories),
 //!   `keyslot.rs` (Cluster key slots), `hash.rs` (fast non-cryptographic hashes), `text.rs`
 //!   (how keys appear in messages), `time.rs` (the wall clock), `cancel.rs` (the stop token
 //!   every long loop checks), `sigsafe.rs` (tables a signal handler may read: mapped inputs,

@@ -9,8 +9,8 @@
 //! The snapshot is streamed from the socket into the import ([`Input::from_reader`]): no
 //! temporary file (`--spool DIR` keeps a copy, written as the bytes pass and renamed into
 //! place once the RDB is whole). Records are decoded by the streaming RDB reader, which holds
-//! one whole record in memory: a value of several hundred MB costs that much memory here
-//! (the file-based import does not). The full sync of `import` (the target loading the
+//! one whole record, a large one in an unlinked temporary file ([`crate::rdb::spill`]): a value
+//! of several hundred MB costs page cache, not heap. The full sync of `import` (the target loading the
 //! snapshot as rdbferry's replica) is not used: the payload goes by commands (`RESTORE`).
 //!
 //! The position is the source's: (replication id, offset applied, db selected there):

@@ -17,6 +17,7 @@ pub mod listpack;
 pub mod module;
 pub mod reader;
 pub mod reencode;
+pub mod spill;
 pub mod stream;
 pub mod types;
 pub mod value;

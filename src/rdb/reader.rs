@@ -13,6 +13,7 @@ use super::crc::{Crc64, crc64};
 use super::cursor::{Cursor, RStr};
 use super::error::{DecodeError, DecodeResult, Error, ErrorKind};
 use super::module::{ModuleId, skip_module_data};
+use super::spill::Buffer;
 use super::types::{Dialect, Version, opcode};
 use super::value::{Value, skip_value};
 
@@ -492,15 +493,21 @@ impl<'a> Iterator for RdbReader<'a> {
     }
 }
 
+/// The stream reader's buffer while no record needs more.
+const HEAP_BUF: usize = 1 << 16;
+
 /// Pull reader over a byte stream. Records borrow the internal buffer until the next call.
 ///
-/// The buffer grows only to hold one whole record, up to `max_record` bytes (then an error).
+/// The buffer grows only to hold one whole record, up to `max_record` bytes (then an error);
+/// past [`super::spill::SPILL_AT`] it moves to an unlinked temporary file in
+/// [`StreamReader::spill_dir`] (default: the system's), mapped, so that a huge value costs page
+/// cache rather than anonymous memory (see [`super::spill`]).
 /// When a record does not fit in what is buffered, it is decoded again after a refill that at
 /// least doubles what is buffered; each attempt costs at most as much as the bytes it saw, so
 /// the total stays linear however small the chunks the reader returns.
 pub struct StreamReader<R: Read> {
     r: R,
-    buf: Vec<u8>,
+    buf: Buffer,
     start: usize,
     end: usize,
     dec: Option<Decoder>,
@@ -518,7 +525,7 @@ impl<R: Read> StreamReader<R> {
     pub fn new(r: R, source: &str) -> Self {
         StreamReader {
             r,
-            buf: vec![0; 1 << 16],
+            buf: Buffer::new(HEAP_BUF, std::env::temp_dir()),
             start: 0,
             end: 0,
             dec: None,
@@ -527,9 +534,27 @@ impl<R: Read> StreamReader<R> {
             opts: ReadOptions::default(),
             eof: false,
             done: false,
-            max_record: 1 << 30,
+            max_record: 1 << 36,
             consumed_total: 0,
         }
+    }
+
+    /// Put records larger than the heap buffer in a temporary file in `dir`.
+    pub fn spill_dir(mut self, dir: std::path::PathBuf) -> Self {
+        self.buf.set_dir(dir);
+        self
+    }
+
+    /// Records above `n` bytes go to the temporary file (tests; default
+    /// [`super::spill::SPILL_AT`]).
+    pub fn spill_at(mut self, n: usize) -> Self {
+        self.buf.set_spill_at(n);
+        self
+    }
+
+    /// Whether the record being read is held in a temporary file.
+    pub fn spilled(&self) -> bool {
+        self.buf.spilled()
     }
 
     /// Set reader options.
@@ -566,7 +591,17 @@ impl<R: Read> StreamReader<R> {
         }
     }
 
+    /// Once the big record is consumed, back to the heap with what follows it.
+    fn unspill(&mut self) {
+        if self.buf.spilled() && self.end - self.start <= HEAP_BUF / 2 {
+            self.buf.shrink(HEAP_BUF, self.start..self.end);
+            self.end -= self.start;
+            self.start = 0;
+        }
+    }
+
     fn fill(&mut self) -> Result<(), Error> {
+        self.unspill();
         if self.start > 0 && (self.start > self.buf.len() / 2 || self.end == self.buf.len()) {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -587,7 +622,8 @@ impl<R: Read> StreamReader<R> {
                 ));
             }
             let n = (self.buf.len() * 2).min(self.max_record);
-            self.buf.resize(n, 0);
+            let end = self.end;
+            self.buf.grow(n, end).map_err(|e| self.io_err(e))?;
         }
         loop {
             match self.r.read(&mut self.buf[self.end..]) {
@@ -647,6 +683,7 @@ impl<R: Read> StreamReader<R> {
         if self.done {
             return Ok(None);
         }
+        self.unspill();
         if self.dec.is_none() {
             loop {
                 match Decoder::new(&self.buf[self.start..self.end]) {
@@ -712,5 +749,60 @@ impl<R: Read> StreamReader<R> {
             }
         }
         Ok(Some(rec))
+    }
+}
+
+#[cfg(test)]
+mod spill_tests {
+    use super::*;
+    use crate::rdb::encoder::{RdbWriter, value};
+
+    /// Hands out at most `chunk` bytes per read, as a socket does.
+    struct Chunked<'a> {
+        data: &'a [u8],
+        chunk: usize,
+    }
+
+    impl Read for Chunked<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.chunk.min(out.len()).min(self.data.len());
+            out[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    /// A record larger than the heap buffer is read from a temporary file, byte for byte, and
+    /// the buffer is back on the heap for the records after it.
+    #[test]
+    fn a_huge_record_goes_through_a_file_and_back() {
+        let big: Vec<u8> = (0..5_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut w = RdbWriter::new(10);
+        w.select_db(0);
+        w.key(b"small:1", None, &value::string(b"one", false));
+        w.key(b"big", Some(1_900_000_000_000), &value::string(&big, false));
+        w.key(b"small:2", None, &value::string(b"two", false));
+        let data = w.finish();
+        let chunked = Chunked {
+            data: &data,
+            chunk: 60_000,
+        };
+        let mut r = StreamReader::new(chunked, "test").spill_at(1 << 20);
+        let mut seen = Vec::new();
+        while let Some(rec) = r.next_record().unwrap() {
+            if let Record::Key(k) = rec {
+                let v = k.value().unwrap();
+                let Value::String(s) = v else {
+                    panic!("not a string")
+                };
+                seen.push((k.key.to_vec(), s.to_vec(), r.spilled()));
+            }
+        }
+        assert_eq!(seen.len(), 3);
+        assert_eq!(seen[0], (b"small:1".to_vec(), b"one".to_vec(), false));
+        assert_eq!(seen[1].0, b"big");
+        assert!(seen[1].1 == big, "the big value differs");
+        assert!(seen[1].2, "the big record was not in a file");
+        assert_eq!(seen[2], (b"small:2".to_vec(), b"two".to_vec(), false));
     }
 }

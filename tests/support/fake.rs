@@ -399,6 +399,9 @@ pub struct Watched {
     pub elapsed: Duration,
     /// The highest `VmHWM` (peak resident memory) read from `/proc/PID/status`, in kB.
     pub peak_kb: u64,
+    /// The highest `RssAnon` sampled (resident anonymous memory: the heap, not the pages of
+    /// mapped files), in kB.
+    pub peak_anon_kb: u64,
 }
 
 /// The address space a watched process may have: an allocation the size of a hostile
@@ -407,10 +410,19 @@ const ADDRESS_SPACE: u64 = 1 << 30;
 
 /// Run `cmd` (stdin closed, output captured) under [`ADDRESS_SPACE`], sampling its peak
 /// memory; a process still running after `guard` is killed and fails the test (a hang).
-pub fn watch(mut cmd: std::process::Command, guard: Duration) -> Watched {
+pub fn watch(cmd: std::process::Command, guard: Duration) -> Watched {
+    watch_stdin(cmd, std::process::Stdio::null(), guard)
+}
+
+/// [`watch`], with `stdin` as the process's standard input.
+pub fn watch_stdin(
+    mut cmd: std::process::Command,
+    stdin: std::process::Stdio,
+    guard: Duration,
+) -> Watched {
     use std::os::unix::process::CommandExt;
     use std::process::Stdio;
-    cmd.stdin(Stdio::null())
+    cmd.stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env("RDBFERRY_STATE_DIR", super::ferry::state_dir());
@@ -442,11 +454,13 @@ pub fn watch(mut cmd: std::process::Command, guard: Duration) -> Watched {
     let out = read_all(child.child().stdout.take().map(|r| Box::new(r) as _));
     let err = read_all(child.child().stderr.take().map(|r| Box::new(r) as _));
     let mut peak_kb = 0;
+    let mut peak_anon_kb = 0;
     let code = loop {
         if let Some(st) = child.child().try_wait().unwrap() {
             break st.code();
         }
         peak_kb = peak_kb.max(peak_rss_kb(pid));
+        peak_anon_kb = peak_anon_kb.max(status_kb(pid, "RssAnon:"));
         if start.elapsed() > guard {
             drop(child);
             panic!(
@@ -465,16 +479,22 @@ pub fn watch(mut cmd: std::process::Command, guard: Duration) -> Watched {
         stderr: err.join().unwrap(),
         elapsed,
         peak_kb,
+        peak_anon_kb,
     }
 }
 
 /// `VmHWM` of a process, in kB (0 once it is gone).
 pub fn peak_rss_kb(pid: u32) -> u64 {
+    status_kb(pid, "VmHWM:")
+}
+
+/// A `kB` line of `/proc/PID/status` (0 once the process is gone).
+fn status_kb(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
