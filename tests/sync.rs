@@ -8,7 +8,7 @@
 //! continue from is a clear error, or with `--resync-on-loss` a second full copy; a Cluster
 //! target through kills, exactly once; 6.2 and 6.0 sources; a source restarted from its save
 //! (continued); an ACL user and a wrong password; a renamed PSYNC, and both PSYNC and SYNC
-//! renamed away (a clear error); a Cluster source refused clearly.
+//! renamed away (a clear error). A Cluster source: `tests/sync_cluster.rs`.
 
 mod support;
 
@@ -474,16 +474,6 @@ fn a_renamed_psync() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("--psync-command"), "{}", output_text(&o));
     assert_eq!(empty.cli(&["DBSIZE"]), "0");
-}
-
-#[test]
-fn a_cluster_source_is_refused_clearly() {
-    let src = support::RedisCluster::start(3);
-    let dst = RedisServer::start();
-    let o = rdbferry(&["sync", "--from", &src.seed_url(), "--to", &dst.url()]);
-    assert_exit(&o, 1);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("a Cluster source"), "{}", output_text(&o));
 }
 
 #[test]

@@ -90,6 +90,8 @@ impl SyncArgs {
                 save_within: seconds("--save-timeout", self.save_timeout)?,
                 resync_on_loss: self.resync_on_loss,
                 force: self.force,
+                name: None,
+                precheck: None,
                 import,
             },
         ))
@@ -170,9 +172,18 @@ fn summary(r: &SyncReport) -> String {
         .as_ref()
         .map(|p| format!(", at offset {} of {}", p.offset, p.replid))
         .unwrap_or_default();
-    format!(
+    let mut line = format!(
         "sync: stopped ({}); {snapshot}{} full copies, {} continues, {} stream commands \
          applied, {} filtered, {} errors{at}",
         r.stopped, r.full_syncs, r.continues, r.apply.applied, r.filtered, r.apply.errors
-    )
+    );
+    // A Cluster source: a line per master.
+    for m in &r.masters {
+        line += &format!(
+            "\n  {}: {}",
+            m.source,
+            summary(m).trim_start_matches("sync: ")
+        );
+    }
+    line
 }

@@ -16,6 +16,7 @@ pub mod inspect;
 pub mod metrics;
 pub mod split;
 pub mod sync;
+pub mod sync_cluster;
 
 use crate::cancel::Cancel;
 use crate::rdb::ReadOptions;

@@ -22,8 +22,9 @@
 //! target (`--on-conflict replace`; keys deleted on the source meanwhile stay).
 //!
 //! Stops: without `--follow`, once the snapshot is applied; with it, on SIGINT/SIGTERM
-//! (drain what was received, write the checkpoint, exit 0). Not here: a Cluster source
-//! (refused with a clear error), `--via scan` for sources that refuse replication.
+//! (drain what was received, write the checkpoint, exit 0). A Cluster source is synced one
+//! master at a time in parallel, each as a source of its own ([`super::sync_cluster`]). Not
+//! here: `--via scan` for sources that refuse replication.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -42,6 +43,7 @@ use super::metrics::Metrics;
 use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 use crate::input::Input;
+use crate::net::cluster::SlotMap;
 use crate::net::{Conn, NetErrorKind, RedisUrl};
 use crate::repl::replica::{self, Handshake, Payload, ReplStream, ReplicaOptions, SyncStart};
 use crate::sink::applier::{Applier, ApplyOptions, ApplyStats, Entry};
@@ -71,9 +73,19 @@ pub struct SyncOptions {
     pub resync_on_loss: bool,
     /// `--force`: go on despite a failed precheck.
     pub force: bool,
+    /// The source's name in the checkpoint, when not its address (a Cluster master, named by
+    /// its slots, so that a failover to its replica continues from the same checkpoint).
+    pub name: Option<String>,
+    /// A precheck shared with other syncs into the same target (a Cluster source's masters):
+    /// made by the first that takes a snapshot, used by the others, whose snapshots land in
+    /// a target the first is already filling.
+    pub precheck: Option<SharedPrecheck>,
     /// Write options shared with `import` (the snapshot; `--on-error`, `--retry-timeout`).
     pub import: ImportOptions,
 }
+
+/// See [`SyncOptions::precheck`].
+pub type SharedPrecheck = Arc<Mutex<Option<import::Precheck>>>;
 
 /// A point of the source's replication stream: where to continue from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +128,9 @@ pub struct SyncReport {
     pub notes: Vec<String>,
     /// Wall time, seconds.
     pub elapsed_s: f64,
+    /// A Cluster source: each master's report (the counters above are their sums).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub masters: Vec<SyncReport>,
 }
 
 /// The payload being imported, shared with the import's reader so that it can be taken
@@ -204,8 +219,12 @@ impl Arrivals {
 /// Run `sync`; see the module doc.
 pub fn sync(common: &Common, opts: &SyncOptions) -> Result<SyncReport> {
     let start = Instant::now();
-    let source = opts.from.addr();
-    refuse_cluster(&opts.from)?;
+    if opts.name.is_none()
+        && let Some(map) = cluster_source(&opts.from)?
+    {
+        return super::sync_cluster::sync_cluster(common, opts, map);
+    }
+    let source = opts.name.clone().unwrap_or_else(|| opts.from.addr());
     let apply = ApplyOptions {
         checkpoint_key: opts.checkpoint_key.clone(),
         retry_for: opts.import.retry_for,
@@ -253,21 +272,53 @@ pub fn sync(common: &Common, opts: &SyncOptions) -> Result<SyncReport> {
     Ok(s.rep)
 }
 
-/// A Cluster source is refused (not synced yet): one master's stream holds only its slots.
-fn refuse_cluster(from: &RedisUrl) -> Result<()> {
+/// The source's slot map when it is a Cluster node (each master's stream holds only its
+/// slots: every master is synced).
+fn cluster_source(from: &RedisUrl) -> Result<Option<SlotMap>> {
     let mut conn = Conn::open(from)?;
     // INFO may be refused (ACL): then the source is taken for a standalone one.
     let cluster = conn
         .info("cluster")
         .is_ok_and(|i| i.get("cluster_enabled").is_some_and(|v| v == "1"));
-    if cluster {
+    if !cluster {
+        return Ok(None);
+    }
+    Ok(Some(SlotMap::discover(from)?))
+}
+
+/// The precheck in `shared`, made now if nobody made it yet (the others wait meanwhile).
+fn shared_precheck(
+    shared: &SharedPrecheck,
+    common: &Common,
+    opts: &SyncOptions,
+) -> Result<import::Precheck> {
+    let mut made = shared
+        .lock()
+        .map_err(|_| Error::Internal("a sync's precheck panicked".into()))?;
+    if let Some(pre) = made.as_ref() {
+        return Ok(pre.clone());
+    }
+    let pre = precheck(common, opts)?;
+    *made = Some(pre.clone());
+    Ok(pre)
+}
+
+/// The precheck of the target for a snapshot (its table on stderr unless quiet); a failed
+/// one is an error unless `--force`.
+pub(crate) fn precheck(common: &Common, opts: &SyncOptions) -> Result<import::Precheck> {
+    let mut io = opts.import.clone();
+    io.via = Via::Commands;
+    let pre = import::precheck_stream(&io)?;
+    if !common.quiet || pre.failed() {
+        eprint!("{}", pre.to_table());
+    }
+    if pre.failed() && !opts.force {
         return Err(Error::target(
-            from.redacted(),
-            "a Cluster source is not supported by sync yet (each master's stream holds only \
-             its slots); use verify or import from each master's snapshot (rdbferry fetch)",
+            io.to.redacted(),
+            "precheck failed; nothing was written (--force to go on)",
         ));
     }
-    Ok(())
+    Ok(pre)
 }
 
 impl Syncer<'_> {
@@ -286,7 +337,10 @@ impl Syncer<'_> {
                 }
             }
             None => {
-                let pre = self.precheck(&self.opts.import)?;
+                let pre = match &self.opts.precheck {
+                    Some(shared) => shared_precheck(shared, self.common, self.opts)?,
+                    None => precheck(self.common, self.opts)?,
+                };
                 match self.snapshot(SyncStart::Full, &pre)? {
                     Some(s) => s,
                     None => return Ok("snapshot".into()),
@@ -299,24 +353,6 @@ impl Syncer<'_> {
             Err(Error::Cancelled) if self.common.cancel.is_cancelled() => Ok("signal".into()),
             r => r,
         }
-    }
-
-    /// The precheck of the target for a snapshot (its table on stderr unless quiet); a
-    /// failed one is an error unless `--force`.
-    fn precheck(&self, io: &ImportOptions) -> Result<import::Precheck> {
-        let mut io = io.clone();
-        io.via = Via::Commands;
-        let pre = import::precheck_stream(&io)?;
-        if !self.common.quiet || pre.failed() {
-            eprint!("{}", pre.to_table());
-        }
-        if pre.failed() && !self.opts.force {
-            return Err(Error::target(
-                io.to.redacted(),
-                "precheck failed; nothing was written (--force to go on)",
-            ));
-        }
-        Ok(pre)
     }
 
     /// The source's error for a checkpoint without a replication id (a `SYNC` source).
@@ -657,7 +693,11 @@ impl Syncer<'_> {
         write_checkpoint(
             path,
             &CheckpointFile {
-                source: self.opts.from.addr(),
+                source: self
+                    .opts
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| self.opts.from.addr()),
                 order,
                 pos,
             },
