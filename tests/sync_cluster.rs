@@ -135,3 +135,41 @@ fn a_cluster_source_every_master_copied_then_followed_and_continued() {
     );
     assert_eq!(dst.cli(&["GET", "counter:0"]), "23");
 }
+
+#[test]
+fn a_cluster_source_into_a_cluster_target_following_exactly_once() {
+    let src = source();
+    let dst = RedisCluster::start(3);
+    let dir = TempDir::new("sync-cluster-cluster");
+    let ck = dir.path().join("ck.json");
+    let (from, to) = (src.seed_url(), dst.seed_url());
+    let mut run = Ferry::spawn(&[
+        "sync",
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--follow",
+        "--checkpoint",
+        path_str(&ck),
+        "--exactly-once",
+        "-q",
+    ]);
+    write_counters(&src, 30, 3);
+    let start = Instant::now();
+    loop {
+        let (want, got) = (Snapshot::of_cluster(&src), Snapshot::of_cluster(&dst));
+        // The target also holds the checkpoint keys, per master and slot written.
+        let got = got.without_keys(|k| k.windows(19).any(|w| w == b"rdbferry:checkpoint"));
+        if want.diff(&got).is_empty() {
+            break;
+        }
+        assert!(!run.ended(), "sync ended: {}", run.stderr());
+        if start.elapsed() > GUARD {
+            want.assert_same(&got);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    run.signal("TERM");
+    assert_exit(&run.finish_within(GUARD), 0);
+}

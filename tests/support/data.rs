@@ -147,6 +147,14 @@ impl Snapshot {
         all
     }
 
+    /// Without the keys `drop` names (rdbferry's checkpoint keys on a target), and the digest
+    /// (which covered them).
+    pub fn without_keys(mut self, drop: impl Fn(&[u8]) -> bool) -> Snapshot {
+        self.keys.retain(|(_, k), _| !drop(k));
+        self.digest = None;
+        self
+    }
+
     /// The same keys, without the digest (to compare with a [`Snapshot::union`]).
     pub fn without_digest(mut self) -> Snapshot {
         self.digest = None;
