@@ -55,10 +55,11 @@ fn full_syncs(src: &RedisCluster) -> Vec<u64> {
         .collect()
 }
 
-fn wait_same(src: &RedisCluster, dst: &RedisServer, run: &mut Ferry) {
+/// Wait until `target()` holds what the Cluster `src` holds, key for key.
+fn wait_same(src: &RedisCluster, target: impl Fn() -> Snapshot, run: &mut Ferry) {
     let start = Instant::now();
     loop {
-        let (want, got) = (Snapshot::of_cluster(src), Snapshot::with_values(dst));
+        let (want, got) = (Snapshot::of_cluster(src), target());
         if want.diff(&got).is_empty() {
             return;
         }
@@ -106,7 +107,7 @@ fn a_cluster_source_every_master_copied_then_followed_and_continued() {
     let ck = dir.path().join("ck.json");
     let mut run = follow(&src, &dst, &ck);
     write_counters(&src, 30, 5);
-    wait_same(&src, &dst, &mut run);
+    wait_same(&src, || Snapshot::with_values(&dst), &mut run);
     let before = full_syncs(&src);
     run.signal("TERM");
     let o = run.finish_within(GUARD);
@@ -121,7 +122,7 @@ fn a_cluster_source_every_master_copied_then_followed_and_continued() {
     write_counters(&src, 30, 7);
     let mut run = follow(&src, &dst, &ck);
     write_counters(&src, 30, 11);
-    wait_same(&src, &dst, &mut run);
+    wait_same(&src, || Snapshot::with_values(&dst), &mut run);
     run.signal("TERM");
     let o = run.finish_within(GUARD);
     assert_exit(&o, 0);
@@ -156,20 +157,12 @@ fn a_cluster_source_into_a_cluster_target_following_exactly_once() {
         "-q",
     ]);
     write_counters(&src, 30, 3);
-    let start = Instant::now();
-    loop {
-        let (want, got) = (Snapshot::of_cluster(&src), Snapshot::of_cluster(&dst));
-        // The target also holds the checkpoint keys, per master and slot written.
-        let got = got.without_keys(|k| k.windows(19).any(|w| w == b"rdbferry:checkpoint"));
-        if want.diff(&got).is_empty() {
-            break;
-        }
-        assert!(!run.ended(), "sync ended: {}", run.stderr());
-        if start.elapsed() > GUARD {
-            want.assert_same(&got);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // The target also holds the checkpoint keys, per master and slot written.
+    let data = || {
+        Snapshot::of_cluster(&dst)
+            .without_keys(|k| k.windows(19).any(|w| w == b"rdbferry:checkpoint"))
+    };
+    wait_same(&src, data, &mut run);
     run.signal("TERM");
     assert_exit(&run.finish_within(GUARD), 0);
 }
