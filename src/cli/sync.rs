@@ -5,12 +5,13 @@ use std::process::ExitCode;
 
 use clap::Args;
 use rdbferry::error::Error;
+use rdbferry::job::import::Via;
 use rdbferry::job::sync::{self, SyncOptions, SyncReport};
 use rdbferry::net::RedisUrl;
 use rdbferry::net::url::Role;
 
 use super::follow::{CheckpointArgs, print_errors};
-use super::{CommonArgs, FromTlsArgs, WriteArgs, fail, seconds, usage};
+use super::{CommonArgs, FromTlsArgs, ViaArg, WriteArgs, fail, seconds, usage};
 
 /// `rdbferry sync`.
 #[derive(Args)]
@@ -23,6 +24,13 @@ pub(super) struct SyncArgs {
     from_tls: FromTlsArgs,
     #[command(flatten)]
     write: WriteArgs,
+    /// How the snapshot reaches the target. full-sync: the target loads the source's
+    /// snapshot itself, relayed as it arrives, as a replica of rdbferry, then is detached
+    /// (only an empty standalone target, no filters, renames or db mapping; the fastest way).
+    /// commands: RESTORE and rewrite commands. auto: full sync when it may be used, else
+    /// commands.
+    #[arg(long, value_enum, default_value_t = ViaArg::Auto)]
+    via: ViaArg,
     /// After the snapshot, apply the source's replication stream until SIGINT/SIGTERM (then
     /// drain, write the checkpoint, exit 0).
     #[arg(long)]
@@ -58,7 +66,8 @@ pub(super) struct SyncArgs {
 impl SyncArgs {
     fn build(&self) -> Result<(rdbferry::job::Common, SyncOptions), Error> {
         let mut common = self.common.build()?;
-        let import = self.write.build(&mut common)?;
+        let mut import = self.write.build(&mut common)?;
+        import.via = self.via.into();
         let env_pw = std::env::var(Role::Source.password_env()).ok();
         let from = RedisUrl::parse_as(&self.from, env_pw, Role::Source)?
             .with_tls(&self.from_tls.build())?
@@ -159,9 +168,19 @@ pub(super) fn run_sync(args: &SyncArgs) -> ExitCode {
 /// The summary line.
 fn summary(r: &SyncReport) -> String {
     let snapshot = match &r.snapshot {
+        Some(s) if s.via == Via::FullSync => format!(
+            "snapshot: {} keys loaded by full sync in {:.3} s; ",
+            s.synced, s.elapsed_s
+        ),
         Some(s) => format!(
-            "snapshot: {} keys written ({} filtered) in {:.3} s; ",
-            s.written, s.filtered, s.elapsed_s
+            "snapshot: {} keys written by commands{} ({} filtered) in {:.3} s; ",
+            s.written,
+            s.full_sync_declined
+                .as_ref()
+                .map(|why| format!(" (no full sync: {why})"))
+                .unwrap_or_default(),
+            s.filtered,
+            s.elapsed_s
         ),
         None => String::new(),
     };

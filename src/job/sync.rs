@@ -6,12 +6,18 @@
 //! the job layer: `import`'s command path for the snapshot, and the [`Applier`] that `follow`
 //! uses for every command after it (batches, checkpoint, at least once or `--exactly-once`).
 //!
-//! The snapshot is streamed from the socket into the import ([`Input::from_reader`]): no
-//! temporary file (`--spool DIR` keeps a copy, written as the bytes pass and renamed into
-//! place once the RDB is whole). Records are decoded by the streaming RDB reader, which holds
-//! one whole record in memory: a value of several hundred MB costs that much memory here
-//! (the file-based import does not). The full sync of `import` (the target loading the
-//! snapshot as rdbferry's replica) is not used: the payload goes by commands (`RESTORE`).
+//! The snapshot goes one of two ways, never through a temporary file (`--spool DIR` keeps a
+//! copy, written as the bytes pass and renamed into place once the RDB is whole):
+//! - into an empty standalone target, when `import`'s full sync may be used (`--via
+//!   auto|full-sync`; no filters, renames or db mapping; `fullsync::relay` decides), the
+//!   source's RDB bytes are relayed as they arrive to the target, which loads them as
+//!   rdbferry's replica, as fast as a native replica of the source would; it is claimed,
+//!   put back and recoverable as `import`'s full sync is. Declined before the first byte
+//!   (the target no longer empty, not connecting), the same bytes go by commands; abandoned
+//!   after it (a link cut), the target is put back empty and a new snapshot goes by commands.
+//! - otherwise by commands: streamed into the import ([`Input::from_reader`]), whose records
+//!   are decoded by the streaming RDB reader, which holds one whole record in memory (a value
+//!   of several hundred MB costs that much memory here; the file-based import does not).
 //!
 //! The position is the source's: (replication id, offset applied, db selected there):
 //! written after the target acknowledged, to `--checkpoint FILE` (atomically) and, with
@@ -37,6 +43,7 @@ use super::Common;
 use super::follow::{
     CheckpointFile, map_entry, read_checkpoint, report_refusal, resume_from, write_checkpoint,
 };
+use super::import::fullsync::relay::{self, Relayed, SourceFacts};
 use super::import::{self, ImportOptions, ImportReport, OnConflict, Via};
 use super::metrics::Metrics;
 use crate::cancel::Cancel;
@@ -121,6 +128,8 @@ pub struct SyncReport {
 /// The payload being imported, shared with the import's reader so that it can be taken
 /// back afterwards (its link carries the command stream), and copied to the spool file.
 struct Snapshot {
+    /// Its first bytes, read already (to look at the RDB header), handed out first.
+    head: Vec<u8>,
     payload: Payload,
     spool: Option<AtomicFile>,
 }
@@ -137,7 +146,14 @@ impl Read for SnapshotReader {
         let Some(s) = guard.as_mut() else {
             return Ok(0);
         };
-        let n = s.payload.read(out)?;
+        let n = if s.head.is_empty() {
+            s.payload.read(out)?
+        } else {
+            let n = s.head.len().min(out.len());
+            out[..n].copy_from_slice(&s.head[..n]);
+            s.head.drain(..n);
+            n
+        };
         if let Some(f) = &mut s.spool {
             std::io::Write::write_all(f, &out[..n])?;
         }
@@ -253,6 +269,31 @@ pub fn sync(common: &Common, opts: &SyncOptions) -> Result<SyncReport> {
     Ok(s.rep)
 }
 
+/// The error of `--via full-sync` where the full sync is ruled out or declined.
+fn full_sync_refused(io: &ImportOptions, why: &str) -> Error {
+    Error::target(io.to.redacted(), format!("--via full-sync: {why}"))
+}
+
+/// The snapshot back from the reader it was shared with.
+fn take(shared: &Mutex<Option<Snapshot>>) -> Result<Snapshot> {
+    let taken = shared.lock().ok().and_then(|mut s| s.take());
+    taken.ok_or_else(|| Error::Internal("the snapshot's payload is gone".into()))
+}
+
+/// The payload's first 9 bytes (`REDIS` and the RDB version), or fewer if it is shorter.
+fn read_head(payload: &mut Payload) -> Result<Vec<u8>> {
+    let mut head = vec![0u8; 9];
+    let mut got = 0;
+    while got < head.len() {
+        match payload.read_bytes(&mut head[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    head.truncate(got);
+    Ok(head)
+}
+
 /// A Cluster source is refused (not synced yet): one master's stream holds only its slots.
 fn refuse_cluster(from: &RedisUrl) -> Result<()> {
     let mut conn = Conn::open(from)?;
@@ -287,7 +328,7 @@ impl Syncer<'_> {
             }
             None => {
                 let pre = self.precheck(&self.opts.import)?;
-                match self.snapshot(SyncStart::Full, &pre)? {
+                match self.snapshot(&self.opts.import, &pre)? {
                     Some(s) => s,
                     None => return Ok("snapshot".into()),
                 }
@@ -304,9 +345,12 @@ impl Syncer<'_> {
     /// The precheck of the target for a snapshot (its table on stderr unless quiet); a
     /// failed one is an error unless `--force`.
     fn precheck(&self, io: &ImportOptions) -> Result<import::Precheck> {
-        let mut io = io.clone();
-        io.via = Via::Commands;
-        let pre = import::precheck_stream(&io)?;
+        let pre = if io.via == Via::Commands {
+            import::precheck_stream(io)?
+        } else {
+            let source = SourceFacts::query(&self.opts.from)?;
+            import::precheck_relay(io, &self.common.map, &source)?
+        };
         if !self.common.quiet || pre.failed() {
             eprint!("{}", pre.to_table());
         }
@@ -345,10 +389,14 @@ impl Syncer<'_> {
         }
     }
 
-    /// Take a snapshot (`start` is [`SyncStart::Full`], or a continue the source may answer
-    /// with a full copy) and import it; the stream after it when following.
-    fn snapshot(&mut self, start: SyncStart, pre: &import::Precheck) -> Result<Option<ReplStream>> {
-        let Some(h) = self.handshake(start)? else {
+    /// Take a snapshot (`PSYNC ? -1`) and write it to the target as `io` and `pre` say; the
+    /// stream after it when following.
+    fn snapshot(
+        &mut self,
+        io: &ImportOptions,
+        pre: &import::Precheck,
+    ) -> Result<Option<ReplStream>> {
+        let Some(h) = self.handshake(SyncStart::Full)? else {
             return Err(Error::Cancelled);
         };
         match h {
@@ -356,10 +404,7 @@ impl Syncer<'_> {
                 replid,
                 offset,
                 payload,
-            } => {
-                let opts = self.opts;
-                self.import_snapshot(replid, offset, payload, &opts.import, pre, opts.follow)
-            }
+            } => self.import_snapshot(replid, offset, payload, io, pre, self.opts.follow),
             Handshake::Continue { .. } => Err(Error::Internal("+CONTINUE to PSYNC ? -1".into())),
         }
     }
@@ -388,11 +433,29 @@ impl Syncer<'_> {
             }
             None => None,
         };
-        let shared = Arc::new(Mutex::new(Some(Snapshot { payload, spool })));
+        let snap = Snapshot {
+            head: Vec::new(),
+            payload,
+            spool,
+        };
+        let (relayed, snap) = match &pre.full_sync {
+            Ok(plan) => self.relay(plan, io, snap, size)?,
+            Err(why) if io.via == Via::FullSync => return Err(full_sync_refused(io, why)),
+            Err(why) => (Relayed::Declined(why.clone()), snap),
+        };
+        let declined = match relayed {
+            Relayed::Done(r) => return self.snapshot_taken(replid, offset, r, snap, then_stream),
+            Relayed::Declined(_) if io.via == Via::Commands => None,
+            Relayed::Declined(why) if pre.full_sync.is_err() => Some(why),
+            Relayed::Declined(why) => Some(self.full_sync_declined(io, why)?),
+            Relayed::Abandoned(why) => return self.again_by_commands(io, why),
+        };
+        let shared = Arc::new(Mutex::new(Some(snap)));
         let input = Input::from_reader(&name, Box::new(SnapshotReader(shared.clone())), size);
         let mut io = io.clone();
         io.via = Via::Commands;
-        let r = import::import_input(input, self.common, &io, pre)?;
+        let mut r = import::import_input(input, self.common, &io, pre)?;
+        r.full_sync_declined = declined;
         if r.errors > 0 {
             return Err(Error::target(
                 io.to.redacted(),
@@ -402,11 +465,84 @@ impl Syncer<'_> {
                 ),
             ));
         }
-        self.rep.snapshot = Some(r);
-        let taken = shared.lock().ok().and_then(|mut s| s.take());
-        let Some(Snapshot { payload, spool }) = taken else {
-            return Err(Error::Internal("the snapshot's payload is gone".into()));
+        let snap = take(&shared)?;
+        self.snapshot_taken(replid, offset, r, snap, then_stream)
+    }
+
+    /// Relay the snapshot to the target `plan` claims (`fullsync::relay`); the snapshot back,
+    /// whole when declined.
+    fn relay(
+        &self,
+        plan: &import::fullsync::Plan,
+        io: &ImportOptions,
+        mut snap: Snapshot,
+        size: Option<u64>,
+    ) -> Result<(Relayed, Snapshot)> {
+        snap.head = read_head(&mut snap.payload)?;
+        let head = snap.head.clone();
+        let shared = Arc::new(Mutex::new(Some(snap)));
+        let mut src = SnapshotReader(shared.clone());
+        let mut last = Instant::now();
+        let mut keepalive = || {
+            if last.elapsed() >= Duration::from_secs(1) {
+                last = Instant::now();
+                if let Ok(Some(s)) = shared.lock().as_deref_mut() {
+                    s.payload.keepalive();
+                }
+            }
         };
+        let r = relay::relay(
+            self.common,
+            io,
+            plan,
+            (&head, &mut src),
+            size,
+            &mut keepalive,
+        )?;
+        Ok((r, take(&shared)?))
+    }
+
+    /// `--via full-sync` stops where the full sync is declined; `--via auto` goes on by
+    /// commands (over the same bytes: none was read), saying why.
+    fn full_sync_declined(&self, io: &ImportOptions, why: String) -> Result<String> {
+        if io.via == Via::FullSync {
+            return Err(full_sync_refused(io, &why));
+        }
+        if !self.common.quiet {
+            eprintln!("sync: no full sync ({why}): the snapshot goes by commands");
+        }
+        Ok(why)
+    }
+
+    /// A full sync given up halfway (the target is put back, empty): `--via full-sync`
+    /// stops; `--via auto` takes a new snapshot by commands.
+    fn again_by_commands(&mut self, io: &ImportOptions, why: String) -> Result<Option<ReplStream>> {
+        let why = format!("the full sync was abandoned ({why}); the target was put back");
+        if io.via == Via::FullSync {
+            return Err(Error::target(io.to.redacted(), why));
+        }
+        tracing::warn!("{why}: a new snapshot goes by commands");
+        self.rep
+            .notes
+            .push(format!("{why}; a new snapshot went by commands"));
+        let mut io = io.clone();
+        io.via = Via::Commands;
+        let pre = self.precheck(&io)?;
+        self.snapshot(&io, &pre)
+    }
+
+    /// The snapshot is on the target (`r` says how): its spool committed, the checkpoint
+    /// past it; the stream after it when `then_stream`.
+    fn snapshot_taken(
+        &mut self,
+        replid: String,
+        offset: u64,
+        r: ImportReport,
+        snap: Snapshot,
+        then_stream: bool,
+    ) -> Result<Option<ReplStream>> {
+        self.rep.snapshot = Some(r);
+        let Snapshot { payload, spool, .. } = snap;
         if let Some(f) = spool {
             f.commit()?;
         }

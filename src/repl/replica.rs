@@ -564,6 +564,14 @@ impl Payload {
         ReplStream::new(self.link, replid, offset, 0, acks, self.cancel)
     }
 
+    /// A newline to the source, as a replica sends while it loads a snapshot: the master
+    /// takes it for a sign of life (`repl_ack_time`), where a replica silent for
+    /// `repl-timeout` after the payload is dropped. A failed write is left to the reads that
+    /// follow to report.
+    pub fn keepalive(&mut self) {
+        let _ = self.link.stream.write_all(b"\n");
+    }
+
     fn unfinished(&self, total: Option<u64>) -> NetError {
         self.link.error(NetErrorKind::Unexpected {
             command: "the snapshot".into(),
