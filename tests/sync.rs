@@ -8,7 +8,9 @@
 //! continue from is a clear error, or with `--resync-on-loss` a second full copy; a Cluster
 //! target through kills, exactly once; 6.2 and 6.0 sources; a source restarted from its save
 //! (continued); an ACL user and a wrong password; a renamed PSYNC, and both PSYNC and SYNC
-//! renamed away (a clear error); a Cluster source refused clearly. Into an empty target the
+//! renamed away (a clear error, or with `--via auto|scan` a copy by SCAN + DUMP, in several
+//! dbs, at a `--scan-rate`, whose report says it is no snapshot); a Cluster source refused
+//! clearly. Into an empty target the
 //! snapshot goes by full sync (the target loads it as rdbferry's replica; the report says
 //! so), and a non-empty one takes commands, saying why; a signal during the relay puts the
 //! target back, and after a `kill -9` there `rdbferry recover` does.
@@ -561,14 +563,77 @@ fn a_renamed_psync() {
     let o = sync(&src, &other, &["--psync-command", "FERRYSYNC", "-q"]);
     assert_exit(&o, 0);
     assert_eq!(other.cli(&["GET", "k"]), "v");
-    // Both renamed away, as managed services do: an error that says so, nothing written.
+    // Both renamed away, as managed services do: an error that says so, nothing written
+    // (with --via commands; --via auto copies it by scan: below).
     let closed = source(&support::NO_REPLICATION);
     let empty = RedisServer::start();
-    let o = sync(&closed, &empty, &[]);
+    let o = sync(&closed, &empty, &["--via", "commands"]);
     assert_exit(&o, 1);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("--psync-command"), "{}", output_text(&o));
     assert_eq!(empty.cli(&["DBSIZE"]), "0");
+}
+
+#[test]
+fn a_source_that_refuses_replication_is_copied_by_scan() {
+    let src = source(&support::NO_REPLICATION);
+    let mut c = conn(&src);
+    for i in 1..=100 {
+        write_round(&mut c, i);
+    }
+    src.cli(&["DEBUG", "POPULATE", "5000", "k", "10"]);
+    for db in ["1", "2", "5"] {
+        let mut c = conn(&src);
+        let _: () = redis::cmd("SELECT").arg(db).query(&mut c).unwrap();
+        write_round(&mut c, 1);
+    }
+    // --via scan, at a rate.
+    let dst = RedisServer::start();
+    let o = sync(
+        &src,
+        &dst,
+        &["--via", "scan", "--scan-rate", "20000", "--json", "-q"],
+    );
+    assert_exit(&o, 0);
+    let r = report(&o);
+    assert_eq!(r["stopped"], "scan", "{r}");
+    let keys = |s: &RedisServer| -> u64 {
+        let ks = s.cli(&["INFO", "keyspace"]);
+        ks.lines()
+            .filter_map(|l| {
+                l.split_once("keys=")?
+                    .1
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    };
+    assert_eq!(r["scan"]["keys"].as_u64(), Some(keys(&src)), "{r}");
+    assert_eq!(r["scan"]["vanished"], 0, "{r}");
+    assert!(
+        r["scan"]["warning"]
+            .as_str()
+            .unwrap()
+            .contains("no snapshot")
+    );
+    assert_eq!(r["scan"]["dbs"], serde_json::json!([0, 1, 2, 5]), "{r}");
+    assert_same_data(&dst, &src);
+    // --via auto falls back to it and says so.
+    let dst = RedisServer::start();
+    let o = sync(&src, &dst, &[]);
+    assert_exit(&o, 0);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("refuses replication") && err.contains("no snapshot"),
+        "{}",
+        output_text(&o)
+    );
+    assert_same_data(&dst, &src);
+    // A scan has nothing to follow.
+    let o = sync(&src, &RedisServer::start(), &["--via", "scan", "--follow"]);
+    assert_exit(&o, 2);
 }
 
 #[test]

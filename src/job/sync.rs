@@ -28,8 +28,12 @@
 //! target (`--on-conflict replace`; keys deleted on the source meanwhile stay).
 //!
 //! Stops: without `--follow`, once the snapshot is applied; with it, on SIGINT/SIGTERM
-//! (drain what was received, write the checkpoint, exit 0). Not here: a Cluster source
-//! (refused with a clear error), `--via scan` for sources that refuse replication.
+//! (drain what was received, write the checkpoint, exit 0).
+//!
+//! A source that refuses replication (`PSYNC` and `SYNC` renamed or disabled) is copied once
+//! with `SCAN` + `DUMP` instead (`sync::scan`: `--via scan`, or `--via auto` without `--follow`,
+//! which says so): no snapshot, and nothing to follow. Not here: a Cluster source (refused
+//! with a clear error).
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -38,6 +42,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+mod scan;
 
 use super::Common;
 use super::follow::{
@@ -78,6 +84,10 @@ pub struct SyncOptions {
     pub resync_on_loss: bool,
     /// `--force`: go on despite a failed precheck.
     pub force: bool,
+    /// `--via scan`: read the source with `SCAN` + `DUMP` instead of replicating it.
+    pub scan: bool,
+    /// `--scan-rate`: at most this many keys a second read by a scan.
+    pub scan_rate: Option<u64>,
     /// Write options shared with `import` (the snapshot; `--on-error`, `--retry-timeout`).
     pub import: ImportOptions,
 }
@@ -116,9 +126,12 @@ pub struct SyncReport {
     pub lag_bytes: u64,
     /// How long ago the first byte not applied then had arrived, seconds.
     pub lag_s: f64,
-    /// Why it stopped: `snapshot` (no `--follow`), `caught-up` (no `--follow`, continued
-    /// from a checkpoint), `signal`.
+    /// Why it stopped: `snapshot` (no `--follow`), `scan` (a copy by scan), `caught-up` (no
+    /// `--follow`, continued from a checkpoint), `signal`.
     pub stopped: String,
+    /// What a scan saw (`--via scan`, or `--via auto` when the source refuses replication).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scan: Option<scan::ScanReport>,
     /// Lost links, resyncs, refused commands.
     pub notes: Vec<String>,
     /// Wall time, seconds.
@@ -326,11 +339,22 @@ impl Syncer<'_> {
                     None => return Ok("signal".into()),
                 }
             }
+            None if self.opts.scan => return self.scan(),
             None => {
                 let pre = self.precheck(&self.opts.import)?;
-                match self.snapshot(&self.opts.import, &pre)? {
-                    Some(s) => s,
-                    None => return Ok("snapshot".into()),
+                match self.snapshot(&self.opts.import, &pre) {
+                    Ok(Some(s)) => s,
+                    Ok(None) => return Ok("snapshot".into()),
+                    Err(Error::Net(e)) if self.scan_instead(&e) => {
+                        let note = format!(
+                            "the source refuses replication ({e}): it is copied with SCAN + \
+                             DUMP instead (--via auto; --via scan asks for it)"
+                        );
+                        eprintln!("sync: {note}");
+                        self.rep.notes.push(note);
+                        return self.scan();
+                    }
+                    Err(e) => return Err(e),
                 }
             }
         };
@@ -340,6 +364,39 @@ impl Syncer<'_> {
             Err(Error::Cancelled) if self.common.cancel.is_cancelled() => Ok("signal".into()),
             r => r,
         }
+    }
+
+    /// Whether `--via auto` copies by scan a source whose handshake failed with `e`: it
+    /// refuses replication, and nothing is to be followed.
+    fn scan_instead(&self, e: &crate::net::NetError) -> bool {
+        matches!(e.kind, NetErrorKind::Refused { .. })
+            && self.opts.import.via == Via::Auto
+            && !self.opts.follow
+            && self.opts.checkpoint.is_none()
+    }
+
+    /// A one-time copy by scan (see `sync::scan`); why it stopped.
+    fn scan(&mut self) -> Result<String> {
+        let mut io = self.opts.import.clone();
+        io.via = Via::Commands;
+        let pre = self.precheck(&io)?;
+        let (r, seen) = scan::copy(self.common, &self.opts.from, &io, &pre, self.opts.scan_rate)?;
+        if !self.common.quiet {
+            eprintln!("sync: {}", scan::WARNING);
+        }
+        if r.errors > 0 {
+            return Err(Error::target(
+                io.to.redacted(),
+                format!(
+                    "the scan of {} was not imported whole: {}",
+                    self.rep.source,
+                    r.error_messages.join("; ")
+                ),
+            ));
+        }
+        self.rep.snapshot = Some(r);
+        self.rep.scan = Some(seen);
+        Ok("scan".into())
     }
 
     /// The precheck of the target for a snapshot (its table on stderr unless quiet); a
