@@ -105,11 +105,12 @@ ferry() {
     local t start
     t="$(start_server target)"
     start="$(now)"
-    "$BIN" sync --from "redis://127.0.0.1:$SRC" --to "redis://127.0.0.1:$t" -q "$@" \
+    /usr/bin/time -f "%U %S" -o "$TMP/cpu" \
+        "$BIN" sync --from "redis://127.0.0.1:$SRC" --to "redis://127.0.0.1:$t" -q "$@" \
         >/dev/null 2>"$TMP/ferry.err" || { cat "$TMP/ferry.err" >&2; die "sync failed"; }
     local took; took="$(python3 -c "print(f'{$(now) - $start:.3f}')")"
     [ "$(keys_of "$t")" = "$WANT" ] || die "the target has $(keys_of "$t") keys, not $WANT"
-    echo "$took"
+    echo "$took $(awk '{printf "%.2f", $1 + $2}' "$TMP/cpu")"
     stop_server "$t"
 }
 
@@ -118,17 +119,19 @@ N=(); D=(); F=(); C=()
 for r in $(seq 1 "$RUNS"); do
     N+=("$(native)"); D+=("$(native --repl-diskless-load on-empty-db)")
     F+=("$(ferry)"); C+=("$(ferry --via commands)")
-    note "run $r: native ${N[-1]} s (diskless load ${D[-1]} s), sync ${F[-1]} s, sync --via commands ${C[-1]} s"
+    note "run $r: native ${N[-1]} s (diskless load ${D[-1]} s), sync ${F[-1]% *} s, sync --via commands ${C[-1]% *} s"
 done
-n="$(best "${N[@]}")"; d="$(best "${D[@]}")"; f="$(best "${F[@]}")"; c="$(best "${C[@]}")"
+n="$(best "${N[@]}")"; d="$(best "${D[@]}")"
+f="$(best "${F[@]}")"; c="$(best "${C[@]}")"
+fcpu="${f#* }"; f="${f% *}"; ccpu="${c#* }"; c="${c% *}"
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 OUT="### sync of a live source ($WANT keys, $(basename "$DATA")) into an empty target, best of $RUNS
-| way | seconds | vs native replica |
-|---|---|---|
-| native replica (REPLICAOF, until loaded; repl-diskless-load disabled, the default) | $n | 1.00x |
-| native replica, repl-diskless-load on-empty-db (as rdbferry sets it on its target) | $d | $(ratio "$d" "$n")x |
-| rdbferry sync (full sync, relayed) | $f | $(ratio "$f" "$n")x |
-| rdbferry sync --via commands | $c | $(ratio "$c" "$n")x |
+| way | seconds | vs native replica | rdbferry CPU (user+sys) |
+|---|---|---|---|
+| native replica (REPLICAOF, until loaded; repl-diskless-load disabled, the default) | $n | 1.00x | |
+| native replica, repl-diskless-load on-empty-db (as rdbferry sets it on its target) | $d | $(ratio "$d" "$n")x | |
+| rdbferry sync (full sync, relayed) | $f | $(ratio "$f" "$n")x | $fcpu s |
+| rdbferry sync --via commands | $c | $(ratio "$c" "$n")x | $ccpu s |
 load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "$OUT"
 if [ -n "$RESULTS" ]; then printf '\n%s\n' "$OUT" >> "$RESULTS"; fi

@@ -10,7 +10,7 @@
 //! (continued); an ACL user and a wrong password; a renamed PSYNC, and both PSYNC and SYNC
 //! renamed away (a clear error, or with `--via auto|scan` a copy by SCAN + DUMP, in several
 //! dbs, at a `--scan-rate`, whose report says it is no snapshot); a Cluster source refused
-//! clearly. Into an empty target the
+//! clearly, and copied by scan from every master. Into an empty target the
 //! snapshot goes by full sync (the target loads it as rdbferry's replica; the report says
 //! so), and a non-empty one takes commands, saying why; a signal during the relay puts the
 //! target back, and after a `kill -9` there `rdbferry recover` does.
@@ -169,11 +169,13 @@ fn a_full_sync_is_reported_and_equal_and_a_non_empty_target_takes_commands() {
 
 /// A source whose snapshot takes about 20 s to stream (a save delay per key), and a `sync`
 /// into an empty target caught in the middle of the relay.
-fn relay_under_way(dst: &RedisServer) -> (RedisServer, Ferry) {
+fn relay_under_way(dst: &RedisServer, extra: &[&str]) -> (RedisServer, Ferry) {
     let src = source(&["--rdb-key-save-delay", "10000"]);
     src.cli(&["DEBUG", "POPULATE", "2000", "k", "10"]);
     let (from, to) = (src.url(), dst.url());
-    let mut run = Ferry::spawn(&["sync", "--from", &from, "--to", &to, "-q"]);
+    let mut args = vec!["sync", "--from", &from, "--to", &to, "-q"];
+    args.extend_from_slice(extra);
+    let mut run = Ferry::spawn(&args);
     let mut c = conn(dst);
     run.wait_for("the target loading the relay", GUARD, || {
         info_field(&mut c, "replication", "master_sync_in_progress") == "1"
@@ -192,18 +194,35 @@ fn assert_put_back(dst: &RedisServer) {
 #[test]
 fn a_signal_or_kill_9_during_the_relay_leaves_the_target_put_back_or_recoverable() {
     let dst = RedisServer::start();
-    let (_src, mut run) = relay_under_way(&dst);
+    let (_src, mut run) = relay_under_way(&dst, &[]);
     run.signal("INT");
     let o = run.finish_within(GUARD);
     assert_exit(&o, 130);
     assert_put_back(&dst);
-    let (_src, mut run) = relay_under_way(&dst);
+    let (_src, mut run) = relay_under_way(&dst, &[]);
     run.signal("KILL");
     let _ = run.finish_within(GUARD);
     assert!(dst.cli(&["INFO", "replication"]).contains("role:slave"));
     let o = rdbferry(&["recover", "--to", &dst.url()]);
     assert_exit(&o, 0);
     assert_put_back(&dst);
+}
+
+#[test]
+fn a_relay_the_source_cuts_is_put_back_and_taken_again_by_commands() {
+    let dst = RedisServer::start();
+    let (src, run) = relay_under_way(&dst, &["--json"]);
+    // The next save is quick; the one under way is cut.
+    src.cli(&["CONFIG", "SET", "rdb-key-save-delay", "0"]);
+    src.cli(&["CLIENT", "KILL", "TYPE", "replica"]);
+    let o = run.finish_within(GUARD);
+    assert_exit(&o, 0);
+    let r = report(&o);
+    assert_eq!(r["snapshot"]["via"], "commands", "{r}");
+    assert!(r["notes"].to_string().contains("abandoned"), "{r}");
+    assert_eq!(dst.digest(), src.digest());
+    assert!(dst.cli(&["INFO", "replication"]).contains("role:master"));
+    assert_eq!(config(&dst, "masterauth"), "");
 }
 
 #[test]
@@ -644,6 +663,43 @@ fn a_cluster_source_is_refused_clearly() {
     assert_exit(&o, 1);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("a Cluster source"), "{}", output_text(&o));
+}
+
+#[test]
+fn a_cluster_source_is_copied_by_scan_from_every_master() {
+    let src = support::RedisCluster::start(3);
+    // A hash tag per master, of a slot it serves: its keys are its own.
+    let mut tags = Vec::new();
+    for i in 0..3 {
+        let tag = (0..)
+            .map(|t| format!("{{t{t}}}"))
+            .find(|t| src.owner(src.key_slot(t)) == i)
+            .unwrap();
+        src.cli_on(i, &["DEBUG", "POPULATE", "1000", &tag, "10"]);
+        tags.push(tag);
+    }
+    let dst = RedisServer::start();
+    let from = src.seed_url();
+    let o = rdbferry(&[
+        "sync",
+        "--from",
+        &from,
+        "--to",
+        &dst.url(),
+        "--via",
+        "scan",
+        "--json",
+        "-q",
+    ]);
+    assert_exit(&o, 0);
+    let r = report(&o);
+    assert_eq!(r["scan"]["masters"], 3, "{r}");
+    assert_eq!(r["scan"]["keys"], 3000, "{r}");
+    assert_eq!(dst.cli(&["DBSIZE"]), "3000");
+    for (i, tag) in tags.iter().enumerate() {
+        let k = format!("{tag}:999");
+        assert_eq!(dst.cli(&["GET", &k]), src.cli_on(i, &["GET", &k]), "{k}");
+    }
 }
 
 #[test]

@@ -57,6 +57,15 @@ pub struct Scanned {
     pub redirects: u64,
 }
 
+/// A part of a live source that may be read on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// A db of a standalone source.
+    Db(u64),
+    /// The `i`th master of a Cluster source (its db 0).
+    Master(usize),
+}
+
 /// How a walk reads: which dbs and names (`--db`, key patterns: before any `DUMP`), the
 /// run's stop token, and whether a `DUMP` checksum that does not match is let through.
 #[derive(Clone, Copy)]
@@ -163,9 +172,13 @@ impl LiveSource {
         !self.masters.is_empty()
     }
 
-    /// The dbs of a standalone source that hold keys (`INFO keyspace`; only the URL's `/N`
-    /// when it names one), ascending.
-    pub fn dbs(&mut self) -> Result<Vec<u64>> {
+    /// What a walk reads, in parts that may be read apart (each on its own connection): the
+    /// dbs of a standalone source that hold keys (`INFO keyspace`; only the URL's `/N` when
+    /// it names one), ascending, or the masters of a Cluster.
+    pub fn parts(&mut self) -> Result<Vec<Part>> {
+        if self.is_cluster() {
+            return Ok((0..self.masters.len()).map(Part::Master).collect());
+        }
         let Some(conn) = self.seed.as_mut() else {
             return Ok(Vec::new());
         };
@@ -173,16 +186,15 @@ impl LiveSource {
         if let Some(d) = self.url.url_db() {
             dbs.retain(|x| *x == d);
         }
-        Ok(dbs)
+        Ok(dbs.into_iter().map(Part::Db).collect())
     }
 
     /// Read every key that passes the db and name filters of `how` and hand it to `f`, with
-    /// the payload bytes read so far (for progress); only db `only` of a standalone source
-    /// when given.
+    /// the payload bytes read so far (for progress); only part `only` when given.
     pub fn walk(
         &mut self,
         how: Reading<'_>,
-        only: Option<u64>,
+        only: Option<Part>,
         f: &mut dyn FnMut(&KeyRecord<'_>, u64) -> Result<()>,
     ) -> Result<Scanned> {
         let mut w = Walk {
@@ -191,23 +203,28 @@ impl LiveSource {
             scanned: Scanned::default(),
             bytes: 0,
         };
-        if self.masters.is_empty() {
-            let mut dbs = self.dbs()?;
-            if let Some(d) = only {
-                dbs.retain(|x| *x == d);
-            }
-            let Some(mut conn) = self.seed.take() else {
-                return Ok(w.scanned);
-            };
-            for db in dbs {
-                self.scan_db(&mut conn, db, &mut w)?;
-            }
-            self.seed = Some(conn);
-        } else {
-            for m in self.masters.clone() {
-                let mut conn = Conn::open(&m.url(&self.url))?;
-                if keyspace_dbs(&mut conn)?.contains(&0) {
-                    self.scan_db(&mut conn, 0, &mut w)?;
+        let parts = match only {
+            Some(p) => vec![p],
+            None => self.parts()?,
+        };
+        for part in parts {
+            match part {
+                Part::Db(db) => {
+                    let Some(mut conn) = self.seed.take() else {
+                        continue;
+                    };
+                    let r = self.scan_db(&mut conn, db, &mut w);
+                    self.seed = Some(conn);
+                    r?;
+                }
+                Part::Master(i) => {
+                    let Some(m) = self.masters.get(i).cloned() else {
+                        continue;
+                    };
+                    let mut conn = Conn::open(&m.url(&self.url))?;
+                    if keyspace_dbs(&mut conn)?.contains(&0) {
+                        self.scan_db(&mut conn, 0, &mut w)?;
+                    }
                 }
             }
         }

@@ -32,8 +32,8 @@
 //!
 //! A source that refuses replication (`PSYNC` and `SYNC` renamed or disabled) is copied once
 //! with `SCAN` + `DUMP` instead (`sync::scan`: `--via scan`, or `--via auto` without `--follow`,
-//! which says so): no snapshot, and nothing to follow. Not here: a Cluster source (refused
-//! with a clear error).
+//! which says so): no snapshot, and nothing to follow. A Cluster source is read that way
+//! only (`--via scan`, every master); replicating one is refused with a clear error.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -234,7 +234,9 @@ impl Arrivals {
 pub fn sync(common: &Common, opts: &SyncOptions) -> Result<SyncReport> {
     let start = Instant::now();
     let source = opts.from.addr();
-    refuse_cluster(&opts.from)?;
+    if !opts.scan {
+        refuse_cluster(&opts.from)?;
+    }
     let apply = ApplyOptions {
         checkpoint_key: opts.checkpoint_key.clone(),
         retry_for: opts.import.retry_for,
@@ -318,7 +320,8 @@ fn refuse_cluster(from: &RedisUrl) -> Result<()> {
         return Err(Error::target(
             from.redacted(),
             "a Cluster source is not supported by sync yet (each master's stream holds only \
-             its slots); use verify or import from each master's snapshot (rdbferry fetch)",
+             its slots); copy it once with --via scan, or import each master's snapshot \
+             (rdbferry fetch)",
         ));
     }
     Ok(())

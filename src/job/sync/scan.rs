@@ -8,8 +8,8 @@
 //! `import`'s command path as a snapshot from a replication socket does, so filters, renames,
 //! db mapping, `--mode`, `--on-conflict` and `--on-error` mean the same here.
 //!
-//! In parallel per db: a reader thread per db (at most [`MAX_READERS`], each on its own
-//! connection), one encoder, the import. Memory is bounded by the channels between them (a few
+//! In parallel per db, or per master of a Cluster source: a reader thread per part (at most
+//! [`MAX_READERS`], each on its own connection), one encoder, the import. Memory is bounded by the channels between them (a few
 //! MB), plus one key's `DUMP` reply, held whole (a value of 1 GB takes that much memory).
 //! `--scan-rate N` keeps all readers together under N keys a second, so as not to starve the
 //! source.
@@ -17,7 +17,7 @@
 //! What it is not: a snapshot. A key written during the scan may be missed (`SCAN` had passed
 //! it) or copied as it was before the write; one deleted between `SCAN` and `DUMP` is counted
 //! (`vanished`), not copied. The report says so. No function libraries (not keys), no
-//! `--follow` (there is no stream to follow), and not a Cluster source.
+//! `--follow` (there is no stream to follow).
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +28,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::input::Input;
-use crate::input::live::{LiveSource, Reading, Scanned};
+use crate::input::live::{LiveSource, Part, Reading, Scanned};
 use crate::job::Common;
 use crate::job::import::{self, ImportOptions, ImportReport, Precheck, Via};
 use crate::net::RedisUrl;
@@ -48,8 +48,10 @@ pub struct ScanReport {
     pub keys: u64,
     /// Keys `SCAN` listed whose `DUMP` came back empty: deleted or expired meanwhile.
     pub vanished: u64,
-    /// The dbs read.
+    /// The dbs read (of a standalone source).
     pub dbs: Vec<u64>,
+    /// The masters read (of a Cluster source: db 0 of each).
+    pub masters: u64,
     /// What a scan cannot promise, in words.
     pub warning: String,
 }
@@ -78,16 +80,13 @@ pub fn copy(
     rate: Option<u64>,
 ) -> Result<(ImportReport, ScanReport)> {
     let mut seed = LiveSource::open(from)?;
-    if seed.is_cluster() {
-        return Err(Error::target(
-            from.redacted(),
-            "a Cluster source is not supported by sync --via scan yet",
-        ));
-    }
-    let dbs: Vec<u64> = seed
-        .dbs()?
+    let parts: Vec<Part> = seed
+        .parts()?
         .into_iter()
-        .filter(|&d| common.map.filter.keep_db(d))
+        .filter(|p| match p {
+            Part::Db(d) => common.map.filter.keep_db(*d),
+            Part::Master(_) => common.map.filter.keep_db(0),
+        })
         .collect();
     drop(seed);
     let limiter = Limiter::new(rate);
@@ -96,12 +95,12 @@ pub fn copy(
     let mut io = io.clone();
     io.via = Via::Commands;
     let (imported, read, encoded) = std::thread::scope(|sc| {
-        let readers: Vec<_> = groups(&dbs)
+        let readers: Vec<_> = groups(&parts)
             .into_iter()
             .map(|group| {
                 let tx = batch_tx.clone();
                 let limiter = &limiter;
-                sc.spawn(move || read_dbs(common, from, &group, tx, limiter))
+                sc.spawn(move || read_parts(common, from, &group, tx, limiter))
             })
             .collect();
         drop(batch_tx);
@@ -117,10 +116,15 @@ pub fn copy(
         (imported, read, join(encoder))
     });
     let mut rep = ScanReport {
-        dbs,
         warning: WARNING.into(),
         ..Default::default()
     };
+    for p in &parts {
+        match *p {
+            Part::Db(d) => rep.dbs.push(d),
+            Part::Master(_) => rep.masters += 1,
+        }
+    }
     // A reader's error is the cause; the import then only saw its stream end early.
     for r in read {
         let (keys, s) = r?;
@@ -139,22 +143,22 @@ fn join<T>(h: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
         .unwrap_or_else(|_| Err(Error::Internal("a scan thread panicked".into())))
 }
 
-/// The dbs split among at most [`MAX_READERS`] readers, round robin.
-fn groups(dbs: &[u64]) -> Vec<Vec<u64>> {
-    let n = dbs.len().min(MAX_READERS);
+/// The parts split among at most [`MAX_READERS`] readers, round robin.
+fn groups<T: Copy>(parts: &[T]) -> Vec<Vec<T>> {
+    let n = parts.len().min(MAX_READERS);
     let mut g = vec![Vec::new(); n];
-    for (i, &db) in dbs.iter().enumerate() {
-        g[i % n].push(db);
+    for (i, &p) in parts.iter().enumerate() {
+        g[i % n].push(p);
     }
     g
 }
 
-/// One reader: its dbs, each key to the encoder in batches; the keys sent and what the walk
+/// One reader: its parts (dbs or Cluster masters), each key to the encoder in batches; the keys sent and what the walk
 /// saw. A closed channel (the import stopped) ends it quietly: the import's error tells.
-fn read_dbs(
+fn read_parts(
     common: &Common,
     from: &RedisUrl,
-    dbs: &[u64],
+    parts: &[Part],
     tx: SyncSender<Vec<Owned>>,
     limiter: &Limiter,
 ) -> Result<(u64, Scanned)> {
@@ -167,8 +171,8 @@ fn read_dbs(
     let (mut keys, mut seen) = (0u64, Scanned::default());
     let mut batch = Vec::new();
     let mut bytes = 0usize;
-    for &db in dbs {
-        let walked = src.walk(how, Some(db), &mut |rec, _| {
+    for &part in parts {
+        let walked = src.walk(how, Some(part), &mut |rec, _| {
             limiter.wait();
             bytes += rec.raw.len() + rec.key.len();
             batch.push(owned(rec));
@@ -333,7 +337,7 @@ mod tests {
 
     #[test]
     fn dbs_are_spread_over_the_readers() {
-        assert_eq!(groups(&[]), Vec::<Vec<u64>>::new());
+        assert_eq!(groups::<u64>(&[]), Vec::<Vec<u64>>::new());
         assert_eq!(groups(&[0, 3]), vec![vec![0], vec![3]]);
         let g = groups(&[0, 1, 2, 3, 4, 5]);
         assert_eq!(g.len(), MAX_READERS);
