@@ -15,7 +15,9 @@
 //!   every long loop checks), `sigsafe.rs` (tables a signal handler may read: mapped inputs,
 //!   temporary output files);
 //! - `input/`: recognises an input (RDB, AOF, appendonlydir, JSONL, stdin) and walks it as
-//!   events; `input::tail` follows an AOF as Redis writes and rewrites it;
+//!   events; `input::tail` follows an AOF as Redis writes and rewrites it; `input::live`
+//!   reads a live server key by key (`SCAN` + `DUMP`: `verify` of a live source, `sync --via
+//!   scan`);
 //! - `transform/`: the whole key mapping of a run (`KeyMap`: filters, `--shard` among them,
 //!   renames, db mapping), and the command-key table that judges a command by every key it
 //!   names;

@@ -8,7 +8,12 @@
 //! continue from is a clear error, or with `--resync-on-loss` a second full copy; a Cluster
 //! target through kills, exactly once; 6.2 and 6.0 sources; a source restarted from its save
 //! (continued); an ACL user and a wrong password; a renamed PSYNC, and both PSYNC and SYNC
-//! renamed away (a clear error). A Cluster source: `tests/sync_cluster.rs`.
+//! renamed away (a clear error, or with `--via auto|scan` a copy by SCAN + DUMP, in several
+//! dbs, at a `--scan-rate`, whose report says it is no snapshot); a Cluster source copied by
+//! scan from every master (replicated: `tests/sync_cluster.rs`). Into an empty target the
+//! snapshot goes by full sync (the target loads it as rdbferry's replica; the report says
+//! so), and a non-empty one takes commands, saying why; a signal during the relay puts the
+//! target back, and after a `kill -9` there `rdbferry recover` does.
 
 mod support;
 
@@ -18,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use support::ferry::{
-    Ferry, assert_exit, conn, info_field, output_text, path_str, rdbferry, scrape,
+    Ferry, assert_exit, config, conn, info_field, output_text, path_str, rdbferry, scrape,
 };
 use support::writes::{counting_writer, write_round};
 use support::{RedisServer, Snapshot, TempDir, assert_same_data, testdata};
@@ -72,7 +77,7 @@ fn wait_same(target: &RedisServer, source: &RedisServer, run: &mut Ferry) {
 
 #[test]
 fn a_one_time_sync_equals_the_source() {
-    for diskless in ["no", "yes"] {
+    for (diskless, via) in [("no", "auto"), ("yes", "auto"), ("yes", "commands")] {
         let dir = TempDir::new("sync-src");
         std::fs::copy(
             testdata("redis-7.0/all-types.rdb"),
@@ -90,8 +95,16 @@ fn a_one_time_sync_equals_the_source() {
         ]);
         let dst = RedisServer::start();
         let spool = TempDir::new("sync-spool");
-        let o = sync(&src, &dst, &["--spool", path_str(spool.path()), "-q"]);
+        let o = sync(
+            &src,
+            &dst,
+            &["--spool", path_str(spool.path()), "--via", via, "-q"],
+        );
         assert_exit(&o, 0);
+        // Into an empty target, the snapshot is relayed as a full sync.
+        let claimed = String::from_utf8_lossy(&o.stderr).contains("claiming");
+        assert_eq!(claimed, via == "auto", "{}", output_text(&o));
+        assert!(dst.cli(&["INFO", "replication"]).contains("role:master"));
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(
             out.contains(&format!("rdbferry verify {}", src.url())),
@@ -108,6 +121,108 @@ fn a_one_time_sync_equals_the_source() {
         let v = rdbferry(&["verify", &src.url(), "--to", &dst.url()]);
         assert_exit(&v, 0);
     }
+}
+
+/// The JSON report of a run with `--json`.
+fn report(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", output_text(o)))
+}
+
+#[test]
+fn a_full_sync_is_reported_and_equal_and_a_non_empty_target_takes_commands() {
+    let src = source(&[]);
+    src.cli(&["DEBUG", "POPULATE", "20000", "k", "20"]);
+    src.cli(&["SET", "ttl", "x", "EX", "1000"]);
+    let dst = RedisServer::start();
+    let o = sync(&src, &dst, &["--json", "-q"]);
+    assert_exit(&o, 0);
+    let r = report(&o);
+    assert_eq!(r["snapshot"]["via"], "full-sync", "{r}");
+    assert_eq!(r["snapshot"]["synced"], 20001, "{r}");
+    assert_eq!(dst.digest(), src.digest());
+    assert_eq!(config(&dst, "masterauth"), "");
+    // Not empty: commands (--on-conflict replace lets the precheck pass), saying why.
+    let full = RedisServer::start();
+    full.cli(&["SET", "other", "1"]);
+    let o = sync(&src, &full, &["--json", "-q", "--on-conflict", "replace"]);
+    assert_exit(&o, 0);
+    let r = report(&o);
+    assert_eq!(r["snapshot"]["via"], "commands", "{r}");
+    let why = r["snapshot"]["full_sync_declined"].as_str().unwrap_or("");
+    assert!(why.contains("not empty"), "{r}");
+    assert_eq!(full.cli(&["DBSIZE"]), "20002");
+    // --via full-sync there: an error saying why, nothing copied.
+    let o = sync(&src, &RedisServer::start(), &["--via", "full-sync", "-q"]);
+    assert_exit(&o, 0);
+    let o = sync(
+        &src,
+        &full,
+        &["--via", "full-sync", "--on-conflict", "replace"],
+    );
+    assert_exit(&o, 1);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--via full-sync"),
+        "{}",
+        output_text(&o)
+    );
+}
+
+/// A source whose snapshot takes about 20 s to stream (a save delay per key), and a `sync`
+/// into an empty target caught in the middle of the relay.
+fn relay_under_way(dst: &RedisServer, extra: &[&str]) -> (RedisServer, Ferry) {
+    let src = source(&["--rdb-key-save-delay", "10000"]);
+    src.cli(&["DEBUG", "POPULATE", "2000", "k", "10"]);
+    let (from, to) = (src.url(), dst.url());
+    let mut args = vec!["sync", "--from", &from, "--to", &to, "-q"];
+    args.extend_from_slice(extra);
+    let mut run = Ferry::spawn(&args);
+    let mut c = conn(dst);
+    run.wait_for("the target loading the relay", GUARD, || {
+        info_field(&mut c, "replication", "master_sync_in_progress") == "1"
+    });
+    (src, run)
+}
+
+/// The target as it was before the relay: a master, settings back, empty.
+fn assert_put_back(dst: &RedisServer) {
+    assert!(dst.cli(&["INFO", "replication"]).contains("role:master"));
+    assert_eq!(config(dst, "masterauth"), "");
+    assert_eq!(config(dst, "repl-diskless-load"), "disabled");
+    assert_eq!(dst.cli(&["DBSIZE"]), "0");
+}
+
+#[test]
+fn a_signal_or_kill_9_during_the_relay_leaves_the_target_put_back_or_recoverable() {
+    let dst = RedisServer::start();
+    let (_src, mut run) = relay_under_way(&dst, &[]);
+    run.signal("INT");
+    let o = run.finish_within(GUARD);
+    assert_exit(&o, 130);
+    assert_put_back(&dst);
+    let (_src, mut run) = relay_under_way(&dst, &[]);
+    run.signal("KILL");
+    let _ = run.finish_within(GUARD);
+    assert!(dst.cli(&["INFO", "replication"]).contains("role:slave"));
+    let o = rdbferry(&["recover", "--to", &dst.url()]);
+    assert_exit(&o, 0);
+    assert_put_back(&dst);
+}
+
+#[test]
+fn a_relay_the_source_cuts_is_put_back_and_taken_again_by_commands() {
+    let dst = RedisServer::start();
+    let (src, run) = relay_under_way(&dst, &["--json"]);
+    // The next save is quick; the one under way is cut.
+    src.cli(&["CONFIG", "SET", "rdb-key-save-delay", "0"]);
+    src.cli(&["CLIENT", "KILL", "TYPE", "replica"]);
+    let o = run.finish_within(GUARD);
+    assert_exit(&o, 0);
+    let r = report(&o);
+    assert_eq!(r["snapshot"]["via"], "commands", "{r}");
+    assert!(r["notes"].to_string().contains("abandoned"), "{r}");
+    assert_eq!(dst.digest(), src.digest());
+    assert!(dst.cli(&["INFO", "replication"]).contains("role:master"));
+    assert_eq!(config(&dst, "masterauth"), "");
 }
 
 #[test]
@@ -188,6 +303,7 @@ fn follow_with_writes_during_and_after_the_snapshot() {
     run.signal("TERM");
     let o = run.finish_within(GUARD);
     assert_exit(&o, 0);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("claiming"));
     assert!((before..=offset(&mut c)).contains(&checkpointed()));
     assert_eq!(stat(&src, "sync_full"), 1);
 }
@@ -466,14 +582,114 @@ fn a_renamed_psync() {
     let o = sync(&src, &other, &["--psync-command", "FERRYSYNC", "-q"]);
     assert_exit(&o, 0);
     assert_eq!(other.cli(&["GET", "k"]), "v");
-    // Both renamed away, as managed services do: an error that says so, nothing written.
+    // Both renamed away, as managed services do: an error that says so, nothing written
+    // (with --via commands; --via auto copies it by scan: below).
     let closed = source(&support::NO_REPLICATION);
     let empty = RedisServer::start();
-    let o = sync(&closed, &empty, &[]);
+    let o = sync(&closed, &empty, &["--via", "commands"]);
     assert_exit(&o, 1);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("--psync-command"), "{}", output_text(&o));
     assert_eq!(empty.cli(&["DBSIZE"]), "0");
+}
+
+#[test]
+fn a_source_that_refuses_replication_is_copied_by_scan() {
+    let src = source(&support::NO_REPLICATION);
+    let mut c = conn(&src);
+    for i in 1..=100 {
+        write_round(&mut c, i);
+    }
+    src.cli(&["DEBUG", "POPULATE", "5000", "k", "10"]);
+    for db in ["1", "2", "5"] {
+        let mut c = conn(&src);
+        let _: () = redis::cmd("SELECT").arg(db).query(&mut c).unwrap();
+        write_round(&mut c, 1);
+    }
+    // --via scan, at a rate.
+    let dst = RedisServer::start();
+    let o = sync(
+        &src,
+        &dst,
+        &["--via", "scan", "--scan-rate", "20000", "--json", "-q"],
+    );
+    assert_exit(&o, 0);
+    let r = report(&o);
+    assert_eq!(r["stopped"], "scan", "{r}");
+    let keys = |s: &RedisServer| -> u64 {
+        let ks = s.cli(&["INFO", "keyspace"]);
+        ks.lines()
+            .filter_map(|l| {
+                l.split_once("keys=")?
+                    .1
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    };
+    assert_eq!(r["scan"]["keys"].as_u64(), Some(keys(&src)), "{r}");
+    assert_eq!(r["scan"]["vanished"], 0, "{r}");
+    assert!(
+        r["scan"]["warning"]
+            .as_str()
+            .unwrap()
+            .contains("no snapshot")
+    );
+    assert_eq!(r["scan"]["dbs"], serde_json::json!([0, 1, 2, 5]), "{r}");
+    assert_same_data(&dst, &src);
+    // --via auto falls back to it and says so.
+    let dst = RedisServer::start();
+    let o = sync(&src, &dst, &[]);
+    assert_exit(&o, 0);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("refuses replication") && err.contains("no snapshot"),
+        "{}",
+        output_text(&o)
+    );
+    assert_same_data(&dst, &src);
+    // A scan has nothing to follow.
+    let o = sync(&src, &RedisServer::start(), &["--via", "scan", "--follow"]);
+    assert_exit(&o, 2);
+}
+
+#[test]
+fn a_cluster_source_is_copied_by_scan_from_every_master() {
+    let src = support::RedisCluster::start(3);
+    // A hash tag per master, of a slot it serves: its keys are its own.
+    let mut tags = Vec::new();
+    for i in 0..3 {
+        let tag = (0..)
+            .map(|t| format!("{{t{t}}}"))
+            .find(|t| src.owner(src.key_slot(t)) == i)
+            .unwrap();
+        src.cli_on(i, &["DEBUG", "POPULATE", "1000", &tag, "10"]);
+        tags.push(tag);
+    }
+    let dst = RedisServer::start();
+    let from = src.seed_url();
+    let o = rdbferry(&[
+        "sync",
+        "--from",
+        &from,
+        "--to",
+        &dst.url(),
+        "--via",
+        "scan",
+        "--json",
+        "-q",
+    ]);
+    assert_exit(&o, 0);
+    let r = report(&o);
+    assert_eq!(r["scan"]["masters"], 3, "{r}");
+    assert_eq!(r["scan"]["keys"], 3000, "{r}");
+    assert_eq!(dst.cli(&["DBSIZE"]), "3000");
+    for (i, tag) in tags.iter().enumerate() {
+        let k = format!("{tag}:999");
+        assert_eq!(dst.cli(&["GET", &k]), src.cli_on(i, &["GET", &k]), "{k}");
+    }
 }
 
 #[test]

@@ -374,6 +374,16 @@ enum ViaArg {
     Commands,
 }
 
+impl From<ViaArg> for import::Via {
+    fn from(v: ViaArg) -> import::Via {
+        match v {
+            ViaArg::Auto => import::Via::Auto,
+            ViaArg::FullSync => import::Via::FullSync,
+            ViaArg::Commands => import::Via::Commands,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum ConflictArg {
     Fail,
@@ -438,11 +448,7 @@ impl ImportArgs {
         let mut opts = self.write.build(&mut common)?;
         opts.dry_run = self.dry_run;
         opts.force = self.force;
-        opts.via = match self.via {
-            ViaArg::Auto => import::Via::Auto,
-            ViaArg::FullSync => import::Via::FullSync,
-            ViaArg::Commands => import::Via::Commands,
-        };
+        opts.via = self.via.into();
         Ok((common, opts))
     }
 }

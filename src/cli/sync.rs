@@ -5,12 +5,22 @@ use std::process::ExitCode;
 
 use clap::Args;
 use rdbferry::error::Error;
+use rdbferry::job::import::Via;
 use rdbferry::job::sync::{self, SyncOptions, SyncReport};
 use rdbferry::net::RedisUrl;
 use rdbferry::net::url::Role;
 
 use super::follow::{CheckpointArgs, print_errors};
 use super::{CommonArgs, FromTlsArgs, WriteArgs, fail, seconds, usage};
+
+/// `--via` of `sync`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SyncViaArg {
+    Auto,
+    FullSync,
+    Commands,
+    Scan,
+}
 
 /// `rdbferry sync`.
 #[derive(Args)]
@@ -23,6 +33,19 @@ pub(super) struct SyncArgs {
     from_tls: FromTlsArgs,
     #[command(flatten)]
     write: WriteArgs,
+    /// How the source is read and the target written. full-sync: the target loads the
+    /// source's snapshot itself, relayed as it arrives, as a replica of rdbferry, then is
+    /// detached (only an empty standalone target, no filters, renames or db mapping; the
+    /// fastest way). commands: the snapshot as RESTORE and rewrite commands. scan: for a
+    /// source that refuses replication, read it with SCAN + DUMP (no snapshot: keys written
+    /// meanwhile may be missed or stale; no --follow). auto: full sync when it may be used,
+    /// else commands; scan when the source refuses replication (without --follow).
+    #[arg(long, value_enum, default_value_t = SyncViaArg::Auto)]
+    via: SyncViaArg,
+    /// With a scan: read at most this many keys a second (all dbs together), so as not to
+    /// starve the source.
+    #[arg(long, value_name = "KEYS")]
+    scan_rate: Option<u64>,
     /// After the snapshot, apply the source's replication stream until SIGINT/SIGTERM (then
     /// drain, write the checkpoint, exit 0).
     #[arg(long)]
@@ -58,7 +81,24 @@ pub(super) struct SyncArgs {
 impl SyncArgs {
     fn build(&self) -> Result<(rdbferry::job::Common, SyncOptions), Error> {
         let mut common = self.common.build()?;
-        let import = self.write.build(&mut common)?;
+        let mut import = self.write.build(&mut common)?;
+        let scan = matches!(self.via, SyncViaArg::Scan);
+        import.via = match self.via {
+            SyncViaArg::Auto => Via::Auto,
+            SyncViaArg::FullSync => Via::FullSync,
+            SyncViaArg::Commands | SyncViaArg::Scan => Via::Commands,
+        };
+        if scan
+            && (self.follow
+                || self.checkpoint.checkpoint.is_some()
+                || self.checkpoint.key().is_some())
+        {
+            return Err(Error::Usage(
+                "--via scan takes no --follow, --checkpoint or --exactly-once: a scan has no \
+                 replication stream or position to continue from"
+                    .into(),
+            ));
+        }
         let env_pw = std::env::var(Role::Source.password_env()).ok();
         let from = RedisUrl::parse_as(&self.from, env_pw, Role::Source)?
             .with_tls(&self.from_tls.build())?
@@ -92,6 +132,8 @@ impl SyncArgs {
                 force: self.force,
                 name: None,
                 precheck: None,
+                scan,
+                scan_rate: self.scan_rate,
                 import,
             },
         ))
@@ -137,14 +179,19 @@ pub(super) fn run_sync(args: &SyncArgs) -> ExitCode {
             } else if !common.quiet {
                 eprintln!("{}", summary(&r));
             }
-            if r.stopped == "snapshot" && !args.json {
+            if (r.stopped == "snapshot" || r.stopped == "scan") && !args.json {
                 let pw = if opts.from.has_password() || opts.import.to.has_password() {
                     " (passwords from RDBFERRY_FROM_PASSWORD and RDBFERRY_TO_PASSWORD)"
                 } else {
                     ""
                 };
+                let done = if r.stopped == "scan" {
+                    "scan copied"
+                } else {
+                    "snapshot applied"
+                };
                 println!(
-                    "snapshot applied; to compare the target with the source{pw}:\n  {}",
+                    "{done}; to compare the target with the source{pw}:\n  {}",
                     args.verify_command(&opts)
                 );
             }
@@ -161,9 +208,19 @@ pub(super) fn run_sync(args: &SyncArgs) -> ExitCode {
 /// The summary line.
 fn summary(r: &SyncReport) -> String {
     let snapshot = match &r.snapshot {
+        Some(s) if s.via == Via::FullSync => format!(
+            "snapshot: {} keys loaded by full sync in {:.3} s; ",
+            s.synced, s.elapsed_s
+        ),
         Some(s) => format!(
-            "snapshot: {} keys written ({} filtered) in {:.3} s; ",
-            s.written, s.filtered, s.elapsed_s
+            "snapshot: {} keys written by commands{} ({} filtered) in {:.3} s; ",
+            s.written,
+            s.full_sync_declined
+                .as_ref()
+                .map(|why| format!(" (no full sync: {why})"))
+                .unwrap_or_default(),
+            s.filtered,
+            s.elapsed_s
         ),
         None => String::new(),
     };
@@ -172,8 +229,15 @@ fn summary(r: &SyncReport) -> String {
         .as_ref()
         .map(|p| format!(", at offset {} of {}", p.offset, p.replid))
         .unwrap_or_default();
+    let scan = match &r.scan {
+        Some(s) => format!(
+            "scan: {} keys read, {} gone before their DUMP; ",
+            s.keys, s.vanished
+        ),
+        None => String::new(),
+    };
     let mut line = format!(
-        "sync: stopped ({}); {snapshot}{} full copies, {} continues, {} stream commands \
+        "sync: stopped ({}); {snapshot}{scan}{} full copies, {} continues, {} stream commands \
          applied, {} filtered, {} errors{at}",
         r.stopped, r.full_syncs, r.continues, r.apply.applied, r.filtered, r.apply.errors
     );

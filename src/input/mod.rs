@@ -7,7 +7,9 @@
 //! - JSON lines as `convert --format jsonl` writes them (first non-blank byte `{`), read line
 //!   by line; keys come out as RDB records (see [`jsonl`]);
 //! - a stream handed over by the caller ([`Input::from_reader`]: `sync` gives the RDB payload
-//!   of a replication socket), read as standard input is, without a file in between.
+//!   of a replication socket), read as standard input is, without a file in between;
+//! - a live server read key by key ([`live`]: `SCAN`, `DUMP` and the TTL), for `verify` of
+//!   a live source and `sync --via scan`: records, not [`Event`]s of an [`Input`].
 //!
 //! Every input is turned into one sequence of [`Event`]s, handed to a callback together with
 //! the bytes consumed so far (for progress bars). This module decides nothing about keys;
@@ -23,6 +25,7 @@ use crate::rdb::{RdbReader, ReadOptions, Record, StreamReader};
 
 mod aof;
 pub mod jsonl;
+pub mod live;
 mod mapped;
 pub mod tail;
 pub use crate::aof::is_rdb;

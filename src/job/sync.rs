@@ -6,12 +6,19 @@
 //! the job layer: `import`'s command path for the snapshot, and the [`Applier`] that `follow`
 //! uses for every command after it (batches, checkpoint, at least once or `--exactly-once`).
 //!
-//! The snapshot is streamed from the socket into the import ([`Input::from_reader`]): no
-//! temporary file (`--spool DIR` keeps a copy, written as the bytes pass and renamed into
-//! place once the RDB is whole). Records are decoded by the streaming RDB reader, which holds
-//! one whole record, a large one in an unlinked temporary file ([`crate::rdb::spill`]): a value
-//! of several hundred MB costs page cache, not heap. The full sync of `import` (the target loading the
-//! snapshot as rdbferry's replica) is not used: the payload goes by commands (`RESTORE`).
+//! The snapshot goes one of two ways, never through a temporary file (`--spool DIR` keeps a
+//! copy, written as the bytes pass and renamed into place once the RDB is whole):
+//! - into an empty standalone target, when `import`'s full sync may be used (`--via
+//!   auto|full-sync`; no filters, renames or db mapping; `fullsync::relay` decides), the
+//!   source's RDB bytes are relayed as they arrive to the target, which loads them as
+//!   rdbferry's replica, as fast as a native replica of the source would; it is claimed,
+//!   put back and recoverable as `import`'s full sync is. Declined before the first byte
+//!   (the target no longer empty, not connecting), the same bytes go by commands; abandoned
+//!   after it (a link cut), the target is put back empty and a new snapshot goes by commands.
+//! - otherwise by commands: streamed into the import ([`Input::from_reader`]), whose records
+//!   are decoded by the streaming RDB reader, which holds one whole record, a large one in an
+//!   unlinked temporary file ([`crate::rdb::spill`]): a value of several hundred MB costs page
+//!   cache, not heap.
 //!
 //! The position is the source's: (replication id, offset applied, db selected there):
 //! written after the target acknowledged, to `--checkpoint FILE` (atomically) and, with
@@ -22,9 +29,13 @@
 //! target (`--on-conflict replace`; keys deleted on the source meanwhile stay).
 //!
 //! Stops: without `--follow`, once the snapshot is applied; with it, on SIGINT/SIGTERM
-//! (drain what was received, write the checkpoint, exit 0). A Cluster source is synced one
-//! master at a time in parallel, each as a source of its own ([`super::sync_cluster`]). Not
-//! here: `--via scan` for sources that refuse replication.
+//! (drain what was received, write the checkpoint, exit 0).
+//!
+//! A Cluster source is synced one master at a time in parallel, each as a source of its own
+//! ([`super::sync_cluster`]). A source that refuses replication (`PSYNC` and `SYNC` renamed or
+//! disabled) is copied once with `SCAN` + `DUMP` instead (`sync::scan`: `--via scan`, or
+//! `--via auto` without `--follow`, which says so): no snapshot, and nothing to follow; a
+//! Cluster source is scanned on every master.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -34,10 +45,13 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+mod scan;
+
 use super::Common;
 use super::follow::{
     CheckpointFile, map_entry, read_checkpoint, report_refusal, resume_from, write_checkpoint,
 };
+use super::import::fullsync::relay::{self, Relayed, SourceFacts};
 use super::import::{self, ImportOptions, ImportReport, OnConflict, Via};
 use super::metrics::Metrics;
 use crate::cancel::Cancel;
@@ -80,6 +94,10 @@ pub struct SyncOptions {
     /// made by the first that takes a snapshot, used by the others, whose snapshots land in
     /// a target the first is already filling.
     pub precheck: Option<SharedPrecheck>,
+    /// `--via scan`: read the source with `SCAN` + `DUMP` instead of replicating it.
+    pub scan: bool,
+    /// `--scan-rate`: at most this many keys a second read by a scan.
+    pub scan_rate: Option<u64>,
     /// Write options shared with `import` (the snapshot; `--on-error`, `--retry-timeout`).
     pub import: ImportOptions,
 }
@@ -121,9 +139,12 @@ pub struct SyncReport {
     pub lag_bytes: u64,
     /// How long ago the first byte not applied then had arrived, seconds.
     pub lag_s: f64,
-    /// Why it stopped: `snapshot` (no `--follow`), `caught-up` (no `--follow`, continued
-    /// from a checkpoint), `signal`.
+    /// Why it stopped: `snapshot` (no `--follow`), `scan` (a copy by scan), `caught-up` (no
+    /// `--follow`, continued from a checkpoint), `signal`.
     pub stopped: String,
+    /// What a scan saw (`--via scan`, or `--via auto` when the source refuses replication).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scan: Option<scan::ScanReport>,
     /// Lost links, resyncs, refused commands.
     pub notes: Vec<String>,
     /// Wall time, seconds.
@@ -136,6 +157,8 @@ pub struct SyncReport {
 /// The payload being imported, shared with the import's reader so that it can be taken
 /// back afterwards (its link carries the command stream), and copied to the spool file.
 struct Snapshot {
+    /// Its first bytes, read already (to look at the RDB header), handed out first.
+    head: Vec<u8>,
     payload: Payload,
     spool: Option<AtomicFile>,
 }
@@ -152,7 +175,14 @@ impl Read for SnapshotReader {
         let Some(s) = guard.as_mut() else {
             return Ok(0);
         };
-        let n = s.payload.read(out)?;
+        let n = if s.head.is_empty() {
+            s.payload.read(out)?
+        } else {
+            let n = s.head.len().min(out.len());
+            out[..n].copy_from_slice(&s.head[..n]);
+            s.head.drain(..n);
+            n
+        };
         if let Some(f) = &mut s.spool {
             std::io::Write::write_all(f, &out[..n])?;
         }
@@ -219,7 +249,8 @@ impl Arrivals {
 /// Run `sync`; see the module doc.
 pub fn sync(common: &Common, opts: &SyncOptions) -> Result<SyncReport> {
     let start = Instant::now();
-    if opts.name.is_none()
+    if !opts.scan
+        && opts.name.is_none()
         && let Some(map) = cluster_source(&opts.from)?
     {
         return super::sync_cluster::sync_cluster(common, opts, map);
@@ -272,6 +303,31 @@ pub fn sync(common: &Common, opts: &SyncOptions) -> Result<SyncReport> {
     Ok(s.rep)
 }
 
+/// The error of `--via full-sync` where the full sync is ruled out or declined.
+fn full_sync_refused(io: &ImportOptions, why: &str) -> Error {
+    Error::target(io.to.redacted(), format!("--via full-sync: {why}"))
+}
+
+/// The snapshot back from the reader it was shared with.
+fn take(shared: &Mutex<Option<Snapshot>>) -> Result<Snapshot> {
+    let taken = shared.lock().ok().and_then(|mut s| s.take());
+    taken.ok_or_else(|| Error::Internal("the snapshot's payload is gone".into()))
+}
+
+/// The payload's first 9 bytes (`REDIS` and the RDB version), or fewer if it is shorter.
+fn read_head(payload: &mut Payload) -> Result<Vec<u8>> {
+    let mut head = vec![0u8; 9];
+    let mut got = 0;
+    while got < head.len() {
+        match payload.read_bytes(&mut head[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    head.truncate(got);
+    Ok(head)
+}
+
 /// The source's slot map when it is a Cluster node (each master's stream holds only its
 /// slots: every master is synced).
 fn cluster_source(from: &RedisUrl) -> Result<Option<SlotMap>> {
@@ -284,41 +340,6 @@ fn cluster_source(from: &RedisUrl) -> Result<Option<SlotMap>> {
         return Ok(None);
     }
     Ok(Some(SlotMap::discover(from)?))
-}
-
-/// The precheck in `shared`, made now if nobody made it yet (the others wait meanwhile).
-fn shared_precheck(
-    shared: &SharedPrecheck,
-    common: &Common,
-    opts: &SyncOptions,
-) -> Result<import::Precheck> {
-    let mut made = shared
-        .lock()
-        .map_err(|_| Error::Internal("a sync's precheck panicked".into()))?;
-    if let Some(pre) = made.as_ref() {
-        return Ok(pre.clone());
-    }
-    let pre = precheck(common, opts)?;
-    *made = Some(pre.clone());
-    Ok(pre)
-}
-
-/// The precheck of the target for a snapshot (its table on stderr unless quiet); a failed
-/// one is an error unless `--force`.
-pub(crate) fn precheck(common: &Common, opts: &SyncOptions) -> Result<import::Precheck> {
-    let mut io = opts.import.clone();
-    io.via = Via::Commands;
-    let pre = import::precheck_stream(&io)?;
-    if !common.quiet || pre.failed() {
-        eprint!("{}", pre.to_table());
-    }
-    if pre.failed() && !opts.force {
-        return Err(Error::target(
-            io.to.redacted(),
-            "precheck failed; nothing was written (--force to go on)",
-        ));
-    }
-    Ok(pre)
 }
 
 impl Syncer<'_> {
@@ -336,14 +357,25 @@ impl Syncer<'_> {
                     None => return Ok("signal".into()),
                 }
             }
+            None if self.opts.scan => return self.scan(),
             None => {
                 let pre = match &self.opts.precheck {
-                    Some(shared) => shared_precheck(shared, self.common, self.opts)?,
-                    None => precheck(self.common, self.opts)?,
+                    Some(shared) => self.shared_precheck(shared)?,
+                    None => self.precheck(&self.opts.import)?,
                 };
-                match self.snapshot(SyncStart::Full, &pre)? {
-                    Some(s) => s,
-                    None => return Ok("snapshot".into()),
+                match self.snapshot(&self.opts.import, &pre) {
+                    Ok(Some(s)) => s,
+                    Ok(None) => return Ok("snapshot".into()),
+                    Err(Error::Net(e)) if self.scan_instead(&e) => {
+                        let note = format!(
+                            "the source refuses replication ({e}): it is copied with SCAN + \
+                             DUMP instead (--via auto; --via scan asks for it)"
+                        );
+                        eprintln!("sync: {note}");
+                        self.rep.notes.push(note);
+                        return self.scan();
+                    }
+                    Err(e) => return Err(e),
                 }
             }
         };
@@ -353,6 +385,73 @@ impl Syncer<'_> {
             Err(Error::Cancelled) if self.common.cancel.is_cancelled() => Ok("signal".into()),
             r => r,
         }
+    }
+
+    /// Whether `--via auto` copies by scan a source whose handshake failed with `e`: it
+    /// refuses replication, and nothing is to be followed.
+    fn scan_instead(&self, e: &crate::net::NetError) -> bool {
+        matches!(e.kind, NetErrorKind::Refused { .. })
+            && self.opts.import.via == Via::Auto
+            && !self.opts.follow
+            && self.opts.checkpoint.is_none()
+    }
+
+    /// A one-time copy by scan (see `sync::scan`); why it stopped.
+    fn scan(&mut self) -> Result<String> {
+        let mut io = self.opts.import.clone();
+        io.via = Via::Commands;
+        let pre = self.precheck(&io)?;
+        let (r, seen) = scan::copy(self.common, &self.opts.from, &io, &pre, self.opts.scan_rate)?;
+        if !self.common.quiet {
+            eprintln!("sync: {}", scan::WARNING);
+        }
+        if r.errors > 0 {
+            return Err(Error::target(
+                io.to.redacted(),
+                format!(
+                    "the scan of {} was not imported whole: {}",
+                    self.rep.source,
+                    r.error_messages.join("; ")
+                ),
+            ));
+        }
+        self.rep.snapshot = Some(r);
+        self.rep.scan = Some(seen);
+        Ok("scan".into())
+    }
+
+    /// The precheck in `shared`, made now if nobody made it yet (the others wait meanwhile).
+    fn shared_precheck(&self, shared: &SharedPrecheck) -> Result<import::Precheck> {
+        let mut made = shared
+            .lock()
+            .map_err(|_| Error::Internal("a sync's precheck panicked".into()))?;
+        if let Some(pre) = made.as_ref() {
+            return Ok(pre.clone());
+        }
+        let pre = self.precheck(&self.opts.import)?;
+        *made = Some(pre.clone());
+        Ok(pre)
+    }
+
+    /// The precheck of the target for a snapshot (its table on stderr unless quiet); a
+    /// failed one is an error unless `--force`.
+    fn precheck(&self, io: &ImportOptions) -> Result<import::Precheck> {
+        let pre = if io.via == Via::Commands {
+            import::precheck_stream(io)?
+        } else {
+            let source = SourceFacts::query(&self.opts.from)?;
+            import::precheck_relay(io, &self.common.map, &source)?
+        };
+        if !self.common.quiet || pre.failed() {
+            eprint!("{}", pre.to_table());
+        }
+        if pre.failed() && !self.opts.force {
+            return Err(Error::target(
+                io.to.redacted(),
+                "precheck failed; nothing was written (--force to go on)",
+            ));
+        }
+        Ok(pre)
     }
 
     /// The source's error for a checkpoint without a replication id (a `SYNC` source).
@@ -381,10 +480,14 @@ impl Syncer<'_> {
         }
     }
 
-    /// Take a snapshot (`start` is [`SyncStart::Full`], or a continue the source may answer
-    /// with a full copy) and import it; the stream after it when following.
-    fn snapshot(&mut self, start: SyncStart, pre: &import::Precheck) -> Result<Option<ReplStream>> {
-        let Some(h) = self.handshake(start)? else {
+    /// Take a snapshot (`PSYNC ? -1`) and write it to the target as `io` and `pre` say; the
+    /// stream after it when following.
+    fn snapshot(
+        &mut self,
+        io: &ImportOptions,
+        pre: &import::Precheck,
+    ) -> Result<Option<ReplStream>> {
+        let Some(h) = self.handshake(SyncStart::Full)? else {
             return Err(Error::Cancelled);
         };
         match h {
@@ -392,10 +495,7 @@ impl Syncer<'_> {
                 replid,
                 offset,
                 payload,
-            } => {
-                let opts = self.opts;
-                self.import_snapshot(replid, offset, payload, &opts.import, pre, opts.follow)
-            }
+            } => self.import_snapshot(replid, offset, payload, io, pre, self.opts.follow),
             Handshake::Continue { .. } => Err(Error::Internal("+CONTINUE to PSYNC ? -1".into())),
         }
     }
@@ -424,11 +524,29 @@ impl Syncer<'_> {
             }
             None => None,
         };
-        let shared = Arc::new(Mutex::new(Some(Snapshot { payload, spool })));
+        let snap = Snapshot {
+            head: Vec::new(),
+            payload,
+            spool,
+        };
+        let (relayed, snap) = match &pre.full_sync {
+            Ok(plan) => self.relay(plan, io, snap, size)?,
+            Err(why) if io.via == Via::FullSync => return Err(full_sync_refused(io, why)),
+            Err(why) => (Relayed::Declined(why.clone()), snap),
+        };
+        let declined = match relayed {
+            Relayed::Done(r) => return self.snapshot_taken(replid, offset, r, snap, then_stream),
+            Relayed::Declined(_) if io.via == Via::Commands => None,
+            Relayed::Declined(why) if pre.full_sync.is_err() => Some(why),
+            Relayed::Declined(why) => Some(self.full_sync_declined(io, why)?),
+            Relayed::Abandoned(why) => return self.again_by_commands(io, why),
+        };
+        let shared = Arc::new(Mutex::new(Some(snap)));
         let input = Input::from_reader(&name, Box::new(SnapshotReader(shared.clone())), size);
         let mut io = io.clone();
         io.via = Via::Commands;
-        let r = import::import_input(input, self.common, &io, pre)?;
+        let mut r = import::import_input(input, self.common, &io, pre)?;
+        r.full_sync_declined = declined;
         if r.errors > 0 {
             return Err(Error::target(
                 io.to.redacted(),
@@ -438,11 +556,84 @@ impl Syncer<'_> {
                 ),
             ));
         }
-        self.rep.snapshot = Some(r);
-        let taken = shared.lock().ok().and_then(|mut s| s.take());
-        let Some(Snapshot { payload, spool }) = taken else {
-            return Err(Error::Internal("the snapshot's payload is gone".into()));
+        let snap = take(&shared)?;
+        self.snapshot_taken(replid, offset, r, snap, then_stream)
+    }
+
+    /// Relay the snapshot to the target `plan` claims (`fullsync::relay`); the snapshot back,
+    /// whole when declined.
+    fn relay(
+        &self,
+        plan: &import::fullsync::Plan,
+        io: &ImportOptions,
+        mut snap: Snapshot,
+        size: Option<u64>,
+    ) -> Result<(Relayed, Snapshot)> {
+        snap.head = read_head(&mut snap.payload)?;
+        let head = snap.head.clone();
+        let shared = Arc::new(Mutex::new(Some(snap)));
+        let mut src = SnapshotReader(shared.clone());
+        let mut last = Instant::now();
+        let mut keepalive = || {
+            if last.elapsed() >= Duration::from_secs(1) {
+                last = Instant::now();
+                if let Ok(Some(s)) = shared.lock().as_deref_mut() {
+                    s.payload.keepalive();
+                }
+            }
         };
+        let r = relay::relay(
+            self.common,
+            io,
+            plan,
+            (&head, &mut src),
+            size,
+            &mut keepalive,
+        )?;
+        Ok((r, take(&shared)?))
+    }
+
+    /// `--via full-sync` stops where the full sync is declined; `--via auto` goes on by
+    /// commands (over the same bytes: none was read), saying why.
+    fn full_sync_declined(&self, io: &ImportOptions, why: String) -> Result<String> {
+        if io.via == Via::FullSync {
+            return Err(full_sync_refused(io, &why));
+        }
+        if !self.common.quiet {
+            eprintln!("sync: no full sync ({why}): the snapshot goes by commands");
+        }
+        Ok(why)
+    }
+
+    /// A full sync given up halfway (the target is put back, empty): `--via full-sync`
+    /// stops; `--via auto` takes a new snapshot by commands.
+    fn again_by_commands(&mut self, io: &ImportOptions, why: String) -> Result<Option<ReplStream>> {
+        let why = format!("the full sync was abandoned ({why}); the target was put back");
+        if io.via == Via::FullSync {
+            return Err(Error::target(io.to.redacted(), why));
+        }
+        tracing::warn!("{why}: a new snapshot goes by commands");
+        self.rep
+            .notes
+            .push(format!("{why}; a new snapshot went by commands"));
+        let mut io = io.clone();
+        io.via = Via::Commands;
+        let pre = self.precheck(&io)?;
+        self.snapshot(&io, &pre)
+    }
+
+    /// The snapshot is on the target (`r` says how): its spool committed, the checkpoint
+    /// past it; the stream after it when `then_stream`.
+    fn snapshot_taken(
+        &mut self,
+        replid: String,
+        offset: u64,
+        r: ImportReport,
+        snap: Snapshot,
+        then_stream: bool,
+    ) -> Result<Option<ReplStream>> {
+        self.rep.snapshot = Some(r);
+        let Snapshot { payload, spool, .. } = snap;
         if let Some(f) = spool {
             f.commit()?;
         }

@@ -3,7 +3,8 @@
 //! A master's replication stream holds only its own slots, so each master found in the
 //! source's slot map is synced by its own [`super::sync::sync`], all in parallel into the one
 //! target (standalone, db 0 mapped as `--db-map` says, or a Cluster: the applier routes by
-//! key). The target's precheck is made once, by the first master that takes a snapshot,
+//! key), by commands (the full sync loads one snapshot into an empty target, not several).
+//! The target's precheck is made once, by the first master that takes a snapshot,
 //! since the others' snapshots then land in a target it is already filling; masters that
 //! continue from their checkpoints need none.
 //!
@@ -20,6 +21,7 @@
 use std::path::{Path, PathBuf};
 
 use super::Common;
+use super::import::Via;
 use super::sync::{SharedPrecheck, SyncOptions, SyncReport, sync};
 use crate::error::{Error, Result};
 use crate::keyslot::SLOTS;
@@ -97,6 +99,8 @@ fn masters(opts: &SyncOptions, map: &SlotMap, pre: &SharedPrecheck) -> Vec<Maste
             o.from = node.url(&opts.from);
             o.name = Some(format!("cluster slots {}", show_ranges(&ranges)));
             o.precheck = Some(pre.clone());
+            // Several snapshots into one target: none can be its full sync.
+            o.import.via = Via::Commands;
             o.checkpoint = opts.checkpoint.as_deref().map(|p| suffixed(p, &slots));
             o.checkpoint_key = opts.checkpoint_key.as_ref().map(|k| {
                 let mut k = k.clone();

@@ -1,10 +1,11 @@
 //! The replica side of Redis replication: ask a server for its data as a replica does, read
 //! the RDB payload of a full sync, then the command stream that follows.
 //!
-//! Users: `verify`'s snapshot comparison ([`sync`]: `REPLCONF rdb-only 1` + `SYNC`: the
-//! target forks, saves and streams its RDB), `fetch` ([`psync`] with `rdb_only`: the RDB to a
-//! file) and `sync` ([`psync`], then [`ReplStream`]: the snapshot, then every write, resumable
-//! with `PSYNC replid offset`).
+//! One client, [`psync`], for every user: `verify`'s snapshot comparison
+//! ([`SyncStart::Sync`] with `rdb_only`: `REPLCONF rdb-only 1` + `SYNC`: the target forks,
+//! saves and streams its RDB), `fetch` ([`SyncStart::Full`] with `rdb_only`: the RDB to a
+//! file) and `sync` ([`SyncStart::Full`], then [`ReplStream`]: the snapshot, then every
+//! write, resumable with [`SyncStart::Continue`]).
 //!
 //! The handshake (FORMATS §11.1), on a connected and authenticated [`Conn`]:
 //! `REPLCONF listening-port -1` (see "Sentinel" below), `REPLCONF capa eof capa psync2`
@@ -72,20 +73,6 @@ pub use stream::{ReplEntry, ReplStream};
 /// Sentinel never adds it as a replica (see the module doc).
 pub const ANNOUNCED_PORT: &str = "-1";
 
-/// How to ask for the data with `SYNC` (verify's snapshot).
-#[derive(Debug, Clone)]
-pub struct SyncRequest {
-    /// `REPLCONF rdb-only 1` (7.0+): the server sends the RDB and no command stream, then
-    /// closes. Refused by older servers, which then send the stream too (the reader stops at
-    /// the end of the RDB anyway).
-    pub rdb_only: bool,
-    /// How long the server may take to start the payload (it saves first).
-    pub save_within: Duration,
-    /// The run's stop token: the wait for the payload ends when it is set (a save may take
-    /// minutes; the keep-alive newlines let the wait look at it every second).
-    pub cancel: Cancel,
-}
-
 /// How to ask for a sync with [`psync`].
 #[derive(Debug, Clone)]
 pub struct ReplicaOptions {
@@ -121,6 +108,9 @@ impl ReplicaOptions {
 pub enum SyncStart {
     /// From a snapshot (`PSYNC ? -1`).
     Full,
+    /// A snapshot asked for with `SYNC` (verify's): no replication id, nothing to resume
+    /// from; the master expects no `REPLCONF ACK` (and, with `rdb_only`, sends no stream).
+    Sync,
     /// Right after a point reached before: the replication id, the offset applied (a
     /// [`ReplEntry::offset`]) and the db selected there ([`ReplEntry::db_after`]): the master
     /// does not repeat a `SELECT` after a partial resync (the replica keeps its db from the
@@ -297,24 +287,6 @@ impl std::fmt::Debug for Payload {
     }
 }
 
-/// Ask the server behind `conn` (connected and authenticated) for a full sync, with `SYNC`.
-pub fn sync(mut conn: Conn, req: SyncRequest) -> Result<Payload, NetError> {
-    announce(&mut conn, req.rdb_only)?;
-    let deadline = Instant::now() + req.save_within;
-    let mut link = Link::of(conn);
-    link.send(&[b"SYNC"])?;
-    let line = link.line(
-        "the snapshot's header",
-        deadline,
-        req.save_within,
-        &req.cancel,
-    )?;
-    if let Some(e) = line.strip_prefix('-') {
-        return Err(refusal(&link, "SYNC", e, false));
-    }
-    Payload::start(link, &line, "SYNC", false, req.cancel)
-}
-
 /// The `REPLCONF`s before `PSYNC` or `SYNC`: the announced port (see the module doc), the
 /// capabilities, and `rdb-only` when asked for.
 fn announce(conn: &mut Conn, rdb_only: bool) -> Result<(), NetError> {
@@ -382,8 +354,8 @@ fn refusal(link: &Link, command: &str, reply: &str, renamed: bool) -> NetError {
 
 /// Ask the server behind `conn` (connected and authenticated) for a sync, as a replica:
 /// `REPLCONF listening-port` / `capa eof psync2` (and `rdb-only`), then `PSYNC replid offset`
-/// (`? -1` for a full sync), falling back to `SYNC` for a server without `PSYNC`. See the
-/// module doc for the errors.
+/// (`? -1` for a full sync), falling back to `SYNC` for a server without `PSYNC`, or `SYNC`
+/// right away ([`SyncStart::Sync`]). See the module doc for the errors.
 pub fn psync(
     mut conn: Conn,
     start: SyncStart,
@@ -396,6 +368,7 @@ pub fn psync(
     let renamed = command != "PSYNC";
     let (replid, from) = match &start {
         SyncStart::Full => ("?".to_string(), "-1".to_string()),
+        SyncStart::Sync => return plain_sync(link, deadline, opts),
         SyncStart::Continue { replid, offset, .. } => {
             (replid.clone(), offset.saturating_add(1).to_string())
         }
@@ -449,8 +422,23 @@ pub fn psync(
         return Err(refusal(&link, &command, e, renamed));
     }
     // No PSYNC here: a server older than 2.8, or PSYNC renamed or disabled.
+    plain_sync(link, deadline, opts)
+}
+
+/// `SYNC`: the payload at once (after keep-alive newlines until `deadline`), without a
+/// replication id.
+fn plain_sync(
+    mut link: Link,
+    deadline: Instant,
+    opts: &ReplicaOptions,
+) -> Result<Handshake, NetError> {
     link.send(&[b"SYNC"])?;
-    let line = wait(&mut link, "the snapshot's header")?;
+    let line = link.line(
+        "the snapshot's header",
+        deadline,
+        opts.save_within,
+        &opts.cancel,
+    )?;
     if let Some(e) = line.strip_prefix('-') {
         return Err(refusal(&link, "SYNC", e, false));
     }
@@ -562,6 +550,14 @@ impl Payload {
         }
         let acks = self.acks;
         ReplStream::new(self.link, replid, offset, 0, acks, self.cancel)
+    }
+
+    /// A newline to the source, as a replica sends while it loads a snapshot: the master
+    /// takes it for a sign of life (`repl_ack_time`), where a replica silent for
+    /// `repl-timeout` after the payload is dropped. A failed write is left to the reads that
+    /// follow to report.
+    pub fn keepalive(&mut self) {
+        let _ = self.link.stream.write_all(b"\n");
     }
 
     fn unfinished(&self, total: Option<u64>) -> NetError {

@@ -42,7 +42,6 @@ mod check;
 mod chunk;
 mod route;
 pub mod snapshot;
-mod source;
 mod verifier;
 
 use std::time::Instant;
@@ -383,7 +382,7 @@ pub fn verify(input_name: &str, common: &Common, opts: &VerifyOptions) -> Result
 
 /// Compare a live source (a standalone server, or every master of a Cluster) with the target
 /// in `opts`: every key `SCAN` finds there, read with `DUMP` and its TTL and decoded like a
-/// record of a file (see `source`), then compared as [`verify`] compares a file's keys. Keys
+/// record of a file (see `input::live`), then compared as [`verify`] compares a file's keys. Keys
 /// gone from the source by the time they are read are counted (`source_vanished`), not
 /// reported.
 pub fn verify_live(
@@ -392,11 +391,16 @@ pub fn verify_live(
     opts: &VerifyOptions,
 ) -> Result<VerifyReport> {
     let start = Instant::now();
-    let mut src = source::LiveSource::open(source)?;
+    let mut src = crate::input::live::LiveSource::open(source)?;
     let mut ver = open_verifier(&src.name, opts)?;
     ver.rep.source_version = Some(src.version.clone());
     let mut progress = Progress::new(None, &src.name, common.quiet);
-    let walked = src.walk(common, &mut |rec, bytes| {
+    let how = crate::input::live::Reading {
+        filter: &common.map.filter,
+        cancel: &common.cancel,
+        ignore_checksum: common.read.ignore_checksum,
+    };
+    let walked = src.walk(how, None, &mut |rec, bytes| {
         ver.key(rec, common)?;
         progress.tick(bytes, 1);
         Ok(())

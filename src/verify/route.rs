@@ -42,18 +42,7 @@ pub(crate) struct Router {
     side: HashMap<NodeAddr, Conn>,
 }
 
-/// Whether the node says `cluster_enabled:1` (`INFO cluster`).
-pub(super) fn is_cluster(conn: &mut Conn) -> Result<bool> {
-    let mut p = Pipe::default();
-    p.push(&[b"INFO", b"cluster"]);
-    let r = conn.exec(&p)?;
-    Ok(match r.first() {
-        Some(Reply::Bulk(b)) => String::from_utf8_lossy(b)
-            .lines()
-            .any(|l| l.trim() == "cluster_enabled:1"),
-        _ => false,
-    })
-}
+pub(super) use crate::net::cluster::is_cluster;
 
 /// The first redirection among a key's replies.
 pub(super) fn find_redirect(replies: &[Reply]) -> Option<Redirect> {

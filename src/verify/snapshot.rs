@@ -4,8 +4,9 @@
 //! Why: reading 2 million keys back with pipelined commands costs the target about twice
 //! what loading them did (the first lookup of each key alone is a cache miss), while asking
 //! it for a snapshot costs a fork and a save in a child process. rdbferry connects as a
-//! replica (`REPLCONF capa eof`, `REPLCONF rdb-only 1`, `SYNC`), reads the RDB the target
-//! streams, and decodes both sides with the same code.
+//! replica through the one replication client, `repl::replica` (`REPLCONF capa eof`,
+//! `REPLCONF rdb-only 1`, `SYNC`: [`SyncStart::Sync`]), reads the RDB the target streams, and
+//! decodes both sides with the same code.
 //!
 //! The digest of a key covers its target db, name, type, absolute expiry and its value as
 //! `verify` decodes it for comparison (encodings may differ): strings, lists and stream entries
@@ -36,7 +37,7 @@ use crate::net::{Conn, NetErrorKind};
 use crate::rdb::Elem;
 use crate::rdb::value::{Tuples, zset_pairs};
 use crate::rdb::{DataType, KeyRecord, Record, StreamReader, Value};
-use crate::repl::replica::{self, SyncRequest};
+use crate::repl::replica::{self, Handshake, ReplicaOptions, SyncStart};
 
 /// `--via` of `verify` (and, in its report, how it compared: never `Auto`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -338,13 +339,13 @@ fn read_snapshot(
     cancel: &AtomicBool,
 ) -> Result<std::result::Result<Option<Digest>, String>> {
     let name = c.name().to_string();
-    let req = SyncRequest {
+    let ropts = ReplicaOptions {
         rdb_only: true,
-        save_within: opts.save_within,
-        cancel: common.cancel.clone(),
+        ..ReplicaOptions::new(opts.save_within, common.cancel.clone())
     };
-    let payload = match replica::sync(c, req) {
-        Ok(p) => p,
+    let payload = match replica::psync(c, SyncStart::Sync, &ropts) {
+        Ok(Handshake::Full { payload, .. }) => payload,
+        Ok(Handshake::Continue { .. }) => return Ok(Err("+CONTINUE to SYNC".into())),
         Err(e) if matches!(e.kind, NetErrorKind::Interrupted) => return Ok(Ok(None)),
         // A refusal (no SYNC rights, a server that says no) rules the snapshot out; a dead
         // or stalled link is the run's error.

@@ -65,6 +65,8 @@ use crate::sink::writer::WriteStats;
 use crate::text::quoted as show;
 use crate::time::now_ms;
 
+pub mod relay;
+
 /// `--via`: how `import` writes (and, in its report, how it wrote: never `Auto`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -136,14 +138,35 @@ fn ruled_out(
     info: &ServerInfo,
     precheck_failed: bool,
 ) -> Option<String> {
-    let why = if opts.via == Via::Commands {
+    let why = if let Some(why) = target_ruled_out(opts, info, precheck_failed) {
+        why
+    } else if inputs.len() != 1 {
+        "more than one input"
+    } else if !scan.scanned() {
+        "standard input"
+    } else if scan.has_modules() {
+        "the input has module data"
+    } else if !Seen::fits(scan.keys()) {
+        "too many keys to rule out duplicates in bounded memory"
+    } else {
+        return input_version(&inputs[0], info.rdb_version).err();
+    };
+    Some(why.into())
+}
+
+/// What the options and the target rule out, whatever the input (a file, or `sync`'s relay
+/// of a live source's snapshot: [`relay`]).
+fn target_ruled_out(
+    opts: &ImportOptions,
+    info: &ServerInfo,
+    precheck_failed: bool,
+) -> Option<&'static str> {
+    Some(if opts.via == Via::Commands {
         "--via commands"
     } else if opts.dry_run {
         "--dry-run"
     } else if opts.mode != Mode::Auto {
         "--mode restore|rewrite asks for commands"
-    } else if inputs.len() != 1 {
-        "more than one input"
     } else if opts.to.tls {
         "a TLS target"
     } else if info.info_refused {
@@ -156,16 +179,9 @@ fn ruled_out(
         "the precheck failed"
     } else if info.keyspace.values().any(|&n| n > 0) {
         "the target is not empty"
-    } else if !scan.scanned() {
-        "standard input"
-    } else if scan.has_modules() {
-        "the input has module data"
-    } else if !Seen::fits(scan.keys()) {
-        "too many keys to rule out duplicates in bounded memory"
     } else {
-        return input_version(&inputs[0], info.rdb_version).err();
-    };
-    Some(why.into())
+        return None;
+    })
 }
 
 /// The input's RDB version, if the input is one RDB file the target loads.
@@ -344,30 +360,9 @@ pub(super) fn import(
         return Ok(Err("the input is not an RDB file".into()));
     };
     let version = RdbReader::new(data, &input.name)?.version();
-    // Interrupted before the claim: nothing to put back, so nothing is changed.
-    common.cancel.check()?;
-    let master = match Master::listen(plan.listen_ip) {
-        Ok(m) => m,
-        Err(e) => return Ok(Err(e.to_string())),
-    };
-    let record = ClaimRecord {
-        secret: String::from_utf8_lossy(&random_hex40()).into_owned(),
-        restore: plan.restore.clone(),
-    };
-    let masterauth = record.encode();
-    let mut claimed = match claim(opts, plan, &masterauth, master.addr(), &common.cancel)? {
-        Ok(c) => c,
+    let (mut claimed, transfer) = match connect(common, opts, plan)? {
+        Ok(x) => x,
         Err(why) => return Ok(Err(why)),
-    };
-    let expect = Expect {
-        secret: masterauth.into_bytes(),
-        peer_ip: plan.target_ip,
-        within: CONNECT_TIMEOUT,
-        write_timeout: opts.to.net.timeout,
-    };
-    let transfer = match master.accept(&expect, &|| common.cancel.is_cancelled()) {
-        Ok(t) => t,
-        Err(e) => return give_up(&mut claimed, common, e.to_string()),
     };
     let mut rep = ImportReport {
         target: opts.to.redacted(),
@@ -395,6 +390,42 @@ pub(super) fn import(
     rep.elapsed_s = start.elapsed().as_secs_f64();
     common.cancel.check()?;
     Ok(Ok(rep))
+}
+
+/// Listen, claim the target and wait for it to connect: the transfer to it. `Ok(Err(why))`:
+/// not connected, and the target as it was (put back if it was claimed).
+fn connect(
+    common: &Common,
+    opts: &ImportOptions,
+    plan: &Plan,
+) -> Result<std::result::Result<(Claimed, Transfer), String>> {
+    // Interrupted before the claim: nothing to put back, so nothing is changed.
+    common.cancel.check()?;
+    let master = match Master::listen(plan.listen_ip) {
+        Ok(m) => m,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let record = ClaimRecord {
+        secret: String::from_utf8_lossy(&random_hex40()).into_owned(),
+        restore: plan.restore.clone(),
+    };
+    let masterauth = record.encode();
+    let mut claimed = match claim(opts, plan, &masterauth, master.addr(), &common.cancel)? {
+        Ok(c) => c,
+        Err(why) => return Ok(Err(why)),
+    };
+    let expect = Expect {
+        secret: masterauth.into_bytes(),
+        peer_ip: plan.target_ip,
+        within: CONNECT_TIMEOUT,
+        write_timeout: opts.to.net.timeout,
+    };
+    match master.accept(&expect, &|| common.cancel.is_cancelled()) {
+        Ok(t) => Ok(Ok((claimed, t))),
+        Err(e) => Ok(Err(give_up(&mut claimed, common, e.to_string())?
+            .err()
+            .unwrap_or_default())),
+    }
 }
 
 /// Make the target our replica, if it is still empty (see the module doc, step 2). Other
@@ -651,6 +682,12 @@ fn stream(
 /// Wait until the target has loaded what it got (its link to us is up), as long as it makes
 /// progress: no change in what it reports for `--timeout` is an error naming the target.
 fn wait_loaded(ctl: &mut Conn, linked: &Linked) -> Result<()> {
+    wait_loaded_with(ctl, linked, &mut || {})
+}
+
+/// [`wait_loaded`], calling `tick` between looks (`sync` keeps its own link to the source
+/// alive meanwhile).
+fn wait_loaded_with(ctl: &mut Conn, linked: &Linked, tick: &mut dyn FnMut()) -> Result<()> {
     let lost = |e: NetError| {
         Error::target(
             e.addr.clone(),
@@ -693,6 +730,7 @@ fn wait_loaded(ctl: &mut Conn, linked: &Linked) -> Result<()> {
                 ),
             ));
         }
+        tick();
         std::thread::sleep(Duration::from_millis(20));
     }
 }

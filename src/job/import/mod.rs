@@ -62,7 +62,7 @@ pub use groups::AOF_MARKER;
 pub use options::{
     DEFAULT_STREAM_MIN, ImportOptions, MULTI_MAX, Mode, OnConflict, PART_BYTES, min_rdb_version,
 };
-pub use precheck::{Check, Precheck, Status, precheck, precheck_stream};
+pub use precheck::{Check, Precheck, Status, precheck, precheck_relay, precheck_stream};
 pub use report::ImportReport;
 
 use std::time::Instant;

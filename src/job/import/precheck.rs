@@ -314,6 +314,28 @@ pub(crate) fn cluster_data_rows(
     Ok(checks)
 }
 
+/// The precheck of `sync`'s snapshot, which the target may load itself as rdbferry's replica
+/// (`fullsync::relay`): the target's rows as for a stream, and the `via` row of that
+/// decision.
+pub fn precheck_relay(
+    opts: &ImportOptions,
+    map: &crate::transform::KeyMap,
+    source: &fullsync::relay::SourceFacts,
+) -> Result<Precheck> {
+    let commands = ImportOptions {
+        via: Via::Commands,
+        ..opts.clone()
+    };
+    let mut pre = precheck_stream(&commands)?;
+    pre.checks.retain(|c| c.check != "via");
+    let info = pre.info.clone().unwrap_or_default();
+    let mut conn = Conn::open(&opts.to)?;
+    pre.full_sync = fullsync::relay::decide(opts, map, source, &info, pre.failed(), &mut conn)?;
+    pre.checks
+        .push(via_row(opts.via, &pre.full_sync, "the source's snapshot"));
+    Ok(pre)
+}
+
 /// Connect to the target and check it against the inputs (see the module doc). An
 /// unreachable target or a refused password is an error, not a row.
 pub fn precheck(inputs: &[String], common: &Common, opts: &ImportOptions) -> Result<Precheck> {
@@ -387,7 +409,7 @@ fn prechecked(
     }
     let failed = checks.iter().any(|c| c.status == Status::Fail);
     let full_sync = fullsync::decide(inputs, opts, &sc, &info, failed, &mut conn)?;
-    checks.push(via_row(opts.via, &full_sync));
+    checks.push(via_row(opts.via, &full_sync, "the file"));
     Ok(Precheck {
         checks,
         target_version: info.version.clone(),
@@ -469,15 +491,16 @@ fn bulk_len_row(info: &TargetInfo, opts: &ImportOptions, sc: &Scan) -> Check {
 }
 
 /// Which way the import will go, as [`fullsync::decide`] decided.
-fn via_row(via: Via, full_sync: &std::result::Result<fullsync::Plan, String>) -> Check {
+fn via_row(via: Via, full_sync: &std::result::Result<fullsync::Plan, String>, what: &str) -> Check {
     match (via, full_sync) {
         (Via::Commands, _) => row("via", Status::Ok, "commands (--via commands)".into()),
         (_, Ok(_)) => row(
             "via",
             Status::Ok,
-            "full sync: the target loads the file itself as a replica of rdbferry, then is \
-             detached (if it is still empty then)"
-                .into(),
+            format!(
+                "full sync: the target loads {what} itself as a replica of rdbferry, then is \
+                 detached (if it is still empty then)"
+            ),
         ),
         (Via::FullSync, Err(why)) => row(
             "via",

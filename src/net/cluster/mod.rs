@@ -12,3 +12,20 @@ mod topology;
 pub use map::{NodeAddr, SlotMap, show_ranges};
 pub use redirect::{Redirect, parse_redirect};
 pub use topology::Topology;
+
+use super::{Conn, NetError, Pipe};
+use crate::resp::Reply;
+
+/// Whether the node says `cluster_enabled:1` (`INFO cluster`; a refused `INFO` is taken for
+/// a standalone node).
+pub fn is_cluster(conn: &mut Conn) -> Result<bool, NetError> {
+    let mut p = Pipe::default();
+    p.push(&[b"INFO", b"cluster"]);
+    let r = conn.exec(&p)?;
+    Ok(match r.first() {
+        Some(Reply::Bulk(b)) => String::from_utf8_lossy(b)
+            .lines()
+            .any(|l| l.trim() == "cluster_enabled:1"),
+        _ => false,
+    })
+}

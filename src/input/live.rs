@@ -1,9 +1,10 @@
-//! A live source for `verify`: a Redis server (or every master of a Redis Cluster) read with
-//! `SCAN`, then `DUMP` and the TTL of each key, in pipelined batches.
+//! A live source read key by key: a Redis server (or every master of a Redis Cluster) read
+//! with `SCAN`, then `DUMP` and the TTL of each key, in pipelined batches. Users: `verify` of a
+//! live source, and `sync --via scan` (a source that refuses replication).
 //!
 //! Each `DUMP` payload is split ([`Dump::parse`]) and handed on as a [`KeyRecord`], exactly
-//! as if it had been read from an RDB file: the comparison in `verify` is one, whatever the
-//! source. The value is decoded by our own RDB decoder, so source and target may use
+//! as if it had been read from an RDB file: the comparison in `verify` (and the import of
+//! `sync`) is one, whatever the source. The value is decoded by our own RDB decoder, so source and target may use
 //! different encodings (and versions: a 6.2 source against a 7.0 target).
 //!
 //! - Databases: those `INFO keyspace` lists (a `/N` in the URL reads db N only); `--db`
@@ -29,15 +30,15 @@
 use std::collections::HashMap;
 use std::collections::VecDeque;
 
-use super::now_ms;
-use super::route::is_cluster;
+use crate::cancel::Cancel;
 use crate::error::{Error, Result};
-use crate::job::Common;
-use crate::net::cluster::{NodeAddr, Redirect, SlotMap, parse_redirect};
+use crate::net::cluster::{NodeAddr, Redirect, SlotMap, is_cluster, parse_redirect};
 use crate::net::{Conn, Pipe, RedisUrl, Version as Caps};
 use crate::rdb::KeyRecord;
 use crate::rdb::dump::Dump;
 use crate::resp::Reply;
+use crate::time::now_ms;
+use crate::transform::Filter;
 
 /// Keys asked for with one `SCAN`.
 const SCAN_COUNT: &str = "1000";
@@ -48,20 +49,42 @@ const MAX_REDIRECTS: usize = 5;
 
 /// What the walk saw besides the keys it handed on.
 #[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Scanned {
-    /// Keys `SCAN` listed that were gone when read (deleted or expired meanwhile).
-    pub(super) vanished: u64,
+pub struct Scanned {
+    /// Keys `SCAN` listed that were gone when read (deleted or expired meanwhile: `DUMP`
+    /// came back empty).
+    pub vanished: u64,
     /// Source keys read again elsewhere after `MOVED` or `ASK`.
-    pub(super) redirects: u64,
+    pub redirects: u64,
+}
+
+/// A part of a live source that may be read on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// A db of a standalone source.
+    Db(u64),
+    /// The `i`th master of a Cluster source (its db 0).
+    Master(usize),
+}
+
+/// How a walk reads: which dbs and names (`--db`, key patterns: before any `DUMP`), the
+/// run's stop token, and whether a `DUMP` checksum that does not match is let through.
+#[derive(Clone, Copy)]
+pub struct Reading<'a> {
+    /// The filter (its db and name parts apply here; the type part is the caller's).
+    pub filter: &'a Filter,
+    /// Looked at before every `SCAN`.
+    pub cancel: &'a Cancel,
+    /// `--ignore-checksum`.
+    pub ignore_checksum: bool,
 }
 
 /// A live source, connected.
-pub(super) struct LiveSource {
+pub struct LiveSource {
     url: RedisUrl,
     /// The URL, redacted: the name of the source in messages.
-    pub(super) name: String,
+    pub name: String,
     /// The server version (the seed's, on a Cluster).
-    pub(super) version: String,
+    pub version: String,
     caps: Caps,
     seed: Option<Conn>,
     /// Masters of a Cluster source; empty for a standalone one.
@@ -118,7 +141,7 @@ fn expiry(r: &Reply, caps: Caps, now: i64) -> std::result::Result<Option<i64>, O
 impl LiveSource {
     /// Connect and authenticate (the first error names the source, never its password), and
     /// read the slot map of a Cluster source.
-    pub(super) fn open(url: &RedisUrl) -> Result<LiveSource> {
+    pub fn open(url: &RedisUrl) -> Result<LiveSource> {
         let mut conn = Conn::open(url)?;
         let v = conn.version()?;
         let masters = if is_cluster(&mut conn)? {
@@ -144,36 +167,64 @@ impl LiveSource {
         })
     }
 
-    /// Read every key that passes the db and name filters of `common` and hand it to `f`,
-    /// with the payload bytes read so far (for progress).
-    pub(super) fn walk(
+    /// Whether the source is a Cluster.
+    pub fn is_cluster(&self) -> bool {
+        !self.masters.is_empty()
+    }
+
+    /// What a walk reads, in parts that may be read apart (each on its own connection): the
+    /// dbs of a standalone source that hold keys (`INFO keyspace`; only the URL's `/N` when
+    /// it names one), ascending, or the masters of a Cluster.
+    pub fn parts(&mut self) -> Result<Vec<Part>> {
+        if self.is_cluster() {
+            return Ok((0..self.masters.len()).map(Part::Master).collect());
+        }
+        let Some(conn) = self.seed.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let mut dbs = keyspace_dbs(conn)?;
+        if let Some(d) = self.url.url_db() {
+            dbs.retain(|x| *x == d);
+        }
+        Ok(dbs.into_iter().map(Part::Db).collect())
+    }
+
+    /// Read every key that passes the db and name filters of `how` and hand it to `f`, with
+    /// the payload bytes read so far (for progress); only part `only` when given.
+    pub fn walk(
         &mut self,
-        common: &Common,
+        how: Reading<'_>,
+        only: Option<Part>,
         f: &mut dyn FnMut(&KeyRecord<'_>, u64) -> Result<()>,
     ) -> Result<Scanned> {
         let mut w = Walk {
-            common,
+            how,
             f,
             scanned: Scanned::default(),
             bytes: 0,
         };
-        if self.masters.is_empty() {
-            let Some(mut conn) = self.seed.take() else {
-                return Ok(w.scanned);
-            };
-            let mut dbs = keyspace_dbs(&mut conn)?;
-            if let Some(d) = self.url.url_db() {
-                dbs.retain(|x| *x == d);
-            }
-            for db in dbs {
-                self.scan_db(&mut conn, db, &mut w)?;
-            }
-            self.seed = Some(conn);
-        } else {
-            for m in self.masters.clone() {
-                let mut conn = Conn::open(&m.url(&self.url))?;
-                if keyspace_dbs(&mut conn)?.contains(&0) {
-                    self.scan_db(&mut conn, 0, &mut w)?;
+        let parts = match only {
+            Some(p) => vec![p],
+            None => self.parts()?,
+        };
+        for part in parts {
+            match part {
+                Part::Db(db) => {
+                    let Some(mut conn) = self.seed.take() else {
+                        continue;
+                    };
+                    let r = self.scan_db(&mut conn, db, &mut w);
+                    self.seed = Some(conn);
+                    r?;
+                }
+                Part::Master(i) => {
+                    let Some(m) = self.masters.get(i).cloned() else {
+                        continue;
+                    };
+                    let mut conn = Conn::open(&m.url(&self.url))?;
+                    if keyspace_dbs(&mut conn)?.contains(&0) {
+                        self.scan_db(&mut conn, 0, &mut w)?;
+                    }
                 }
             }
         }
@@ -182,7 +233,7 @@ impl LiveSource {
 
     /// `SCAN` one db of one node, and read its keys in batches (two in flight).
     fn scan_db(&mut self, conn: &mut Conn, db: u64, w: &mut Walk<'_, '_>) -> Result<()> {
-        if !w.common.map.filter.keep_db(db) {
+        if !w.how.filter.keep_db(db) {
             return Ok(());
         }
         if conn.db != db {
@@ -197,7 +248,7 @@ impl LiveSource {
         }
         let mut cursor = b"0".to_vec();
         loop {
-            w.common.cancel.check()?;
+            w.how.cancel.check()?;
             let mut p = Pipe::default();
             p.push(&[b"SCAN", &cursor, b"COUNT", SCAN_COUNT.as_bytes()]);
             let r = conn.exec(&p)?;
@@ -214,7 +265,7 @@ impl LiveSource {
             let keys: Vec<&[u8]> = keys
                 .iter()
                 .filter_map(Reply::as_bytes)
-                .filter(|k| w.common.map.filter.keep_name(k))
+                .filter(|k| w.how.filter.keep_name(k))
                 .collect();
             let mut inflight: VecDeque<&[&[u8]]> = VecDeque::new();
             for batch in keys.chunks(BATCH) {
@@ -369,7 +420,7 @@ impl LiveSource {
                 return Err(err(node, format!("TTL of {q} in db {db}: {e}")));
             }
         };
-        let d = Dump::parse(&payload, w.common.read.ignore_checksum)
+        let d = Dump::parse(&payload, w.how.ignore_checksum)
             .map_err(|e| Error::from(crate::rdb::Error::from_decode(&self.name, Some(key), e)))?;
         let rec = KeyRecord {
             db,
@@ -391,7 +442,7 @@ impl LiveSource {
 
 /// The state of one walk.
 struct Walk<'c, 'f> {
-    common: &'c Common,
+    how: Reading<'c>,
     f: &'f mut dyn FnMut(&KeyRecord<'_>, u64) -> Result<()>,
     scanned: Scanned,
     bytes: u64,
