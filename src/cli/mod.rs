@@ -22,7 +22,7 @@ use rdbferry::job::convert::ConvertOptions;
 use rdbferry::job::convert_rdb::Conflict;
 use rdbferry::job::import::{self, ImportOptions, Mode, OnConflict};
 use rdbferry::job::inspect::InspectOptions;
-use rdbferry::job::split::{self, SplitOptions, parse_slots};
+use rdbferry::job::split::{self, SlotSpec, SplitOptions, parse_slots};
 use rdbferry::job::{Common, check, convert, inspect};
 use rdbferry::net::RedisUrl;
 use rdbferry::net::TlsOptions;
@@ -106,12 +106,17 @@ enum Cmd {
         #[command(flatten)]
         common: CommonArgs,
     },
-    /// Write one RDB file per Cluster slot range (DIR/slots-LO-HI.rdb), each loadable at
+    /// Write one RDB file per Cluster slot range (DIR/slots-LO-HI.rdb), or per master of a
+    /// live Cluster (DIR/node-HOST-PORT.rdb, with every range it owns), each loadable at
     /// start-up by the node serving those slots. Keys must go to db 0 (--db, --db-map).
     Split {
         /// RDB file, AOF file without commands, appendonlydir or JSONL.
         input: String,
-        /// Slot ranges: 0-5460,5461-10922,10923-16383.
+        /// Slot ranges: 0-5460,5461-10922,10923-16383; or cluster=redis://[user[:password]@]
+        /// host:port (rediss:// for TLS; the password may come from RDBFERRY_TO_PASSWORD):
+        /// the masters of that live Cluster and their ranges (CLUSTER SHARDS, or CLUSTER
+        /// SLOTS before 7.0), one file per master; each file's node (address and id) is
+        /// printed.
         #[arg(long, value_name = "SPEC")]
         by_slots: String,
         /// Output directory.
@@ -126,6 +131,10 @@ enum Cmd {
         /// Leave out keys whose TTL has already passed.
         #[arg(long)]
         skip_expired: bool,
+        #[command(flatten)]
+        tls: TlsArgs,
+        #[command(flatten)]
+        net: NetArgs,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -579,6 +588,10 @@ impl FromTlsArgs {
 }
 
 impl TlsArgs {
+    fn is_set(&self) -> bool {
+        self.tls_ca.is_some() || self.tls_insecure || self.tls_cert.is_some()
+    }
+
     /// The options; warns once on stderr when the certificate will not be checked.
     fn build(&self) -> TlsOptions {
         if self.tls_insecure {
@@ -795,6 +808,22 @@ fn run_convert(inputs: &[String], opts: &ConvertOptions, common: &CommonArgs) ->
     code
 }
 
+/// `--by-slots`: ranges, or `cluster=URL` with the TLS and timeout flags.
+fn slot_spec(spec: &str, tls: &TlsArgs, net: &NetArgs) -> Result<SlotSpec, Error> {
+    let Some(url) = spec.strip_prefix("cluster=") else {
+        if tls.is_set() {
+            return Err(Error::Usage(
+                "--tls-* options are for --by-slots cluster=rediss://...".into(),
+            ));
+        }
+        return parse_slots(spec).map(SlotSpec::Ranges);
+    };
+    let url = RedisUrl::parse(url, std::env::var(PASSWORD_ENV).ok())?
+        .with_tls(&tls.build())?
+        .with_timeout(net.timeout()?);
+    Ok(SlotSpec::Cluster(url))
+}
+
 fn run_split(input: &str, opts: &SplitOptions, common: &CommonArgs) -> ExitCode {
     let common = match common.build() {
         Ok(c) => c,
@@ -806,8 +835,8 @@ fn run_split(input: &str, opts: &SplitOptions, common: &CommonArgs) -> ExitCode 
                 eprintln!("rdbferry: {input}: left out: {d}");
             }
             if !common.quiet {
-                for (path, (lo, hi), keys) in &r.outputs {
-                    eprintln!("{path}: slots {lo}-{hi}, {keys} keys");
+                for o in &r.outputs {
+                    eprintln!("{}", o.describe());
                 }
                 if r.outside > 0 {
                     eprintln!("{} keys in slots of no range, left out", r.outside);
@@ -945,10 +974,12 @@ pub fn run() -> ExitCode {
             rdb_version,
             lossy,
             skip_expired,
+            tls,
+            net,
             common,
         } => {
-            let opts = parse_slots(&by_slots).map(|ranges| SplitOptions {
-                ranges,
+            let opts = slot_spec(&by_slots, &tls, &net).map(|by| SplitOptions {
+                by,
                 dir: output,
                 rdb_version,
                 lossy,

@@ -419,6 +419,23 @@ impl RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         std::thread::sleep(down);
+        self.start_again();
+    }
+
+    /// Stop the server (SIGKILL), put `rdb` in its directory as its `dump.rdb`, and start it
+    /// again as before: it loads the file at start-up (a Cluster node keeps its
+    /// `nodes.conf`, so its slots too). Returns once it answers PING.
+    pub fn restart_loading(&mut self, rdb: &Path) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let to = self.dir.path().join("dump.rdb");
+        fs::copy(rdb, &to).unwrap_or_else(|e| panic!("cannot copy {}: {e}", rdb.display()));
+        self.start_again();
+    }
+
+    /// Start the server again on the same port, in the same directory, with the same
+    /// arguments.
+    fn start_again(&mut self) {
         let mut cmd = Command::new(&self.binary);
         cmd.args(&self.args);
         self.child = spawn(cmd, self.dir.path(), &self.binary);
@@ -1021,6 +1038,13 @@ impl RedisCluster {
     /// timeout.
     pub fn kill_node(&mut self, i: usize) {
         self.nodes[i].kill();
+    }
+
+    /// Node `i` loads `rdb` at start-up ([`RedisServer::restart_loading`]); returns once the
+    /// cluster is ok again.
+    pub fn restart_node_loading(&mut self, i: usize, rdb: &Path) {
+        self.nodes[i].restart_loading(rdb);
+        self.wait_ok();
     }
 
     /// [`RedisServer::cli`] on node `node`.

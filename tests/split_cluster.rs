@@ -1,0 +1,84 @@
+//! `split --by-slots cluster=URL` (issue 12): the ranges come from a live 3-master Cluster
+//! the test starts, one file per master; each node loads its file at start-up (stopped, the
+//! file put as its `dump.rdb`, started again) and the Cluster then holds what a direct
+//! `import` of the same dump into another Cluster holds: key by key (`support::Snapshot`:
+//! type, value digest, expiry, stream groups), `DEBUG DIGEST` node by node (both Clusters
+//! give the same slots to the same node), and the function libraries on every master.
+
+mod support;
+
+use std::path::PathBuf;
+
+use support::ferry::{output_text, path_str, rdbferry};
+use support::{RedisCluster, Snapshot, TempDir, testdata};
+
+/// The testdata dumps hold keys in dbs 0, 1 and 5 (with distinct names): a Cluster has
+/// db 0 only.
+const DB_MAP: [&str; 4] = ["--db-map", "1=0", "--db-map", "5=0"];
+
+/// `split INPUT --by-slots cluster=SEED -o DIR --db-map ...`: the files, in node order of
+/// `cluster`, after checking that the output names each one's node and id.
+fn split_for(cluster: &RedisCluster, input: &str, dir: &std::path::Path) -> Vec<PathBuf> {
+    let spec = format!("cluster={}", cluster.seed_url());
+    let mut args = vec!["split", input, "--by-slots", &spec, "-o", path_str(dir)];
+    args.extend_from_slice(&DB_MAP);
+    let o = rdbferry(&args);
+    let text = output_text(&o);
+    assert!(o.status.success(), "{text}");
+    let mut files = Vec::new();
+    for (i, n) in cluster.nodes().iter().enumerate() {
+        let file = dir.join(format!("node-127.0.0.1-{}.rdb", n.port()));
+        assert!(file.exists(), "no {}: {text}", file.display());
+        let line = format!(
+            "{}: node 127.0.0.1:{} (id {})",
+            file.display(),
+            n.port(),
+            cluster.node_id(i).trim()
+        );
+        assert!(text.contains(&line), "{line:?} not in:\n{text}");
+        files.push(file);
+    }
+    assert_eq!(std::fs::read_dir(dir).unwrap().count(), 3, "{text}");
+    files
+}
+
+#[test]
+fn split_by_a_live_cluster_loads_as_a_direct_import() {
+    let input = testdata("redis-7.0/all-types.rdb");
+    let mut split = RedisCluster::start(3);
+    let direct = RedisCluster::start(3);
+    let tmp = TempDir::new("split-cluster");
+    let files = split_for(&split, &input, &tmp.path().join("out"));
+    for (i, f) in files.iter().enumerate() {
+        split.restart_node_loading(i, f);
+    }
+    let seed = direct.seed_url();
+    let mut args = vec!["import", &input, "--to", &seed];
+    args.extend_from_slice(&DB_MAP);
+    let o = rdbferry(&args);
+    assert!(o.status.success(), "{}", output_text(&o));
+
+    let want = Snapshot::of_cluster(&direct);
+    assert!(want.len() > 10, "only {} keys", want.len());
+    want.assert_same(&Snapshot::of_cluster(&split));
+    for i in 0..3 {
+        let (a, b) = (split.nodes()[i].digest(), direct.nodes()[i].digest());
+        assert_eq!(a, b, "node {i}: DEBUG DIGEST differs");
+        let libs = split.cli_on(i, &["FUNCTION", "LIST"]);
+        assert!(libs.contains("rdbferrylib"), "node {i}: {libs}");
+    }
+}
+
+/// A Cluster node that does not answer: an error naming it, and no file.
+#[test]
+fn split_by_an_unreachable_cluster_names_it() {
+    let tmp = TempDir::new("split-cluster");
+    let dir = tmp.path().join("out");
+    let port = support::free_port();
+    let spec = format!("cluster=redis://127.0.0.1:{port}");
+    let input = testdata("redis-7.0/all-types.rdb");
+    let o = rdbferry(&["split", &input, "--by-slots", &spec, "-o", path_str(&dir)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(output_text(&o).contains(&format!("127.0.0.1:{port}")));
+    assert!(!dir.exists() || std::fs::read_dir(&dir).unwrap().count() == 0);
+}
