@@ -19,7 +19,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use rdbferry::error::Error;
 use rdbferry::job::changes;
 use rdbferry::job::convert::ConvertOptions;
-use rdbferry::job::convert_rdb::Conflict;
+use rdbferry::job::convert_rdb::{Conflict, parse_rdb_version};
 use rdbferry::job::import::{self, ImportOptions, Mode, OnConflict};
 use rdbferry::job::inspect::InspectOptions;
 use rdbferry::job::split::{self, SlotSpec, SplitOptions, parse_slots};
@@ -71,7 +71,7 @@ enum Cmd {
         common: CommonArgs,
     },
     /// Convert to JSON lines, to the Redis commands that rebuild the data, or to an RDB file
-    /// of any version from 6 to 12.
+    /// of any version from 6 to 12, or Valkey 9's.
     Convert {
         /// RDB file, AOF file, appendonlydir, JSONL (as convert writes it), or - for stdin.
         #[arg(required = true)]
@@ -87,8 +87,9 @@ enum Cmd {
         #[arg(long)]
         skip_expired: bool,
         /// With --format rdb: the RDB version to write, 6 to 12 (Redis 6.x writes 9, 7.0
-        /// writes 10, 7.2 11, 7.4 12); default the input's.
-        #[arg(long, value_name = "N")]
+        /// writes 10, 7.2 11, 7.4 12; Valkey 7.2 to 8.1 load 11), or valkey9 for Valkey 9.x
+        /// (header VALKEY080; its own type for hashes with field TTLs); default the input's.
+        #[arg(long, value_name = "N", value_parser = parse_rdb_version)]
         rdb_version: Option<u32>,
         /// With --format rdb: leave out what the version cannot hold (a stream below 9, a
         /// function below 10, hash-field TTLs below 12...) and report it key by key, instead
@@ -122,8 +123,8 @@ enum Cmd {
         /// Output directory.
         #[arg(short = 'o', long)]
         output: PathBuf,
-        /// The RDB version to write, 6 to 12; default the input's.
-        #[arg(long, value_name = "N")]
+        /// The RDB version to write, 6 to 12, or valkey9 (Valkey 9.x); default the input's.
+        #[arg(long, value_name = "N", value_parser = parse_rdb_version)]
         rdb_version: Option<u32>,
         /// Leave out what the version cannot hold, and report it, instead of failing.
         #[arg(long)]
