@@ -3,7 +3,8 @@
 //! file put as its `dump.rdb`, started again) and the Cluster then holds what a direct
 //! `import` of the same dump into another Cluster holds: key by key (`support::Snapshot`:
 //! type, value digest, expiry, stream groups), `DEBUG DIGEST` node by node (both Clusters
-//! give the same slots to the same node), and the function libraries on every master.
+//! give the same slots to the same node), and the function libraries on every master. Split
+//! for a 6.2 Cluster, the files are written for the RDB version 6.2 loads.
 
 mod support;
 
@@ -18,10 +19,16 @@ const DB_MAP: [&str; 4] = ["--db-map", "1=0", "--db-map", "5=0"];
 
 /// `split INPUT --by-slots cluster=SEED -o DIR --db-map ...`: the files, in node order of
 /// `cluster`, after checking that the output names each one's node and id.
-fn split_for(cluster: &RedisCluster, input: &str, dir: &std::path::Path) -> Vec<PathBuf> {
+fn split_for(
+    cluster: &RedisCluster,
+    input: &str,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> Vec<PathBuf> {
     let spec = format!("cluster={}", cluster.seed_url());
     let mut args = vec!["split", input, "--by-slots", &spec, "-o", path_str(dir)];
     args.extend_from_slice(&DB_MAP);
+    args.extend_from_slice(extra);
     let o = rdbferry(&args);
     let text = output_text(&o);
     assert!(o.status.success(), "{text}");
@@ -48,7 +55,7 @@ fn split_by_a_live_cluster_loads_as_a_direct_import() {
     let mut split = RedisCluster::start(3);
     let direct = RedisCluster::start(3);
     let tmp = TempDir::new("split-cluster");
-    let files = split_for(&split, &input, &tmp.path().join("out"));
+    let files = split_for(&split, &input, &tmp.path().join("out"), &[]);
     for (i, f) in files.iter().enumerate() {
         split.restart_node_loading(i, f);
     }
@@ -67,6 +74,21 @@ fn split_by_a_live_cluster_loads_as_a_direct_import() {
         let libs = split.cli_on(i, &["FUNCTION", "LIST"]);
         assert!(libs.contains("rdbferrylib"), "node {i}: {libs}");
     }
+    drop(split);
+
+    // A 6.2 Cluster (CLUSTER SLOTS, no SHARDS): the files are written for RDB 9, which it
+    // loads; RDB 9 has no place for 7.0's functions and stream lag metadata (--lossy).
+    let Some(s62) = support::require_old_server("6.2") else {
+        return;
+    };
+    let mut old = RedisCluster::start_on(&s62, 3);
+    let files = split_for(&old, &input, &tmp.path().join("out62"), &["--lossy"]);
+    for (i, f) in files.iter().enumerate() {
+        assert_eq!(&std::fs::read(f).unwrap()[..9], b"REDIS0009");
+        old.restart_node_loading(i, f);
+    }
+    let got = Snapshot::of_cluster(&old).without_group_reads();
+    want.without_group_reads().assert_same(&got);
 }
 
 /// A Cluster node that does not answer: an error naming it, and no file.

@@ -123,7 +123,8 @@ enum Cmd {
         /// Output directory.
         #[arg(short = 'o', long)]
         output: PathBuf,
-        /// The RDB version to write, 6 to 12, or valkey9 (Valkey 9.x); default the input's.
+        /// The RDB version to write, 6 to 12, or valkey9 (Valkey 9.x); default: with
+        /// cluster=, the version that Cluster writes itself; else the input's.
         #[arg(long, value_name = "N", value_parser = parse_rdb_version)]
         rdb_version: Option<u32>,
         /// Leave out what the version cannot hold, and report it, instead of failing.
@@ -836,6 +837,7 @@ fn run_split(input: &str, opts: &SplitOptions, common: &CommonArgs) -> ExitCode 
                 eprintln!("rdbferry: {input}: left out: {d}");
             }
             if !common.quiet {
+                eprintln!("{input}: written as {}", r.version);
                 for o in &r.outputs {
                     eprintln!("{}", o.describe());
                 }

@@ -10,18 +10,20 @@
 //! With `cluster=redis://host:port` the ranges are read from a live Cluster
 //! ([`SlotMap::discover_shards`]: `CLUSTER SHARDS` on 7.0+, else `CLUSTER SLOTS`): one file
 //! per master, `node-HOST-PORT.rdb`, holding every range that master owns; the report names
-//! each file's node (address and id) so the user knows which node loads which file.
+//! each file's node (address and id) so the user knows which node loads which file. The files
+//! are written for the version the Cluster writes itself, unless `--rdb-version` says
+//! otherwise: a 7.0 dump split for a 6.2 Cluster is re-encoded for RDB 9.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use super::convert_rdb::{Prep, RdbOut, prepare, target_version};
+use super::convert_rdb::{Prep, RdbOut, VALKEY_9, VERSIONS, prepare, target_version, version_name};
 use super::{Common, batch};
 use crate::error::{Error, Result};
 use crate::input::{Event, Input};
 use crate::keyslot::{SLOTS, key_slot};
-use crate::net::RedisUrl;
 use crate::net::cluster::{SlotMap, show_ranges};
+use crate::net::{Conn, RedisUrl, Version};
 use crate::progress::Progress;
 use crate::rdb::{KeyRecord, Record};
 use crate::sink::file::{AtomicFile, refuse_input};
@@ -44,7 +46,7 @@ pub struct SplitOptions {
     pub by: SlotSpec,
     /// Output directory.
     pub dir: PathBuf,
-    /// `--rdb-version` (default: the input's).
+    /// `--rdb-version` (default: the Cluster's own with `cluster=`, else the input's).
     pub rdb_version: Option<u32>,
     /// `--lossy`.
     pub lossy: bool,
@@ -83,6 +85,8 @@ impl SplitOutput {
 /// What `split` wrote.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct SplitReport {
+    /// The version written (`RDB 10`, `Valkey 9 (VALKEY080)`).
+    pub version: String,
     /// Each file, in the order of the ranges (or of the masters).
     pub outputs: Vec<SplitOutput>,
     /// Keys whose slot is in no range.
@@ -169,6 +173,20 @@ fn plan_outputs(opts: &SplitOptions) -> Result<Vec<SplitOutput>> {
     Ok(map.masters().iter().enumerate().map(node).collect())
 }
 
+/// The `--rdb-version` of the Cluster at `url` (its seed's): what it writes itself, so that
+/// every node loads the files; `valkey9` for Valkey 9 and later (which still says
+/// `redis_version:7.2.4`, so its `valkey_version` decides).
+fn cluster_rdb_version(url: &RedisUrl) -> Result<u32> {
+    let mut c = Conn::open(&url.with_host_port(&url.host, url.port))?;
+    let info = c.info("server")?;
+    let version = |field: &str| info.get(field).map(|v| Version::parse(v));
+    if version("valkey_version").is_some_and(|v| v.major >= 9) {
+        return Ok(VALKEY_9);
+    }
+    let n = version("redis_version").unwrap_or_default().rdb_version();
+    Ok(n.clamp(*VERSIONS.start(), *VERSIONS.end()))
+}
+
 /// Per slot, the index of the output that holds it (`u16::MAX`: none).
 fn slot_table(outputs: &[SplitOutput]) -> Vec<u16> {
     let mut table = vec![u16::MAX; SLOTS as usize];
@@ -189,9 +207,14 @@ struct Part {
 /// Split `name` into one RDB file per range of `opts`.
 pub fn split(name: &str, common: &Common, opts: &SplitOptions) -> Result<SplitReport> {
     let input = Input::open(name)?;
-    let target = target_version(&input, opts.rdb_version)?;
+    let wanted = match (&opts.by, opts.rdb_version) {
+        (SlotSpec::Cluster(url), None) => Some(cluster_rdb_version(url)?),
+        (_, v) => v,
+    };
+    let target = target_version(&input, wanted)?;
     let mut rep = SplitReport {
         outputs: plan_outputs(opts)?,
+        version: version_name(target),
         ..SplitReport::default()
     };
     std::fs::create_dir_all(&opts.dir).map_err(|e| Error::io(opts.dir.display().to_string(), e))?;

@@ -973,6 +973,20 @@ impl RedisCluster {
     /// replicas, as `redis-cli --cluster create` assigns them), and a node timeout of
     /// `timeout_ms` (how soon a replica takes over a failed master).
     pub fn start_with_replicas(masters: usize, replicas: usize, timeout_ms: u32) -> RedisCluster {
+        RedisCluster::start_inner(Path::new("redis-server"), masters, replicas, timeout_ms)
+    }
+
+    /// [`RedisCluster::start`] with another server binary (an older Redis).
+    pub fn start_on(binary: &Path, masters: usize) -> RedisCluster {
+        RedisCluster::start_inner(binary, masters, 0, 5000)
+    }
+
+    fn start_inner(
+        binary: &Path,
+        masters: usize,
+        replicas: usize,
+        timeout_ms: u32,
+    ) -> RedisCluster {
         let n = masters * (replicas + 1);
         assert!(
             masters >= 3,
@@ -982,7 +996,7 @@ impl RedisCluster {
         let nodes: Vec<RedisServer> = (0..n)
             .map(|_| {
                 RedisServer::start_with(
-                    Path::new("redis-server"),
+                    binary,
                     &[
                         "--cluster-enabled",
                         "yes",
