@@ -74,6 +74,18 @@ fn split_by_a_live_cluster_loads_as_a_direct_import() {
         let libs = split.cli_on(i, &["FUNCTION", "LIST"]);
         assert!(libs.contains("rdbferrylib"), "node {i}: {libs}");
     }
+    // A slot no master serves: refused before anything is written.
+    split.cli_on(0, &["CLUSTER", "DELSLOTS", "0"]);
+    let spec = format!("cluster={}", split.seed_url());
+    let dir = tmp.path().join("none");
+    let o = rdbferry(&["split", &input, "--by-slots", &spec, "-o", path_str(&dir)]);
+    assert_eq!(o.status.code(), Some(1), "{}", output_text(&o));
+    assert!(
+        output_text(&o).contains("no master serves slots 0;"),
+        "{}",
+        output_text(&o)
+    );
+    assert!(!dir.exists());
     drop(split);
 
     // A 6.2 Cluster (CLUSTER SLOTS, no SHARDS): the files are written for RDB 9, which it

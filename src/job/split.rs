@@ -157,10 +157,14 @@ fn plan_outputs(opts: &SplitOptions) -> Result<Vec<SplitOutput>> {
         SlotSpec::Cluster(url) => url,
     };
     let map = SlotMap::discover_shards(url)?;
-    if map.masters().is_empty() {
+    // A key of an unserved slot would be left out, and the Cluster is down for it anyway
+    // (import's precheck refuses such a Cluster too).
+    let uncovered = map.uncovered();
+    if !uncovered.is_empty() {
         return Err(Error::Usage(format!(
-            "--by-slots cluster={}: no master of that Cluster owns a slot",
-            url.redacted()
+            "--by-slots cluster={}: no master serves slots {}; fix the Cluster first",
+            url.redacted(),
+            show_ranges(&uncovered)
         )));
     }
     let node = |(i, m): (usize, &crate::net::cluster::NodeAddr)| SplitOutput {
