@@ -4,14 +4,15 @@
 //! `import` of the same dump into another Cluster holds: key by key (`support::Snapshot`:
 //! type, value digest, expiry, stream groups), `DEBUG DIGEST` node by node (both Clusters
 //! give the same slots to the same node), and the function libraries on every master. Split
-//! for a 6.2 Cluster, the files are written for the RDB version 6.2 loads.
+//! for a 6.2 Cluster, the files are written for the RDB version 6.2 loads; for a Valkey 9
+//! Cluster, for Valkey 9 (`VALKEY080`).
 
 mod support;
 
 use std::path::PathBuf;
 
 use support::ferry::{output_text, path_str, rdbferry};
-use support::{RedisCluster, Snapshot, TempDir, testdata};
+use support::{RedisCluster, RedisServer, Snapshot, TempDir, testdata};
 
 /// The testdata dumps hold keys in dbs 0, 1 and 5 (with distinct names): a Cluster has
 /// db 0 only.
@@ -115,4 +116,31 @@ fn split_by_an_unreachable_cluster_names_it() {
     assert_eq!(o.status.code(), Some(1));
     assert!(output_text(&o).contains(&format!("127.0.0.1:{port}")));
     assert!(!dir.exists() || std::fs::read_dir(&dir).unwrap().count() == 0);
+}
+
+/// Split for a Valkey 9 Cluster: the files are Valkey 9's (`VALKEY080`, the Cluster's own
+/// version), its nodes load them, and together they hold db 0 of the dump as a Valkey that
+/// loads the dump itself does.
+#[test]
+fn split_for_a_valkey_9_cluster() {
+    let Some(valkey) = support::require_valkey_server() else {
+        return;
+    };
+    let input = testdata("redis-7.0/all-types.rdb");
+    let tmp = TempDir::new("split-valkey");
+    let copy = tmp.path().join("orig.rdb");
+    std::fs::copy(&input, &copy).unwrap();
+    let dir = path_str(tmp.path());
+    let standalone = RedisServer::start_with(&valkey, &["--dir", dir, "--dbfilename", "orig.rdb"]);
+    let want = Snapshot::with_values(&standalone)
+        .only_db(0)
+        .without_digest();
+    assert!(want.len() > 10, "only {} keys", want.len());
+    let mut cluster = RedisCluster::start_on(&valkey, 3);
+    let files = split_for(&cluster, &input, &tmp.path().join("out"), &["--db", "0"]);
+    for (i, f) in files.iter().enumerate() {
+        assert_eq!(&std::fs::read(f).unwrap()[..9], b"VALKEY080");
+        cluster.restart_node_loading(i, f);
+    }
+    want.assert_same(&Snapshot::of_cluster(&cluster));
 }
