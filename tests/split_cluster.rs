@@ -75,6 +75,25 @@ fn split_by_a_live_cluster_loads_as_a_direct_import() {
         let libs = split.cli_on(i, &["FUNCTION", "LIST"]);
         assert!(libs.contains("rdbferrylib"), "node {i}: {libs}");
     }
+    // A user and password in the URL; an ACL user without INFO: the input's version, and
+    // the masters from CLUSTER SLOTS. The password is never printed.
+    split.cli_on(
+        0,
+        &[
+            "ACL", "SETUSER", "splitter", "on", ">s3cret", "~*", "&*", "+@all", "-info",
+        ],
+    );
+    let port = split.nodes()[0].port();
+    let spec = format!("cluster=redis://splitter:s3cret@127.0.0.1:{port}");
+    let dir = tmp.path().join("acl");
+    let mut args = vec!["split", &input, "--by-slots", &spec, "-o", path_str(&dir)];
+    args.extend_from_slice(&DB_MAP);
+    let o = rdbferry(&args);
+    let text = output_text(&o);
+    assert!(o.status.success() && !text.contains("s3cret"), "{text}");
+    let id = split.node_id(0);
+    assert!(text.contains(&format!("(id {})", id.trim())), "{text}");
+    assert!(text.contains("written as RDB 10"), "{text}");
     // A slot no master serves: refused before anything is written.
     split.cli_on(0, &["CLUSTER", "DELSLOTS", "0"]);
     let spec = format!("cluster={}", split.seed_url());

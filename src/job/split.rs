@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::input::{Event, Input};
 use crate::keyslot::{SLOTS, key_slot};
 use crate::net::cluster::{SlotMap, show_ranges};
-use crate::net::{Conn, RedisUrl, Version};
+use crate::net::{Conn, NetErrorKind, RedisUrl, Version};
 use crate::progress::Progress;
 use crate::rdb::{KeyRecord, Record};
 use crate::sink::file::{AtomicFile, refuse_input};
@@ -179,16 +179,21 @@ fn plan_outputs(opts: &SplitOptions) -> Result<Vec<SplitOutput>> {
 
 /// The `--rdb-version` of the Cluster at `url` (its seed's): what it writes itself, so that
 /// every node loads the files; `valkey9` for Valkey 9 and later (which still says
-/// `redis_version:7.2.4`, so its `valkey_version` decides).
-fn cluster_rdb_version(url: &RedisUrl) -> Result<u32> {
+/// `redis_version:7.2.4`, so its `valkey_version` decides). `None` (the input's version)
+/// when INFO is refused (an ACL user without @dangerous).
+fn cluster_rdb_version(url: &RedisUrl) -> Result<Option<u32>> {
     let mut c = Conn::open(&url.with_host_port(&url.host, url.port))?;
-    let info = c.info("server")?;
+    let info = match c.info("server") {
+        Ok(info) => info,
+        Err(e) if matches!(e.kind, NetErrorKind::Refused { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
     let version = |field: &str| info.get(field).map(|v| Version::parse(v));
     if version("valkey_version").is_some_and(|v| v.major >= 9) {
-        return Ok(VALKEY_9);
+        return Ok(Some(VALKEY_9));
     }
     let n = version("redis_version").unwrap_or_default().rdb_version();
-    Ok(n.clamp(*VERSIONS.start(), *VERSIONS.end()))
+    Ok(Some(n.clamp(*VERSIONS.start(), *VERSIONS.end())))
 }
 
 /// Per slot, the index of the output that holds it (`u16::MAX`: none).
@@ -212,7 +217,7 @@ struct Part {
 pub fn split(name: &str, common: &Common, opts: &SplitOptions) -> Result<SplitReport> {
     let input = Input::open(name)?;
     let wanted = match (&opts.by, opts.rdb_version) {
-        (SlotSpec::Cluster(url), None) => Some(cluster_rdb_version(url)?),
+        (SlotSpec::Cluster(url), None) => cluster_rdb_version(url)?,
         (_, v) => v,
     };
     let target = target_version(&input, wanted)?;
