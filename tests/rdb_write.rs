@@ -284,19 +284,7 @@ fn corpus_dumps_load_after_conversion() {
         return;
     };
     let s70 = Path::new("redis-server");
-    let mut files = Vec::new();
-    let mut stack = vec![dir.clone()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "rdb") {
-                files.push(p);
-            }
-        }
-    }
-    files.sort();
+    let files = support::corpus_rdbs(&dir);
     let mut seen = std::collections::HashSet::new();
     let (mut checked, mut failures) = (0, Vec::new());
     let tmp = TempDir::new("corpus");

@@ -19,10 +19,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use rdbferry::error::Error;
 use rdbferry::job::changes;
 use rdbferry::job::convert::ConvertOptions;
-use rdbferry::job::convert_rdb::Conflict;
+use rdbferry::job::convert_rdb::{Conflict, parse_rdb_version};
 use rdbferry::job::import::{self, ImportOptions, Mode, OnConflict};
 use rdbferry::job::inspect::InspectOptions;
-use rdbferry::job::split::{self, SplitOptions, parse_slots};
+use rdbferry::job::split::{self, SlotSpec, SplitOptions, parse_slots};
 use rdbferry::job::{Common, check, convert, inspect};
 use rdbferry::net::RedisUrl;
 use rdbferry::net::TlsOptions;
@@ -71,7 +71,7 @@ enum Cmd {
         common: CommonArgs,
     },
     /// Convert to JSON lines, to the Redis commands that rebuild the data, or to an RDB file
-    /// of any version from 6 to 12.
+    /// of any version from 6 to 12, or Valkey 9's.
     Convert {
         /// RDB file, AOF file, appendonlydir, JSONL (as convert writes it), or - for stdin.
         #[arg(required = true)]
@@ -87,8 +87,9 @@ enum Cmd {
         #[arg(long)]
         skip_expired: bool,
         /// With --format rdb: the RDB version to write, 6 to 12 (Redis 6.x writes 9, 7.0
-        /// writes 10, 7.2 11, 7.4 12); default the input's.
-        #[arg(long, value_name = "N")]
+        /// writes 10, 7.2 11, 7.4 12; Valkey 7.2 to 8.1 load 11), or valkey9 for Valkey 9.x
+        /// (header VALKEY080; its own type for hashes with field TTLs); default the input's.
+        #[arg(long, value_name = "N", value_parser = parse_rdb_version)]
         rdb_version: Option<u32>,
         /// With --format rdb: leave out what the version cannot hold (a stream below 9, a
         /// function below 10, hash-field TTLs below 12...) and report it key by key, instead
@@ -106,19 +107,25 @@ enum Cmd {
         #[command(flatten)]
         common: CommonArgs,
     },
-    /// Write one RDB file per Cluster slot range (DIR/slots-LO-HI.rdb), each loadable at
+    /// Write one RDB file per Cluster slot range (DIR/slots-LO-HI.rdb), or per master of a
+    /// live Cluster (DIR/node-HOST-PORT.rdb, with every range it owns), each loadable at
     /// start-up by the node serving those slots. Keys must go to db 0 (--db, --db-map).
     Split {
         /// RDB file, AOF file without commands, appendonlydir or JSONL.
         input: String,
-        /// Slot ranges: 0-5460,5461-10922,10923-16383.
+        /// Slot ranges: 0-5460,5461-10922,10923-16383; or cluster=redis://[user[:password]@]
+        /// host:port (rediss:// for TLS; the password may come from RDBFERRY_TO_PASSWORD):
+        /// the masters of that live Cluster and their ranges (CLUSTER SHARDS, or CLUSTER
+        /// SLOTS before 7.0), one file per master; each file's node (address and id) is
+        /// printed.
         #[arg(long, value_name = "SPEC")]
         by_slots: String,
         /// Output directory.
         #[arg(short = 'o', long)]
         output: PathBuf,
-        /// The RDB version to write, 6 to 12; default the input's.
-        #[arg(long, value_name = "N")]
+        /// The RDB version to write, 6 to 12, or valkey9 (Valkey 9.x); default: with
+        /// cluster=, the version that Cluster writes itself; else the input's.
+        #[arg(long, value_name = "N", value_parser = parse_rdb_version)]
         rdb_version: Option<u32>,
         /// Leave out what the version cannot hold, and report it, instead of failing.
         #[arg(long)]
@@ -126,6 +133,10 @@ enum Cmd {
         /// Leave out keys whose TTL has already passed.
         #[arg(long)]
         skip_expired: bool,
+        #[command(flatten)]
+        tls: TlsArgs,
+        #[command(flatten)]
+        net: NetArgs,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -585,6 +596,10 @@ impl FromTlsArgs {
 }
 
 impl TlsArgs {
+    fn is_set(&self) -> bool {
+        self.tls_ca.is_some() || self.tls_insecure || self.tls_cert.is_some()
+    }
+
     /// The options; warns once on stderr when the certificate will not be checked.
     fn build(&self) -> TlsOptions {
         if self.tls_insecure {
@@ -801,6 +816,22 @@ fn run_convert(inputs: &[String], opts: &ConvertOptions, common: &CommonArgs) ->
     code
 }
 
+/// `--by-slots`: ranges, or `cluster=URL` with the TLS and timeout flags.
+fn slot_spec(spec: &str, tls: &TlsArgs, net: &NetArgs) -> Result<SlotSpec, Error> {
+    let Some(url) = spec.strip_prefix("cluster=") else {
+        if tls.is_set() {
+            return Err(Error::Usage(
+                "--tls-* options are for --by-slots cluster=rediss://...".into(),
+            ));
+        }
+        return parse_slots(spec).map(SlotSpec::Ranges);
+    };
+    let url = RedisUrl::parse(url, std::env::var(PASSWORD_ENV).ok())?
+        .with_tls(&tls.build())?
+        .with_timeout(net.timeout()?);
+    Ok(SlotSpec::Cluster(url))
+}
+
 fn run_split(input: &str, opts: &SplitOptions, common: &CommonArgs) -> ExitCode {
     let common = match common.build() {
         Ok(c) => c,
@@ -812,8 +843,9 @@ fn run_split(input: &str, opts: &SplitOptions, common: &CommonArgs) -> ExitCode 
                 eprintln!("rdbferry: {input}: left out: {d}");
             }
             if !common.quiet {
-                for (path, (lo, hi), keys) in &r.outputs {
-                    eprintln!("{path}: slots {lo}-{hi}, {keys} keys");
+                eprintln!("{input}: written as {}", r.version);
+                for o in &r.outputs {
+                    eprintln!("{}", o.describe());
                 }
                 if r.outside > 0 {
                     eprintln!("{} keys in slots of no range, left out", r.outside);
@@ -951,10 +983,12 @@ pub fn run() -> ExitCode {
             rdb_version,
             lossy,
             skip_expired,
+            tls,
+            net,
             common,
         } => {
-            let opts = parse_slots(&by_slots).map(|ranges| SplitOptions {
-                ranges,
+            let opts = slot_spec(&by_slots, &tls, &net).map(|by| SplitOptions {
+                by,
                 dir: output,
                 rdb_version,
                 lossy,

@@ -11,8 +11,11 @@
 //! TTLs below 12...) is an error naming the key, before the output is committed; with
 //! `--lossy` it is left out and reported, key by key ([`ConvertReport::dropped`]).
 //!
+//! Valkey 9 is a target too (`--rdb-version valkey9`, header `VALKEY080`): Redis RDB 11 plus
+//! Valkey's own field-TTL hash (`rdb::reencode`).
+//!
 //! Not done: AOF commands (they would have to be executed; import them into a server and
-//! `fetch` its snapshot instead), Valkey as a target.
+//! `fetch` its snapshot instead).
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -30,6 +33,46 @@ use crate::text::quoted;
 
 /// The oldest and newest RDB versions `--rdb-version` takes.
 pub const VERSIONS: std::ops::RangeInclusive<u32> = 6..=12;
+
+/// `--rdb-version valkey9`: Valkey 9's RDB (`VALKEY080`), kept among the numbers by the one
+/// its header carries.
+pub const VALKEY_9: u32 = 80;
+
+/// An `--rdb-version` value: `6` to `12` (Redis), or `valkey9` (also `valkey-9`,
+/// `VALKEY080`, `80`: Valkey 9's RDB, see [`VALKEY_9`]).
+pub fn parse_rdb_version(s: &str) -> std::result::Result<u32, String> {
+    let low = s.trim().to_ascii_lowercase();
+    if ["valkey9", "valkey-9", "valkey080", "80"].contains(&low.as_str()) {
+        return Ok(VALKEY_9);
+    }
+    match low.parse::<u32>() {
+        Ok(n) if VERSIONS.contains(&n) => Ok(n),
+        _ => Err(format!(
+            "rdbferry writes RDB {} to {} (Redis), and valkey9 (Valkey 9's VALKEY080)",
+            VERSIONS.start(),
+            VERSIONS.end()
+        )),
+    }
+}
+
+/// The version written for an `--rdb-version` number.
+fn version_of(n: u32) -> Version {
+    match n {
+        VALKEY_9 => Version {
+            dialect: crate::rdb::Dialect::Valkey,
+            number: VALKEY_9,
+        },
+        n => reencode::redis(n),
+    }
+}
+
+/// How the written version is named in messages: `RDB 10`, `Valkey 9 (VALKEY080)`.
+pub fn version_name(v: Version) -> String {
+    match v.dialect {
+        crate::rdb::Dialect::Valkey => format!("Valkey 9 (VALKEY{:03})", v.number),
+        crate::rdb::Dialect::Redis => format!("RDB {}", v.number),
+    }
+}
 
 /// What a key (or function library) present twice gets (`--on-conflict`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -66,14 +109,14 @@ pub enum Prep {
 /// The version to write for `input`: `--rdb-version`, else the input's own.
 pub fn target_version(input: &Input, wanted: Option<u32>) -> Result<Version> {
     if let Some(n) = wanted {
-        if !VERSIONS.contains(&n) {
+        if !VERSIONS.contains(&n) && n != VALKEY_9 {
             return Err(Error::Usage(format!(
-                "--rdb-version {n}: rdbferry writes RDB {} to {}",
+                "--rdb-version {n}: rdbferry writes RDB {} to {} (Redis), and valkey9",
                 VERSIONS.start(),
                 VERSIONS.end()
             )));
         }
-        return Ok(reencode::redis(n));
+        return Ok(version_of(n));
     }
     let own = match (input.rdb_bytes(), input.kind) {
         (Some(data), _) => Version::parse_header(data).ok(),
@@ -82,8 +125,9 @@ pub fn target_version(input: &Input, wanted: Option<u32>) -> Result<Version> {
     };
     match own {
         Some(v) if v.dialect == crate::rdb::Dialect::Redis && VERSIONS.contains(&v.number) => Ok(v),
+        Some(v) if v == version_of(VALKEY_9) => Ok(v),
         Some(v) => Err(Error::Usage(format!(
-            "{}: the input is RDB {v}; give --rdb-version {}..{}",
+            "{}: the input is RDB {v}; give --rdb-version {}..{} or valkey9",
             input.name,
             VERSIONS.start(),
             VERSIONS.end()
@@ -166,10 +210,15 @@ impl<W: Write> RdbOut<W> {
     pub fn new(w: W, name: &str, target: Version, lossy: bool) -> Result<Self> {
         let io = |e| Error::io(name, e);
         let mut out = RdbCopy::new(w, target).map_err(io)?;
-        // AUX fields came in RDB 7; older loaders stop at them.
-        if target.number >= 7 {
+        // AUX fields came in RDB 7; older loaders stop at them. Valkey writes `valkey-ver`
+        // instead of `redis-ver` (8.0 on; a 9.0.1 dump in the corpus has no `redis-ver`).
+        if target.redis_equivalent() >= 7 {
             let ctime = (now_ms() / 1000).to_string();
-            out.aux(b"redis-ver", reencode::redis_ver(target.number).as_bytes())
+            let ver: (&[u8], &str) = match target.dialect {
+                crate::rdb::Dialect::Valkey => (b"valkey-ver", "9.0.0"),
+                crate::rdb::Dialect::Redis => (b"redis-ver", reencode::redis_ver(target.number)),
+            };
+            out.aux(ver.0, ver.1.as_bytes())
                 .and_then(|()| out.aux(b"redis-bits", b"64"))
                 .and_then(|()| out.aux(b"ctime", ctime.as_bytes()))
                 .map_err(io)?;
@@ -201,8 +250,8 @@ impl<W: Write> RdbOut<W> {
             return Err(Error::Input {
                 path: self.source.clone(),
                 msg: format!(
-                    "{what}: {why}; RDB {} cannot hold it (--lossy leaves it out)",
-                    self.target.number
+                    "{what}: {why}; {} cannot hold it (--lossy leaves it out)",
+                    version_name(self.target)
                 ),
             });
         }
@@ -256,7 +305,7 @@ impl<W: Write> RdbOut<W> {
     /// A record other than a key: functions and module aux data go on when the target holds
     /// them; the rest (AUX, sizing hints) is the writer's own.
     pub fn record(&mut self, rec: &Record<'_>) -> Result<()> {
-        let n = self.target.number;
+        let n = self.target.redis_equivalent();
         let name_out = self.name.clone();
         let io = |e| Error::io(name_out.clone(), e);
         match rec {
@@ -461,6 +510,11 @@ pub fn merge_rdb(
     for name in inputs {
         let input = Input::open(name)?;
         let v = target_version(&input, opts.rdb_version)?;
+        if target.is_some_and(|t| t.dialect != v.dialect) {
+            return Err(Error::Usage(format!(
+                "{name}: Redis and Valkey dumps merged: say which to write (--rdb-version)"
+            )));
+        }
         target = Some(target.map_or(v, |t| if v.number > t.number { v } else { t }));
         opened.push(input);
     }
@@ -513,4 +567,27 @@ pub fn merge(
     let rep = merge_rdb(inputs, w, &path.display().to_string(), common, opts)?;
     file.commit()?;
     Ok(rep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rdb_version_values() {
+        for (s, n) in [
+            ("6", 6),
+            ("12", 12),
+            ("valkey9", 80),
+            ("VALKEY080", 80),
+            ("80", 80),
+        ] {
+            assert_eq!(parse_rdb_version(s), Ok(n), "{s}");
+        }
+        for bad in ["5", "13", "79", "valkey8", "valkey", ""] {
+            assert!(parse_rdb_version(bad).is_err(), "{bad}");
+        }
+        assert_eq!(version_name(version_of(80)), "Valkey 9 (VALKEY080)");
+        assert_eq!(version_name(version_of(10)), "RDB 10");
+    }
 }

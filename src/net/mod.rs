@@ -5,7 +5,7 @@
 //! - [`conn`]: [`Conn`], one connection: AUTH, commands and pipelines, replies parsed once
 //!   with a size cap, a deadline on every read and write ([`NetOptions`]);
 //! - [`info`]: what a server says about itself (version, INFO, keyspace, limits);
-//! - [`cluster`]: Redis Cluster topology (`CLUSTER SLOTS`) and `MOVED` / `ASK`;
+//! - [`cluster`]: Redis Cluster topology (`CLUSTER SLOTS`, `CLUSTER SHARDS`) and `MOVED` / `ASK`;
 //! - [`error`]: [`NetError`], typed, so callers decide by kind, never by message text.
 //!
 //! Where it sits: above the formats (`resp/`), beside `input/` and `transform/`; the

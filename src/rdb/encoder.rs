@@ -488,6 +488,22 @@ pub mod value {
             bytes,
         }
     }
+    /// Valkey 9's type 22 (`HASH_2`, under a `VALKEY` header): field, value, 8-byte LE
+    /// expiry in ms, -1 for none (here 0 = none, as elsewhere).
+    pub fn valkey_hash_2(items: &[(&[u8], &[u8], u64)]) -> Encoded {
+        let mut bytes = Vec::new();
+        put_length(&mut bytes, items.len() as u64);
+        for (f, v, t) in items {
+            put_string(&mut bytes, f, false);
+            put_string(&mut bytes, v, false);
+            let at = i64::try_from(*t).ok().filter(|&t| t > 0).unwrap_or(-1);
+            bytes.extend_from_slice(&at.to_le_bytes());
+        }
+        Encoded {
+            type_id: type_id::VALKEY_HASH_2,
+            bytes,
+        }
+    }
     /// Types 25 (GA, with min-expire) and 23 (pre-GA): listpack of field, value, expiry.
     pub fn hash_listpack_ex(ga: bool, items: &[(&[u8], &[u8], u64)]) -> Encoded {
         let mut owned: Vec<Vec<u8>> = Vec::new();

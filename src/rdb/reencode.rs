@@ -15,8 +15,12 @@
 //! times below 11) and [`Plan::Unloadable`] (a stream below 9, a module value below 8). The
 //! caller decides whether that is an error (`--lossy` not given) or a report.
 //!
+//! Valkey 9 (`VALKEY080`) as a target is Redis RDB 11 plus its own type 22 (`HASH_2`, a
+//! hash with field TTLs): Redis 7.4's field-TTL hashes (types 24 and 25) become that, with
+//! nothing lost.
+//!
 //! Not done here: the file around the values (`sink::rdb::RdbCopy`), functions and module aux
-//! records (the caller checks the version), Valkey as a target.
+//! records (the caller checks the version).
 
 use super::encoder::{self, Encoded, put_length, put_string, value};
 use super::error::{DecodeError, DecodeResult};
@@ -72,7 +76,8 @@ pub fn min_version(t: u8) -> u32 {
 pub fn loads_as_is(rec: &KeyRecord<'_>, target: Version) -> bool {
     // Type ids above 21 mean different things to Redis and Valkey.
     let same_meaning = rec.type_id <= STREAM_LISTPACKS_3 || rec.version.dialect == target.dialect;
-    same_meaning && min_version(rec.type_id) <= target.redis_equivalent()
+    let valkey_own = target.dialect == Dialect::Valkey && rec.type_id == VALKEY_HASH_2;
+    same_meaning && (valkey_own || min_version(rec.type_id) <= target.redis_equivalent())
 }
 
 /// Plan `rec`'s value for `target` (a Redis version). Decoding errors carry the value's offset.
@@ -98,7 +103,7 @@ pub fn reencode(rec: &KeyRecord<'_>, target: Version) -> DecodeResult<Plan> {
             DataType::List => list(&c, n).map(Plan::Encoded),
             DataType::Set => set(&c, n).map(Plan::Encoded),
             DataType::ZSet => zset(&c, n).map(Plan::Encoded),
-            DataType::Hash => hash(&c, n),
+            DataType::Hash => hash(&c, n, target.dialect),
             other => Err(DecodeError::invalid(
                 rec.value_offset,
                 format!("no re-encoding for {}", other.name()),
@@ -190,8 +195,8 @@ fn zset(c: &Coll<'_>, n: u32) -> DecodeResult<Encoded> {
 }
 
 /// Hashes: a listpack (RDB 10+) or ziplist when small, a plain hash otherwise; field TTLs
-/// only from RDB 12, dropped (and said so) below.
-fn hash(c: &Coll<'_>, n: u32) -> DecodeResult<Plan> {
+/// only from RDB 12 (Valkey 9: its own type 22, `HASH_2`), dropped (and said so) below.
+fn hash(c: &Coll<'_>, n: u32, dialect: Dialect) -> DecodeResult<Plan> {
     let mut fields: Vec<(Vec<u8>, Vec<u8>, u64)> = Vec::new();
     if c.has_field_ttls() {
         for t in Tuples::<'_, 3>(c.elements()) {
@@ -206,12 +211,15 @@ fn hash(c: &Coll<'_>, n: u32) -> DecodeResult<Plan> {
         }
     }
     let ttls = fields.iter().filter(|f| f.2 > 0).count();
-    if ttls > 0 && n >= 12 {
+    if ttls > 0 && (n >= 12 || dialect == Dialect::Valkey) {
         let items: Vec<(&[u8], &[u8], u64)> = fields
             .iter()
             .map(|(f, v, t)| (f.as_slice(), v.as_slice(), *t))
             .collect();
-        return Ok(Plan::Encoded(value::hash_metadata(true, &items)));
+        return Ok(Plan::Encoded(match dialect {
+            Dialect::Valkey => value::valkey_hash_2(&items),
+            Dialect::Redis => value::hash_metadata(true, &items),
+        }));
     }
     let pairs: Vec<(&[u8], &[u8])> = fields
         .iter()
@@ -489,5 +497,40 @@ mod tests {
             Plan::Encoded(_)
         ));
         assert_eq!(reencode(&k[0], redis(12)).unwrap(), Plan::Copy);
+    }
+
+    #[test]
+    fn field_ttls_go_to_valkey_9_as_its_hash_2() {
+        let valkey = Version {
+            dialect: Dialect::Valkey,
+            number: 80,
+        };
+        let items: [(&[u8], &[u8], u64); 2] = [(b"f", b"v", 4_102_444_800_000), (b"g", b"w", 0)];
+        let mut w = RdbWriter::new(12);
+        w.select_db(0)
+            .key(b"t", None, &value::hash_metadata(true, &items))
+            .key(b"h", None, &value::hash_listpack(&[(b"f", b"v")]));
+        let data = w.finish();
+        let k = keys(&data);
+        let Plan::Encoded(e) = reencode(&k[0], valkey).unwrap() else {
+            panic!("not re-encoded")
+        };
+        assert_eq!(e, value::valkey_hash_2(&items));
+        assert_eq!(reencode(&k[1], valkey).unwrap(), Plan::Copy);
+        // Valkey's own type 22 goes to Valkey as it is, and to Redis 12 as Redis's type 24.
+        let mut w = RdbWriter::valkey(80);
+        w.select_db(0).key(b"t", None, &e);
+        let data = w.finish();
+        let k = keys(&data);
+        let want: Vec<Vec<u8>> = ["f", "v", "4102444800000", "g", "w", "0"]
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
+        assert_eq!(text(&k[0]), want);
+        assert_eq!(reencode(&k[0], valkey).unwrap(), Plan::Copy);
+        let Plan::Encoded(r) = reencode(&k[0], redis(12)).unwrap() else {
+            panic!("not re-encoded")
+        };
+        assert_eq!(r, value::hash_metadata(true, &items));
     }
 }

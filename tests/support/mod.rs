@@ -419,6 +419,23 @@ impl RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         std::thread::sleep(down);
+        self.start_again();
+    }
+
+    /// Stop the server (SIGKILL), put `rdb` in its directory as its `dump.rdb`, and start it
+    /// again as before: it loads the file at start-up (a Cluster node keeps its
+    /// `nodes.conf`, so its slots too). Returns once it answers PING.
+    pub fn restart_loading(&mut self, rdb: &Path) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let to = self.dir.path().join("dump.rdb");
+        fs::copy(rdb, &to).unwrap_or_else(|e| panic!("cannot copy {}: {e}", rdb.display()));
+        self.start_again();
+    }
+
+    /// Start the server again on the same port, in the same directory, with the same
+    /// arguments.
+    fn start_again(&mut self) {
         let mut cmd = Command::new(&self.binary);
         cmd.args(&self.args);
         self.child = spawn(cmd, self.dir.path(), &self.binary);
@@ -720,6 +737,24 @@ pub fn corpus_dir() -> Option<PathBuf> {
     }
 }
 
+/// Every `*.rdb` under `dir` (the corpus), sorted.
+pub fn corpus_rdbs(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rdb") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
 /// Start `binary` loading `file` at start-up, for a file that may be refused: the server's
 /// `DEBUG DIGEST` once it answers, or `Err(its log)` when it exits first. Killed on return.
 pub fn try_load(binary: &Path, file: &Path) -> Result<String, String> {
@@ -772,12 +807,23 @@ pub fn try_load(binary: &Path, file: &Path) -> Result<String, String> {
 /// silently run against whatever was put there).
 pub fn old_server(version: &str) -> Option<PathBuf> {
     let var = format!("RDBFERRY_REDIS_{}", version.replace('.', ""));
-    let p = match std::env::var_os(&var) {
+    fetched_server(&var, &format!("redis-{version}/redis-server"), version)
+}
+
+/// Valkey 9 (`valkey-server`), fetched by `scripts/fetch-old-servers.sh` into
+/// `.cache/servers/valkey-9/`, or `RDBFERRY_VALKEY_9`.
+pub fn valkey_server() -> Option<PathBuf> {
+    fetched_server("RDBFERRY_VALKEY_9", "valkey-9/valkey-server", "9")
+}
+
+/// A server binary at `$var`, else at `.cache/servers/<path>` in the crate, that must report
+/// version `version`.x.
+fn fetched_server(var: &str, path: &str, version: &str) -> Option<PathBuf> {
+    let p = match std::env::var_os(var) {
         Some(p) => PathBuf::from(p),
         None => Path::new(env!("CARGO_MANIFEST_DIR"))
             .join(".cache/servers")
-            .join(format!("redis-{version}"))
-            .join("redis-server"),
+            .join(path),
     };
     if !p.is_file() {
         return None;
@@ -795,17 +841,26 @@ pub fn old_server(version: &str) -> Option<PathBuf> {
 /// without the binary, but a panic in CI (`CI` or `RDBFERRY_CORPUS` set), where
 /// `scripts/test.sh` has fetched it and a skip would hide a broken setup.
 pub fn require_old_server(version: &str) -> Option<PathBuf> {
-    if let Some(p) = old_server(version) {
-        return Some(p);
+    let var = format!("RDBFERRY_REDIS_{}", version.replace('.', ""));
+    require(old_server(version), &format!("Redis {version}"), &var)
+}
+
+/// [`valkey_server`] for a test, as [`require_old_server`].
+pub fn require_valkey_server() -> Option<PathBuf> {
+    require(valkey_server(), "Valkey 9", "RDBFERRY_VALKEY_9")
+}
+
+fn require(found: Option<PathBuf>, what: &str, var: &str) -> Option<PathBuf> {
+    if found.is_some() {
+        return found;
     }
     let strict = std::env::var_os("CI").is_some() || std::env::var_os("RDBFERRY_CORPUS").is_some();
     assert!(
         !strict,
-        "no Redis {version} binary (CI or RDBFERRY_CORPUS is set, so this is an error): \
-         run scripts/fetch-old-servers.sh or set RDBFERRY_REDIS_{}",
-        version.replace('.', "")
+        "no {what} binary (CI or RDBFERRY_CORPUS is set, so this is an error): \
+         run scripts/fetch-old-servers.sh or set {var}"
     );
-    eprintln!("skipping: no Redis {version} binary; run scripts/fetch-old-servers.sh");
+    eprintln!("skipping: no {what} binary; run scripts/fetch-old-servers.sh");
     None
 }
 
@@ -918,6 +973,20 @@ impl RedisCluster {
     /// replicas, as `redis-cli --cluster create` assigns them), and a node timeout of
     /// `timeout_ms` (how soon a replica takes over a failed master).
     pub fn start_with_replicas(masters: usize, replicas: usize, timeout_ms: u32) -> RedisCluster {
+        RedisCluster::start_inner(Path::new("redis-server"), masters, replicas, timeout_ms)
+    }
+
+    /// [`RedisCluster::start`] with another server binary (an older Redis).
+    pub fn start_on(binary: &Path, masters: usize) -> RedisCluster {
+        RedisCluster::start_inner(binary, masters, 0, 5000)
+    }
+
+    fn start_inner(
+        binary: &Path,
+        masters: usize,
+        replicas: usize,
+        timeout_ms: u32,
+    ) -> RedisCluster {
         let n = masters * (replicas + 1);
         assert!(
             masters >= 3,
@@ -927,7 +996,7 @@ impl RedisCluster {
         let nodes: Vec<RedisServer> = (0..n)
             .map(|_| {
                 RedisServer::start_with(
-                    Path::new("redis-server"),
+                    binary,
                     &[
                         "--cluster-enabled",
                         "yes",
@@ -1021,6 +1090,13 @@ impl RedisCluster {
     /// timeout.
     pub fn kill_node(&mut self, i: usize) {
         self.nodes[i].kill();
+    }
+
+    /// Node `i` loads `rdb` at start-up ([`RedisServer::restart_loading`]); returns once the
+    /// cluster is ok again.
+    pub fn restart_node_loading(&mut self, i: usize, rdb: &Path) {
+        self.nodes[i].restart_loading(rdb);
+        self.wait_ok();
     }
 
     /// [`RedisServer::cli`] on node `node`.

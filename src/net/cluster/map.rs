@@ -69,6 +69,8 @@ const NONE: u16 = u16::MAX;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotMap {
     masters: Vec<NodeAddr>,
+    /// Per master: its node id (empty when the reply gave none).
+    ids: Vec<String>,
     /// Per slot: index into `masters`, or [`NONE`].
     owners: Vec<u16>,
 }
@@ -112,10 +114,7 @@ impl SlotMap {
         let Reply::Array(ranges) = reply else {
             return Err(format!("unexpected reply {reply:?}"));
         };
-        let mut map = SlotMap {
-            masters: Vec::new(),
-            owners: vec![NONE; SLOTS as usize],
-        };
+        let mut map = SlotMap::empty();
         for r in ranges {
             let Reply::Array(r) = r else {
                 return Err("a range is not an array".into());
@@ -144,19 +143,53 @@ impl SlotMap {
                 }
                 _ => return Err("a master has no port".into()),
             };
-            let addr = NodeAddr::new(host, port);
-            let i = match map.masters.iter().position(|a| *a == addr) {
-                Some(i) => i,
-                None => {
-                    map.masters.push(addr);
-                    map.masters.len() - 1
-                }
-            };
-            for s in *start..=*end {
-                map.owners[s as usize] = i as u16;
-            }
+            let id = m.get(2).and_then(Reply::as_bytes).unwrap_or_default();
+            let id = String::from_utf8_lossy(id);
+            map.assign(NodeAddr::new(host, port), &id, (*start as u16, *end as u16));
         }
         Ok(map)
+    }
+
+    /// A map where no master owns any slot.
+    pub(super) fn empty() -> SlotMap {
+        SlotMap {
+            masters: Vec::new(),
+            ids: Vec::new(),
+            owners: vec![NONE; SLOTS as usize],
+        }
+    }
+
+    /// Give the slots `range` (inclusive, within 0..16384) to the master `addr` (id `id`),
+    /// added if new.
+    pub(super) fn assign(&mut self, addr: NodeAddr, id: &str, range: (u16, u16)) {
+        let i = match self.masters.iter().position(|a| *a == addr) {
+            Some(i) => i,
+            None => {
+                self.masters.push(addr);
+                self.ids.push(id.to_string());
+                self.masters.len() - 1
+            }
+        };
+        for s in range.0..=range.1.min(SLOTS - 1) {
+            self.owners[s as usize] = i as u16;
+        }
+    }
+
+    /// The node id of master `i` (empty when the server did not say).
+    pub fn id(&self, i: usize) -> &str {
+        self.ids.get(i).map_or("", String::as_str)
+    }
+
+    /// The slot ranges (inclusive) master `i` owns, in order.
+    pub fn ranges_of(&self, i: usize) -> Vec<(u16, u16)> {
+        let mut out: Vec<(u16, u16)> = Vec::new();
+        for s in (0..SLOTS).filter(|&s| self.owner(s) == Some(i)) {
+            match out.last_mut() {
+                Some(r) if r.1 + 1 == s => r.1 = s,
+                _ => out.push((s, s)),
+            }
+        }
+        out
     }
 
     /// The masters that own at least one slot, in the order `CLUSTER SLOTS` named them.
@@ -261,6 +294,10 @@ mod tests {
         assert_eq!(m.uncovered(), vec![(10922, 10922)]);
         assert_eq!(m.index_of(&NodeAddr::new("seed.example", 7001)), Some(1));
         assert_eq!(m.owner_of_key(b"foo"), Some(0));
+        assert_eq!(m.id(0), "0123abcd");
+        assert_eq!(m.ranges_of(0), [(0, 5460), (10923, 16383)]);
+        assert_eq!(m.ranges_of(1), [(5461, 10921)]);
+        assert_eq!(m.ranges_of(2), []);
 
         let empty = SlotMap::from_reply(&Reply::Array(vec![]), "h").unwrap();
         assert_eq!(empty.uncovered(), vec![(0, 16383)]);
