@@ -124,7 +124,19 @@ impl<W: Write> RdbCopy<W> {
 
     /// [`RdbCopy::key`] with the value bytes `raw` (a checked copy of `rec.raw`).
     pub fn key_raw(&mut self, rec: &KeyRecord<'_>, key: &[u8], raw: &[u8]) -> std::io::Result<()> {
-        self.key_head(rec, key, rec.type_id)?;
+        self.key_as(rec, key, rec.type_id, raw)
+    }
+
+    /// [`RdbCopy::key`] with the value bytes `raw` of type `type_id` (re-encoded for this
+    /// stream's version by `rdb::reencode`, or a checked copy of `rec.raw`).
+    pub fn key_as(
+        &mut self,
+        rec: &KeyRecord<'_>,
+        key: &[u8],
+        type_id: u8,
+        raw: &[u8],
+    ) -> std::io::Result<()> {
+        self.key_head(rec, key, type_id)?;
         self.put(raw)
     }
 
@@ -136,8 +148,7 @@ impl<W: Write> RdbCopy<W> {
         key: &[u8],
         value: &crate::rdb::encoder::Encoded,
     ) -> std::io::Result<()> {
-        self.key_head(rec, key, value.type_id)?;
-        self.put(&value.bytes)
+        self.key_as(rec, key, value.type_id, &value.bytes)
     }
 
     /// A function library (`FUNCTION2`, RDB 10+: the caller checks the version).
