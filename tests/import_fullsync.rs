@@ -102,7 +102,7 @@ fn password_target_and_6_2() {
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(r["via"], "full-sync");
     assert_listing(&s, dump);
-    // A 7.0 file is newer than 6.2 loads: auto takes commands, full-sync says why not.
+    // A 7.0 file with functions: 6.2 cannot hold them, full-sync says why not.
     let s = RedisServer::start_with(&bin, &[]);
     let (_, err, code) = import(
         &testdata("redis-7.0/all-types.rdb"),
@@ -110,7 +110,103 @@ fn password_target_and_6_2() {
         &["--via", "full-sync", "--exclude-key", "list:plain"],
     );
     assert_eq!(code, Some(1));
-    assert!(err.contains("cannot load a v10 file"), "{err}");
+    assert!(err.contains("the input has functions"), "{err}");
+    untouched(&s);
+}
+
+/// Issue 12: a 7.0 dump (listpack hashes and zsets, quicklists of listpacks with several
+/// nodes, a stream, intsets, TTLs) into an empty 6.2 goes by full sync, down-converted to
+/// RDB 9 on the way, and the target then holds what the 7.0 server that wrote it holds (same
+/// digest, key by key expiry). What RDB 9 cannot hold (a stream's lag metadata) rules the
+/// full sync out: auto then takes commands, as before.
+#[test]
+fn issue12_a_newer_dump_goes_down_to_an_older_target_by_full_sync() {
+    let src = RedisServer::start();
+    let mut c = support::ferry::conn(&src);
+    let mut q = redis::pipe();
+    let long: Vec<String> = (0..3000).map(|i| format!("element-{i}")).collect();
+    q.cmd("RPUSH").arg("list:long").arg(&long);
+    q.cmd("RPUSH")
+        .arg("list:short")
+        .arg(&["a", "1", "-7", "300000"]);
+    q.cmd("RPUSH")
+        .arg("list:big")
+        .arg(&["x".repeat(9000), "y".into()]);
+    for i in 0..200 {
+        q.cmd("HSET")
+            .arg(format!("hash:{i}"))
+            .arg(&["f", "v", "n", "42", "neg", "-12345"]);
+        q.cmd("ZADD")
+            .arg(format!("zset:{i}"))
+            .arg(&["1", "a", "2.5", "b", "-3", "c"]);
+        q.cmd("ZADD")
+            .arg(format!("zset:{i}"))
+            .arg(&["inf", "d", "-inf", "e", "0.1", "f"]);
+        q.cmd("SADD")
+            .arg(format!("set:{i}"))
+            .arg(&[i, i + 1, 70000]);
+        q.cmd("SET").arg(format!("string:{i}")).arg("x".repeat(i));
+        q.cmd("PEXPIRE")
+            .arg(format!("string:{i}"))
+            .arg(3_600_000 + i);
+    }
+    let wide: Vec<String> = (0..600).map(|i| format!("f{i}")).collect();
+    q.cmd("HSET")
+        .arg("hash:wide")
+        .arg(wide.iter().flat_map(|f| [f, f]).collect::<Vec<_>>());
+    q.cmd("ZADD").arg("zset:wide").arg(
+        wide.iter()
+            .enumerate()
+            .flat_map(|(i, f)| [i.to_string(), f.clone()])
+            .collect::<Vec<_>>(),
+    );
+    q.cmd("XADD").arg("stream").arg("1-1").arg(&["f", "v"]);
+    q.cmd("XADD").arg("stream").arg("2-1").arg(&["f", "w"]);
+    let () = q.query(&mut c).unwrap();
+    let dump = src.save_and_copy_dump();
+    let want = support::Snapshot::of(&src).without_group_reads();
+    let (Some(bin), Some(bin60)) = (require_old_server("6.2"), require_old_server("6.0")) else {
+        return;
+    };
+    for b in [&bin, &bin60] {
+        let s = RedisServer::start_with(b, &[]);
+        let (r, err, code) = import(path_str(&dump), &s.url(), &[]);
+        assert_eq!(code, Some(0), "{err}");
+        assert_eq!(r["via"], "full-sync", "{} {r}", s.version());
+        want.assert_same(&support::Snapshot::of(&s).without_group_reads());
+        assert!(s.cli(&["INFO", "replication"]).contains("role:master"));
+        assert!(
+            s.cli(&["CONFIG", "GET", "repl-diskless-load"])
+                .ends_with("disabled")
+        );
+    }
+    // 6.0, not empty: ruled out, and the target is left as it was.
+    let s = RedisServer::start_with(&bin60, &[]);
+    s.cli(&["-n", "3", "SET", "keep", "me"]);
+    let (_, err, code) = import(path_str(&dump), &s.url(), &["--via", "full-sync"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not empty"), "{err}");
+    assert_eq!(s.cli(&["-n", "3", "GET", "keep"]), "me");
+    assert!(s.cli(&["INFO", "replication"]).contains("role:master"));
+
+    // A consumer group's entries-read: RDB 9 has no place for it.
+    src.cli(&["XGROUP", "CREATE", "stream", "g", "0"]);
+    src.cli(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "COUNT",
+        "1",
+        "STREAMS",
+        "stream",
+        ">",
+    ]);
+    let dump = src.save_and_copy_dump();
+    let s = RedisServer::start_with(&bin, &[]);
+    let (_, err, code) = import(path_str(&dump), &s.url(), &["--via", "full-sync"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("RDB 9 cannot hold it"), "{err}");
     untouched(&s);
 }
 

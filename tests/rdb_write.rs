@@ -393,3 +393,25 @@ fn merge_of_dumps() {
         assert!(got.keys.len() >= a.keys.len().max(b.keys.len()));
     }
 }
+
+/// A key twice in one input (a cut Cluster dump can hold one): an error naming the key and
+/// both records, and no output, whatever the version written.
+#[test]
+fn a_key_twice_is_an_error_naming_it() {
+    use rdbferry::rdb::encoder::{RdbWriter, value};
+    let mut w = RdbWriter::new(10);
+    w.select_db(0)
+        .key(b"a", None, &value::string(b"1", false))
+        .key(b"dup", None, &value::hash_listpack(&[(b"f", b"v")]))
+        .key(b"dup", None, &value::string(b"y", false));
+    let input = support::ferry::write_rdb("rdb-write-dup.rdb", &w.finish());
+    let tmp = TempDir::new("dup");
+    let out = tmp.path().join("out.rdb");
+    for v in ["9", "10"] {
+        let (ok, err) = convert(path_str(&input), &out, &["--rdb-version", v]);
+        assert!(!ok, "{err}");
+        assert!(err.contains("key \"dup\" (db 0) appears twice"), "{err}");
+        assert!(err.contains("records at 0x"), "{err}");
+        assert!(!out.exists(), "{}", out.display());
+    }
+}

@@ -1,11 +1,13 @@
 //! `convert --format rdb`: an input written again as an RDB file for a chosen version
 //! (`--rdb-version N`, default the input's), loadable by that version's server at start-up.
 //!
-//! Where it sits: the same walk as the other formats (`batch::walk`: values planned on worker
-//! threads, written in file order), with `rdb::reencode` deciding per value between a byte copy
-//! and a re-encoding, and `sink::rdb::RdbCopy` writing the file (CRC-64 trailer). Filters,
-//! renames and db mapping apply as everywhere. [`RdbOut`] is the writing half, shared with
-//! `split` and `--merge`, which feed one or several of them.
+//! Where it sits: an RDB input is walked in pieces (`batch::walk_pieces`): workers check each
+//! key, let `rdb::reencode` decide between a byte copy and a re-encoding, and write the whole
+//! key record into the piece's buffer ([`RdbPiece`]); the calling thread, in file order, only
+//! notes each key's hash and hands the bytes to `sink::rdb::RdbCopy` (CRC-64 trailer). Other
+//! inputs (JSON lines) go key by key. Filters, renames and db mapping apply as everywhere.
+//! [`RdbOut`] is the writing half, shared with `split` and `--merge`, which feed one or
+//! several of them.
 //!
 //! What the target version cannot hold (a stream below RDB 9, a function below 10, hash-field
 //! TTLs below 12...) is an error naming the key, before the output is committed; with
@@ -18,6 +20,7 @@
 //! `fetch` its snapshot instead).
 
 use std::collections::HashSet;
+use std::hash::BuildHasherDefault;
 use std::io::Write;
 
 use super::convert::{ConvertOptions, ConvertReport};
@@ -26,10 +29,11 @@ use crate::error::{Error, Result};
 use crate::input::{Event, Input, Kind};
 use crate::progress::Progress;
 use crate::rdb::reencode::{self, Plan};
-use crate::rdb::{DataType, KeyRecord, Record, Version};
+use crate::rdb::{DataType, KeyRecord, RdbReader, Record, Version};
 use crate::sink::rdb::RdbCopy;
 use crate::sink::stats::now_ms;
 use crate::text::quoted;
+use rayon::slice::ParallelSliceMut;
 
 /// The oldest and newest RDB versions `--rdb-version` takes.
 pub const VERSIONS: std::ops::RangeInclusive<u32> = 6..=12;
@@ -149,23 +153,8 @@ pub fn prepare(
     skip_expired: bool,
     now: i64,
 ) -> std::result::Result<Prep, crate::rdb::DecodeError> {
-    if !common.map.keep(k.db, &k.key, k.data_type()) {
-        return Ok(Prep::Filtered);
-    }
-    if skip_expired && k.expire_ms.is_some_and(|ms| ms <= now) {
-        return Ok(Prep::Expired);
-    }
-    let elements = k.validate()?;
-    let coll = !matches!(
-        k.data_type(),
-        DataType::String | DataType::Stream | DataType::Module
-    );
-    if coll && elements == 0 {
-        return Ok(Prep::Empty);
-    }
-    if let Some(what) = crate::job::import::loadable::duplicate_member(k, elements) {
-        let msg = format!("{what} appears twice in the value, which a loader refuses");
-        return Err(crate::rdb::DecodeError::invalid(k.value_offset, msg));
+    if let Some(left_out) = screen(k, common, skip_expired, now)? {
+        return Ok(left_out);
     }
     let plan = reencode::reencode(k, target)?;
     Ok(Prep::Write {
@@ -173,6 +162,138 @@ pub fn prepare(
         name: common.map.key(&k.key).into_owned(),
         plan,
     })
+}
+
+/// The checks of [`prepare`] before the value is planned: `Some` when the key is left out
+/// (filtered, expired, empty), `None` when it goes on.
+fn screen(
+    k: &KeyRecord<'_>,
+    common: &Common,
+    skip_expired: bool,
+    now: i64,
+) -> std::result::Result<Option<Prep>, crate::rdb::DecodeError> {
+    if !common.map.keep(k.db, &k.key, k.data_type()) {
+        return Ok(Some(Prep::Filtered));
+    }
+    if skip_expired && k.expire_ms.is_some_and(|ms| ms <= now) {
+        return Ok(Some(Prep::Expired));
+    }
+    let elements = k.validate()?;
+    let coll = !matches!(
+        k.data_type(),
+        DataType::String | DataType::Stream | DataType::Module
+    );
+    if coll && elements == 0 {
+        return Ok(Some(Prep::Empty));
+    }
+    if let Some(what) = crate::job::import::loadable::duplicate_member(k, elements) {
+        let msg = format!("{what} appears twice in the value, which a loader refuses");
+        return Err(crate::rdb::DecodeError::invalid(k.value_offset, msg));
+    }
+    Ok(None)
+}
+
+/// What a worker made of one piece of an RDB input for an [`RdbOut`]: the key records that
+/// go, encoded whole (modifiers, type, name, value) back to back, and one [`Made`] per record.
+/// The writing thread then only checks each key's hash against those written and hands the
+/// bytes on: the per-key work (validation, re-encoding, hashing the name) is on the workers.
+#[derive(Default)]
+pub struct RdbPiece {
+    bytes: Vec<u8>,
+    made: Vec<Made>,
+}
+
+/// What became of one record of an [`RdbPiece`].
+enum Made {
+    /// Not a key: the writing thread handles the record itself.
+    Record,
+    /// Left out (filtered, expired, empty).
+    Left(Prep),
+    /// A key record, the piece's bytes up to `end` (from the previous one's end); `lost`:
+    /// what it goes without (`--lossy`).
+    Write {
+        db: u64,
+        hash: u64,
+        end: usize,
+        lost: Option<String>,
+    },
+    /// A key the target cannot hold (why).
+    Unloadable { db: u64, hash: u64, why: String },
+    /// A corrupt value: the walk stops here.
+    Failed(Error),
+}
+
+/// What the workers of [`write_input`] need.
+struct PieceCtx<'c> {
+    common: &'c Common,
+    target: Version,
+    skip_expired: bool,
+    now: i64,
+    source: &'c str,
+}
+
+impl RdbPiece {
+    /// Encode `recs` (on a worker), replacing what the piece held; stops after a failure.
+    fn fill(&mut self, recs: &[Record<'_>], ctx: &PieceCtx<'_>) {
+        self.bytes.clear();
+        self.made.clear();
+        for rec in recs {
+            let made = match rec {
+                Record::Key(k) => self.key(k, ctx).unwrap_or_else(|e| {
+                    Made::Failed(Error::Rdb(crate::rdb::Error::from_decode(
+                        ctx.source,
+                        Some(&k.key),
+                        e,
+                    )))
+                }),
+                _ => Made::Record,
+            };
+            let failed = matches!(made, Made::Failed(_));
+            self.made.push(made);
+            if failed {
+                break;
+            }
+        }
+    }
+
+    fn key(
+        &mut self,
+        k: &KeyRecord<'_>,
+        ctx: &PieceCtx<'_>,
+    ) -> std::result::Result<Made, crate::rdb::DecodeError> {
+        if let Some(left_out) = screen(k, ctx.common, ctx.skip_expired, ctx.now)? {
+            return Ok(Made::Left(left_out));
+        }
+        let db = ctx.common.map.db(k.db);
+        let name = ctx.common.map.key(&k.key);
+        let hash = key_hash(db, &name);
+        let mark = self.bytes.len();
+        let at = crate::sink::rdb::put_key_head(&mut self.bytes, ctx.target, k, &name, k.type_id);
+        let done = reencode::reencode_into(k, ctx.target, &mut self.bytes);
+        let (type_id, lost) = match done {
+            Ok(reencode::Done::Copy) => {
+                self.bytes.extend_from_slice(k.raw);
+                (k.type_id, None)
+            }
+            Ok(reencode::Done::Written(t)) => (t, None),
+            Ok(reencode::Done::Lossy(t, why)) => (t, Some(why)),
+            Ok(reencode::Done::Unloadable(why)) => {
+                self.bytes.truncate(mark);
+                return Ok(Made::Unloadable { db, hash, why });
+            }
+            Err(e) => {
+                self.bytes.truncate(mark);
+                return Err(e);
+            }
+        };
+        self.bytes[at] = type_id;
+        Ok(Made::Write {
+            db,
+            hash,
+            end: self.bytes.len(),
+            lost,
+        })
+    }
 }
 
 /// One RDB output: the file's writer, the target version, and what was left out.
@@ -189,7 +310,12 @@ pub struct RdbOut<W: Write> {
     /// may hold one, as cut Cluster dumps do; renames and merges can make one), so a second
     /// one is an error here first. Two keys sharing a 64-bit hash look like a duplicate too:
     /// a spurious error about once in 10^7 files of 2 million keys, never a bad file.
-    seen: HashSet<u64>,
+    seen: KeySet,
+    /// Instead of `seen`, for one RDB input with no `--on-conflict`: the hashes in write
+    /// order, checked for a repeat once the input is read ([`RdbOut::check_deferred`]). A
+    /// sort of 16 MB for 2 million keys costs a tenth of the cache misses of a set that
+    /// size; the file is not finished (no EOF, no checksum) if a key comes twice.
+    deferred: Option<Vec<u64>>,
     /// Names and code hashes of the function libraries written (a loader refuses a library
     /// loaded twice).
     libraries: std::collections::HashMap<String, u64>,
@@ -229,7 +355,8 @@ impl<W: Write> RdbOut<W> {
             lossy,
             name: name.into(),
             source: String::new(),
-            seen: HashSet::new(),
+            seen: KeySet::default(),
+            deferred: None,
             libraries: Default::default(),
             on_conflict: Conflict::Error,
             skipped: 0,
@@ -259,6 +386,75 @@ impl<W: Write> RdbOut<W> {
         Ok(())
     }
 
+    /// Note (db, key) as written: `Ok(false)` when it was already (kept once, as
+    /// `--on-conflict` says), an error naming the key without `--on-conflict`. `hint`: the
+    /// db's key count, when known, sizes the set once.
+    fn first_time(
+        &mut self,
+        db: u64,
+        hash: u64,
+        hint: Option<(u64, u64)>,
+        name: impl FnOnce() -> Vec<u8>,
+    ) -> Result<bool> {
+        if let Some(d) = &mut self.deferred {
+            d.push(hash);
+            return Ok(true);
+        }
+        if let Some((keys, _)) = hint {
+            self.seen
+                .reserve(usize::try_from(keys).unwrap_or(0).min(1 << 26));
+        }
+        if self.seen.insert(hash) {
+            return Ok(true);
+        }
+        if self.on_conflict != Conflict::Error {
+            self.skipped += 1;
+            return Ok(false);
+        }
+        Err(Error::Input {
+            path: self.source.clone(),
+            msg: format!(
+                "key {} (db {db}) appears twice (or shares its 64-bit hash with another key); a \
+                 server would refuse the file (with --merge, --on-conflict replace|skip keeps one)",
+                quoted(&name())
+            ),
+        })
+    }
+
+    /// The deferred check of an RDB input (see `deferred`): a hash twice is an error naming
+    /// the key and where it is, found by reading the input again.
+    fn check_deferred(&mut self, hashes: Vec<u64>, input: &Input, common: &Common) -> Result<()> {
+        let mut sorted = hashes;
+        sorted.par_sort_unstable();
+        let Some(h) = sorted.windows(2).find(|w| w[0] == w[1]).map(|w| w[0]) else {
+            return Ok(());
+        };
+        let mut at = Vec::new();
+        if let Some(data) = input.rdb_bytes() {
+            for rec in RdbReader::with_options(data, &input.name, common.read.clone())? {
+                if let Record::Key(k) = rec?
+                    && common.map.keep(k.db, &k.key, k.data_type())
+                {
+                    let (db, name) = (common.map.db(k.db), common.map.key(&k.key));
+                    if key_hash(db, &name) == h {
+                        at.push((db, name.into_owned(), k.offset));
+                    }
+                }
+            }
+        }
+        let (db, name) = at.first().map_or((0, &b"?"[..]), |a| (a.0, &a.1[..]));
+        let offsets: Vec<String> = at.iter().map(|a| format!("{:#x}", a.2)).collect();
+        Err(Error::Input {
+            path: self.source.clone(),
+            msg: format!(
+                "key {} (db {db}) appears twice (records at {}; or shares its 64-bit hash with \
+                 another key); a server would refuse the file",
+                quoted(name),
+                offsets.join(", ")
+            ),
+        })
+    }
+
     /// Write key `k` as `prep` says, into db `db` with the sizing `hint` when it is the
     /// first key there.
     pub fn key(&mut self, k: &KeyRecord<'_>, prep: Prep, hint: Option<(u64, u64)>) -> Result<()> {
@@ -266,19 +462,8 @@ impl<W: Write> RdbOut<W> {
             return Ok(());
         };
         let what = || format!("key {} (db {db})", quoted(&name));
-        if !self.seen.insert(key_hash(db, &name)) {
-            if self.on_conflict != Conflict::Error {
-                self.skipped += 1;
-                return Ok(());
-            }
-            return Err(Error::Input {
-                path: self.source.clone(),
-                msg: format!(
-                    "{} appears twice (or shares its 64-bit hash with another key); a server \
-                     would refuse the file (with --merge, --on-conflict replace|skip keeps one)",
-                    what()
-                ),
-            });
+        if !self.first_time(db, key_hash(db, &name), hint, || name.clone())? {
+            return Ok(());
         }
         let name_out = self.name.clone();
         let io = |e| Error::io(name_out.clone(), e);
@@ -300,6 +485,47 @@ impl<W: Write> RdbOut<W> {
         }
         self.keys += 1;
         Ok(())
+    }
+
+    /// A key a worker encoded whole ([`RdbPiece`]): `made` says how, `bytes` are its record.
+    fn key_made(
+        &mut self,
+        k: &KeyRecord<'_>,
+        made: Made,
+        bytes: &[u8],
+        ctx: (&Common, Option<(u64, u64)>),
+    ) -> Result<()> {
+        let (common, hint) = ctx;
+        let name = || common.map.key(&k.key).into_owned();
+        let what = |db: u64| format!("key {} (db {db})", quoted(&name()));
+        match made {
+            Made::Write { db, hash, lost, .. } => {
+                if !self.first_time(db, hash, hint, name)? {
+                    return Ok(());
+                }
+                if let Some(why) = lost {
+                    self.drop_or_fail(what(db), &why)?;
+                }
+                let name_out = self.name.clone();
+                let io = |e| Error::io(name_out.clone(), e);
+                self.out.select_db(db, hint).map_err(io)?;
+                self.out.key_records(bytes).map_err(io)?;
+                self.keys += 1;
+                Ok(())
+            }
+            Made::Unloadable { db, hash, why } => {
+                if self.first_time(db, hash, hint, name)? {
+                    self.drop_or_fail(what(db), &why)?;
+                }
+                Ok(())
+            }
+            Made::Left(Prep::Empty) => {
+                self.empty(k);
+                Ok(())
+            }
+            Made::Failed(e) => Err(e),
+            Made::Left(_) | Made::Record => Ok(()),
+        }
     }
 
     /// A record other than a key: functions and module aux data go on when the target holds
@@ -394,6 +620,26 @@ fn key_hash(db: u64, key: &[u8]) -> u64 {
     crate::hash::hash64(key) ^ crate::hash::fmix64(db.wrapping_add(1))
 }
 
+/// The set of [`key_hash`]es written: they are well mixed already, so the set uses them as
+/// they are instead of hashing them again.
+type KeySet = HashSet<u64, BuildHasherDefault<Prehashed>>;
+
+/// A `Hasher` for values that are hashes already ([`KeySet`]).
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = crate::hash::hash64(bytes) ^ self.0.rotate_left(5);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// The sizing hints of an RDB input, per input db, as it declares them (RESIZEDB).
 #[derive(Debug, Default)]
 pub struct Hints {
@@ -438,7 +684,9 @@ pub fn convert_rdb(
 }
 
 /// Write every key and record of `input` to `out`; returns the keys (filtered, expired).
-/// `hints`: pass the input's RESIZEDB sizes on (one input, every key kept).
+/// `hints`: one input, whose RESIZEDB sizes go on (when every key is kept) and whose keys
+/// are checked for a repeat once read (`RdbOut::deferred`). An RDB file is encoded in pieces
+/// on workers ([`RdbPiece`]); other inputs key by key.
 pub fn write_input<W: Write>(
     input: &Input,
     out: &mut RdbOut<W>,
@@ -446,52 +694,142 @@ pub fn write_input<W: Write>(
     skip_expired: bool,
     hints: bool,
 ) -> Result<(u64, u64)> {
-    let name = input.name.as_str();
-    out.source = name.into();
-    let target = out.target;
-    let (mut filtered, mut expired) = (0, 0);
-    let now = now_ms();
-    let mut sizes = Hints::default();
-    // A hint only helps when every key of the db goes on into one db.
-    let use_hints = hints && common.map.is_identity();
-    let work = |k: &KeyRecord<'_>| {
-        prepare(k, common, target, skip_expired, now)
-            .map_err(|e| Error::Rdb(crate::rdb::Error::from_decode(name, Some(&k.key), e)))
+    out.source = input.name.clone();
+    let mut w = PieceWriter {
+        out,
+        common,
+        // A hint only helps when every key of the db goes on into one db.
+        use_hints: hints && common.map.is_identity(),
+        sizes: Hints::default(),
+        filtered: 0,
+        expired: 0,
+        progress: Progress::new(input.size, &input.name, common.quiet),
+        source: &input.name,
     };
-    let mut progress = Progress::new(input.size, name, common.quiet);
-    let res = batch::walk(input, common, work, |ev, prep, pos| {
-        match (ev, prep) {
-            (Event::Rdb(Record::Key(k)), Some(prep)) => {
-                progress.tick(pos, 1);
-                match prep {
-                    Prep::Filtered => filtered += 1,
-                    Prep::Expired => expired += 1,
-                    Prep::Empty => out.empty(k),
-                    prep => {
-                        let hint = sizes.take(k.db).filter(|_| use_hints);
-                        out.key(k, prep, hint)?;
-                    }
+    let res = match input.rdb_bytes() {
+        Some(data) => {
+            let defer = hints && w.out.on_conflict == Conflict::Error;
+            w.out.deferred = defer.then(Vec::new);
+            let ctx = PieceCtx {
+                common,
+                target: w.out.target,
+                skip_expired,
+                now: now_ms(),
+                source: &input.name,
+            };
+            let work = |recs: &[Record<'_>], piece: &mut RdbPiece| piece.fill(recs, &ctx);
+            let parallel = batch::parallel_for(data.len() as u64);
+            batch::walk_pieces(input, data, common, parallel, work, &mut w).and_then(|_| {
+                match w.out.deferred.take() {
+                    Some(hashes) => w.out.check_deferred(hashes, input, common),
+                    None => Ok(()),
                 }
-            }
-            (Event::Rdb(rec), _) => {
-                sizes.note(rec);
-                out.record(rec)?;
-            }
-            (Event::Command { .. }, _) => {
-                return Err(Error::Input {
-                    path: name.into(),
-                    msg: format!(
-                        "AOF commands at byte {pos} cannot be written to an RDB file \
-                         (import them into a server, then `rdbferry fetch` its snapshot)"
-                    ),
-                });
+            })
+        }
+        None => w.events(input, skip_expired),
+    };
+    w.progress.finish();
+    res?;
+    Ok((w.filtered, w.expired))
+}
+
+/// The writing thread's side of [`write_input`].
+struct PieceWriter<'o, 'c, W: Write> {
+    out: &'o mut RdbOut<W>,
+    common: &'c Common,
+    use_hints: bool,
+    sizes: Hints,
+    filtered: u64,
+    expired: u64,
+    progress: Progress,
+    source: &'c str,
+}
+
+impl<W: Write> PieceWriter<'_, '_, W> {
+    /// A key, as a worker made it.
+    fn key(&mut self, k: &KeyRecord<'_>, made: Made, bytes: &[u8], pos: u64) -> Result<()> {
+        self.progress.tick(pos, 1);
+        match made {
+            Made::Left(Prep::Filtered) => self.filtered += 1,
+            Made::Left(Prep::Expired) => self.expired += 1,
+            made => {
+                let hint = self.sizes.take(k.db).filter(|_| self.use_hints);
+                self.out.key_made(k, made, bytes, (self.common, hint))?;
             }
         }
         Ok(())
-    });
-    progress.finish();
-    res?;
-    Ok((filtered, expired))
+    }
+
+    /// An input that is not an RDB file (JSON lines), key by key on workers.
+    fn events(&mut self, input: &Input, skip_expired: bool) -> Result<()> {
+        let (common, target, name) = (self.common, self.out.target, self.source);
+        let now = now_ms();
+        let work = |k: &KeyRecord<'_>| {
+            prepare(k, common, target, skip_expired, now)
+                .map_err(|e| Error::Rdb(crate::rdb::Error::from_decode(name, Some(&k.key), e)))
+        };
+        batch::walk(input, common, work, |ev, prep, pos| match (ev, prep) {
+            (Event::Rdb(Record::Key(k)), Some(prep)) => {
+                self.progress.tick(pos, 1);
+                match prep {
+                    Prep::Filtered => self.filtered += 1,
+                    Prep::Expired => self.expired += 1,
+                    Prep::Empty => self.out.empty(k),
+                    prep => {
+                        let hint = self.sizes.take(k.db).filter(|_| self.use_hints);
+                        self.out.key(k, prep, hint)?;
+                    }
+                }
+                Ok(())
+            }
+            (ev, _) => self.other(ev, pos),
+        })
+        .map(|_| ())
+    }
+}
+
+impl<'a, W: Write> batch::Pieces<'a, RdbPiece> for PieceWriter<'_, '_, W> {
+    fn piece(&mut self, recs: &[Record<'a>], piece: &mut RdbPiece, pos: u64) -> Result<()> {
+        let mut start = 0;
+        for (rec, made) in recs.iter().zip(piece.made.drain(..)) {
+            let end = match &made {
+                Made::Write { end, .. } => *end,
+                _ => start,
+            };
+            match rec {
+                Record::Key(k) => self.key(k, made, &piece.bytes[start..end], pos)?,
+                rec => {
+                    self.sizes.note(rec);
+                    self.out.record(rec)?;
+                }
+            }
+            start = end;
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, ev: Event<'_, '_>, pos: u64) -> Result<()> {
+        self.other(ev, pos)
+    }
+}
+
+impl<W: Write> PieceWriter<'_, '_, W> {
+    /// An event other than a key: a record for the writer, or an AOF command (refused).
+    fn other(&mut self, ev: Event<'_, '_>, pos: u64) -> Result<()> {
+        match ev {
+            Event::Rdb(rec) => {
+                self.sizes.note(rec);
+                self.out.record(rec)
+            }
+            Event::Command { .. } => Err(Error::Input {
+                path: self.source.into(),
+                msg: format!(
+                    "AOF commands at byte {pos} cannot be written to an RDB file \
+                     (import them into a server, then `rdbferry fetch` its snapshot)"
+                ),
+            }),
+        }
+    }
 }
 
 /// `--merge`: every input into one RDB file `w`, for the newest version among them (or

@@ -33,14 +33,32 @@ pub fn put_length(out: &mut Vec<u8>, n: u64) {
     }
 }
 
-/// Parse `s` as Redis does for integer encoding: canonical decimal, fits in i64.
+/// Parse `s` as Redis does for integer encoding (`string2ll`): canonical decimal (no sign
+/// but `-`, no leading zero, not `-0`), fits in i64. Digit by digit: this runs per element
+/// when re-encoding, and most elements fail at their first byte.
 pub fn canonical_int(s: &[u8]) -> Option<i64> {
-    if s.is_empty() || s.len() > 20 {
-        return None;
+    let (neg, digits) = match s {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, s),
+    };
+    match digits {
+        [b'0'] if !neg => return Some(0),
+        [b'1'..=b'9', ..] if digits.len() <= 19 => {}
+        _ => return None,
     }
-    let v: i64 = std::str::from_utf8(s).ok()?.parse().ok()?;
-    // Compared without an allocation: this runs per element when re-encoding.
-    (itoa::Buffer::new().format(v).as_bytes() == s).then_some(v)
+    let mut v: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        // 19 digits fit in a u64: no overflow before the range check below.
+        v = v * 10 + u64::from(d - b'0');
+    }
+    if neg {
+        (v <= 1 << 63).then(|| (v as i64).wrapping_neg())
+    } else {
+        i64::try_from(v).ok()
+    }
 }
 
 /// Append an RDB string: integer-encoded when Redis would, LZF when `compress` and it pays.
@@ -111,64 +129,136 @@ pub fn put_string_double(out: &mut Vec<u8>, d: f64) {
 
 /// A ziplist of `items` (integers encoded as integers, as Redis does).
 pub fn ziplist(items: &[&[u8]]) -> Vec<u8> {
-    let mut body = Vec::new();
-    let mut prev_len = 0usize;
-    let mut tail = 10usize;
+    let mut out = Vec::new();
+    let mut zl = ZiplistBuilder::begin(&mut out);
     for it in items {
-        let start = body.len();
-        tail = 10 + start;
-        if prev_len < 254 {
-            body.push(prev_len as u8);
-        } else {
-            body.push(0xfe);
-            body.extend_from_slice(&(prev_len as u32).to_le_bytes());
-        }
-        match canonical_int(it) {
-            Some(v) if (0..=12).contains(&v) => body.push(0xf1 + v as u8),
-            Some(v) if i8::try_from(v).is_ok() => {
-                body.push(0xfe);
-                body.push(v as i8 as u8);
-            }
-            Some(v) if i16::try_from(v).is_ok() => {
-                body.push(0xc0);
-                body.extend_from_slice(&(v as i16).to_le_bytes());
-            }
-            Some(v) if (-(1 << 23)..(1 << 23)).contains(&v) => {
-                body.push(0xf0);
-                body.extend_from_slice(&(v as i32).to_le_bytes()[..3]);
-            }
-            Some(v) if i32::try_from(v).is_ok() => {
-                body.push(0xd0);
-                body.extend_from_slice(&(v as i32).to_le_bytes());
-            }
-            Some(v) => {
-                body.push(0xe0);
-                body.extend_from_slice(&v.to_le_bytes());
-            }
-            None => {
-                let n = it.len();
-                if n < 64 {
-                    body.push(n as u8);
-                } else if n < 16384 {
-                    body.push(0x40 | (n >> 8) as u8);
-                    body.push(n as u8);
-                } else {
-                    body.push(0x80);
-                    body.extend_from_slice(&(n as u32).to_be_bytes());
-                }
-                body.extend_from_slice(it);
-            }
-        }
-        prev_len = body.len() - start;
+        zl.push_bytes(&mut out, it);
     }
-    let total = 10 + body.len() + 1;
-    let mut out = Vec::with_capacity(total);
-    out.extend_from_slice(&(total as u32).to_le_bytes());
-    out.extend_from_slice(&(tail as u32).to_le_bytes());
-    out.extend_from_slice(&(items.len().min(u16::MAX as usize) as u16).to_le_bytes());
-    out.extend_from_slice(&body);
-    out.push(0xff);
+    zl.finish(&mut out);
     out
+}
+
+/// A ziplist written entry by entry at the end of a caller's buffer (Redis 6.2's layout:
+/// header, entries with their previous entry's length, 0xFF), so that a re-encoding writes
+/// no element twice and allocates nothing: [`ZiplistBuilder::begin`], `push_*`,
+/// [`ZiplistBuilder::finish`].
+#[derive(Debug)]
+pub struct ZiplistBuilder {
+    /// Where the ziplist starts in the buffer.
+    start: usize,
+    /// Bytes of the last entry written.
+    prev_len: usize,
+    /// Offset of the last entry from `start`.
+    tail: usize,
+    count: usize,
+}
+
+impl ZiplistBuilder {
+    const HEADER: usize = 10;
+
+    /// Start a ziplist at the end of `out` (its header is written by `finish`).
+    pub fn begin(out: &mut Vec<u8>) -> Self {
+        let start = out.len();
+        out.extend_from_slice(&[0; Self::HEADER]);
+        ZiplistBuilder {
+            start,
+            prev_len: 0,
+            tail: Self::HEADER,
+            count: 0,
+        }
+    }
+
+    /// Entries so far.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Bytes of the ziplist so far, its end byte included.
+    pub fn bytes(&self, out: &[u8]) -> usize {
+        out.len() - self.start + 1
+    }
+
+    fn entry_head(&mut self, out: &mut Vec<u8>) -> usize {
+        let at = out.len();
+        self.tail = at - self.start;
+        if self.prev_len < 254 {
+            out.push(self.prev_len as u8);
+        } else {
+            out.push(0xfe);
+            out.extend_from_slice(&(self.prev_len as u32).to_le_bytes());
+        }
+        at
+    }
+
+    fn entry_end(&mut self, out: &[u8], at: usize) {
+        self.prev_len = out.len() - at;
+        self.count += 1;
+    }
+
+    /// An integer entry, in the smallest encoding.
+    pub fn push_int(&mut self, out: &mut Vec<u8>, v: i64) {
+        let at = self.entry_head(out);
+        match v {
+            0..=12 => out.push(0xf1 + v as u8),
+            _ if i8::try_from(v).is_ok() => out.extend_from_slice(&[0xfe, v as i8 as u8]),
+            _ if i16::try_from(v).is_ok() => {
+                out.push(0xc0);
+                out.extend_from_slice(&(v as i16).to_le_bytes());
+            }
+            _ if (-(1 << 23)..(1 << 23)).contains(&v) => {
+                out.push(0xf0);
+                out.extend_from_slice(&(v as i32).to_le_bytes()[..3]);
+            }
+            _ if i32::try_from(v).is_ok() => {
+                out.push(0xd0);
+                out.extend_from_slice(&(v as i32).to_le_bytes());
+            }
+            _ => {
+                out.push(0xe0);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        self.entry_end(out, at);
+    }
+
+    /// A string entry; a canonical decimal integer goes as an integer, as Redis stores it.
+    pub fn push_bytes(&mut self, out: &mut Vec<u8>, b: &[u8]) {
+        if let Some(v) = canonical_int(b) {
+            return self.push_int(out, v);
+        }
+        let at = self.entry_head(out);
+        let n = b.len();
+        if n < 64 {
+            out.push(n as u8);
+        } else if n < 16384 {
+            out.extend_from_slice(&[0x40 | (n >> 8) as u8, n as u8]);
+        } else {
+            out.push(0x80);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+        out.extend_from_slice(b);
+        self.entry_end(out, at);
+    }
+
+    /// An element as decoded from another encoding (a binary double as its text).
+    pub fn push(&mut self, out: &mut Vec<u8>, e: &super::elem::Elem<'_>) {
+        match e {
+            super::elem::Elem::Int(v) => self.push_int(out, *v),
+            other => other.with_text(|t| self.push_bytes(out, t)),
+        }
+    }
+
+    /// End the ziplist: the end byte, and the header (total bytes, offset of the last entry,
+    /// entry count or 65535 for "count them").
+    pub fn finish(self, out: &mut Vec<u8>) {
+        out.push(0xff);
+        let total = (out.len() - self.start) as u32;
+        let count = self.count.min(u16::MAX as usize) as u16;
+        let h = &mut out[self.start..self.start + Self::HEADER];
+        h[..4].copy_from_slice(&total.to_le_bytes());
+        h[4..8].copy_from_slice(&(self.tail as u32).to_le_bytes());
+        h[8..].copy_from_slice(&count.to_le_bytes());
+    }
 }
 
 fn backlen(out: &mut Vec<u8>, l: usize) {
@@ -747,5 +837,47 @@ impl RdbWriter {
             self.out.extend_from_slice(&c.to_le_bytes());
         }
         self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The digit-by-digit parse agrees with parse-then-format on the edge cases.
+    #[test]
+    fn canonical_int_is_string2ll() {
+        let slow = |s: &[u8]| -> Option<i64> {
+            let v: i64 = std::str::from_utf8(s).ok()?.parse().ok()?;
+            (v.to_string().as_bytes() == s).then_some(v)
+        };
+        for s in [
+            "0",
+            "-0",
+            "00",
+            "01",
+            "-01",
+            "1",
+            "-1",
+            "+1",
+            " 1",
+            "1 ",
+            "",
+            "-",
+            "12a",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "99999999999999999999",
+            "18446744073709551616",
+            "1e3",
+        ] {
+            assert_eq!(canonical_int(s.as_bytes()), slow(s.as_bytes()), "{s:?}");
+        }
+        for i in -5000i64..5000 {
+            let s = (i * 7919).to_string();
+            assert_eq!(canonical_int(s.as_bytes()), Some(i * 7919));
+        }
     }
 }

@@ -10,6 +10,13 @@
 //! thresholds. Stream nodes are listpacks in every version and are copied as they are; only the
 //! stream's tail (metadata, consumer groups) is rewritten.
 //!
+//! Speed: what a 7.0 dump holds and RDB 7-9 does not (listpack hashes and zsets, quicklists of
+//! listpacks) is converted element by element into ziplists in reused buffers
+//! ([`reencode_into`]): the entry layouts are close, a zset's listpack is sorted already and its
+//! scores keep their text, so nothing is decoded into owned elements, sorted or formatted
+//! again. Nothing is LZF-compressed: a re-encoded value is small, and compressing costs more
+//! than writing it. The rest goes through decoded elements, which is fine for the rarer types.
+//!
 //! What the target cannot hold is reported, never dropped silently: [`Plan::Lossy`] (written
 //! without a part: hash-field TTLs below 12, stream lag metadata below 10, consumers' active
 //! times below 11) and [`Plan::Unloadable`] (a stream below 9, a module value below 8). The
@@ -22,6 +29,7 @@
 //! Not done here: the file around the values (`sink::rdb::RdbCopy`), functions and module aux
 //! records (the caller checks the version).
 
+use super::elem::Elem;
 use super::encoder::{self, Encoded, put_length, put_string, value};
 use super::error::{DecodeError, DecodeResult};
 use super::reader::KeyRecord;
@@ -82,28 +90,221 @@ pub fn loads_as_is(rec: &KeyRecord<'_>, target: Version) -> bool {
 
 /// Plan `rec`'s value for `target` (a Redis version). Decoding errors carry the value's offset.
 pub fn reencode(rec: &KeyRecord<'_>, target: Version) -> DecodeResult<Plan> {
+    let mut bytes = Vec::new();
+    Ok(match reencode_into(rec, target, &mut bytes)? {
+        Done::Copy => Plan::Copy,
+        Done::Written(type_id) => Plan::Encoded(Encoded { type_id, bytes }),
+        Done::Lossy(type_id, why) => Plan::Lossy(Encoded { type_id, bytes }, why),
+        Done::Unloadable(why) => Plan::Unloadable(why),
+    })
+}
+
+/// What [`reencode_into`] did with a value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Done {
+    /// Nothing written: the target loads the record's raw bytes.
+    Copy,
+    /// The value, of this type id, was appended.
+    Written(u8),
+    /// The value, of this type id, was appended without something (what, in words).
+    Lossy(u8, String),
+    /// Nothing written: the target cannot hold the value (why, in words).
+    Unloadable(String),
+}
+
+/// [`reencode`] appending to `out` (left as it was on an error or when nothing is written).
+/// The encodings a 7.0 dump holds and RDB 7-9 does not (listpack hashes and zsets,
+/// quicklists of listpacks) go element by element into ziplists through reused buffers:
+/// the conversion `import`'s full sync into a 6.x target does per key, and
+/// `convert --rdb-version 9` of a 7.0 dump.
+pub fn reencode_into(
+    rec: &KeyRecord<'_>,
+    target: Version,
+    out: &mut Vec<u8>,
+) -> DecodeResult<Done> {
     if loads_as_is(rec, target) {
-        return Ok(Plan::Copy);
+        return Ok(Done::Copy);
     }
     let n = target.redis_equivalent();
+    let mark = out.len();
+    let fast = match rec.type_id {
+        HASH_LISTPACK if n < 10 => packed_to_ziplist(rec, HASH_ZIPLIST, HASH_ENTRIES * 2, out),
+        ZSET_LISTPACK if n < 10 => packed_to_ziplist(rec, ZSET_ZIPLIST, ZSET_ENTRIES * 2, out),
+        LIST_QUICKLIST_2 if (7..10).contains(&n) => quicklist_to_ziplists(rec, out),
+        _ => Ok(None),
+    };
+    match fast {
+        Ok(Some(t)) => return Ok(Done::Written(t)),
+        Ok(None) => out.truncate(mark),
+        Err(e) => {
+            out.truncate(mark);
+            return Err(e);
+        }
+    }
+    Ok(match plan(rec, n, target.dialect)? {
+        Plan::Copy => Done::Copy,
+        Plan::Encoded(e) => {
+            out.extend_from_slice(&e.bytes);
+            Done::Written(e.type_id)
+        }
+        Plan::Lossy(e, why) => {
+            out.extend_from_slice(&e.bytes);
+            Done::Lossy(e.type_id, why)
+        }
+        Plan::Unloadable(why) => Done::Unloadable(why),
+    })
+}
+
+/// Buffers reused by the element-by-element conversions, one set per thread.
+#[derive(Default)]
+struct Scratch {
+    /// The ziplist being written.
+    zl: Vec<u8>,
+    /// Finished quicklist nodes, each as an RDB string.
+    nodes: Vec<u8>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// Run `f` with this thread's [`Scratch`], emptied; buffers grown for a huge value are not
+/// kept for the next one.
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with_borrow_mut(|s| {
+        s.zl.clear();
+        s.nodes.clear();
+        let r = f(s);
+        for b in [&mut s.zl, &mut s.nodes] {
+            if b.capacity() > 8 << 20 {
+                *b = Vec::new();
+            }
+        }
+        r
+    })
+}
+
+/// A listpack hash or zset (`type_id` LP) as the ziplist of the same elements, in the same
+/// order (a zset's listpack is sorted already; scores keep their text or integer form), when
+/// it is small enough for a ziplist (at most `max_elements`, none over 64 bytes).
+/// `Ok(None)`: too big, nothing written (the caller writes a plain encoding).
+fn packed_to_ziplist(
+    rec: &KeyRecord<'_>,
+    zl_type: u8,
+    max_elements: usize,
+    out: &mut Vec<u8>,
+) -> DecodeResult<Option<u8>> {
+    let mut cur = super::cursor::Cursor::new(rec.raw, rec.value_offset);
+    let base = cur.offset();
+    let blob = cur.string()?;
+    let items = super::listpack::ListpackIter::new(&blob, base)?;
+    with_scratch(|s| {
+        let mut zl = encoder::ZiplistBuilder::begin(&mut s.zl);
+        for e in items {
+            let e = e?;
+            if zl.count() == max_elements || e.text_len() > MAX_VALUE {
+                return Ok(None);
+            }
+            zl.push(&mut s.zl, &e);
+        }
+        zl.finish(&mut s.zl);
+        put_length(out, s.zl.len() as u64);
+        out.extend_from_slice(&s.zl);
+        Ok(Some(zl_type))
+    })
+}
+
+/// A quicklist of listpacks (RDB 10+) as a quicklist of ziplists (RDB 7-9): the elements in
+/// order, in nodes of up to 8 KB as Redis 6 cuts them (a bigger element alone in its node).
+fn quicklist_to_ziplists(rec: &KeyRecord<'_>, out: &mut Vec<u8>) -> DecodeResult<Option<u8>> {
+    let mut cur = super::cursor::Cursor::new(rec.raw, rec.value_offset);
+    let nodes = cur.count("quicklist node count", 1)?;
+    with_scratch(|s| {
+        let mut w = NodeWriter::default();
+        for _ in 0..nodes {
+            let container = cur.length()?;
+            let at = cur.offset();
+            let data = cur.string()?;
+            match container {
+                1 => w.push(s, &Elem::Bytes(data)),
+                2 => {
+                    for e in super::listpack::ListpackIter::new(&data, at)? {
+                        w.push(s, &e?);
+                    }
+                }
+                k => {
+                    return Err(DecodeError::invalid(
+                        at,
+                        format!("bad quicklist container type {k}"),
+                    ));
+                }
+            }
+        }
+        let written = w.finish(s);
+        put_length(out, written);
+        out.extend_from_slice(&s.nodes);
+        Ok(Some(LIST_QUICKLIST))
+    })
+}
+
+/// Cuts a list into ziplist nodes in [`Scratch`]: the open one in `zl`, finished ones in
+/// `nodes`.
+#[derive(Default)]
+struct NodeWriter {
+    open: Option<encoder::ZiplistBuilder>,
+    written: u64,
+}
+
+impl NodeWriter {
+    fn push(&mut self, s: &mut Scratch, e: &Elem<'_>) {
+        // Entry header and end byte: at most 11 bytes over the element.
+        let add = e.text_len() + 11;
+        if let Some(zl) = self
+            .open
+            .take_if(|zl| zl.count() > 0 && zl.bytes(&s.zl) + add > LIST_NODE_BYTES)
+        {
+            self.close(s, zl);
+        }
+        self.open
+            .get_or_insert_with(|| encoder::ZiplistBuilder::begin(&mut s.zl))
+            .push(&mut s.zl, e);
+    }
+
+    /// Append the ziplist to `s.nodes` as an RDB string.
+    fn close(&mut self, s: &mut Scratch, zl: encoder::ZiplistBuilder) {
+        zl.finish(&mut s.zl);
+        put_length(&mut s.nodes, s.zl.len() as u64);
+        s.nodes.extend_from_slice(&s.zl);
+        s.zl.clear();
+        self.written += 1;
+    }
+
+    /// Close the last node; returns the node count.
+    fn finish(mut self, s: &mut Scratch) -> u64 {
+        if let Some(zl) = self.open.take() {
+            self.close(s, zl);
+        }
+        self.written
+    }
+}
+
+/// [`reencode`] through decoded, owned elements: every type and version.
+fn plan(rec: &KeyRecord<'_>, n: u32, dialect: Dialect) -> DecodeResult<Plan> {
     match rec.value()? {
         Value::String(_) | Value::BigString(_) => Ok(Plan::Copy),
         Value::Module(_) => Ok(Plan::Unloadable(format!(
             "a module value (type {}) cannot be loaded by RDB {n}",
             rec.type_id
         ))),
-        Value::Stream(s) if n < 9 => {
-            let _ = s;
-            Ok(Plan::Unloadable(format!(
-                "a stream cannot be loaded by RDB {n} (streams came in RDB 9, Redis 5.0)"
-            )))
-        }
+        Value::Stream(_) if n < 9 => Ok(Plan::Unloadable(format!(
+            "a stream cannot be loaded by RDB {n} (streams came in RDB 9, Redis 5.0)"
+        ))),
         Value::Stream(s) => stream(&s, n),
         Value::Coll(c) => match c.data_type() {
             DataType::List => list(&c, n).map(Plan::Encoded),
             DataType::Set => set(&c, n).map(Plan::Encoded),
             DataType::ZSet => zset(&c, n).map(Plan::Encoded),
-            DataType::Hash => hash(&c, n, target.dialect),
+            DataType::Hash => hash(&c, n, dialect),
             other => Err(DecodeError::invalid(
                 rec.value_offset,
                 format!("no re-encoding for {}", other.name()),

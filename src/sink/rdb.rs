@@ -124,7 +124,19 @@ impl<W: Write> RdbCopy<W> {
 
     /// [`RdbCopy::key`] with the value bytes `raw` (a checked copy of `rec.raw`).
     pub fn key_raw(&mut self, rec: &KeyRecord<'_>, key: &[u8], raw: &[u8]) -> std::io::Result<()> {
-        self.key_head(rec, key, rec.type_id)?;
+        self.key_as(rec, key, rec.type_id, raw)
+    }
+
+    /// [`RdbCopy::key`] with the value bytes `raw` of type `type_id` (re-encoded for this
+    /// stream's version by `rdb::reencode`, or a checked copy of `rec.raw`).
+    pub fn key_as(
+        &mut self,
+        rec: &KeyRecord<'_>,
+        key: &[u8],
+        type_id: u8,
+        raw: &[u8],
+    ) -> std::io::Result<()> {
+        self.key_head(rec, key, type_id)?;
         self.put(raw)
     }
 
@@ -136,8 +148,7 @@ impl<W: Write> RdbCopy<W> {
         key: &[u8],
         value: &crate::rdb::encoder::Encoded,
     ) -> std::io::Result<()> {
-        self.key_head(rec, key, value.type_id)?;
-        self.put(&value.bytes)
+        self.key_as(rec, key, value.type_id, &value.bytes)
     }
 
     /// A function library (`FUNCTION2`, RDB 10+: the caller checks the version).
@@ -182,25 +193,16 @@ impl<W: Write> RdbCopy<W> {
         Ok(true)
     }
 
-    /// A key record's modifiers, type `type_id` and name. LRU and LFU hints only from RDB 9,
-    /// whose loader first knows them.
+    /// A key record's modifiers, type `type_id` and name (see [`put_key_head`]).
     fn key_head(&mut self, rec: &KeyRecord<'_>, key: &[u8], type_id: u8) -> std::io::Result<()> {
-        let hints = self.version.redis_equivalent() >= 9;
-        if let Some(ms) = rec.expire_ms {
-            self.scratch.push(opcode::EXPIRETIME_MS);
-            self.scratch.extend_from_slice(&ms.to_le_bytes());
-        }
-        if let Some(idle) = rec.idle.filter(|_| hints) {
-            self.scratch.push(opcode::IDLE);
-            put_length(&mut self.scratch, idle);
-        }
-        if let Some(freq) = rec.freq.filter(|_| hints) {
-            self.scratch.push(opcode::FREQ);
-            self.scratch.push(freq);
-        }
-        self.scratch.push(type_id);
-        put_string(&mut self.scratch, key, false);
+        put_key_head(&mut self.scratch, self.version, rec, key, type_id);
         self.put_scratch()
+    }
+
+    /// Whole key records of the current db (each as [`put_key_head`] and its value wrote
+    /// it), back to back: workers encode them, the writing thread hands them on.
+    pub fn key_records(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.put(bytes)
     }
 
     /// End the stream: the EOF opcode and, from RDB 5 on, the CRC-64 of everything before
@@ -216,6 +218,35 @@ impl<W: Write> RdbCopy<W> {
         self.out.flush()?;
         Ok(self.out)
     }
+}
+
+/// Append a key record's modifiers, type `type_id` and name for a stream of `version`;
+/// returns where the type byte is (a caller that learns the type only once it has written the
+/// value sets it there). LRU and LFU hints only from RDB 9, whose loader first knows them.
+pub fn put_key_head(
+    out: &mut Vec<u8>,
+    version: Version,
+    rec: &KeyRecord<'_>,
+    key: &[u8],
+    type_id: u8,
+) -> usize {
+    let hints = version.redis_equivalent() >= 9;
+    if let Some(ms) = rec.expire_ms {
+        out.push(opcode::EXPIRETIME_MS);
+        out.extend_from_slice(&ms.to_le_bytes());
+    }
+    if let Some(idle) = rec.idle.filter(|_| hints) {
+        out.push(opcode::IDLE);
+        put_length(out, idle);
+    }
+    if let Some(freq) = rec.freq.filter(|_| hints) {
+        out.push(opcode::FREQ);
+        out.push(freq);
+    }
+    let at = out.len();
+    out.push(type_id);
+    put_string(out, key, false);
+    at
 }
 
 #[cfg(test)]

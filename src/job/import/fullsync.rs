@@ -10,23 +10,31 @@
 //! How, step by step:
 //! 1. Whether it may: one function, [`decide`], used by the precheck (its `via` row) and the
 //!    run alike: `--via auto|full-sync`, `--mode auto`, no `--dry-run`, one RDB input (not an
-//!    AOF, JSONL or stdin) of a version the target loads, no module data, a plain-TCP
-//!    standalone target of Redis 6.2+ (for `CLIENT PAUSE WRITE`) that is a master, with no
-//!    functions and every db empty (a full sync replaces everything the target holds), whose
-//!    `masterauth` and `repl-diskless-load` can be read and set. A failed precheck rules it out.
+//!    AOF, JSONL or stdin) of a version the target loads (or newer, down-converted: see 3),
+//!    no module data (no functions for a target older than 7.0), a plain-TCP standalone
+//!    target of Redis 6.0+ that is a master, with no functions and every db empty (a full
+//!    sync replaces everything the target holds), whose `masterauth` and `repl-diskless-load`
+//!    can be read and set. A failed precheck rules it out.
 //! 2. Claim: the commands that put the target back are printed first. Then `CLIENT PAUSE
 //!    WRITE` (writes of other clients wait), every db checked empty, `masterauth` set to a
 //!    claim record (a one-time secret the listener requires, and the settings to put back:
 //!    `job::changes`), `repl-diskless-load` to `on-empty-db` (the target loads from the
 //!    socket as the stream arrives), `REPLICAOF <this host> <port>`, `CLIENT UNPAUSE`. Writes
-//!    that waited are then refused (`READONLY`), not lost. A later run, or `rdbferry
-//!    recover`, recognises a target stranded by a `kill -9` from the claim record.
+//!    that waited are then refused (`READONLY`), not lost. 6.0 has no `CLIENT PAUSE WRITE`:
+//!    the check, the settings and `REPLICAOF` go in one `MULTI`/`EXEC` instead. A later run,
+//!    or `rdbferry recover`, recognises a target stranded by a `kill -9` from the claim
+//!    record.
 //! 3. Stream: only the target is served (`repl::master`: its address, the secret). Each record
 //!    is copied and the copy checked on rayon workers (`loadable`: the value walked whole, its
 //!    type one the target loads, no member twice, the key not seen before) before a byte of
 //!    it is written, in file order: exactly the checked bytes go, even if the file changes
 //!    meanwhile. A record over [`COPY_MAX`] is checked in place with a CRC-64, and its last
 //!    bytes are held back until the bytes sent are proven the same.
+//!    A file newer than the target loads (a 7.0 dump into 6.2 or 6.0) goes as a file of the
+//!    target's version: each value the target cannot load as it is is re-encoded on the
+//!    workers (`rdb::reencode`, listpacks into ziplists); what the target cannot hold at all
+//!    (a stream's consumer-group lag below RDB 10, hash-field TTLs below 12) rules the full
+//!    sync out, naming the key, and auto mode takes commands as before.
 //! 4. Anything wrong before the end mark (a bad or duplicated key, the replica not
 //!    connecting, a refused command, Ctrl-C): the transfer is abandoned, which leaves the
 //!    target as it was (`repl::master` says why), the target is detached and its settings put
@@ -53,6 +61,7 @@ use super::scan::Scan;
 use crate::error::{Error, Result};
 use crate::input::{Event, Input, Kind};
 use crate::job::changes::{self, ClaimRecord, Setting};
+use crate::job::convert_rdb::VERSIONS;
 use crate::job::{Common, batch};
 use crate::net::error::transient_reply;
 use crate::net::{Conn, NetError, ServerInfo};
@@ -111,6 +120,8 @@ pub struct Plan {
     diskless: bool,
     /// The RDB version the target loads.
     target_rdb: u32,
+    /// Whether the target has `CLIENT PAUSE WRITE` (6.2+); else the claim is a transaction.
+    pause: bool,
 }
 
 /// Whether the full sync may be used, decided once: by the precheck (its `via` row says so)
@@ -146,6 +157,8 @@ fn ruled_out(
         "standard input"
     } else if scan.has_modules() {
         "the input has module data"
+    } else if scan.functions > 0 && info.rdb_version < 10 {
+        "the input has functions, which the target (RDB 9 or older) cannot hold"
     } else if !Seen::fits(scan.keys()) {
         "too many keys to rule out duplicates in bounded memory"
     } else {
@@ -173,8 +186,8 @@ fn target_ruled_out(
         "INFO refused (ACL): the target's state cannot be checked"
     } else if info.cluster {
         "a Cluster target"
-    } else if !info.redis_version.at_least(6, 2) {
-        "the target is older than 6.2 (no CLIENT PAUSE WRITE)"
+    } else if !info.redis_version.at_least(6, 0) {
+        "the target is older than 6.0 (no repl-diskless-load)"
     } else if precheck_failed {
         "the precheck failed"
     } else if info.keyspace.values().any(|&n| n > 0) {
@@ -190,10 +203,13 @@ fn input_version(name: &str, target_rdb: u32) -> std::result::Result<crate::rdb:
     let Some(data) = input.rdb_bytes().filter(|_| input.kind == Kind::Rdb) else {
         return Err("the input is not an RDB file".into());
     };
+    // A newer file is down-converted on the fly (`rdb::reencode`), from RDB 9 on: what the
+    // target cannot hold then rules the full sync out key by key as the stream goes.
+    let converts = |v: crate::rdb::Version| {
+        v.number <= target_rdb || (target_rdb >= 9 && VERSIONS.contains(&target_rdb))
+    };
     match RdbReader::new(data, &input.name) {
-        Ok(r) if r.version().dialect == Dialect::Redis && r.version().number <= target_rdb => {
-            Ok(r.version())
-        }
+        Ok(r) if r.version().dialect == Dialect::Redis && converts(r.version()) => Ok(r.version()),
         Ok(r) => Err(format!(
             "the target (RDB {target_rdb}) cannot load a {} file",
             r.version()
@@ -259,6 +275,7 @@ fn target_facts(
         restore,
         diskless,
         target_rdb: info.rdb_version,
+        pause: info.redis_version.at_least(6, 2),
     }))
 }
 
@@ -445,6 +462,9 @@ fn claim(
         changes::commands(&plan.restore)
     );
     let mut ctl = Conn::open(&opts.to)?;
+    if !plan.pause {
+        return claim_atomic(ctl, plan, masterauth, at, cancel);
+    }
     let r = ctl.call_small(&[b"CLIENT", b"PAUSE", b"10000", b"WRITE"])?;
     if let Some(e) = r.error_text() {
         return Ok(Err(format!("CLIENT PAUSE WRITE: {e}")));
@@ -504,6 +524,83 @@ fn claim_paused(
     })
 }
 
+/// The claim of a target without `CLIENT PAUSE WRITE` (6.0): the emptiness check, the
+/// settings and `REPLICAOF` in one `MULTI`/`EXEC`, so that no write comes in between. A
+/// target found not empty then is detached again and its settings put back; it got nothing
+/// (it connects a moment later, and the listener sends only once it is accepted).
+fn claim_atomic(
+    ctl: Conn,
+    plan: &Plan,
+    masterauth: &str,
+    at: std::net::SocketAddr,
+    cancel: &crate::cancel::Cancel,
+) -> Result<std::result::Result<Claimed, String>> {
+    let mut claimed = Claimed {
+        ctl,
+        restore: plan.restore.clone(),
+        released: true,
+        hold: Some(cancel.hold()),
+    };
+    let (host, port) = (at.ip().to_string(), at.port().to_string());
+    let mut steps: Vec<Vec<&[u8]>> = vec![
+        vec![b"INFO", b"keyspace"],
+        vec![b"CONFIG", b"SET", b"masterauth", masterauth.as_bytes()],
+    ];
+    if plan.diskless {
+        steps.push(vec![
+            b"CONFIG",
+            b"SET",
+            b"repl-diskless-load",
+            b"on-empty-db",
+        ]);
+    }
+    steps.push(vec![b"REPLICAOF", host.as_bytes(), port.as_bytes()]);
+    let replies = match transaction(&mut claimed.ctl, &steps) {
+        Ok(Ok(r)) => r,
+        Ok(Err(why)) => return Ok(Err(why)),
+        Err(e) => return Err(claimed.release_after(e)),
+    };
+    claimed.released = false;
+    let keyspace = replies
+        .first()
+        .and_then(|r| r.as_bytes())
+        .map(crate::net::info::info_fields)
+        .map(|f| crate::net::info::keyspace_of(&f))
+        .unwrap_or_default();
+    let why = match keyspace.into_iter().next() {
+        Some((db, n)) => Some(format!("the target is not empty (db{db}: {n} keys)")),
+        None => replies.iter().find_map(|r| r.error_text()),
+    };
+    match why {
+        None => Ok(Ok(claimed)),
+        Some(why) => {
+            claimed.release()?;
+            Ok(Err(why))
+        }
+    }
+}
+
+/// `MULTI`, each of `steps`, `EXEC`: the replies of the steps (`Ok(Err)`: refused).
+fn transaction(
+    ctl: &mut Conn,
+    steps: &[Vec<&[u8]>],
+) -> Result<std::result::Result<Vec<Reply>, String>> {
+    for step in std::iter::once(&vec![&b"MULTI"[..]]).chain(steps) {
+        if let Some(e) = ctl.call_small(step)?.error_text() {
+            ctl.call_small(&[b"DISCARD"])?;
+            let name = String::from_utf8_lossy(step[0]);
+            return Ok(Err(format!("{name} in MULTI: {e}")));
+        }
+    }
+    Ok(match ctl.call_small(&[b"EXEC"])? {
+        Reply::Array(a) => Ok(a),
+        r => Err(format!(
+            "EXEC: {}",
+            r.error_text().unwrap_or_else(|| "no reply".into())
+        )),
+    })
+}
+
 /// Detach a target that got no end mark, and make sure it is still empty: then commands can
 /// take over (unless the run was cancelled).
 fn give_up(
@@ -542,16 +639,28 @@ enum Prep {
         name: Vec<u8>,
         raw: Option<Vec<u8>>,
         crc: u64,
+        /// The value's type id as sent (another than the input's when re-encoded).
+        type_id: u8,
     },
     /// Rules the full sync out.
     Refuse(String),
 }
 
-fn prepare(k: &KeyRecord<'_>, common: &Common, now: i64, target_rdb: u32, seen: &Seen) -> Prep {
+/// What the workers of [`stream`] need.
+struct Ctx<'c> {
+    common: &'c Common,
+    now: i64,
+    /// The version the target loads: values it cannot load as they are are re-encoded.
+    target: crate::rdb::Version,
+    seen: &'c Seen,
+}
+
+fn prepare(k: &KeyRecord<'_>, ctx: &Ctx<'_>) -> Prep {
+    let common = ctx.common;
     if !common.map.keep(k.db, &k.key, k.data_type()) {
         return Prep::Filtered;
     }
-    if k.expire_ms.is_some_and(|ms| ms <= now) {
+    if k.expire_ms.is_some_and(|ms| ms <= ctx.now) {
         return Prep::Expired;
     }
     let db = common.map.db(k.db);
@@ -570,11 +679,17 @@ fn prepare(k: &KeyRecord<'_>, common: &Common, now: i64, target_rdb: u32, seen: 
         c.update(k.raw);
         c.value()
     };
-    if let Err(why) = check_value(&checked, target_rdb) {
+    // Checked as the input's version reads it; then re-encoded if the target needs it.
+    if let Err(why) = check_value(&checked, k.version.number.max(ctx.target.number)) {
         return no(why);
     }
+    let (raw, type_id) = match down_convert(&checked, ctx.target) {
+        Ok(None) => (copy, k.type_id),
+        Ok(Some((bytes, t))) => (Some(bytes), t),
+        Err(why) => return no(why),
+    };
     // A loader stops the server on a duplicated key, where RESTORE reports a conflict.
-    match seen.insert(route(db, &name)) {
+    match ctx.seen.insert(route(db, &name)) {
         Some(false) => {}
         Some(true) => {
             return no("appears twice (or shares its 64-bit hash with another key)".into());
@@ -584,8 +699,31 @@ fn prepare(k: &KeyRecord<'_>, common: &Common, now: i64, target_rdb: u32, seen: 
     Prep::Keep {
         db,
         name,
-        raw: copy,
+        raw,
         crc,
+        type_id,
+    }
+}
+
+/// `k`'s value re-encoded for `target` when the target cannot load it as it is (`None`: sent
+/// as it is). `Err`: what the target cannot hold (a stream's lag metadata below RDB 10, a
+/// hash field's TTL below 12...), which rules the full sync out.
+fn down_convert(
+    k: &KeyRecord<'_>,
+    target: crate::rdb::Version,
+) -> std::result::Result<Option<(Vec<u8>, u8)>, String> {
+    use crate::rdb::reencode::{Done, reencode_into};
+    if crate::rdb::reencode::loads_as_is(k, target) {
+        return Ok(None);
+    }
+    let mut bytes = Vec::new();
+    match reencode_into(k, target, &mut bytes) {
+        Ok(Done::Copy) => Ok(None),
+        Ok(Done::Written(t)) => Ok(Some((bytes, t))),
+        Ok(Done::Lossy(_, why) | Done::Unloadable(why)) => {
+            Err(format!("RDB {} cannot hold it: {why}", target.number))
+        }
+        Err(e) => Err(format!("corrupt value at byte {:#x}: {}", e.offset, e.kind)),
     }
 }
 
@@ -600,9 +738,20 @@ fn stream(
     rep: &mut ImportReport,
 ) -> std::result::Result<Sent, String> {
     let peer = transfer.peer();
+    // A newer input goes as a file of the target's version, its values re-encoded.
+    let version = if version.number > plan.target_rdb {
+        crate::rdb::reencode::redis(plan.target_rdb)
+    } else {
+        version
+    };
     let mut out = RdbCopy::new(transfer, version).map_err(|e| format!("send to {peer}: {e}"))?;
-    let now = now_ms();
     let seen = Seen::new(scan.keys());
+    let ctx = Ctx {
+        common,
+        now: now_ms(),
+        target: version,
+        seen: &seen,
+    };
     let mut per_db: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
     let mut functions = Vec::new();
     let mut why: Option<String> = None;
@@ -611,7 +760,7 @@ fn stream(
     let walked = batch::walk(
         input,
         common,
-        |k| Ok(prepare(k, common, now, plan.target_rdb, &seen)),
+        |k| Ok(prepare(k, &ctx)),
         |ev, prep, pos| {
             match (ev, prep) {
                 (Event::Rdb(Record::Key(k)), Some(p)) => {
@@ -624,14 +773,20 @@ fn stream(
                             why = Some(m);
                             return Err(stop());
                         }
-                        Prep::Keep { db, name, raw, crc } => {
+                        Prep::Keep {
+                            db,
+                            name,
+                            raw,
+                            crc,
+                            type_id,
+                        } => {
                             let first = !per_db.contains_key(&db);
                             let c = per_db.entry(db).or_default();
                             c.0 += 1;
                             c.1 += k.expire_ms.is_some() as u64;
                             let hint = first.then(|| scan.per_db.get(&db).copied()).flatten();
                             let sent = out.select_db(db, hint).and_then(|()| match &raw {
-                                Some(raw) => out.key_raw(k, &name, raw).map(|()| true),
+                                Some(raw) => out.key_as(k, &name, type_id, raw).map(|()| true),
                                 None => out.key_checked(k, &name, crc),
                             });
                             match sent {
