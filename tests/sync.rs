@@ -322,11 +322,18 @@ fn kill_9_and_restarts_continue_and_count_exactly_once() {
         let w = counting_writer(sc, &src, &keys, &stop, &done);
         let mut seed = 0x9e37_79b9u64;
         for round in 0..6 {
+            let partials = stat(&src, "sync_partial_ok");
             let mut run = follow(&src, &dst, &ck, &["--exactly-once"]);
             if round == 0 {
                 // Killed only once the snapshot is applied (a snapshot cut short leaves a
                 // target that is not empty and no checkpoint).
                 run.wait_for("the first checkpoint", GUARD, || ck.exists());
+            } else {
+                // Killed only once it continued: on a loaded machine the start alone can
+                // outlast the sleep below, and a run killed before its PSYNC proves nothing.
+                run.wait_for("the continue", GUARD, || {
+                    stat(&src, "sync_partial_ok") > partials
+                });
             }
             seed = seed
                 .wrapping_mul(6364136223846793005)
