@@ -9,16 +9,20 @@
 #      (age of the newest write the target holds, sampled every 5 ms) at the median and the
 #      maximum, and rdbferry's CPU (user+sys from /proc) per second of the run. Targets: median
 #      < 100 ms, max < 1 s. Then the source idles for 10 s: rdbferry's CPU over that time.
+#   3. The same steady state for `rdbferry sync --follow` (issue 11): a source (no AOF) written
+#      at --sync-rate commands/s (default 20,000) after rdbferry has taken its snapshot, the
+#      lag the same way, rdbferry's CPU. Targets: median < 100 ms, max < 1 s.
 # Figures are printed as Markdown rows, and appended to --results PATH when given.
 #
 # Usage: scripts/bench-follow.sh [--writes N] [--rate R] [--seconds S] [--runs N]
-#                                [--results PATH]
+#                                [--sync-rate R] [--results PATH]
 # Needs: cargo, python3, redis-server and redis-cli.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
 WRITES=2000000
 RATE=50000
+SYNC_RATE=20000
 SECONDS_RUN=60
 RUNS=3
 RESULTS=""
@@ -27,6 +31,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --writes) WRITES="$2"; shift 2 ;;
         --rate) RATE="$2"; shift 2 ;;
+        --sync-rate) SYNC_RATE="$2"; shift 2 ;;
         --seconds) SECONDS_RUN="$2"; shift 2 ;;
         --runs) RUNS="$2"; shift 2 ;;
         --results) RESULTS="$2"; shift 2 ;;
@@ -143,3 +148,38 @@ row ""
 row "| achieved rate | lag median (target < 100 ms) | lag max (target < 1000 ms) | samples | rdbferry CPU while writing | CPU idle (10 s) |"
 row "| --- | --- | --- | --- | --- | --- |"
 row "| $(field rate)/s | $(field lag_ms_median) ms | $(field lag_ms_max) ms | $(field samples) | $(calc "($c1-$c0)/$HZ/$SECS*100" 0)% of a core | $(calc "($c2-$c1)/$HZ" 2) s |"
+
+# --- 3. sync --follow, steady state -----------------------------------------------------------
+start_server sync-source --repl-diskless-sync-delay 0
+SRC_PORT="$PORT"
+start_server sync-target
+DST_PORT="$PORT"
+redis-cli -p "$SRC_PORT" SET follow:probe 0 >/dev/null
+"$BIN" sync --from "redis://127.0.0.1:$SRC_PORT" --to "redis://127.0.0.1:$DST_PORT" --follow \
+    --quiet 2>"$TMP/sync.err" &
+SPID=$!; PIDS+=("$SPID")
+# The snapshot is applied once the target holds the probe key.
+for _ in $(seq 1 100); do
+    [ "$(redis-cli -p "$DST_PORT" EXISTS follow:probe)" = 1 ] && break
+    sleep 0.1
+done
+[ "$(redis-cli -p "$DST_PORT" EXISTS follow:probe)" = 1 ] || die "sync took no snapshot: $(cat "$TMP/sync.err")"
+# The probe of the snapshot is no sample: gone (on the target too) before the writes start.
+redis-cli -p "$SRC_PORT" DEL follow:probe >/dev/null
+for _ in $(seq 1 100); do
+    [ "$(redis-cli -p "$DST_PORT" EXISTS follow:probe)" = 0 ] && break
+    sleep 0.1
+done
+c0="$(cpu_ticks "$SPID")"
+note "sync --follow steady state: $SYNC_RATE writes/s for $SECONDS_RUN s"
+J="$(python3 scripts/follow-load.py steady --source "$SRC_PORT" --target "$DST_PORT" \
+    --rate "$SYNC_RATE" --seconds "$SECONDS_RUN")"
+c1="$(cpu_ticks "$SPID")"
+kill -TERM "$SPID"; wait "$SPID" 2>/dev/null || true
+SECS="$(field seconds)"
+row ""
+row "### sync --follow: steady state, a source written at $SYNC_RATE commands/s"
+row ""
+row "| achieved rate | lag median (target < 100 ms) | lag max (target < 1000 ms) | samples | rdbferry CPU while writing |"
+row "| --- | --- | --- | --- | --- |"
+row "| $(field rate)/s | $(field lag_ms_median) ms | $(field lag_ms_max) ms | $(field samples) | $(calc "($c1-$c0)/$HZ/$SECS*100" 0)% of a core |"
