@@ -460,3 +460,48 @@ fn sentinel_with_only_rdbferry_attached_promotes_nothing() {
     assert_eq!(now.lines().nth(1), Some(mport.as_str()));
     assert!(!sentinel.log().contains("+slave "), "{}", sentinel.log());
 }
+
+/// A source with `min-replicas-to-write 1` refuses writes while no replica acknowledges;
+/// `sync --follow` acknowledges what it applied every second, so it counts as that replica:
+/// the source takes writes while it follows, and each reaches the target. A one-time `fetch`
+/// (`rdb-only`) is no such replica, and its snapshot comes all the same.
+#[test]
+fn a_source_with_min_replicas_to_write() {
+    use support::ferry::{Ferry, assert_exit, rdbferry};
+    let src = source(
+        Path::new("redis-server"),
+        &[
+            "--min-replicas-to-write",
+            "1",
+            "--min-replicas-max-lag",
+            "10",
+        ],
+    );
+    let mut c = conn(&src);
+    let set = |c: &mut redis::Connection, k: &str| {
+        redis::cmd("SET")
+            .arg(k)
+            .arg("1")
+            .query::<()>(c)
+            .map_err(|e| e.to_string())
+    };
+    let refused = set(&mut c, "before").unwrap_err();
+    assert!(refused.contains("NOREPLICAS"), "{refused}");
+    let dir = TempDir::new("min-replicas");
+    let file = dir.path().join("snap.rdb");
+    let (from, out) = (src.url(), file.display().to_string());
+    assert_exit(&rdbferry(&["fetch", "--from", &from, "-o", &out, "-q"]), 0);
+    assert!(file.exists());
+
+    let dst = RedisServer::start();
+    let to = dst.url();
+    let mut run = Ferry::spawn(&["sync", "--from", &from, "--to", &to, "--follow", "-q"]);
+    run.wait_for("the source to take writes", GUARD, || {
+        set(&mut c, "during").is_ok()
+    });
+    run.wait_for("the write on the target", GUARD, || {
+        dst.cli(&["GET", "during"]) == "1"
+    });
+    run.signal("TERM");
+    assert_exit(&run.finish_within(GUARD), 0);
+}
