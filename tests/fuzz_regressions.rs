@@ -86,9 +86,10 @@ impl Read for Chunked<'_> {
     }
 }
 
-/// The streaming half of the `rdb_stream` fuzz target.
-fn drain_stream(data: &[u8], chunk: usize) -> Outcome {
-    let mut r = StreamReader::new(Chunked { data, chunk }, "fuzz");
+/// The streaming half of the `rdb_stream` fuzz target; records above `spill_at` bytes go
+/// through the reader's temporary file.
+fn drain_stream(data: &[u8], chunk: usize, spill_at: usize) -> Outcome {
+    let mut r = StreamReader::new(Chunked { data, chunk }, "fuzz").spill_at(spill_at);
     let mut ok = 0;
     loop {
         match r.next_record() {
@@ -102,11 +103,12 @@ fn drain_stream(data: &[u8], chunk: usize) -> Outcome {
 /// Both RDB readers on `data`: no panic, and the same outcome from the slice and the stream.
 fn check_rdb(data: &[u8]) -> Outcome {
     let slice = drain_rdb(data);
-    for chunk in [1, 7, 4096] {
+    for (chunk, spill_at) in [(1, 1 << 24), (7, 1 << 24), (4096, 1 << 24), (7, 32)] {
         assert_eq!(
-            drain_stream(data, chunk),
+            drain_stream(data, chunk, spill_at),
             slice,
-            "stream reader (chunks of {chunk}) disagrees with the slice reader on {data:02x?}"
+            "stream reader (chunks of {chunk}, spilled past {spill_at}) disagrees with the \
+             slice reader on {data:02x?}"
         );
     }
     slice
@@ -348,7 +350,7 @@ fn stream_reader_small_chunks_stay_linear() {
     w.key(b"l", None, &value::plain_list(1, &items));
     let rdb = w.finish();
     // Linear: milliseconds. Quadratic: 10^10 element decodes, many minutes.
-    let out = ends_within(Duration::from_secs(300), move || drain_stream(&rdb, 1));
+    let out = ends_within(Duration::from_secs(300), move || drain_stream(&rdb, 1, 1 << 24));
     assert_eq!(out, Outcome { ok: 2, err: false });
 }
 

@@ -1,5 +1,6 @@
-//! The streaming RDB reader against the slice reader. The first byte sets the size of the
-//! chunks the stream hands out (1 to 256 bytes); the rest is the RDB. Both readers must agree
+//! The streaming RDB reader against the slice reader. The first byte's low 7 bits set the size
+//! of the chunks the stream hands out (1 to 128 bytes), its high bit makes every record above
+//! 32 bytes go through the reader's temporary file (`rdb::spill`); the rest is the RDB. Both readers must agree
 //! on how many records decode before the first error, and neither may panic.
 #![no_main]
 
@@ -27,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&first, rdb)) = data.split_first() else {
         return;
     };
-    let chunk = first as usize + 1;
+    let chunk = (first & 0x7f) as usize + 1;
 
     let mut slice_ok = 0usize;
     let mut slice_err = false;
@@ -47,6 +48,9 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let mut stream = StreamReader::new(Chunked { data: rdb, chunk }, "fuzz");
+    if first & 0x80 != 0 {
+        stream = stream.spill_at(32);
+    }
     let mut stream_ok = 0usize;
     let mut stream_err = false;
     loop {
