@@ -173,7 +173,8 @@ fn relay_under_way(dst: &RedisServer, extra: &[&str]) -> (RedisServer, Ferry) {
     let src = source(&["--rdb-key-save-delay", "10000"]);
     src.cli(&["DEBUG", "POPULATE", "2000", "k", "10"]);
     let (from, to) = (src.url(), dst.url());
-    let mut args = vec!["sync", "--from", &from, "--to", &to, "-q"];
+    // Not quiet: a run that ends before the relay says why (a declined full sync).
+    let mut args = vec!["sync", "--from", &from, "--to", &to];
     args.extend_from_slice(extra);
     let mut run = Ferry::spawn(&args);
     let mut c = conn(dst);

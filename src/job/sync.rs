@@ -400,7 +400,11 @@ impl Syncer<'_> {
     fn scan(&mut self) -> Result<String> {
         let mut io = self.opts.import.clone();
         io.via = Via::Commands;
-        let pre = self.precheck(&io)?;
+        let mut pre = import::precheck_stream(&io)?;
+        if let Some(row) = pre.checks.iter_mut().find(|c| c.check == "via") {
+            row.detail = "scan: the source read with SCAN + DUMP, written by commands".into();
+        }
+        let pre = self.judge(&io, pre)?;
         let (r, seen) = scan::copy(self.common, &self.opts.from, &io, &pre, self.opts.scan_rate)?;
         if !self.common.quiet {
             eprintln!("sync: {}", scan::WARNING);
@@ -442,6 +446,12 @@ impl Syncer<'_> {
             let source = SourceFacts::query(&self.opts.from)?;
             import::precheck_relay(io, &self.common.map, &source)?
         };
+        self.judge(io, pre)
+    }
+
+    /// Show the precheck (its table on stderr unless quiet); a failed one is an error
+    /// unless `--force`.
+    fn judge(&self, io: &ImportOptions, pre: import::Precheck) -> Result<import::Precheck> {
         if !self.common.quiet || pre.failed() {
             eprint!("{}", pre.to_table());
         }
@@ -612,7 +622,8 @@ impl Syncer<'_> {
         if io.via == Via::FullSync {
             return Err(Error::target(io.to.redacted(), why));
         }
-        tracing::warn!("{why}: a new snapshot goes by commands");
+        // Said on stderr too: the run takes a second snapshot, which the user should know.
+        eprintln!("sync: {why}: a new snapshot goes by commands");
         self.rep
             .notes
             .push(format!("{why}; a new snapshot went by commands"));
