@@ -194,6 +194,18 @@ pub fn follow(path: &str, common: &Common, opts: &FollowOptions) -> Result<Follo
         stop_on_error: opts.import.stop_on_error,
         ..ApplyOptions::default()
     };
+    let apply = if opts.checkpoint_key.is_some() {
+        // One batch in flight: each costs the target a wait for the next. Larger ones make
+        // fewer waits (2M writes: 1.19x the time at least once with these, 1.26x with the
+        // default 1000 commands, on a loaded machine).
+        ApplyOptions {
+            batch_commands: 10_000,
+            batch_bytes: 8 << 20,
+            ..apply
+        }
+    } else {
+        apply
+    };
     let mut applier = Applier::open(&opts.to, apply, common.cancel.clone())?;
     // Where to start: the target's checkpoint (exactly once) wins over the file's.
     let from_file = match &opts.checkpoint {
