@@ -11,16 +11,8 @@ use std::time::Duration;
 use rdbferry::cancel::Cancel;
 use rdbferry::net::RedisUrl;
 use rdbferry::sink::applier::{Applier, ApplyOptions, Entry, Resp};
+use support::writes::StopOnDrop;
 use support::{RedisCluster, RedisServer};
-
-/// Sets the flag when dropped: the killer thread stops even when an assertion fails.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
 
 fn incr(order: u64, key: &str) -> Entry {
     Entry {

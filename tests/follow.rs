@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use support::ferry::{Ferry, assert_exit, conn, metric, rdbferry, scrape};
-use support::writes::{counting_writer, write_round};
+use support::writes::{StopOnDrop, counting_writer, write_round};
 use support::{RedisCluster, RedisServer, Snapshot, TempDir, require_old_server};
 
 fn aof_dir(s: &RedisServer) -> String {
@@ -180,6 +180,7 @@ fn kill_and_restart(src: &RedisServer, to: &str, extra: &[&str], keys: &[String]
     let stop = AtomicBool::new(false);
     let done = AtomicU64::new(0);
     std::thread::scope(|sc| {
+        let _guard = StopOnDrop(&stop);
         let w = counting_writer(sc, src, keys, &stop, &done);
         let mut seed = 0x9e37_79b9u64;
         for round in 0..8 {

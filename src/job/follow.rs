@@ -13,6 +13,12 @@
 //! the target holds the position too, in the checkpoint key of each batch's transaction, and
 //! that one wins on restart (the file may be a batch behind after a `kill -9`).
 //!
+//! Fast path: with nothing to filter, rename or move to another db, into a standalone target,
+//! runs of plain commands go from the AOF to the target as the bytes the file holds (the
+//! tail's `TailEvent::Resp`, the applier's `Entry::resp`), as `redis-cli --pipe` sends them:
+//! no argument vectors, one position per run. `SELECT`, transactions, annotations and
+//! everything a key map changes take the per-command path.
+//!
 //! Stops: `--once` when caught up; `--until TIME` before the first command the source wrote
 //! after TIME (by its `#TS:` annotations, `aof-timestamp-enabled yes`); a signal (drain what
 //! was read, write the checkpoint, exit 0). A refused command stops the run unless
