@@ -235,8 +235,17 @@ pub struct TailRun {
 
 /// `aof_tail`: `data` as a single AOF file that stopped growing, followed from its start
 /// until the tail is caught up (or an error). Positions only move forward, stay within the
-/// file, and every command has a name; a preamble's end is within the file.
+/// file, and every command has a name; a preamble's end is within the file. Read again with
+/// runs of plain commands (`resp_runs`): the same commands, and an error if and only if
+/// the first read had one.
 pub fn aof_tail(data: &[u8]) -> TailRun {
+    let one = aof_tail_with(data, None);
+    let runs = aof_tail_with(data, Some(3));
+    assert_eq!((one.commands, one.err), (runs.commands, runs.err));
+    one
+}
+
+fn aof_tail_with(data: &[u8], resp_runs: Option<usize>) -> TailRun {
     use rdbferry::cancel::Cancel;
     use rdbferry::input::tail::{AofTail, TailEvent, TailOptions};
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -252,7 +261,11 @@ pub fn aof_tail(data: &[u8]) -> TailRun {
     let cancel = Cancel::new();
     let mut last = 0u64;
     let len = data.len() as u64;
-    match AofTail::open(&path, TailOptions::default()) {
+    let opts = TailOptions {
+        resp_runs,
+        ..TailOptions::default()
+    };
+    match AofTail::open(&path, opts) {
         Err(_) => run.err = true,
         Ok(mut tail) => loop {
             match tail.next(Duration::ZERO, &cancel) {
@@ -270,6 +283,16 @@ pub fn aof_tail(data: &[u8]) -> TailRun {
                         TailEvent::Commands { commands, pos, .. } => {
                             assert!(commands.iter().all(|c| !c.is_empty()), "{ev:?}");
                             run.commands += commands.len();
+                            pos.offset
+                        }
+                        TailEvent::Resp {
+                            bytes,
+                            commands,
+                            pos,
+                            ..
+                        } => {
+                            assert!(*commands > 0 && bytes.len() >= 4 * commands, "{ev:?}");
+                            run.commands += commands;
                             pos.offset
                         }
                         TailEvent::Rewritten { pos, .. } | TailEvent::CaughtUp { pos } => {

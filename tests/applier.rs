@@ -10,22 +10,15 @@ use std::time::Duration;
 
 use rdbferry::cancel::Cancel;
 use rdbferry::net::RedisUrl;
-use rdbferry::sink::applier::{Applier, ApplyOptions, Entry};
+use rdbferry::sink::applier::{Applier, ApplyOptions, Entry, Resp};
+use support::writes::StopOnDrop;
 use support::{RedisCluster, RedisServer};
-
-/// Sets the flag when dropped: the killer thread stops even when an assertion fails.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
 
 fn incr(order: u64, key: &str) -> Entry {
     Entry {
         db: 0,
         commands: vec![vec![b"INCR".to_vec(), key.as_bytes().to_vec()]],
+        resp: None,
         order,
         pos: format!("pos-{order}").into_bytes(),
     }
@@ -107,6 +100,54 @@ fn exactly_once_counts_exactly_through_dropped_connections_and_a_restart() {
     );
 }
 
+/// Entries holding runs of commands in RESP (as `follow` forwards an AOF): each run is
+/// applied whole or not at all, through dropped connections and a restart.
+#[test]
+fn exactly_once_applies_runs_of_resp_whole() {
+    let s = RedisServer::start();
+    let url = RedisUrl::parse(&s.url(), None).unwrap();
+    let stop = AtomicBool::new(false);
+    let (runs, per_run) = (600u64, 10u64);
+    let run = |i: u64| {
+        let mut bytes = Vec::new();
+        for _ in 0..per_run {
+            rdbferry::resp::write_command(&mut bytes, &[b"INCR", b"counter"]);
+        }
+        rdbferry::resp::write_command(&mut bytes, &[b"SET", b"run", i.to_string().as_bytes()]);
+        Entry {
+            db: 0,
+            commands: Vec::new(),
+            resp: Some(Resp {
+                bytes,
+                commands: per_run as usize + 1,
+            }),
+            order: i * (per_run + 1),
+            pos: format!("pos-{i}").into_bytes(),
+        }
+    };
+    std::thread::scope(|sc| {
+        let _guard = StopOnDrop(&stop);
+        let k = killer(sc, vec![s.port()], &stop);
+        let mut a = Applier::open(&url, exactly_once(), Cancel::new()).unwrap();
+        for i in 1..=runs / 2 {
+            a.push(run(i)).unwrap();
+        }
+        drop(a);
+        let mut a = Applier::open(&url, exactly_once(), Cancel::new()).unwrap();
+        let cp = a.resume().unwrap().map_or(0, |c| c.order);
+        assert_eq!(cp % (per_run + 1), 0, "a checkpoint inside a run: {cp}");
+        for i in cp / (per_run + 1) + 1..=runs {
+            a.push(run(i)).unwrap();
+        }
+        a.flush().unwrap();
+        assert_eq!(a.stats().applied % (per_run + 1), 0);
+        stop.store(true, Ordering::Relaxed);
+        k.join().unwrap();
+    });
+    assert_eq!(s.cli(&["GET", "counter"]), (runs * per_run).to_string());
+    assert_eq!(s.cli(&["GET", "run"]), runs.to_string());
+}
+
 #[test]
 fn exactly_once_on_a_cluster_keeps_a_checkpoint_per_slot() {
     let cluster = RedisCluster::start(3);
@@ -176,6 +217,7 @@ fn at_least_once_loses_nothing() {
                     format!("k:{i}").into_bytes(),
                     b"1".to_vec(),
                 ]],
+                resp: None,
                 order: 2 * i,
                 pos: Vec::new(),
             })

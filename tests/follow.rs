@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use support::ferry::{Ferry, assert_exit, conn, metric, rdbferry, scrape};
-use support::writes::{counting_writer, write_round};
+use support::writes::{StopOnDrop, counting_writer, write_round};
 use support::{RedisCluster, RedisServer, Snapshot, TempDir, require_old_server};
 
 fn aof_dir(s: &RedisServer) -> String {
@@ -254,9 +254,11 @@ fn kill_and_restart(src: &RedisServer, to: &str, extra: &[&str], keys: &[String]
     let stop = AtomicBool::new(false);
     let done = AtomicU64::new(0);
     std::thread::scope(|sc| {
+        let _guard = StopOnDrop(&stop);
         let w = counting_writer(sc, src, keys, &stop, &done);
         let mut seed = 0x9e37_79b9u64;
         for round in 0..8 {
+            let before = std::fs::read(&ck).ok();
             let mut f = Ferry::spawn(&args);
             seed = seed
                 .wrapping_mul(6364136223846793005)
@@ -264,6 +266,12 @@ fn kill_and_restart(src: &RedisServer, to: &str, extra: &[&str], keys: &[String]
             let ms = 150 + (seed >> 33) % 400;
             std::thread::sleep(Duration::from_millis(ms));
             if round == 3 {
+                // Not before this run has opened the files it reads (its first checkpoint
+                // says so): a slow start (a Cluster's 16384 checkpoint keys read back, a
+                // loaded machine) would find its file deleted by the rewrite.
+                f.wait_for("a first checkpoint", Duration::from_secs(60), || {
+                    std::fs::read(&ck).ok() != before
+                });
                 // A rewrite while follow runs; it is killed once past it (a rewrite that
                 // ends while follow is down deletes the file it stands in: an error, or a
                 // resync with --resync-on-loss, tested elsewhere).

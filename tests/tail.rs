@@ -57,6 +57,7 @@ fn opts(start: Start) -> TailOptions {
         start,
         resync_on_loss: false,
         poll: Duration::from_millis(50),
+        resp_runs: None,
     }
 }
 
@@ -115,26 +116,43 @@ fn next_error(t: &mut AofTail) -> Error {
     }
 }
 
-/// The commands of the events as `db:CMD args|CMD args` (a transaction joined by `|`), and
-/// `base`, `rewritten` and `caught-up` for the others.
+/// The commands of the events as `db:CMD args|CMD args` (a transaction joined by `|`; each
+/// command of a `Resp` run on its own), and `base`, `rewritten` and `caught-up` for the
+/// others.
 fn shown(evs: &[TailEvent]) -> Vec<String> {
+    let show = |c: &[Vec<u8>]| {
+        let args: Vec<_> = c.iter().map(|a| String::from_utf8_lossy(a)).collect();
+        args.join(" ")
+    };
     evs.iter()
-        .map(|e| match e {
-            TailEvent::Base { .. } => "base".to_string(),
-            TailEvent::Rewritten { .. } => "rewritten".to_string(),
-            TailEvent::CaughtUp { .. } => "caught-up".to_string(),
+        .flat_map(|e| match e {
+            TailEvent::Base { .. } => vec!["base".to_string()],
+            TailEvent::Rewritten { .. } => vec!["rewritten".to_string()],
+            TailEvent::CaughtUp { .. } => vec!["caught-up".to_string()],
             TailEvent::Commands { db, commands, .. } => {
-                let cmds: Vec<String> = commands
-                    .iter()
-                    .map(|c| {
-                        let args: Vec<_> = c.iter().map(|a| String::from_utf8_lossy(a)).collect();
-                        args.join(" ")
-                    })
-                    .collect();
-                format!("{db}:{}", cmds.join("|"))
+                let cmds: Vec<String> = commands.iter().map(|c| show(c)).collect();
+                vec![format!("{db}:{}", cmds.join("|"))]
             }
+            TailEvent::Resp { db, bytes, .. } => parsed(bytes)
+                .iter()
+                .map(|c| format!("{db}:{}", show(c)))
+                .collect(),
         })
         .collect()
+}
+
+/// The commands of a `Resp` run.
+fn parsed(mut bytes: &[u8]) -> Vec<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    let mut args = Vec::new();
+    while !bytes.is_empty() {
+        let used = rdbferry::resp::parse_command(bytes, &mut args)
+            .unwrap()
+            .expect("a run holds whole commands");
+        out.push(args.iter().map(|a| a.to_vec()).collect());
+        bytes = &bytes[used..];
+    }
+    out
 }
 
 fn tail_kind(e: &Error) -> Option<&TailErrorKind> {
@@ -148,6 +166,7 @@ fn pos_of(e: &TailEvent) -> &TailPos {
     match e {
         TailEvent::Base { pos, .. }
         | TailEvent::Commands { pos, .. }
+        | TailEvent::Resp { pos, .. }
         | TailEvent::Rewritten { pos, .. }
         | TailEvent::CaughtUp { pos } => pos,
     }
@@ -208,6 +227,64 @@ fn partial_commands_and_open_transactions_are_waited_for() {
             "caught-up"
         ]
     );
+}
+
+/// Runs of plain commands (`resp_runs`): the same commands, in the same dbs, with the same
+/// positions after each run as without; `SELECT`, transactions and annotations end a run;
+/// a command cut short is waited for.
+#[test]
+fn resp_runs_deliver_the_same_commands_as_events_do() {
+    let mut data = resp(&[&["SET", "a", "1"], &["SET", "b", "2"], &["SET", "c", "3"]]);
+    data.extend_from_slice(b"#TS:1700000000\r\n");
+    data.extend(resp(&[
+        &["INCR", "n"],
+        &["SELECT", "3"],
+        &["RPUSH", "l", "x"],
+        &["MULTI"],
+        &["INCR", "x"],
+        &["EXEC"],
+        &["DEL", "l"],
+        &["SELECT", "0"],
+        &["HSET", "h", "f", "v"],
+    ]));
+    let dir = TempDir::new("tail");
+    let p = dir.path().join("appendonly.aof");
+    fs::write(&p, &data).unwrap();
+    let plain = until_caught_up(&mut AofTail::open(&p, opts(Start::Beginning)).unwrap());
+    let o = TailOptions {
+        resp_runs: Some(2),
+        ..opts(Start::Beginning)
+    };
+    let mut t = AofTail::open(&p, o).unwrap();
+    let runs = until_caught_up(&mut t);
+    assert_eq!(shown(&runs), shown(&plain));
+    let counts: Vec<(usize, Option<i64>)> = runs
+        .iter()
+        .filter_map(|e| match e {
+            TailEvent::Resp { commands, ts, .. } => Some((*commands, *ts)),
+            _ => None,
+        })
+        .collect();
+    let ts = Some(1_700_000_000);
+    assert_eq!(
+        counts,
+        [(2, None), (1, None), (1, ts), (1, ts), (1, ts), (1, ts)]
+    );
+    // Each position is one a plain tail reaches too: a checkpoint taken after a run
+    // resumes either.
+    let plain_pos: Vec<&TailPos> = plain.iter().map(pos_of).collect();
+    assert!(runs.iter().all(|e| plain_pos.contains(&pos_of(e))));
+
+    // A command cut short ends the run before it, and comes once whole.
+    let more = resp(&[&["SET", "d", "4"], &["INCR", "counter"]]);
+    append(&p, &more[..more.len() - 3]);
+    assert_eq!(shown(&until_caught_up(&mut t)), ["0:SET d 4", "caught-up"]);
+    append(&p, &more[more.len() - 3..]);
+    assert_eq!(
+        shown(&until_caught_up(&mut t)),
+        ["0:INCR counter", "caught-up"]
+    );
+    assert_eq!(t.pos().offset, (data.len() + more.len()) as u64);
 }
 
 #[test]
@@ -844,6 +921,16 @@ impl Replayer {
                 }
                 self.ts = ts.or(self.ts);
             }
+            TailEvent::Resp { db, bytes, ts, .. } => {
+                let commands = parsed(bytes);
+                let ev = TailEvent::Commands {
+                    db: *db,
+                    commands,
+                    pos: pos_of(ev).clone(),
+                    ts: *ts,
+                };
+                self.apply(&ev, tail);
+            }
             TailEvent::Rewritten { note, .. } => self.rewritten.push(note.clone()),
             TailEvent::CaughtUp { .. } => {}
         }
@@ -892,11 +979,13 @@ impl Replayer {
 /// Tails `path` on a thread from the beginning, replaying into `target`, while the writer
 /// writes into `source` and the test rewrites the AOF `rewrites` times (with the writer
 /// paused during those listed in `paused`); then checks the target against the source.
+/// `resp_runs`: the tail's option (runs of plain commands, or one event per command).
 fn follow_while_rewriting(
     source: &RedisServer,
     path: &Path,
     rewrites: usize,
     paused: &[usize],
+    resp_runs: Option<usize>,
 ) -> Replayer {
     let target = RedisServer::start();
     preload(source, 2000);
@@ -906,7 +995,11 @@ fn follow_while_rewriting(
     let (d, p, mut replayer) = (done.clone(), path.to_path_buf(), Replayer::new(&target));
     let follower = std::thread::spawn(move || {
         let cancel = Cancel::new();
-        let mut tail = AofTail::open(&p, opts(Start::Beginning)).unwrap();
+        let o = TailOptions {
+            resp_runs,
+            ..opts(Start::Beginning)
+        };
+        let mut tail = AofTail::open(&p, o).unwrap();
         loop {
             let finishing = d.load(Ordering::SeqCst);
             match tail.next(Duration::from_millis(500), &cancel).unwrap() {
@@ -949,7 +1042,7 @@ fn follow_while_rewriting(
 #[test]
 fn redis7_appendonlydir_followed_across_rewrites() {
     let source = RedisServer::aof_source();
-    let r = follow_while_rewriting(&source, &source.dir().join("appendonlydir"), 4, &[2]);
+    let r = follow_while_rewriting(&source, &source.dir().join("appendonlydir"), 4, &[2], None);
     assert_eq!(
         r.bases, 1,
         "the base is delivered once, never again after a rewrite"
@@ -981,7 +1074,13 @@ fn redis62_single_file_followed_across_rewrites() {
             "yes",
         ],
     );
-    let r = follow_while_rewriting(&source, &source.dir().join("appendonly.aof"), 4, &[1]);
+    let r = follow_while_rewriting(
+        &source,
+        &source.dir().join("appendonly.aof"),
+        4,
+        &[1],
+        Some(50),
+    );
     assert_eq!(r.bases, 0, "a plain AOF start has no preamble");
     assert!(
         r.rewritten

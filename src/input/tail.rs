@@ -127,6 +127,11 @@ pub struct TailOptions {
     pub resync_on_loss: bool,
     /// Longest sleep between two looks at the files when no notification comes.
     pub poll: Duration,
+    /// `Some(n)`: deliver consecutive plain commands (not `SELECT`, `MULTI`, `EXEC` or
+    /// `DISCARD`, no annotation between them) as [`TailEvent::Resp`] runs of at most `n`,
+    /// their bytes as written, rather than one [`TailEvent::Commands`] each. For a caller
+    /// that forwards them unchanged: no argument vectors, one position per run.
+    pub resp_runs: Option<usize>,
 }
 
 impl Default for TailOptions {
@@ -135,6 +140,7 @@ impl Default for TailOptions {
             start: Start::Beginning,
             resync_on_loss: false,
             poll: Duration::from_millis(200),
+            resp_runs: None,
         }
     }
 }
@@ -166,6 +172,21 @@ pub enum TailEvent {
         /// The position right after it.
         pos: TailPos,
         /// The latest `#TS:` annotation seen (Unix seconds), if any.
+        ts: Option<i64>,
+    },
+    /// Plain commands in a row ([`TailOptions::resp_runs`]), as the file holds them (whole
+    /// RESP commands, none a `SELECT`, `MULTI`, `EXEC` or `DISCARD`), to apply in `db`.
+    Resp {
+        /// The db they apply to.
+        db: u64,
+        /// Their bytes.
+        bytes: Vec<u8>,
+        /// How many commands.
+        commands: usize,
+        /// The position right after the last.
+        pos: TailPos,
+        /// The latest `#TS:` annotation seen (Unix seconds), if any: none comes between
+        /// these commands.
         ts: Option<i64>,
     },
     /// A rewrite was followed (a new incr file, or a single-file rewrite), or the tail
@@ -696,6 +717,7 @@ pub struct AofTail {
     source: Source,
     resync: bool,
     poll: Duration,
+    resp_runs: Option<usize>,
     cur: Reader,
     role: Role,
     /// Directory files opened at the start, to read after `cur`, in order.
@@ -779,6 +801,7 @@ impl AofTail {
             source,
             resync: opts.resync_on_loss,
             poll: opts.poll.max(Duration::from_millis(1)),
+            resp_runs: opts.resp_runs.filter(|&n| n > 0),
             cur,
             role: Role::Single,
             queue: VecDeque::new(),
@@ -847,6 +870,9 @@ impl AofTail {
             if let Some(ev) = self.pending.pop_front() {
                 return Ok(self.deliver(ev));
             }
+            if let Some(ev) = self.resp_run()? {
+                return Ok(self.deliver(ev));
+            }
             let ev = match self.cur.item()? {
                 Item::Command { start, args } => self.command(start, args)?,
                 Item::Annotation(ts) => {
@@ -884,6 +910,7 @@ impl AofTail {
         let pos = match &ev {
             TailEvent::Base { pos, .. }
             | TailEvent::Commands { pos, .. }
+            | TailEvent::Resp { pos, .. }
             | TailEvent::Rewritten { pos, .. }
             | TailEvent::CaughtUp { pos } => pos,
         };
@@ -973,6 +1000,44 @@ impl AofTail {
             pos: self.cur.pos(end)?,
             ts: self.ts,
         })
+    }
+
+    /// With [`TailOptions::resp_runs`], outside a transaction and past the start position:
+    /// the plain commands buffered at the parse position, as one event. Anything else (an
+    /// annotation, a `SELECT`, a transaction, a command cut short, bytes that are no
+    /// command) is left to [`Reader::item`].
+    fn resp_run(&mut self) -> Result<Option<TailEvent>> {
+        let Some(max) = self.resp_runs else {
+            return Ok(None);
+        };
+        if self.txn.is_some() || self.skip != Skip::No {
+            return Ok(None);
+        }
+        let r = &mut self.cur;
+        let from = (r.at - r.buf_start) as usize;
+        let (mut at, mut commands) = (from, 0);
+        let mut args = Vec::new();
+        while commands < max && r.buf.get(at) == Some(&b'*') {
+            match parse_command(&r.buf[at..], &mut args) {
+                Ok(Some(len)) if !args.is_empty() && feed_role(&args) == Feed::Other => {
+                    at += len;
+                    commands += 1;
+                }
+                _ => break,
+            }
+        }
+        if commands == 0 {
+            return Ok(None);
+        }
+        let bytes = r.buf[from..at].to_vec();
+        r.at += (at - from) as u64;
+        Ok(Some(TailEvent::Resp {
+            db: self.db,
+            bytes,
+            commands,
+            pos: r.pos(r.at)?,
+            ts: self.ts,
+        }))
     }
 
     /// The readable bytes are all parsed.

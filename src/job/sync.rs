@@ -675,6 +675,7 @@ impl Syncer<'_> {
             self.applier.push(Entry {
                 db: 0,
                 commands: Vec::new(),
+                resp: None,
                 order: self.order,
                 pos: serde_json::to_vec(&pos).unwrap_or_default(),
             })?;
@@ -852,6 +853,7 @@ impl Syncer<'_> {
         self.applier.push(Entry {
             db: tdb,
             commands: mapped,
+            resp: None,
             order: self.order,
             pos,
         })

@@ -75,17 +75,94 @@ impl Default for ApplyOptions {
 }
 
 /// One source entry: a command, or a transaction (`MULTI` ... `EXEC` included), in target
-/// db `db`, with the stream position right after it.
+/// db `db`, with the stream position right after it. Or a run of plain commands already in
+/// RESP ([`Entry::resp`]), forwarded byte for byte.
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// Target db.
     pub db: u64,
     /// The commands (already mapped: filters, renames).
     pub commands: Vec<Vec<Vec<u8>>>,
-    /// Grows along the stream.
+    /// Commands as the source wrote them, applied after `commands`: the fast path of a
+    /// source whose commands go on unchanged (`follow` without filters, renames or db
+    /// mapping, into a standalone target), as `redis-cli --pipe` does. None may be a
+    /// `MULTI`, `EXEC` or `SELECT` (the caller's promise: the batch's db and transaction
+    /// depend on it).
+    pub resp: Option<Resp>,
+    /// Grows along the stream (for a run of commands: the order of its last one).
     pub order: u64,
     /// Where the stream can be resumed after this entry (opaque here).
     pub pos: Vec<u8>,
+}
+
+/// Whole commands in RESP, as the source wrote them: see [`Entry::resp`].
+#[derive(Debug, Clone, Default)]
+pub struct Resp {
+    /// The bytes.
+    pub bytes: Vec<u8>,
+    /// How many commands they hold.
+    pub commands: usize,
+}
+
+impl Entry {
+    /// How many commands the entry holds.
+    pub fn len(&self) -> usize {
+        self.commands.len() + self.resp.as_ref().map_or(0, |r| r.commands)
+    }
+
+    /// Whether it holds none (it only moves the checkpoint).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Its commands as argument vectors ([`Entry::resp`] parsed): a Cluster routes by key.
+    /// A run of several commands cannot go to a Cluster: they may be in several slots, and
+    /// a slot's checkpoint needs an order of its own for each.
+    fn parse_resp(&mut self) -> Result<()> {
+        let Some(resp) = self.resp.take() else {
+            return Ok(());
+        };
+        if resp.commands > 1 {
+            return Err(Error::Internal(
+                "a run of commands cannot go to a Cluster as one entry".into(),
+            ));
+        }
+        let mut rest = &resp.bytes[..];
+        let mut args = Vec::new();
+        while !rest.is_empty() {
+            match crate::resp::parse_command(rest, &mut args) {
+                Ok(Some(used)) => {
+                    self.commands
+                        .push(args.iter().map(|a| a.to_vec()).collect());
+                    rest = &rest[used..];
+                }
+                _ => {
+                    return Err(Error::Internal(
+                        "an entry's RESP is not whole commands".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The first command, for messages.
+    fn label(&self) -> String {
+        if let Some(c) = self.commands.first() {
+            return label(c);
+        }
+        let mut args = Vec::new();
+        match self
+            .resp
+            .as_ref()
+            .map(|r| crate::resp::parse_command(&r.bytes, &mut args))
+        {
+            Some(Ok(Some(_))) => {
+                quoted(&args.iter().take(2).copied().collect::<Vec<_>>().join(&b' '))
+            }
+            _ => String::new(),
+        }
+    }
 }
 
 /// A position stored in a checkpoint key: `order` and the caller's `pos`.
@@ -405,9 +482,10 @@ impl Applier {
     }
 
     /// Queue an entry; batches go out as they fill. Entries come in stream order.
-    pub fn push(&mut self, e: Entry) -> Result<()> {
+    pub fn push(&mut self, mut e: Entry) -> Result<()> {
         self.cancel.check()?;
         let slot = if self.topo.is_cluster() {
+            e.parse_resp()?;
             match keys_slot(&e.commands) {
                 Ok(Some(s)) if e.db == 0 => Some(s),
                 Ok(Some(_)) => {
@@ -430,8 +508,9 @@ impl Applier {
             .commands
             .iter()
             .flat_map(|c| c.iter().map(|a| a.len() + 16))
-            .sum();
-        lane.pending_cmds += e.commands.len();
+            .sum::<usize>()
+            + e.resp.as_ref().map_or(0, |r| r.bytes.len());
+        lane.pending_cmds += e.len();
         lane.pending_bytes += bytes;
         self.open.insert(e.order);
         self.positions.insert(e.order, e.pos.clone());
@@ -446,7 +525,7 @@ impl Applier {
 
     /// A command the target cannot take here, reported with its position.
     fn refuse(&mut self, e: &Entry, why: String) -> Result<()> {
-        let c = e.commands.first().map(|c| label(c)).unwrap_or_default();
+        let c = e.label();
         self.error(format!("command {c} (db {}): {why}", e.db))
     }
 
@@ -798,8 +877,7 @@ impl Applier {
                         .iter()
                         .find_map(|r| r.error_text())
                         .unwrap_or_else(|| "transaction aborted".into());
-                    let first = batch.entries.first().and_then(|e| e.commands.first());
-                    let c = first.map(|c| label(c)).unwrap_or_default();
+                    let c = batch.entries.first().map(Entry::label).unwrap_or_default();
                     self.error(format!("batch from command {c}: refused ({why})"))?;
                     for e in &batch.entries {
                         self.ack(e.order);
@@ -817,7 +895,7 @@ impl Applier {
         }
         self.stats.batches += 1;
         for e in &batch.entries {
-            self.stats.applied += e.commands.len() as u64;
+            self.stats.applied += e.len() as u64;
             self.ack(e.order);
         }
         Ok(Outcome::Done)
@@ -863,19 +941,23 @@ fn encode(
     ckpt: Option<&[u8]>,
     ckpt_db: u64,
 ) -> (Vec<u8>, usize, Option<u64>) {
-    let mut out = Vec::new();
+    let resp: usize = entries
+        .iter()
+        .map(|e| e.resp.as_ref().map_or(0, |r| r.bytes.len()))
+        .sum();
+    let mut out = Vec::with_capacity(resp + 64 * entries.len());
     let mut n = 0;
-    let mut cmd = |out: &mut Vec<u8>, args: &[&[u8]]| {
+    let cmd = |out: &mut Vec<u8>, n: &mut usize, args: &[&[u8]]| {
         write_command(out, args);
-        n += 1;
+        *n += 1;
     };
     let exactly_once = ckpt.is_some();
     if exactly_once {
-        cmd(&mut out, &[b"MULTI"]);
+        cmd(&mut out, &mut n, &[b"MULTI"]);
     }
     for e in entries {
         if db != Some(e.db) {
-            cmd(&mut out, &[b"SELECT", e.db.to_string().as_bytes()]);
+            cmd(&mut out, &mut n, &[b"SELECT", e.db.to_string().as_bytes()]);
             db = Some(e.db);
         }
         for c in &e.commands {
@@ -886,17 +968,25 @@ fn encode(
                 continue;
             }
             let args: Vec<&[u8]> = c.iter().map(Vec::as_slice).collect();
-            cmd(&mut out, &args);
+            cmd(&mut out, &mut n, &args);
+        }
+        if let Some(r) = &e.resp {
+            out.extend_from_slice(&r.bytes);
+            n += r.commands;
         }
     }
     if let (Some(key), Some(last)) = (ckpt, entries.last()) {
         if db != Some(ckpt_db) {
-            cmd(&mut out, &[b"SELECT", ckpt_db.to_string().as_bytes()]);
+            cmd(
+                &mut out,
+                &mut n,
+                &[b"SELECT", ckpt_db.to_string().as_bytes()],
+            );
             db = Some(ckpt_db);
         }
         let value = Checkpoint::encode(last.order, &last.pos);
-        cmd(&mut out, &[b"SET", key, &value]);
-        cmd(&mut out, &[b"EXEC"]);
+        cmd(&mut out, &mut n, &[b"SET", key, &value]);
+        cmd(&mut out, &mut n, &[b"EXEC"]);
     }
     (out, n, db)
 }
@@ -912,6 +1002,7 @@ mod tests {
                 .iter()
                 .map(|c| c.iter().map(|a| a.as_bytes().to_vec()).collect())
                 .collect(),
+            resp: None,
             order,
             pos: format!("p{order}").into_bytes(),
         }
@@ -955,6 +1046,36 @@ mod tests {
         assert_eq!((n, db), (7, Some(0)));
         let (_, n, db) = encode(&es, Some(0), None, 0);
         assert_eq!((n, db), (5, Some(3)));
+    }
+
+    #[test]
+    fn runs_of_resp_go_as_they_are_and_count_their_commands() {
+        let mut bytes = Vec::new();
+        write_command(&mut bytes, &[b"SET", b"a", b"1"]);
+        write_command(&mut bytes, &[b"INCR", b"b"]);
+        let mut e = entry(7, 2, &[]);
+        e.resp = Some(Resp {
+            bytes: bytes.clone(),
+            commands: 2,
+        });
+        assert_eq!((e.len(), e.label()), (2, "\"SET a\"".to_string()));
+        let (out, n, db) = encode(std::slice::from_ref(&e), Some(2), None, 0);
+        assert_eq!((out, n, db), (bytes.clone(), 2, Some(2)));
+        let (out, n, _) = encode(std::slice::from_ref(&e), Some(0), Some(b"ck"), 0);
+        assert_eq!(n, 7, "MULTI, SELECT 2, the run, SELECT 0, SET ck, EXEC");
+        assert!(out.windows(bytes.len()).any(|w| w == bytes));
+        assert!(e.parse_resp().is_err(), "a run cannot go to a Cluster");
+        let mut one = entry(8, 0, &[]);
+        one.resp = Some(Resp {
+            bytes: bytes[..bytes.len() - 21].to_vec(),
+            commands: 1,
+        });
+        one.parse_resp().unwrap();
+        assert_eq!(
+            one.commands,
+            [[b"SET".to_vec(), b"a".to_vec(), b"1".to_vec()]]
+        );
+        assert!(one.resp.is_none());
     }
 
     #[test]

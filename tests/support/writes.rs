@@ -6,6 +6,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use super::RedisServer;
 use super::ferry::conn;
 
+/// Sets the flag when dropped: a writer thread told to stop by it stops even when the test
+/// fails (a scope waits for its threads: without this, a failed assertion is a hang).
+pub struct StopOnDrop<'a>(pub &'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Every kind of write follow and sync must carry: strings, counters, lists, hashes, streams with
 /// a consumer group, expiries, deletes, a MULTI block, a Lua script, a
 /// second db. `i` makes values unique.
