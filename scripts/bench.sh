@@ -31,6 +31,12 @@
 #      import's peak anonymous memory (bounded whatever the file or value size).
 #   7. `rdbferry follow`: catch-up of an AOF vs `redis-cli --pipe`, --exactly-once vs at least
 #      once, lag and CPU under a steady write load, CPU idle (scripts/bench-follow.sh).
+#   8. RDB writing (issue 12) on the mixed and big-collections dumps: `convert --format rdb`
+#      of the same version (values copied byte for byte) vs `cat` of the file, to /dev/null
+#      and to a file (target: at least half cat's speed); down-conversion 7.0 -> RDB 9
+#      (`--rdb-version 9`) vs Redis 6.2's start-up load of the down-converted file (target:
+#      >= 5x faster); and `import` of the 7.0 dump into an empty Redis 6.2 (a full sync,
+#      down-converted on the fly; fresh server per run) vs that load (target: <= 1.5x).
 # Every figure is printed, and written to benches/results/YYYY-MM-DD.md (or --results PATH)
 # with the machine, the versions and the load average before and after.
 #
@@ -40,7 +46,7 @@
 #
 # Usage: scripts/bench.sh [--keys N] [--rdbtools-keys "N..."] [--runs N] [--skip-rdbtools]
 #                         [--skip-rdb-rs] [--skip-huge] [--skip-big] [--skip-import]
-#                         [--skip-follow] [--results PATH]
+#                         [--skip-follow] [--skip-rdb-write] [--results PATH]
 # Needs: cargo, python3, redis-server and redis-cli (Debian: redis-server, redis-tools);
 # fetches the Redis 6.2 binary (scripts/fetch-old-servers.sh) and rdbtools (pip, into
 # .cache/rdbtools-venv) when the comparison with rdbtools runs, and installs the `rdb` crate
@@ -59,6 +65,7 @@ SKIP_HUGE=0
 SKIP_BIG=0
 SKIP_IMPORT=0
 SKIP_FOLLOW=0
+SKIP_RDBWRITE=0
 RESULTS="benches/results/$(date -u +%Y-%m-%d).md"
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}"; }
@@ -73,6 +80,7 @@ while [ $# -gt 0 ]; do
         --skip-big) SKIP_BIG=1; shift ;;
         --skip-import) SKIP_IMPORT=1; shift ;;
         --skip-follow) SKIP_FOLLOW=1; shift ;;
+        --skip-rdb-write) SKIP_RDBWRITE=1; shift ;;
         --results) RESULTS="$2"; shift 2 ;;
         -h|--help) usage 0 ;;
         *) echo "bench: unknown option $1" >&2; usage 2 ;;
@@ -210,12 +218,13 @@ redis_load_best() {
     LOAD_LOG_S="$best_log"; LOAD_PING_S="$best_ping"
 }
 
-# start_server: an empty redis-server 7.0 on a free port; sets PORT and PID.
+# start_server [BINARY]: an empty redis-server (default the system 7.0) on a free port; sets
+# PORT and PID.
 start_server() {
     local dir i=0
     dir="$(mktemp -d "${TMPDIR:-/tmp}/rdbferry-bench.XXXXXX")"; TMPDIRS+=("$dir")
     PORT="$(free_port)"
-    redis-server --port "$PORT" --bind 127.0.0.1 --dir "$dir" --save "" --appendonly no \
+    "${1:-redis-server}" --port "$PORT" --bind 127.0.0.1 --dir "$dir" --save "" --appendonly no \
         --logfile "$dir/server.log" --proto-max-bulk-len 2gb --client-query-buffer-limit 4gb \
         >/dev/null 2>&1 &
     PID=$!; SERVERS+=("$PID")
@@ -431,6 +440,46 @@ if [ "$SKIP_IMPORT" = 0 ]; then
         r_pipe="$(calc "$pbest/$IMP" 2)"
         r_ver="$(calc "$VER/$IMP" 2)"
         row "| $(basename "$f") | ${load} s | ${IMP} s (${IMP_CPU} s) | ${VIA} | ${r_load}x | $(awk -v r="$r_load" 'BEGIN{print (r<=2) ? "meets" : "MISSES"}') | ${pbest} s | ${r_pipe}x | $(verdict "$r_pipe" 1.5) | ${VER} s (${VER_CPU} s) | ${r_ver}x | $(awk -v r="$r_ver" 'BEGIN{print (r<=2) ? "meets" : "MISSES"}') | $(calc "$ANON_KB/1024" 1) MB | ${cbest} s (${CMD_CPU} s) | $(calc "$cbest/$load" 2)x | $(calc "$pbest/$cbest" 2)x | ${cvbest} s (${CVER_CPU} s) | $(calc "$cvbest/$cbest" 2)x |"
+    done
+fi
+
+# --- 8. RDB writing (issue 12) -----------------------------------------------------------------
+if [ "$SKIP_RDBWRITE" = 0 ]; then
+    bash scripts/fetch-old-servers.sh >&2
+    R62="$ROOT/.cache/servers/redis-6.2/redis-server"
+    row ""
+    row "## RDB writing: same-version copy vs cat, down-conversion 7.0 -> 9 and full sync into 6.2 vs 6.2's load"
+    row ""
+    row "copy: \`convert --format rdb\` (same version: values byte for byte) vs \`cat\` of the dump, both to /dev/null and to a new file next to the dump. down: \`convert --format rdb --rdb-version 9\` to /dev/null vs redis-server 6.2's start-up load (log figure) of the file it writes. import: \`rdbferry import\` of the 7.0 dump into an empty 6.2 (fresh server per run; \`via\` as its JSON report says) vs the same load."
+    row ""
+    row "| file | copy wall (CPU) | cat | cat / copy | target >= 0.5 | copy to a file | cat to a file | ratio | down 7.0->9 wall (CPU) | 6.2 load of its output | load / down | target >= 5x | import into 6.2 wall (CPU) | via | import / load | target <= 1.5x |"
+    row "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---|---:|---|"
+    for f in "$MIXED" "$BIG"; do
+        [ -n "$f" ] || continue
+        note "rdb writing: $(basename "$f")"
+        out="$(dirname "$f")/bench-out.rdb"; TMPDIRS+=("$out" "$out.v9")
+        measure "$BIN" convert --quiet --format rdb -o /dev/null "$f"; CW="$WALL"; CC="$CPU"
+        measure sh -c 'exec cat "$1" > /dev/null' sh "$f"; CATW="$WALL"
+        measure "$BIN" convert --quiet --format rdb -o "$out" "$f"; FW="$WALL"
+        measure sh -c 'exec cat "$1" > "$2"' sh "$f" "$out"; FCAT="$WALL"
+        rm -f "$out"
+        measure "$BIN" convert --quiet --format rdb --rdb-version 9 -o /dev/null "$f"; DW="$WALL"; DC="$CPU"
+        "$BIN" convert --quiet --format rdb --rdb-version 9 -o "$out.v9" "$f"
+        redis_load_best "$R62" "$out.v9"; L62="$LOAD_LOG_S"
+        rm -f "$out.v9"
+        IMP62_WALL=""
+        for ((k = 0; k < RUNS; k++)); do
+            start_server "$R62"
+            summary="$(mktemp "${TMPDIR:-/tmp}/rdbferry-bench-summary.XXXXXX")"; TMPDIRS+=("$summary")
+            j="$(python3 scripts/peak-rss.py --no-sample --stdout "$summary" -- "$BIN" import --quiet --json "$f" --to "redis://127.0.0.1:$PORT")" \
+                || die "import of $f into 6.2 failed"
+            VIA62="$(jget "$(cat "$summary")" via)"
+            keep_best IMP62 "$j"
+            stop_server
+        done
+        r_copy="$(calc "$CATW/$CW" 2)"; r_file="$(calc "$FCAT/$FW" 2)"
+        r_down="$(calc "$L62/$DW" 1)"; r_imp="$(calc "$IMP62_WALL/$L62" 2)"
+        row "| $(basename "$f") | ${CW} s (${CC} s) | ${CATW} s | ${r_copy} | $(verdict "$r_copy" 0.5) | ${FW} s | ${FCAT} s | ${r_file} | ${DW} s (${DC} s) | ${L62} s | **${r_down}x** | $(verdict "$r_down" 5) | ${IMP62_WALL} s (${IMP62_CPU} s) | ${VIA62} | ${r_imp}x | $(awk -v r="$r_imp" 'BEGIN{print (r<=1.5) ? "meets" : "MISSES"}') |"
     done
 fi
 

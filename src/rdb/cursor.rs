@@ -381,6 +381,27 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// Check a string without decoding it: LZF data is followed for its structure only
+    /// ([`lzf_check`]), so nothing is copied and no size needs a buffer.
+    pub fn check_string_only(&mut self) -> DecodeResult<()> {
+        let start = self.offset();
+        match self.length_or_special()? {
+            Length::Len(n) => self.skip(n, "string"),
+            Length::Special(3) => {
+                let (compressed, declared) = self.lzf_header()?;
+                let data = self.take(compressed, "LZF data")?;
+                lzf_check(data, declared, start)
+            }
+            Length::Special(0) => self.skip(1, "int8"),
+            Length::Special(1) => self.skip(2, "int16"),
+            Length::Special(2) => self.skip(4, "int32"),
+            Length::Special(e) => Err(DecodeError::invalid(
+                start,
+                format!("unknown string encoding {e}"),
+            )),
+        }
+    }
+
     /// A "string double" of type-3 zsets (FORMATS §3.3).
     pub fn string_double(&mut self) -> DecodeResult<f64> {
         let start = self.offset();
@@ -427,6 +448,67 @@ pub fn lzf_decompress_into(
     offset: u64,
     out: &mut Vec<u8>,
 ) -> DecodeResult<()> {
+    out.clear();
+    lzf_walk(data, declared, offset, out)
+}
+
+/// Check LZF data as [`lzf_decompress_into`] does (same errors), without writing its output:
+/// only lengths and back-reference distances are followed. Validating a string value needs
+/// no more, and skips copying every byte.
+pub fn lzf_check(data: &[u8], declared: u64, offset: u64) -> DecodeResult<()> {
+    lzf_walk(data, declared, offset, &mut LzfLen(0))
+}
+
+/// Where [`lzf_walk`] puts the output: bytes, or only their count.
+trait LzfOut {
+    fn len(&self) -> usize;
+    fn reserve(&mut self, n: usize);
+    fn literal(&mut self, b: &[u8]);
+    /// `len` bytes from `back` bytes before the end (`back <= self.len()`).
+    fn back_ref(&mut self, back: usize, len: usize);
+}
+
+/// An output that only counts.
+struct LzfLen(usize);
+
+impl LzfOut for LzfLen {
+    fn len(&self) -> usize {
+        self.0
+    }
+    fn reserve(&mut self, _: usize) {}
+    fn literal(&mut self, b: &[u8]) {
+        self.0 += b.len();
+    }
+    fn back_ref(&mut self, _: usize, len: usize) {
+        self.0 += len;
+    }
+}
+
+impl LzfOut for Vec<u8> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn reserve(&mut self, n: usize) {
+        Vec::reserve(self, n);
+    }
+    fn literal(&mut self, b: &[u8]) {
+        self.extend_from_slice(b);
+    }
+    fn back_ref(&mut self, back: usize, len: usize) {
+        let from = Vec::len(self) - back;
+        if back >= len {
+            self.extend_from_within(from..from + len);
+        } else {
+            for k in 0..len {
+                let b = self[from + k];
+                self.push(b);
+            }
+        }
+    }
+}
+
+/// The LZF decoder behind [`lzf_decompress_into`] and [`lzf_check`].
+fn lzf_walk<O: LzfOut>(data: &[u8], declared: u64, offset: u64, out: &mut O) -> DecodeResult<()> {
     let bad = |reason: &str| {
         DecodeError::new(
             offset,
@@ -441,7 +523,6 @@ pub fn lzf_decompress_into(
         return Err(bad("declared size impossible for that input"));
     }
     let declared = declared as usize;
-    out.clear();
     out.reserve(declared);
     let mut i = 0usize;
     while i < data.len() {
@@ -455,7 +536,7 @@ pub fn lzf_decompress_into(
             if out.len() + n > declared {
                 return Err(bad("output longer than declared"));
             }
-            out.extend_from_slice(lit);
+            out.literal(lit);
             i += n;
         } else {
             let mut n = ctrl >> 5;
@@ -473,15 +554,7 @@ pub fn lzf_decompress_into(
             if out.len() + len > declared {
                 return Err(bad("output longer than declared"));
             }
-            let from = out.len() - back;
-            if back >= len {
-                out.extend_from_within(from..from + len);
-            } else {
-                for k in 0..len {
-                    let b = out[from + k];
-                    out.push(b);
-                }
-            }
+            out.back_ref(back, len);
         }
     }
     if out.len() != declared {
@@ -599,6 +672,43 @@ mod tests {
         assert_eq!(theirs, text);
         assert!(lzf_decompress(&comp, text.len() as u64 - 1, 0).is_err());
         assert!(lzf_decompress(&comp, text.len() as u64 + 1, 0).is_err());
+    }
+
+    /// The check without output gives the same verdict, and the same error, as decompressing,
+    /// on valid data, every truncation, every flipped byte and every wrong size.
+    #[test]
+    fn lzf_check_agrees_with_decompression() {
+        let mut text = Vec::new();
+        for i in 0..300u32 {
+            text.extend_from_slice(format!("{} aaaa{}bbbb ", i % 37, i % 5).as_bytes());
+        }
+        let comp = lzf::compress(&text).unwrap();
+        let same = |d: &[u8], n: u64| {
+            let a = lzf_decompress(d, n, 7)
+                .map(|_| ())
+                .map_err(|e| format!("{e:?}"));
+            let b = lzf_check(d, n, 7).map_err(|e| format!("{e:?}"));
+            assert_eq!(a, b, "{n} bytes from {d:?}");
+        };
+        for n in [
+            0,
+            1,
+            text.len() as u64 - 1,
+            text.len() as u64,
+            text.len() as u64 + 1,
+        ] {
+            same(&comp, n);
+        }
+        for cut in 0..comp.len() {
+            same(&comp[..cut], text.len() as u64);
+        }
+        for i in 0..comp.len() {
+            for x in [0x01, 0x20, 0x80, 0xff] {
+                let mut d = comp.clone();
+                d[i] ^= x;
+                same(&d, text.len() as u64);
+            }
+        }
     }
 
     #[test]

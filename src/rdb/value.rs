@@ -165,12 +165,9 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Check a string value without keeping it (LZF decompressed into the thread's buffer).
+/// Check a string value without keeping it (LZF data followed, not written out).
 pub fn validate_string(raw: &[u8], base: u64) -> DecodeResult<()> {
-    SCRATCH.with_borrow_mut(|scratch| {
-        let mut c = Cursor::new(raw, base);
-        c.check_string(scratch).map(|_| ())
-    })
+    Cursor::new(raw, base).check_string_only()
 }
 
 /// Check that a listpack or ziplist blob is well-formed; returns its element count. For zsets
