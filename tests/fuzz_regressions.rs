@@ -350,7 +350,9 @@ fn stream_reader_small_chunks_stay_linear() {
     w.key(b"l", None, &value::plain_list(1, &items));
     let rdb = w.finish();
     // Linear: milliseconds. Quadratic: 10^10 element decodes, many minutes.
-    let out = ends_within(Duration::from_secs(300), move || drain_stream(&rdb, 1, 1 << 24));
+    let out = ends_within(Duration::from_secs(300), move || {
+        drain_stream(&rdb, 1, 1 << 24)
+    });
     assert_eq!(out, Outcome { ok: 2, err: false });
 }
 

@@ -609,6 +609,8 @@ fn a_source_that_refuses_replication_is_copied_by_scan() {
         write_round(&mut c, i);
     }
     src.cli(&["DEBUG", "POPULATE", "5000", "k", "10"]);
+    let lib = "#!lua name=scanlib\nredis.register_function('scanned', function() return 7 end)";
+    src.cli(&["FUNCTION", "LOAD", lib]);
     for db in ["1", "2", "5"] {
         let mut c = conn(&src);
         let _: () = redis::cmd("SELECT").arg(db).query(&mut c).unwrap();
@@ -647,6 +649,9 @@ fn a_source_that_refuses_replication_is_copied_by_scan() {
     );
     assert_eq!(r["scan"]["dbs"], serde_json::json!([0, 1, 2, 5]), "{r}");
     assert_same_data(&dst, &src);
+    // Function libraries too (no key: FUNCTION DUMP).
+    assert_eq!(r["scan"]["functions"], 1, "{r}");
+    assert_eq!(dst.cli(&["FCALL", "scanned", "0"]), "7");
     // --via auto falls back to it and says so.
     let dst = RedisServer::start();
     let o = sync(&src, &dst, &[]);

@@ -922,9 +922,26 @@ fn run_recover(args: &RecoverArgs) -> ExitCode {
     }
 }
 
+/// Warnings from the library (`tracing`: a lost link retried, a refused stranger, a transaction
+/// applied in parts) on stderr, as `WARN message`; `RDBFERRY_LOG` (e.g. `debug`,
+/// `rdbferry::sink=trace`) shows more. Messages never hold a password (URLs are redacted
+/// before they reach an error).
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RDBFERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .with_target(false)
+        .try_init();
+}
+
 /// Parse arguments and run; returns the process exit code.
 pub fn run() -> ExitCode {
     signals::install();
+    init_logs();
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Import(args) => run_import(&args),

@@ -63,7 +63,7 @@ use std::time::{Duration, Instant};
 
 use crate::cancel::Cancel;
 use crate::net::{Conn, NetError, NetErrorKind, Stream};
-use crate::resp::{Reply, write_command};
+use crate::resp::{Reply, unknown_command, write_command};
 
 mod stream;
 
@@ -324,10 +324,6 @@ const ACL_HINT: &str =
 /// `NOAUTH` / `NOPERM`: the user may not.
 fn denied(e: &[u8]) -> bool {
     e.starts_with(b"NOPERM") || e.starts_with(b"NOAUTH")
-}
-
-fn unknown_command(e: &str) -> bool {
-    e.to_ascii_lowercase().contains("unknown command")
 }
 
 /// The error for a refused `PSYNC` (by the name it has here) or `SYNC`, with what to do.

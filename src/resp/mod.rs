@@ -16,5 +16,5 @@ pub mod parser;
 pub mod writer;
 
 pub use error::{RespError, RespErrorKind};
-pub use parser::{Decoded, Reply, ReplyDecoder, parse_command, parse_reply};
+pub use parser::{Decoded, Reply, ReplyDecoder, parse_command, parse_reply, unknown_command};
 pub use writer::{CommandWriter, encoded_len, write_command};

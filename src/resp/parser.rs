@@ -277,6 +277,12 @@ pub enum Reply {
     Double(f64),
 }
 
+/// Whether an error reply's text says the server does not know the command (an older server,
+/// or a command renamed away).
+pub fn unknown_command(e: &str) -> bool {
+    e.to_ascii_lowercase().contains("unknown command")
+}
+
 impl Reply {
     /// Whether this is an error reply.
     pub fn is_error(&self) -> bool {

@@ -16,8 +16,8 @@
 //!
 //! What it is not: a snapshot. A key written during the scan may be missed (`SCAN` had passed
 //! it) or copied as it was before the write; one deleted between `SCAN` and `DUMP` is counted
-//! (`vanished`), not copied. The report says so. No function libraries (not keys), no
-//! `--follow` (there is no stream to follow).
+//! (`vanished`), not copied. The report says so. Function libraries (not keys) come from the
+//! seed's `FUNCTION DUMP` (7.0+), written first. No `--follow` (there is no stream to follow).
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,8 +31,9 @@ use crate::input::Input;
 use crate::input::live::{LiveSource, Part, Reading, Scanned};
 use crate::job::Common;
 use crate::job::import::{self, ImportOptions, ImportReport, Precheck, Via};
-use crate::net::RedisUrl;
+use crate::net::{Conn, RedisUrl};
 use crate::rdb::{Dialect, KeyRecord, Version};
+use crate::resp::{Reply, unknown_command};
 use crate::sink::rdb::RdbCopy;
 
 /// The most dbs read at once.
@@ -52,6 +53,8 @@ pub struct ScanReport {
     pub dbs: Vec<u64>,
     /// The masters read (of a Cluster source: db 0 of each).
     pub masters: u64,
+    /// Function libraries copied (`FUNCTION DUMP` of the seed).
+    pub functions: u64,
     /// What a scan cannot promise, in words.
     pub warning: String,
 }
@@ -89,6 +92,8 @@ pub fn copy(
         })
         .collect();
     drop(seed);
+    let functions = function_libraries(from, common.read.ignore_checksum)?;
+    let n_functions = functions.as_ref().map_or(0, |(libs, _)| libs.len() as u64);
     let limiter = Limiter::new(rate);
     let (batch_tx, batch_rx) = sync_channel::<Vec<Owned>>(8);
     let (bytes_tx, bytes_rx) = sync_channel::<Vec<u8>>(4);
@@ -104,7 +109,7 @@ pub fn copy(
             })
             .collect();
         drop(batch_tx);
-        let encoder = sc.spawn(move || encode(batch_rx, ChanWriter(bytes_tx)));
+        let encoder = sc.spawn(move || encode(batch_rx, ChanWriter(bytes_tx), functions));
         let reader = ChanReader {
             rx: bytes_rx,
             cur: Vec::new(),
@@ -117,6 +122,7 @@ pub fn copy(
     });
     let mut rep = ScanReport {
         warning: WARNING.into(),
+        functions: n_functions,
         ..Default::default()
     };
     for p in &parts {
@@ -212,8 +218,15 @@ fn owned(rec: &KeyRecord<'_>) -> Owned {
 
 /// The encoder: every batch as RDB records into `out`, then the end of the RDB. Its version
 /// is the first payload's (every `DUMP` of one source has the same).
-fn encode(rx: Receiver<Vec<Owned>>, out: ChanWriter) -> Result<()> {
+fn encode(rx: Receiver<Vec<Owned>>, out: ChanWriter, functions: Libraries) -> Result<()> {
     let stopped = |e: std::io::Error| Error::io("sync --via scan", e);
+    let start = |o: ChanWriter, v: Version| -> Result<RdbCopy<ChanWriter>> {
+        let mut w = RdbCopy::new(o, v).map_err(stopped)?;
+        for code in functions.iter().flat_map(|(libs, _)| libs) {
+            w.function(code).map_err(stopped)?;
+        }
+        Ok(w)
+    };
     let mut w: Option<RdbCopy<ChanWriter>> = None;
     let mut out = Some(out);
     for batch in rx {
@@ -221,7 +234,8 @@ fn encode(rx: Receiver<Vec<Owned>>, out: ChanWriter) -> Result<()> {
             if w.is_none()
                 && let Some(o) = out.take()
             {
-                w = Some(RdbCopy::new(o, k.version).map_err(stopped)?);
+                // Functions need RDB 10: a source that has them writes DUMPs of 10 or more.
+                w = Some(start(o, k.version)?);
             }
             let Some(rdb) = w.as_mut() else {
                 return Err(Error::Internal("no RDB writer".into()));
@@ -246,16 +260,50 @@ fn encode(rx: Receiver<Vec<Owned>>, out: ChanWriter) -> Result<()> {
     let w = match (w, out) {
         (Some(w), _) => w,
         (None, Some(o)) => {
-            let v = Version {
-                dialect: Dialect::Redis,
-                number: 9,
-            };
-            RdbCopy::new(o, v).map_err(stopped)?
+            let v = functions.as_ref().map_or(
+                Version {
+                    dialect: Dialect::Redis,
+                    number: 9,
+                },
+                |(_, v)| *v,
+            );
+            start(o, v)?
         }
         (None, None) => return Err(Error::Internal("no RDB writer".into())),
     };
     w.finish().map_err(stopped)?;
     Ok(())
+}
+
+/// The source's function libraries and the RDB version they came in, when it has any.
+type Libraries = Option<(Vec<Vec<u8>>, Version)>;
+
+/// `FUNCTION DUMP` of the source in `from`: none before 7.0 (an unknown command); refused (an
+/// ACL), an error naming the source, as a library silently left out would be a loss.
+fn function_libraries(from: &RedisUrl, ignore_checksum: bool) -> Result<Libraries> {
+    let mut conn = Conn::open(from)?;
+    let payload = match conn.call(&[b"FUNCTION", b"DUMP"])? {
+        Reply::Bulk(p) => p,
+        Reply::Nil => return Ok(None),
+        Reply::Error(e) if unknown_command(&String::from_utf8_lossy(&e)) => return Ok(None),
+        other => {
+            return Err(Error::target(
+                from.redacted(),
+                format!(
+                    "FUNCTION DUMP: {} (a scan copies function libraries too; allow the \
+                     command, or filter the source's libraries out first)",
+                    other
+                        .error_text()
+                        .unwrap_or_else(|| "an unexpected reply".into())
+                ),
+            ));
+        }
+    };
+    let (libs, version) = crate::rdb::dump::functions(&payload, ignore_checksum).map_err(|e| {
+        let what = format!("FUNCTION DUMP reply, byte {}: {}", e.offset, e.kind);
+        Error::target(from.redacted(), what)
+    })?;
+    Ok((!libs.is_empty()).then_some((libs, version)))
 }
 
 /// The encoder's end of the byte channel.
