@@ -9,8 +9,8 @@
 #     target loads the relayed snapshot as rdbferry's replica), the whole process;
 #   - `rdbferry sync --via commands` (RESTORE per key), for targets that rule the full sync out.
 #
-# The source loads the mixed dump (--keys, default 2,000,000; scripts/gen-bench-data.py, or
-# /work/bench-data when it has it) and streams its snapshots diskless without delay
+# The source loads the mixed dump (--keys, default 2,000,000; scripts/gen-bench-data.py, cached
+# under .cache/bench/ as for scripts/bench.sh) and streams its snapshots diskless without delay
 # (repl-diskless-sync yes, repl-diskless-sync-delay 0: the 7.0 default less the wait for
 # more replicas). Each target is a fresh server with the same settings. Times are the minimum
 # of --runs runs (default 3), the three ways taken in turn in each run.
@@ -53,8 +53,7 @@ note "building rdbferry (release)"
 cargo build --release --quiet
 BIN="$TARGET/release/rdbferry"
 
-DATA="/work/bench-data/mixed-$KEYS-7.0.rdb"
-[ -f "$DATA" ] || DATA="$(python3 scripts/gen-bench-data.py mixed --keys "$KEYS" --server 7.0)"
+DATA="$(python3 scripts/gen-bench-data.py mixed --keys "$KEYS" --server 7.0)"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }

@@ -34,7 +34,8 @@
 //!   `convert_rdb` for RDB output and `--merge`, `split`, `import`, and `fullsync`, import's
 //!   fast path for an empty target; `fetch`; `follow`, an AOF tail into the applier; `sync`,
 //!   a live source's snapshot into the import and its replication stream into the applier,
-//!   and `sync_cluster`, one such sync per master of a Cluster source),
+//!   with `sync/cluster`, one such sync per master of a Cluster source, and `sync/scan`,
+//!   a copy by SCAN + DUMP of a source that refuses replication),
 //!   with `changes` (what rdbferry changes on a server, and `recover` to put it back after a
 //!   `kill -9`) and `metrics` (the Prometheus endpoint); `verify/`: compares a source (a
 //!   file, or a live server read with `SCAN` + `DUMP`) with a live target, by digest against

@@ -16,7 +16,6 @@ pub mod inspect;
 pub mod metrics;
 pub mod split;
 pub mod sync;
-pub mod sync_cluster;
 
 use crate::cancel::Cancel;
 use crate::rdb::ReadOptions;

@@ -32,7 +32,7 @@
 //! (drain what was received, write the checkpoint, exit 0).
 //!
 //! A Cluster source is synced one master at a time in parallel, each as a source of its own
-//! ([`super::sync_cluster`]). A source that refuses replication (`PSYNC` and `SYNC` renamed or
+//! ([`cluster`]). A source that refuses replication (`PSYNC` and `SYNC` renamed or
 //! disabled) is copied once with `SCAN` + `DUMP` instead (`sync::scan`: `--via scan`, or
 //! `--via auto` without `--follow`, which says so): no snapshot, and nothing to follow; a
 //! Cluster source is scanned on every master.
@@ -45,6 +45,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub mod cluster;
 mod scan;
 
 use super::Common;
@@ -253,7 +254,7 @@ pub fn sync(common: &Common, opts: &SyncOptions) -> Result<SyncReport> {
         && opts.name.is_none()
         && let Some(map) = cluster_source(&opts.from)?
     {
-        return super::sync_cluster::sync_cluster(common, opts, map);
+        return cluster::sync_cluster(common, opts, map);
     }
     let source = opts.name.clone().unwrap_or_else(|| opts.from.addr());
     let apply = ApplyOptions {

@@ -1,7 +1,7 @@
 //! `sync` from a Redis Cluster: every master is a source of its own.
 //!
 //! A master's replication stream holds only its own slots, so each master found in the
-//! source's slot map is synced by its own [`super::sync::sync`], all in parallel into the one
+//! source's slot map is synced by its own [`super::sync`], all in parallel into the one
 //! target (standalone, db 0 mapped as `--db-map` says, or a Cluster: the applier routes by
 //! key), by commands (the full sync loads one snapshot into an empty target, not several).
 //! The target's precheck is made once, by the first master that takes a snapshot,
@@ -20,10 +20,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::Common;
-use super::import::Via;
-use super::sync::{SharedPrecheck, SyncOptions, SyncReport, sync};
+use super::{SharedPrecheck, SyncOptions, SyncReport, sync};
 use crate::error::{Error, Result};
+use crate::job::Common;
+use crate::job::import::Via;
 use crate::keyslot::SLOTS;
 use crate::net::cluster::{SlotMap, show_ranges};
 
