@@ -210,7 +210,15 @@ pub fn follow(path: &str, common: &Common, opts: &FollowOptions) -> Result<Follo
             ..apply
         }
     } else {
-        apply
+        // Four times the default batch and twice the window: the target never waits for
+        // the next batch while replies are read (2M writes on a quiet machine: 1.35 s with
+        // the defaults, 0.95-1.13 s with these, against 0.94-1.41 s for redis-cli --pipe).
+        ApplyOptions {
+            batch_commands: 4000,
+            batch_bytes: 4 << 20,
+            window: 8,
+            ..apply
+        }
     };
     let mut applier = Applier::open(&opts.to, apply, common.cancel.clone())?;
     // Where to start: the target's checkpoint (exactly once) wins over the file's.
