@@ -71,20 +71,13 @@ fn wait_same(src: &RedisCluster, target: impl Fn() -> Snapshot, run: &mut Ferry)
     }
 }
 
-fn follow(src: &RedisCluster, dst: &RedisServer, ck: &Path) -> Ferry {
-    let (from, to) = (src.seed_url(), dst.url());
-    Ferry::spawn(&[
-        "sync",
-        "--from",
-        &from,
-        "--to",
-        &to,
-        "--follow",
-        "--checkpoint",
-        path_str(ck),
-        "--json",
-        "-q",
-    ])
+/// `sync --from SRC --to TO --follow --checkpoint CK -q EXTRA...`, running.
+fn follow(src: &RedisCluster, to: &str, ck: &Path, extra: &[&str]) -> Ferry {
+    let from = src.seed_url();
+    let mut args = vec!["sync", "--from", &from, "--to", to, "--follow"];
+    args.extend_from_slice(&["--checkpoint", path_str(ck), "-q"]);
+    args.extend_from_slice(extra);
+    Ferry::spawn(&args)
 }
 
 #[test]
@@ -105,7 +98,7 @@ fn a_cluster_source_every_master_copied_then_followed_and_continued() {
     let dst = RedisServer::start();
     let dir = TempDir::new("sync-cluster");
     let ck = dir.path().join("ck.json");
-    let mut run = follow(&src, &dst, &ck);
+    let mut run = follow(&src, &dst.url(), &ck, &["--json"]);
     write_counters(&src, 30, 5);
     wait_same(&src, || Snapshot::with_values(&dst), &mut run);
     let before = full_syncs(&src);
@@ -120,7 +113,7 @@ fn a_cluster_source_every_master_copied_then_followed_and_continued() {
     );
 
     write_counters(&src, 30, 7);
-    let mut run = follow(&src, &dst, &ck);
+    let mut run = follow(&src, &dst.url(), &ck, &["--json"]);
     write_counters(&src, 30, 11);
     wait_same(&src, || Snapshot::with_values(&dst), &mut run);
     run.signal("TERM");
@@ -143,19 +136,7 @@ fn a_cluster_source_into_a_cluster_target_following_exactly_once() {
     let dst = RedisCluster::start(3);
     let dir = TempDir::new("sync-cluster-cluster");
     let ck = dir.path().join("ck.json");
-    let (from, to) = (src.seed_url(), dst.seed_url());
-    let mut run = Ferry::spawn(&[
-        "sync",
-        "--from",
-        &from,
-        "--to",
-        &to,
-        "--follow",
-        "--checkpoint",
-        path_str(&ck),
-        "--exactly-once",
-        "-q",
-    ]);
+    let mut run = follow(&src, &dst.seed_url(), &ck, &["--exactly-once"]);
     write_counters(&src, 30, 3);
     // The target also holds the checkpoint keys, per master and slot written.
     let data = || {

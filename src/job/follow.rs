@@ -408,18 +408,9 @@ impl Follower<'_> {
         }
         self.rep.bases += 1;
         self.order += 1;
-        // An entry without commands moves the checkpoint (key and file) past the base.
+        // The checkpoint (key and file) moves past the base.
         let pos_bytes = serde_json::to_vec(&pos).unwrap_or_default();
-        if !self.applier.is_cluster() {
-            self.applier.push(Entry {
-                db: 0,
-                commands: Vec::new(),
-                resp: None,
-                order: self.order,
-                pos: pos_bytes,
-            })?;
-            self.applier.flush()?;
-        }
+        self.applier.mark(self.order, pos_bytes)?;
         self.rep.position = Some(pos);
         self.checkpoint(true)
     }

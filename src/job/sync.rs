@@ -58,7 +58,7 @@ use super::metrics::Metrics;
 use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 use crate::input::Input;
-use crate::net::cluster::SlotMap;
+use crate::net::cluster::{SlotMap, is_cluster};
 use crate::net::{Conn, NetErrorKind, RedisUrl};
 use crate::repl::replica::{self, Handshake, Payload, ReplStream, ReplicaOptions, SyncStart};
 use crate::sink::applier::{Applier, ApplyOptions, ApplyStats, Entry};
@@ -332,12 +332,8 @@ fn read_head(payload: &mut Payload) -> Result<Vec<u8>> {
 /// The source's slot map when it is a Cluster node (each master's stream holds only its
 /// slots: every master is synced).
 fn cluster_source(from: &RedisUrl) -> Result<Option<SlotMap>> {
-    let mut conn = Conn::open(from)?;
-    // INFO may be refused (ACL): then the source is taken for a standalone one.
-    let cluster = conn
-        .info("cluster")
-        .is_ok_and(|i| i.get("cluster_enabled").is_some_and(|v| v == "1"));
-    if !cluster {
+    // INFO refused (ACL): the source is taken for a standalone one.
+    if !is_cluster(&mut Conn::open(from)?)? {
         return Ok(None);
     }
     Ok(Some(SlotMap::discover(from)?))
@@ -672,16 +668,8 @@ impl Syncer<'_> {
     fn mark(&mut self, pos: SyncPos) -> Result<()> {
         self.order += 1;
         self.last = Some(pos.clone());
-        if !self.applier.is_cluster() {
-            self.applier.push(Entry {
-                db: 0,
-                commands: Vec::new(),
-                resp: None,
-                order: self.order,
-                pos: serde_json::to_vec(&pos).unwrap_or_default(),
-            })?;
-        }
-        self.applier.flush()?;
+        let bytes = serde_json::to_vec(&pos).unwrap_or_default();
+        self.applier.mark(self.order, bytes)?;
         self.checkpoint(true)
     }
 

@@ -351,6 +351,23 @@ impl Applier {
         Ok(a)
     }
 
+    /// Move the checkpoint to `pos` (the `order`-th entry) with nothing to apply (past a
+    /// snapshot or a base the caller wrote by other means), and wait until the target holds
+    /// it: an entry without commands writes the checkpoint key on a standalone target; a
+    /// Cluster's keys are per slot, and only the caller's file moves.
+    pub fn mark(&mut self, order: u64, pos: Vec<u8>) -> Result<()> {
+        if !self.is_cluster() {
+            self.push(Entry {
+                db: 0,
+                commands: Vec::new(),
+                resp: None,
+                order,
+                pos,
+            })?;
+        }
+        self.flush()
+    }
+
     /// Whether the target is a Cluster.
     pub fn is_cluster(&self) -> bool {
         self.topo.is_cluster()

@@ -94,10 +94,11 @@ fn masters(opts: &SyncOptions, map: &SlotMap, pre: &SharedPrecheck) -> Vec<Maste
         .enumerate()
         .filter(|(_, (_, r))| !r.is_empty())
         .map(|(i, (node, ranges))| {
-            let slots = show_ranges(&ranges).replace(", ", "_");
+            let shown = show_ranges(&ranges);
+            let slots = shown.replace(", ", "_");
             let mut o = opts.clone();
             o.from = node.url(&opts.from);
-            o.name = Some(format!("cluster slots {}", show_ranges(&ranges)));
+            o.name = Some(format!("cluster slots {shown}"));
             o.precheck = Some(pre.clone());
             // Several snapshots into one target: none can be its full sync.
             o.import.via = Via::Commands;
@@ -107,7 +108,6 @@ fn masters(opts: &SyncOptions, map: &SlotMap, pre: &SharedPrecheck) -> Vec<Maste
                 k.extend_from_slice(format!(":{slots}").as_bytes());
                 k
             });
-            o.spool = opts.spool.clone();
             if i > 0 {
                 o.metrics_addr = None;
             }
